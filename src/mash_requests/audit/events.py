@@ -1,0 +1,156 @@
+"""The dispatch-log event: what evidence needs, and nothing more.
+
+An event records one step of one request for information. It holds the case reference,
+request reference, partner, recipient addresses, times, gateway ids, the referral form's
+fingerprint, the template, the operator and the outcome. It never holds the message body
+or the child's details (data minimisation: DPA 2018 / the ICO's data sharing code).
+
+Events are append-only. A store assigns ``seq`` (1, 2, 3 …), ``recorded_at`` (UTC), the
+previous event's hash and this event's hash (see :mod:`mash_requests.audit.chain`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class EventKind(StrEnum):
+    """The closed set of event kinds."""
+
+    #: The request was built and its form accepted; it is about to go to the gateway.
+    PREPARED = "prepared"
+    #: One attempt failed (transient or ambiguous); ``attempt``, ``error_class``,
+    #: ``server_message`` and ``wait_seconds`` say what happened and what comes next.
+    ATTEMPT_FAILED = "attempt_failed"
+    #: The gateway accepted the message (``gateway_id`` where it gave one).
+    SENT = "sent"
+    #: The gateway refused it for good, or retries ran out; ``reason`` says why.
+    FAILED = "failed"
+    #: The gateway may have accepted it and that could not be proved; a person must check.
+    UNCONFIRMED = "unconfirmed"
+    #: The request was refused before sending (bad form, bad address, duplicate …);
+    #: ``reason`` is the machine-readable code, ``detail`` the sentence.
+    REJECTED = "rejected"
+    #: A later check (``mash-requests reconcile``) found the outcome of an unconfirmed request;
+    #: ``outcome`` in ``details`` is "sent" or "not_found".
+    RECONCILED = "reconciled"
+
+
+#: The outcome a request ends in, from its last terminal event.
+TERMINAL_KINDS = frozenset(
+    {EventKind.SENT, EventKind.FAILED, EventKind.UNCONFIRMED, EventKind.REJECTED}
+)
+
+JSONScalar = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One step of one request, as the caller records it.
+
+    Every field but ``kind`` and ``case_ref`` is optional because a refusal may happen
+    before a request reference or partner exists. ``details`` holds small extra scalars
+    (e.g. ``resend_reason``, ``consent``); never personal data.
+    """
+
+    kind: EventKind
+    case_ref: str
+    request_ref: str | None = None
+    request_key: str | None = None
+    partner: str | None = None
+    recipients: tuple[str, ...] = ()
+    gateway: str | None = None
+    sender: str | None = None
+    message_id: str | None = None
+    gateway_id: str | None = None
+    form_filename: str | None = None
+    form_sha256: str | None = None
+    form_size: int | None = None
+    form_pages: int | None = None
+    form_found_in: str | None = None
+    template: str | None = None
+    template_version: str | None = None
+    operator: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+    attempt: int | None = None
+    error_class: str | None = None
+    server_message: str | None = None
+    wait_seconds: float | None = None
+    details: Mapping[str, JSONScalar] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        """The event as plain JSON-able values (kind as its string, recipients as a list)."""
+        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        record["kind"] = str(self.kind)
+        record["recipients"] = list(self.recipients)
+        record["details"] = dict(self.details)
+        return record
+
+
+#: Names of the Event fields, in declaration order (the canonical encoding sorts them anyway).
+EVENT_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Event))
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as the log holds it: numbered, timed and chained."""
+
+    seq: int
+    recorded_at: datetime
+    event: Event
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events to read; every field left as None matches everything."""
+
+    case_ref: str | None = None
+    request_ref: str | None = None
+    request_key: str | None = None
+    partner: str | None = None
+    gateway: str | None = None
+    kinds: Sequence[EventKind] | None = None
+    form_sha256: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class EventStore(Protocol):
+    """Where the dispatch log lives (SQLite, PostgreSQL). Append-only by design."""
+
+    def append(self, event: Event) -> StoredEvent:
+        """Durably append one event to the chain and return it as stored."""
+        ...
+
+    def append_many(self, events: Sequence[Event]) -> list[StoredEvent]:
+        """Durably append several events in one transaction, in order."""
+        ...
+
+    def events(self, where: EventFilter | None = None) -> Iterator[StoredEvent]:
+        """Stream matching events in ``seq`` order."""
+        ...
+
+    def last_outcome(self, request_key: str) -> StoredEvent | None:
+        """The latest sent/failed/unconfirmed/reconciled event for this request key.
+
+        The idempotency check: a key whose last outcome is sent, unconfirmed, or reconciled
+        as sent must not be sent again without an explicit resend reason.
+        """
+        ...
+
+    def count_sent_since(self, sender: str, since: datetime) -> int:
+        """How many ``sent`` events from this sending mailbox were recorded since ``since``.
+
+        Shared by every process writing to the log, so it backs the per-mailbox rate limit.
+        """
+        ...
+
+    def close(self) -> None: ...

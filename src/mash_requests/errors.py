@@ -1,0 +1,122 @@
+"""The one exception tree of mash-requests.
+
+::
+
+    MashRequestsError                 every error this library raises on purpose
+    ├── ConfigError                   the configuration is wrong: fix it, then run again
+    ├── InputError                    something a person supplied is wrong (exit code 2)
+    │   ├── CaseFileError             a case file is missing, malformed or invalid
+    │   ├── TemplateError             a template is missing, broken or needs a variable
+    │   ├── RecipientError            an address is not in the partner directory/allow-list
+    │   ├── FormRefusedError          the referral form PDF was refused (carries the verdict)
+    │   └── DuplicateRequestError     this request was already sent (use resend with a reason)
+    └── OperationalError              something failed while doing the work
+        ├── GatewayError              the mail gateway did not take the message
+        │   ├── TransientGatewayError     certainly not accepted; safe to try again
+        │   ├── AmbiguousGatewayError     may have been accepted; look before resending
+        │   └── PermanentGatewayError     refused; trying again will not help
+        └── LogError                  the dispatch log cannot be read or written
+
+``ConfigError`` is deliberately *not* an ``OperationalError``: a batch that skips failed sends
+catches ``OperationalError`` and must never swallow a misconfiguration.
+
+Messages never contain message bodies, child details, passwords or tokens: they name the
+file, field, partner or request reference that is wrong, and say what to do.
+Third-party errors (smtplib, exchangelib, requests, pypdf, sqlite3, psycopg) are translated
+into these classes at the module boundary that calls the library, raised ``from`` the original.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mash_requests.referral_form import Verdict
+
+
+class MashRequestsError(Exception):
+    """Base class of every error raised on purpose by mash-requests."""
+
+
+class ConfigError(MashRequestsError):
+    """The configuration (TOML file, environment, secrets) is invalid or incomplete."""
+
+
+class InputError(MashRequestsError):
+    """Something a person or script supplied is invalid; nothing was sent."""
+
+
+class CaseFileError(InputError):
+    """A case file is missing, not JSON, or fails validation."""
+
+
+class TemplateError(InputError):
+    """A template is missing, has a syntax error, or uses an undefined variable."""
+
+
+class RecipientError(InputError):
+    """An address or partner is not in the partner directory or its domain allow-list."""
+
+
+class FormRefusedError(InputError):
+    """The referral form was refused by the check; ``verdict`` says why."""
+
+    def __init__(self, message: str, verdict: Verdict) -> None:
+        super().__init__(message)
+        self.verdict = verdict
+
+
+class DuplicateRequestError(InputError):
+    """A request with the same key was already sent; resending needs an explicit reason."""
+
+
+class OperationalError(MashRequestsError):
+    """Something failed while doing the work (gateway, log)."""
+
+
+class GatewayError(OperationalError):
+    """The mail gateway did not take the message.
+
+    ``server_message`` holds the server's own words (never credentials or message content);
+    ``retry_after`` is the server's hint in seconds, where it gave one.
+    """
+
+    #: One word for the log: "transient", "ambiguous" or "permanent".
+    error_class = "gateway"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        server_message: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.server_message = server_message
+        self.retry_after = retry_after
+
+
+class TransientGatewayError(GatewayError):
+    """The message was certainly not accepted and trying again may work (timeouts, 429, 5xx)."""
+
+    error_class = "transient"
+
+
+class AmbiguousGatewayError(GatewayError):
+    """The message may have been accepted (answer lost after the server had it).
+
+    Never resend blindly: look the Message-ID up in Sent Items first, or record the request
+    as unconfirmed for a person to check.
+    """
+
+    error_class = "ambiguous"
+
+
+class PermanentGatewayError(GatewayError):
+    """The gateway refused the message or the credentials; trying again will not help."""
+
+    error_class = "permanent"
+
+
+class LogError(OperationalError):
+    """The dispatch log cannot be opened, read or written."""

@@ -1,0 +1,102 @@
+"""What every mail gateway is: ``send(message) -> Receipt`` and ``close()``.
+
+A gateway takes a fully built :class:`OutgoingMessage` and hands it to a mail system. It
+knows nothing of cases, partners or the dispatch log. It raises only the gateway errors of
+:mod:`mash_requests.errors`, translated at its boundary:
+
+- :class:`~mash_requests.errors.TransientGatewayError`: certainly not accepted, try again;
+- :class:`~mash_requests.errors.AmbiguousGatewayError`: may have been accepted;
+- :class:`~mash_requests.errors.PermanentGatewayError`: refused, do not try again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """The referral form as it is attached: the exact bytes that were checked."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A request for information, built and ready for a gateway.
+
+    ``mime`` is the complete RFC 5322 message (what SMTP and the outbox send as bytes).
+    The other fields repeat its parts for gateways that build their own message from
+    parts (Graph, EWS). ``message_id`` is the Message-ID header value, angle brackets
+    included; it is what proves or reconciles a send.
+    """
+
+    mime: EmailMessage
+    message_id: str
+    request_ref: str
+    sender: str
+    recipients: tuple[str, ...]
+    subject: str
+    text_body: str
+    html_body: str
+    attachment: Attachment
+    #: Extra headers gateways that build their own message should carry (e.g. X-MASH-Request-Ref).
+    extra_headers: tuple[tuple[str, str], ...] = ()
+
+    def as_bytes(self) -> bytes:
+        """The message as RFC 5322 bytes with CRLF line endings."""
+        from email import policy
+
+        return self.mime.as_bytes(policy=policy.SMTP)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a gateway says about a message it accepted.
+
+    ``gateway_id`` is the gateway's own handle for the message, where it gives one: the
+    outbox file path, the SMTP server's reply to DATA, the Graph message id, the EWS item id.
+    """
+
+    gateway: str
+    message_id: str
+    gateway_id: str | None = None
+    detail: str = ""
+
+
+@runtime_checkable
+class Gateway(Protocol):
+    """A mail system that can take a message."""
+
+    #: Short name recorded in the dispatch log: "outbox", "smtp", "ews", "graph".
+    name: str
+
+    def send(self, message: OutgoingMessage) -> Receipt:
+        """Hand the message over once; never retries by itself."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the gateway may not be used afterwards."""
+        ...
+
+
+@runtime_checkable
+class SentItemsLookup(Protocol):
+    """A gateway that can prove whether a message was sent (EWS, Graph, outbox)."""
+
+    def find_sent(self, message_id: str) -> Receipt | None:
+        """Look the Message-ID up among sent messages; None when it is not there."""
+        ...
+
+
+@runtime_checkable
+class Checkable(Protocol):
+    """A gateway that can verify connectivity and authentication without sending."""
+
+    def check(self) -> str:
+        """Return a one-line description of what was verified; raise GatewayError if not."""
+        ...
