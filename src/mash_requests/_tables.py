@@ -111,8 +111,8 @@ class Table:
         if key in self.data:
             raise self.error(
                 key,
-                f"secrets are not written in the config; use {key}_env = \"VARIABLE\" "
-                f"or {key}_file = \"path/to/file\"",
+                f'secrets are not written in the config; use {key}_env = "VARIABLE" '
+                f'or {key}_file = "path/to/file"',
             )
         env_name = self.string(f"{key}_env")
         file_path = self.path(f"{key}_file")
@@ -129,9 +129,7 @@ class Table:
             try:
                 return file_path.read_text(encoding="utf-8").strip()
             except OSError as exc:
-                raise self.error(
-                    f"{key}_file", f"cannot read {file_path}: {exc.strerror}"
-                ) from exc
+                raise self.error(f"{key}_file", f"cannot read {file_path}: {exc.strerror}") from exc
         if required:
             raise self.error(key, f"is required: set {key}_env or {key}_file")
         return None

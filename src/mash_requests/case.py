@@ -1,0 +1,273 @@
+"""The case: one contact about a child, loaded from JSON and validated in full.
+
+A case file looks like this (the README's "Case file reference" documents every field)::
+
+    {
+      "case_ref": "MASH-2026-0412",
+      "contact_id": "CON-88213",
+      "rag": "amber",
+      "child": {"name": "Leo Hartley", "date_of_birth": "2016-04-09",
+                "address": "14 Alder Row, Eastbury EB3 2QT"},
+      "consent": {"status": "given", "given_by": "Mother", "reason": ""},
+      "concerns": "Summary of the concerns …",
+      "worker": {"name": "Sam Okafor", "role": "MASH Social Worker",
+                 "email": "sam.okafor@eastbury.gov.uk"},
+      "partners": ["police", "health"],
+      "referral_form": "../forms/MASH-2026-0412.pdf"
+    }
+
+Validation errors name the file and the field, never the child's details:
+``case file cases/C-1.json: field child.date_of_birth: expected YYYY-MM-DD, got '31/02/2015'``.
+The date string is shown because it is what the person typed wrong; names and concerns are not.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from mash_requests.errors import CaseFileError
+
+#: A reference safe for subjects, filenames and headers: letters, digits and - _ / .
+REFERENCE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,63}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_TEXT = 20_000
+
+
+class Rag(StrEnum):
+    """The RAG rating a MASH manager gives a contact; it sets the response deadline."""
+
+    RED = "red"
+    AMBER = "amber"
+    GREEN = "green"
+
+
+class ConsentStatus(StrEnum):
+    """Whether the family consented to information being shared."""
+
+    GIVEN = "given"
+    #: Refused: sharing goes ahead only on a lawful basis without consent; reason required.
+    NOT_GIVEN = "not_given"
+    #: Not asked (e.g. asking would put the child at risk); reason required.
+    NOT_SOUGHT = "not_sought"
+
+
+@dataclass(frozen=True)
+class Child:
+    name: str
+    date_of_birth: date
+    address: str
+
+
+@dataclass(frozen=True)
+class Consent:
+    status: ConsentStatus
+    reason: str
+    given_by: str
+
+
+@dataclass(frozen=True)
+class Worker:
+    """The MASH worker asking; replies go to their secure address."""
+
+    name: str
+    role: str
+    email: str
+
+
+@dataclass(frozen=True)
+class Case:
+    """A validated case. ``referral_form`` is resolved against the case file's folder."""
+
+    case_ref: str
+    contact_id: str
+    rag: Rag
+    child: Child
+    consent: Consent
+    concerns: str
+    worker: Worker
+    partners: tuple[str, ...]
+    referral_form: Path | None
+    source: str
+
+    def form_values(self, mapping: Mapping[str, str]) -> dict[str, str]:
+        """Values for filling a referral form: form field name -> text from a dotted case path.
+
+        ``mapping`` is e.g. ``{"child_name": "child.name", "case_reference": "case_ref"}``.
+        Raises CaseFileError naming the path when the case has no such field.
+        """
+        values: dict[str, str] = {}
+        for form_field, path in mapping.items():
+            value: Any = self
+            for part in path.split("."):
+                if not hasattr(value, part):
+                    raise CaseFileError(
+                        f"form field {form_field!r} is mapped to {path!r}, which a case does not "
+                        "have; fix [form.fill_mapping] in the config"
+                    )
+                value = getattr(value, part)
+            if isinstance(value, date):
+                values[form_field] = value.isoformat()
+            elif isinstance(value, tuple):
+                values[form_field] = ", ".join(str(item) for item in value)
+            else:
+                values[form_field] = str(value)
+        return values
+
+
+class _Reader:
+    """Reads fields of a JSON object, reporting errors as ``file: field path: problem``."""
+
+    def __init__(self, source: str, data: Mapping[str, Any], prefix: str = "") -> None:
+        self.source = source
+        self.data = data
+        self.prefix = prefix
+
+    def error(self, key: str, problem: str) -> CaseFileError:
+        return CaseFileError(f"case file {self.source}: field {self.prefix}{key}: {problem}")
+
+    def raw(self, key: str) -> Any:
+        if key not in self.data or self.data[key] is None:
+            raise self.error(key, "is missing; add it (see the README's case file reference)")
+        return self.data[key]
+
+    def text(self, key: str, *, required: bool = True, single_line: bool = True) -> str:
+        if not required and self.data.get(key) in (None, ""):
+            return ""
+        value = self.raw(key)
+        if not isinstance(value, str):
+            raise self.error(key, f"expected text, got {type(value).__name__}")
+        value = value.strip()
+        if required and not value:
+            raise self.error(key, "is empty")
+        if single_line and ("\r" in value or "\n" in value):
+            raise self.error(key, "must be on one line (it contains a line break)")
+        if len(value) > MAX_TEXT:
+            raise self.error(key, f"is longer than {MAX_TEXT} characters")
+        return value
+
+    def reference(self, key: str) -> str:
+        value = self.raw(key)
+        if not isinstance(value, str) or not REFERENCE_PATTERN.match(value):
+            shown = value if isinstance(value, str) and len(value) <= 64 else "…"
+            raise self.error(
+                key,
+                "expected a reference of letters, digits and - _ / . (at most 64 characters), "
+                f"got {shown!r}",
+            )
+        return value
+
+    def email(self, key: str) -> str:
+        value = self.text(key)
+        if not _EMAIL.match(value):
+            raise self.error(key, f"expected an email address, got {value!r}")
+        return value
+
+    def choice(self, key: str, enum: type[StrEnum]) -> str:
+        value = self.raw(key)
+        allowed = [str(member) for member in enum]
+        if not isinstance(value, str) or value.strip().lower() not in allowed:
+            raise self.error(key, f"expected one of {', '.join(allowed)}, got {value!r}")
+        return value.strip().lower()
+
+    def date(self, key: str) -> date:
+        value = self.raw(key)
+        try:
+            if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                raise ValueError
+            return date.fromisoformat(value)
+        except ValueError:
+            raise self.error(key, f"expected YYYY-MM-DD, got {value!r}") from None
+
+    def obj(self, key: str) -> _Reader:
+        value = self.raw(key)
+        if not isinstance(value, dict):
+            raise self.error(key, f"expected an object, got {type(value).__name__}")
+        return _Reader(self.source, value, f"{self.prefix}{key}.")
+
+
+def parse_case(data: Any, *, source: str, base_dir: Path | None = None) -> Case:
+    """Validate a case given as parsed JSON; ``source`` names it in errors."""
+    if not isinstance(data, dict):
+        raise CaseFileError(f"case file {source}: expected a JSON object at the top level")
+    reader = _Reader(source, data)
+    child_reader = reader.obj("child")
+    dob = child_reader.date("date_of_birth")
+    if dob > date.today():
+        raise child_reader.error("date_of_birth", f"is in the future ({dob.isoformat()})")
+    consent_reader = reader.obj("consent")
+    status = ConsentStatus(consent_reader.choice("status", ConsentStatus))
+    reason = consent_reader.text("reason", required=status is not ConsentStatus.GIVEN)
+    worker_reader = reader.obj("worker")
+
+    partners_raw = reader.raw("partners")
+    if not isinstance(partners_raw, list) or not all(isinstance(p, str) for p in partners_raw):
+        raise reader.error("partners", 'expected a list of partner keys such as ["police"]')
+    partners = tuple(dict.fromkeys(p.strip() for p in partners_raw))
+
+    form: Path | None = None
+    if data.get("referral_form") not in (None, ""):
+        form_text = reader.text("referral_form")
+        form = Path(form_text).expanduser()
+        if not form.is_absolute() and base_dir is not None:
+            form = base_dir / form
+
+    known = {
+        "case_ref", "contact_id", "rag", "child", "consent", "concerns",
+        "worker", "partners", "referral_form", "$schema", "notes_for_staff",
+    }  # fmt: skip
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise reader.error(unknown[0], "unknown field; check the spelling against the README")
+
+    return Case(
+        case_ref=reader.reference("case_ref"),
+        contact_id=reader.reference("contact_id"),
+        rag=Rag(reader.choice("rag", Rag)),
+        child=Child(
+            name=child_reader.text("name"),
+            date_of_birth=dob,
+            address=child_reader.text("address", single_line=False),
+        ),
+        consent=Consent(
+            status=status,
+            reason=reason,
+            given_by=consent_reader.text("given_by", required=False),
+        ),
+        concerns=reader.text("concerns", single_line=False),
+        worker=Worker(
+            name=worker_reader.text("name"),
+            role=worker_reader.text("role"),
+            email=worker_reader.email("email"),
+        ),
+        partners=partners,
+        referral_form=form,
+        source=source,
+    )
+
+
+def load_case(path: Path) -> Case:
+    """Load and validate a case file; raises CaseFileError naming the file and field."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CaseFileError(f"case file {path}: not found; check the path") from None
+    except IsADirectoryError:
+        raise CaseFileError(f"case file {path}: is a folder, not a JSON file") from None
+    except OSError as exc:
+        raise CaseFileError(f"case file {path}: cannot be read ({exc.strerror})") from exc
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise CaseFileError(f"case file {path}: is not UTF-8 text; save it as UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise CaseFileError(
+            f"case file {path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    return parse_case(data, source=str(path), base_dir=path.parent)

@@ -1,0 +1,179 @@
+"""``send-request`` and ``reconcile``: the commands MASH staff run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mash_requests.cli._common import EXIT_INCOMPLETE, EXIT_OK, CliError, library_errors
+
+CONFIG_HELP = (
+    "Config file (TOML). Default: $MASH_REQUESTS_CONFIG, else ./mash-requests.toml, "
+    "else embedded defaults (outbox and log under ./mash-data/)."
+)
+
+
+def _print_outcomes(outcomes: list[object]) -> None:
+    from mash_requests.dispatch import RequestOutcome
+
+    rows = [("PARTNER", "ADDRESS", "OUTCOME", "REQUEST REF")]
+    for outcome in outcomes:
+        assert isinstance(outcome, RequestOutcome)
+        label = str(outcome.outcome).replace("_", " ")
+        if outcome.reason:
+            label += f" ({outcome.reason})"
+        rows.append(
+            (outcome.partner, ", ".join(outcome.recipients), label, outcome.request_ref or "-")
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        click.echo(
+            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3]
+        )
+
+
+@click.command(
+    "send-request",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="""\b
+Examples:
+  send-request --case cases/MASH-2026-0412.json
+  send-request --case cases/MASH-2026-0412.json --partner police --partner health
+  send-request --case cases/MASH-2026-0412.json --all-partners --dry-run
+  send-request --case cases/MASH-2026-0412.json --partner police --resend --reason "bounced"
+
+\b
+Exit codes: 0 every request sent; 1 some not sent (failed or unconfirmed; see the table);
+2 bad case file, partner, form, template or config: nothing was sent and the refusal is
+in the dispatch log.""",
+)
+@click.option(
+    "--case",
+    "case_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The case file (JSON; see the README's case file reference).",
+)
+@click.option(
+    "--partner",
+    "partners",
+    multiple=True,
+    metavar="KEY",
+    help="Partner to ask (a key from the partner directory). Repeat for several. "
+    "Default: the partners listed in the case file.",
+)
+@click.option("--all-partners", is_flag=True, help="Ask every partner in the directory.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help=CONFIG_HELP)
+@click.option(
+    "--form",
+    "form_path",
+    type=click.Path(path_type=Path),
+    help="Referral form PDF to attach, instead of the case file's referral_form.",
+)
+@click.option(
+    "--form-password",
+    envvar="MASH_FORM_PASSWORD",
+    show_envvar=True,
+    help="Password of an encrypted referral form (prefer the environment variable).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check the form and render every request, but send nothing and log nothing.",
+)
+@click.option(
+    "--resend", is_flag=True, help="Send again a request that was already sent (needs --reason)."
+)
+@click.option(
+    "--reason",
+    "resend_reason",
+    metavar="TEXT",
+    help="Why a request is being resent; recorded in the dispatch log.",
+)
+def send_request(
+    case_path: Path,
+    partners: tuple[str, ...],
+    all_partners: bool,
+    config_path: Path | None,
+    form_path: Path | None,
+    form_password: str | None,
+    dry_run: bool,
+    resend: bool,
+    resend_reason: str | None,
+) -> None:
+    """Send a case's requests for information, one per partner agency, each with the
+    case's MASH referral form attached.
+
+    Every request is checked before anything is sent: the partners must be in the
+    directory, the referral form must be this case's, readable and safe, and every
+    template must render. If any check fails, nothing of the case is sent.
+    """
+    if partners and all_partners:
+        raise click.UsageError("give --partner KEY or --all-partners, not both")
+    if resend != bool(resend_reason):
+        raise click.UsageError("--resend and --reason TEXT go together")
+    from mash_requests.api import send_request as api_send_request
+    from mash_requests.config import load_settings
+
+    with library_errors():
+        settings = load_settings(config_path)
+        selected: list[str] | None = list(partners) or None
+        if all_partners:
+            selected = settings.directory.keys()
+        result = api_send_request(
+            settings,
+            case_path,
+            selected,
+            form_path=form_path,
+            form_password=form_password,
+            resend_reason=resend_reason,
+            dry_run=dry_run,
+        )
+    _print_outcomes(list(result.outcomes))
+    sent = sum(1 for o in result.outcomes if o.outcome == "sent")
+    if dry_run:
+        click.echo(
+            f"Dry run: {len(result.outcomes)} request(s) checked and rendered; nothing was sent."
+        )
+        sys.exit(EXIT_OK)
+    click.echo(f"{sent} of {len(result.outcomes)} request(s) sent for case {result.case_ref}.")
+    if not result.all_sent:
+        click.echo(
+            "Not every request was sent. 'unconfirmed' may have been delivered: check with "
+            "'mash-requests reconcile' before resending.",
+            err=True,
+        )
+        sys.exit(EXIT_INCOMPLETE)
+
+
+@click.command(
+    epilog="""\b
+Example:
+  mash-requests reconcile --config mash-requests.toml
+
+Exit codes: 0 nothing left unconfirmed; 1 some still unconfirmed or the gateway cannot look
+messages up (SMTP: check the partner's receipt or the relay's logs by hand); 2 bad config."""
+)
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help=CONFIG_HELP)
+def reconcile(config_path: Path | None) -> None:
+    """Re-check unconfirmed requests against the mailbox's Sent Items (EWS, Graph, outbox)
+    and record what is found in the dispatch log."""
+    from mash_requests.config import load_settings
+    from mash_requests.dispatch import Dispatcher
+
+    with library_errors():
+        settings = load_settings(config_path)
+        with Dispatcher(settings) as dispatcher:
+            results = dispatcher.reconcile()
+    if not results:
+        click.echo("No unconfirmed requests.")
+        return
+    left = 0
+    for item in results:
+        click.echo(f"{item.request_ref}  {item.partner}  {item.finding}")
+        if item.finding != "sent":
+            left += 1
+    if left:
+        raise CliError(f"{left} request(s) still unconfirmed; check them by hand", EXIT_INCOMPLETE)

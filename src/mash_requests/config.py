@@ -1,0 +1,303 @@
+"""Configuration: one TOML file plus environment variables, validated in full at load time.
+
+Where the file is found: ``--config FILE``, else ``$MASH_REQUESTS_CONFIG``, else
+``./mash-requests.toml``, else the embedded defaults (outbox gateway and SQLite log under
+``./mash-data/``, no partners). Relative paths in a file are relative to the file's folder.
+Secrets are never written in the file: ``password_env = "VAR"`` or ``password_file = "…"``.
+Every key is documented in the README's "Configuration reference"; an unknown key is an error.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from mash_requests._tables import Table
+from mash_requests.case import Rag
+from mash_requests.deadlines import Timescales
+from mash_requests.errors import ConfigError, RecipientError
+from mash_requests.partners import AllowList, Partner, PartnerDirectory
+
+if TYPE_CHECKING:
+    from mash_requests.audit import LogSettings
+    from mash_requests.gateways import GatewaySettings
+    from mash_requests.retry import RetryPolicy
+
+ENV_CONFIG = "MASH_REQUESTS_CONFIG"
+DEFAULT_CONFIG_NAME = "mash-requests.toml"
+DEFAULT_MARKING = "OFFICIAL-SENSITIVE"
+DEFAULT_FILL_MAPPING: dict[str, str] = {
+    "case_reference": "case_ref",
+    "contact_id": "contact_id",
+    "child_name": "child.name",
+    "child_dob": "child.date_of_birth",
+    "child_address": "child.address",
+    "referrer_name": "worker.name",
+    "referrer_role": "worker.role",
+    "referrer_email": "worker.email",
+    "consent_status": "consent.status",
+    "consent_reason": "consent.reason",
+    "concerns": "concerns",
+}
+_MARKING = re.compile(r"^[A-Z][A-Z0-9 -]{1,40}$")
+_DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class FormSettings:
+    """How referral forms are checked and filled."""
+
+    max_size: int = 10 * 1024 * 1024
+    password: str | None = None
+    case_ref_field: str = "case_reference"
+    fill_mapping: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FILL_MAPPING))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything mash-requests needs to run, validated."""
+
+    source: Path | None
+    base_dir: Path
+    data_dir: Path
+    mash_name: str
+    marking: str
+    sender: str
+    operator: str
+    templates_dir: Path | None
+    timescales: Timescales
+    directory: PartnerDirectory
+    form: FormSettings
+    gateway: GatewaySettings
+    retry: RetryPolicy
+    rate_limit_per_minute: int
+    log: LogSettings
+
+
+def find_config(explicit: Path | None) -> Path | None:
+    """The config file to use, by the documented order; None means the embedded defaults."""
+    if explicit is not None:
+        return explicit
+    from_env = os.environ.get(ENV_CONFIG)
+    if from_env:
+        return Path(from_env)
+    local = Path.cwd() / DEFAULT_CONFIG_NAME
+    return local if local.is_file() else None
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Find, read and validate the configuration; ConfigError names the file and key."""
+    source = find_config(path)
+    if source is None:
+        return parse_settings({}, source=None, base_dir=Path.cwd())
+    try:
+        raw = source.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config {source}: not found; check --config or ${ENV_CONFIG}") from None
+    except OSError as exc:
+        raise ConfigError(f"config {source}: cannot be read ({exc.strerror})") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {source}: is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {source}: not valid TOML: {exc}") from None
+    return parse_settings(data, source=source, base_dir=source.resolve().parent)
+
+
+def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path) -> Settings:
+    """Validate parsed TOML. ``source`` names the file in errors (None: embedded defaults)."""
+    name = f"config {source}" if source else "embedded default config"
+    root = Table(data, where=f"{name}:", base_dir=base_dir)
+
+    mash = _section(root, "mash")
+    data_dir = mash.path("data_dir", "mash-data")
+    assert data_dir is not None
+    marking = mash.string("marking", DEFAULT_MARKING) or DEFAULT_MARKING
+    if not _MARKING.match(marking):
+        raise mash.error(
+            "marking", f"expected a marking such as OFFICIAL-SENSITIVE (capitals), got {marking!r}"
+        )
+    sender = mash.string("sender", "mash@localhost.invalid") or ""
+    if "@" not in sender or any(ch in sender for ch in "\r\n <>"):
+        raise mash.error("sender", f"expected the MASH's secure mailbox address, got {sender!r}")
+    operator = mash.string("operator") or os.environ.get("MASH_OPERATOR") or _login_name()
+    settings_fields: dict[str, Any] = {
+        "mash_name": mash.string("name", "MASH") or "MASH",
+        "marking": marking,
+        "sender": sender,
+        "operator": operator,
+        "templates_dir": mash.path("templates"),
+    }
+    mash.reject_unknown()
+
+    timescales = _timescales(_section(root, "timescales"))
+    directory = _directory(root)
+    form = _form(_section(root, "form"))
+
+    from mash_requests.gateways import parse_gateway_settings
+
+    gateway_table = _section(root, "gateway")
+    kind = gateway_table.choice("type", ("outbox", "smtp", "ews", "graph"), "outbox")
+    kind_table = gateway_table.table(kind)
+    if kind == "outbox" and "folder" not in kind_table.data:
+        # The embedded default: the outbox lives beside the log in the data folder.
+        kind_table = Table(
+            {**kind_table.data, "folder": str(data_dir / "outbox")},
+            where=kind_table.where,
+            base_dir=base_dir,
+        )
+    gateway = parse_gateway_settings(kind, kind_table)
+    for other in ("outbox", "smtp", "ews", "graph"):
+        if other != kind:
+            gateway_table.table(other)  # other gateways' tables may stay for switching back
+    gateway_table.reject_unknown()
+
+    from mash_requests.retry import RetryPolicy
+
+    retry = RetryPolicy.from_table(_section(root, "retry"))
+    rate = _section(root, "rate_limit")
+    per_minute = rate.integer("per_minute", 30, minimum=1)
+    rate.reject_unknown()
+
+    from mash_requests.audit import LogSettings
+
+    log = LogSettings.from_table(_section(root, "log"), data_dir=data_dir)
+    root.reject_unknown()
+
+    return Settings(
+        source=source,
+        base_dir=base_dir,
+        data_dir=data_dir,
+        timescales=timescales,
+        directory=directory,
+        form=form,
+        gateway=gateway,
+        retry=retry,
+        rate_limit_per_minute=per_minute,
+        log=log,
+        **settings_fields,
+    )
+
+
+def _section(root: Table, key: str) -> Table:
+    table = root.table(key)
+    return Table(table.data, where=f"{root.where} [{key}]", base_dir=root.base_dir)
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _clock(table: Table, key: str, default: str) -> time:
+    text = table.string(key, default) or default
+    try:
+        return time.fromisoformat(text)
+    except ValueError:
+        raise table.error(key, f"expected HH:MM, got {text!r}") from None
+
+
+def _timescales(table: Table) -> Timescales:
+    base = Timescales.defaults()
+    hours = {rag: table.number(f"{rag}_hours", base.hours[rag], minimum=0.25) for rag in Rag}
+    working = set()
+    for entry in table.strings("working_hours"):
+        if entry not in {str(r) for r in Rag}:
+            raise table.error("working_hours", f"expected red, amber or green, got {entry!r}")
+        working.add(Rag(entry))
+    start = _clock(table, "day_start", "09:00")
+    end = _clock(table, "day_end", "17:00")
+    if end <= start:
+        raise table.error("day_end", "must be later than day_start")
+    day_names = table.strings("working_days") or list(_DAY_NAMES[:5])
+    days = set()
+    for day_name in day_names:
+        if day_name.lower()[:3] not in _DAY_NAMES:
+            raise table.error("working_days", f"expected day names like 'mon', got {day_name!r}")
+        days.add(_DAY_NAMES.index(day_name.lower()[:3]))
+    holidays = set()
+    for text in table.strings("holidays"):
+        try:
+            holidays.add(date.fromisoformat(text))
+        except ValueError:
+            raise table.error("holidays", f"expected YYYY-MM-DD dates, got {text!r}") from None
+    zone_name = table.string("timezone", "Europe/London") or "Europe/London"
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise table.error("timezone", f"unknown time zone {zone_name!r}") from None
+    table.reject_unknown()
+    return Timescales(
+        hours=hours,
+        working_hours=frozenset(working),
+        day_start=start,
+        day_end=end,
+        working_days=frozenset(days),
+        holidays=frozenset(holidays),
+        timezone=zone,
+    )
+
+
+def _directory(root: Table) -> PartnerDirectory:
+    directory_table = _section(root, "directory")
+    entries = directory_table.strings("allowed_domains")
+    partners_table = _section(root, "partners")
+    partners: dict[str, Partner] = {}
+    if not entries and not partners_table.data:
+        directory_table.reject_unknown()
+        return PartnerDirectory({}, AllowList(frozenset(), ()))
+    allow = AllowList.parse(entries, where=f"{directory_table.where} allowed_domains")
+    directory_table.reject_unknown()
+    for key in partners_table.data:
+        entry = partners_table.table(key)
+        where = f"{root.where} [partners.{key}]"
+        entry = Table(entry.data, where=where, base_dir=root.base_dir)
+        if not re.match(r"^[a-z][a-z0-9_-]{0,31}$", key):
+            raise ConfigError(
+                f"{where}: partner keys are short lower-case words like 'police', got {key!r}"
+            )
+        addresses = entry.strings("addresses")
+        if not addresses:
+            raise entry.error("addresses", "list at least one secure mailbox address")
+        partners[key] = Partner(
+            key=key,
+            name=entry.required_string("name"),
+            addresses=tuple(dict.fromkeys(addresses)),
+            template=entry.string("template", key) or key,
+        )
+        entry.reject_unknown()
+    try:
+        return PartnerDirectory(partners, allow)
+    except RecipientError as exc:
+        source = root.where.rstrip(":")
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _form(table: Table) -> FormSettings:
+    max_mb = table.number("max_size_mb", 10, minimum=0.01)
+    mapping_table = table.table("fill_mapping")
+    mapping = dict(DEFAULT_FILL_MAPPING)
+    for form_field, case_path in mapping_table.data.items():
+        if not isinstance(case_path, str):
+            raise table.error(
+                f"fill_mapping.{form_field}", "expected a case path like 'child.name'"
+            )
+        mapping[form_field] = case_path
+    settings = FormSettings(
+        max_size=int(max_mb * 1024 * 1024),
+        password=table.secret("password", required=False),
+        case_ref_field=table.string("case_ref_field", "case_reference") or "case_reference",
+        fill_mapping=mapping,
+    )
+    table.reject_unknown()
+    return settings

@@ -1,0 +1,577 @@
+"""The orchestration: preflight every request of a case, then send each, logging every step.
+
+The flow for one case, the same from the CLI, the Python API and a batch:
+
+1. **Preflight** (:meth:`Dispatcher.prepare`), all-or-nothing: partners exist in the directory,
+   the referral form is read once and checked (:func:`~mash_requests.referral_form.check_form`),
+   every partner's request renders, the message builds, and no request repeats one already
+   sent. If anything is wrong, a ``rejected`` event is logged for each partner asked and an
+   InputError is raised: *nothing* of the case is sent.
+2. **Send** (:meth:`Dispatcher.send`): for each request, a durable ``prepared`` event, the
+   per-mailbox rate limit, the gateway with the retry policy (each failed attempt logged),
+   then the outcome: ``sent``, ``failed`` or ``unconfirmed``.
+
+A request's *key* is (case reference, contact id, partner, form SHA-256): sending a key whose
+last outcome was sent or unconfirmed again needs ``resend_reason``, which is logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mash_requests.audit.events import Event, EventKind, EventStore
+from mash_requests.case import Case
+from mash_requests.errors import (
+    DuplicateRequestError,
+    FormRefusedError,
+    InputError,
+    RecipientError,
+    TemplateError,
+)
+from mash_requests.gateways.base import Gateway, OutgoingMessage
+from mash_requests.message import build_message, form_filename
+from mash_requests.partners import Partner
+from mash_requests.rendering import Renderer
+
+if TYPE_CHECKING:
+    from mash_requests.config import Settings
+    from mash_requests.referral_form import Verdict
+    from mash_requests.retry import AttemptFailure
+
+
+class Outcome(StrEnum):
+    """How one request ended."""
+
+    #: The gateway accepted it (outbox: written; SMTP: 250 to DATA; Graph/EWS: sent).
+    SENT = "sent"
+    #: The gateway refused it, or retries ran out. Nothing was delivered.
+    FAILED = "failed"
+    #: It may have been delivered and that could not be proved; a person must check
+    #: (``mash-requests reconcile`` or the mailbox) before anything is resent.
+    UNCONFIRMED = "unconfirmed"
+    #: Refused before sending (bad form, partner, template, duplicate). Nothing was sent.
+    REJECTED = "rejected"
+    #: ``--dry-run``: rendered and checked, deliberately not sent.
+    DRY_RUN = "dry_run"
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """One partner's request, checked and built, not yet sent."""
+
+    case: Case
+    partner: Partner
+    request_ref: str
+    request_key: str
+    message: OutgoingMessage
+    verdict: Verdict
+    template: str
+    template_version: str
+    due: datetime
+    resend_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RequestOutcome:
+    """What happened to one request; what the CLI prints and the API returns."""
+
+    case_ref: str
+    partner: str
+    recipients: tuple[str, ...]
+    outcome: Outcome
+    request_ref: str | None = None
+    reason: str = ""
+    detail: str = ""
+    message_id: str | None = None
+    gateway_id: str | None = None
+    attempts: int = 0
+    due: datetime | None = None
+
+
+@dataclass
+class CaseResult:
+    """The outcomes of one case's requests, in the order the partners were asked."""
+
+    case_ref: str
+    outcomes: list[RequestOutcome] = field(default_factory=list)
+
+    @property
+    def all_sent(self) -> bool:
+        return bool(self.outcomes) and all(
+            o.outcome in (Outcome.SENT, Outcome.DRY_RUN) for o in self.outcomes
+        )
+
+
+def request_key(case: Case, partner_key: str, form_sha256: str) -> str:
+    """The idempotency key: same case, contact, partner and form → same key."""
+    material = "\x1f".join((case.case_ref, case.contact_id, partner_key, form_sha256))
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def new_request_ref(case: Case, partner_key: str) -> str:
+    """A reference people can quote: ``<case ref>-<PARTNER>-<5 random characters>``."""
+    token = secrets.token_hex(3)[:5].upper()
+    return f"{case.case_ref}-{partner_key.upper()}-{token}"
+
+
+@dataclass(frozen=True)
+class ReconcileFinding:
+    """What ``reconcile`` found for one unconfirmed request."""
+
+    request_ref: str
+    partner: str
+    #: "sent" (found in Sent Items), "not_found", or "cannot_check" (gateway has no lookup).
+    finding: str
+
+
+class Dispatcher:
+    """Prepares and sends requests for information; one per process or batch.
+
+    ``gateway`` and ``store`` default to the ones the settings name, opened lazily; pass
+    your own (e.g. a recording gateway) in tests. Close with :meth:`close` or use ``with``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        gateway: Gateway | None = None,
+        store: EventStore | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self._gateway = gateway
+        self._store = store
+        self._clock = clock
+        self._sleep = sleep
+        self._renderer: Renderer | None = None
+        self._verdicts: dict[tuple[str, str], Verdict] = {}
+
+    # -- resources -------------------------------------------------------------------------
+
+    @property
+    def store(self) -> EventStore:
+        if self._store is None:
+            from mash_requests.audit import open_store
+
+            self._store = open_store(self.settings.log)
+        return self._store
+
+    @property
+    def gateway(self) -> Gateway:
+        if self._gateway is None:
+            self._gateway = self.settings.gateway.open()
+        return self._gateway
+
+    @property
+    def renderer(self) -> Renderer:
+        if self._renderer is None:
+            self._renderer = Renderer(
+                marking=self.settings.marking,
+                mash_name=self.settings.mash_name,
+                override_dir=self.settings.templates_dir,
+            )
+        return self._renderer
+
+    def close(self) -> None:
+        if self._gateway is not None:
+            self._gateway.close()
+        if self._store is not None:
+            self._store.close()
+
+    def __enter__(self) -> Dispatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- logging ---------------------------------------------------------------------------
+
+    def _gateway_kind(self) -> str:
+        return self.settings.gateway.kind
+
+    def log_rejection(
+        self,
+        *,
+        case_ref: str,
+        partners: Iterable[str],
+        reason: str,
+        detail: str,
+        verdict: Verdict | None = None,
+        source: str | None = None,
+    ) -> None:
+        """Record a refusal before sending, one event per partner asked (or one without)."""
+        events = [
+            Event(
+                kind=EventKind.REJECTED,
+                case_ref=case_ref,
+                partner=partner,
+                gateway=self._gateway_kind(),
+                sender=self.settings.sender,
+                operator=self.settings.operator,
+                reason=reason,
+                detail=detail,
+                form_sha256=verdict.sha256 if verdict else None,
+                form_size=verdict.size if verdict else None,
+                form_pages=verdict.pages if verdict else None,
+                form_found_in=verdict.found_in if verdict else None,
+                details={"source": source} if source else {},
+            )
+            for partner in (list(partners) or [None])
+        ]
+        self.store.append_many(events)
+
+    # -- preflight -------------------------------------------------------------------------
+
+    def _partners(self, case: Case, partner_keys: Sequence[str] | None) -> list[Partner]:
+        keys = list(dict.fromkeys(partner_keys if partner_keys else case.partners))
+        if not keys:
+            raise RecipientError(
+                f"case {case.case_ref}: no partners to ask; list them in the case file's "
+                '"partners" or pass --partner KEY'
+            )
+        return [self.settings.directory.get(key) for key in keys]
+
+    def _check_form(
+        self, case: Case, form_path: Path | None, password: str | None
+    ) -> tuple[bytes, Verdict]:
+        from mash_requests.referral_form import check_form, read_form
+
+        path = form_path or case.referral_form
+        if path is None:
+            raise InputError(
+                f'case {case.case_ref}: no referral form; set "referral_form" in the case '
+                "file or pass --form PDF"
+            )
+        data = read_form(path)
+        verdict = check_form(
+            data,
+            case.case_ref,
+            password=password if password is not None else self.settings.form.password,
+            max_size=self.settings.form.max_size,
+            case_ref_field=self.settings.form.case_ref_field,
+        )
+        if not verdict.accepted:
+            raise FormRefusedError(
+                f"referral form {path}: refused ({verdict.reason}): {verdict.detail}", verdict
+            )
+        return data, verdict
+
+    def prepare(
+        self,
+        case: Case,
+        partner_keys: Sequence[str] | None = None,
+        *,
+        form_path: Path | None = None,
+        form_password: str | None = None,
+        resend_reason: str | None = None,
+        log_rejections: bool = True,
+    ) -> list[PreparedRequest]:
+        """Check and build every requested partner's message; all or nothing.
+
+        On any problem, logs ``rejected`` for each partner asked (unless ``log_rejections``
+        is false, as in a dry run) and raises an InputError (FormRefusedError,
+        RecipientError, TemplateError, DuplicateRequestError).
+        """
+        asked = list(partner_keys) if partner_keys else list(case.partners)
+        verdict: Verdict | None = None
+        try:
+            partners = self._partners(case, partner_keys)
+            data, verdict = self._check_form(case, form_path, form_password)
+            prepared = [
+                self._prepare_one(case, partner, data, verdict, resend_reason)
+                for partner in partners
+            ]
+        except FormRefusedError as exc:
+            if not log_rejections:
+                raise
+            self.log_rejection(
+                case_ref=case.case_ref,
+                partners=asked,
+                reason=str(exc.verdict.reason),
+                detail=str(exc),
+                verdict=exc.verdict,
+            )
+            raise
+        except InputError as exc:
+            if not log_rejections:
+                raise
+            self.log_rejection(
+                case_ref=case.case_ref,
+                partners=asked,
+                reason=_reason_code(exc),
+                detail=str(exc),
+                verdict=verdict,
+            )
+            raise
+        return prepared
+
+    def _prepare_one(
+        self,
+        case: Case,
+        partner: Partner,
+        data: bytes,
+        verdict: Verdict,
+        resend_reason: str | None,
+    ) -> PreparedRequest:
+        key = request_key(case, partner.key, verdict.sha256)
+        previous = self.store.last_outcome(key)
+        if previous is not None and _counts_as_sent(previous.event) and not resend_reason:
+            raise DuplicateRequestError(
+                f"case {case.case_ref}: the request to {partner.key} with this referral form "
+                f"was already {previous.event.kind} on {previous.recorded_at:%Y-%m-%d %H:%M} UTC "
+                f"(request {previous.event.request_ref}); to send it again use --resend "
+                "--reason TEXT"
+            )
+        now = self._clock()
+        rag_hours = self.settings.timescales.hours[case.rag]
+        due = self.settings.timescales.due(case.rag, now)
+        request_ref = new_request_ref(case, partner.key)
+        rendered = self.renderer.render(
+            case=case,
+            partner=partner,
+            request_ref=request_ref,
+            due=due,
+            rag_hours=rag_hours,
+            form_filename=form_filename(case.case_ref),
+        )
+        message = build_message(
+            rendered=rendered,
+            sender=self.settings.sender,
+            recipients=partner.addresses,
+            reply_to=case.worker.email,
+            case_ref=case.case_ref,
+            request_ref=request_ref,
+            marking=self.settings.marking,
+            form_bytes=data,
+        )
+        # Belt and braces: recipients can only have come from the directory.
+        for address in message.recipients:
+            self.settings.directory.check_address(address, partner=partner.key)
+        return PreparedRequest(
+            case=case,
+            partner=partner,
+            request_ref=request_ref,
+            request_key=key,
+            message=message,
+            verdict=verdict,
+            template=rendered.template,
+            template_version=rendered.template_version,
+            due=due,
+            resend_reason=resend_reason,
+        )
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _event(self, request: PreparedRequest, kind: EventKind, **fields: object) -> Event:
+        verdict = request.verdict
+        base: dict[str, object] = {
+            "kind": kind,
+            "case_ref": request.case.case_ref,
+            "request_ref": request.request_ref,
+            "request_key": request.request_key,
+            "partner": request.partner.key,
+            "recipients": request.message.recipients,
+            "gateway": self._gateway_kind(),
+            "sender": self.settings.sender,
+            "message_id": request.message.message_id,
+            "form_filename": request.message.attachment.filename,
+            "form_sha256": verdict.sha256,
+            "form_size": verdict.size,
+            "form_pages": verdict.pages,
+            "form_found_in": verdict.found_in,
+            "template": request.template,
+            "template_version": request.template_version,
+            "operator": self.settings.operator,
+        }
+        base.update(fields)
+        return Event(**base)  # type: ignore[arg-type]
+
+    def _wait_for_rate_limit(self) -> None:
+        """Hold the send until this mailbox has sent fewer than the limit in the last minute.
+
+        The count comes from the shared log, so concurrent processes share the budget.
+        """
+        if self._gateway_kind() == "outbox":
+            return  # a local folder has no sending limit
+        limit = self.settings.rate_limit_per_minute
+        for _ in range(600):
+            since = self._clock() - timedelta(seconds=60)
+            if self.store.count_sent_since(self.settings.sender, since) < limit:
+                return
+            self._sleep(1.0)
+
+    def send(self, requests: Sequence[PreparedRequest]) -> list[RequestOutcome]:
+        """Send prepared requests one by one; every step is in the log before the next."""
+        from mash_requests.retry import SendStatus, send_with_retry
+
+        outcomes: list[RequestOutcome] = []
+        for request in requests:
+            details: dict[str, str | int | float | bool | None] = {
+                "rag": str(request.case.rag),
+                "due": request.due.isoformat(),
+                "consent": str(request.case.consent.status),
+            }
+            if request.resend_reason:
+                details["resend_reason"] = request.resend_reason
+            self.store.append(self._event(request, EventKind.PREPARED, details=details))
+            self._wait_for_rate_limit()
+
+            def log_failure(failure: AttemptFailure, request: PreparedRequest = request) -> None:
+                self.store.append(
+                    self._event(
+                        request,
+                        EventKind.ATTEMPT_FAILED,
+                        attempt=failure.attempt,
+                        error_class=failure.error_class,
+                        server_message=failure.server_message,
+                        wait_seconds=failure.wait_seconds,
+                    )
+                )
+
+            result = send_with_retry(
+                self.gateway,
+                request.message,
+                self.settings.retry,
+                on_failure=log_failure,
+                sleep=self._sleep,
+            )
+            kind = {
+                SendStatus.SENT: EventKind.SENT,
+                SendStatus.FAILED: EventKind.FAILED,
+                SendStatus.UNCONFIRMED: EventKind.UNCONFIRMED,
+            }[result.status]
+            gateway_id = result.receipt.gateway_id if result.receipt else None
+            self.store.append(
+                self._event(
+                    request,
+                    kind,
+                    gateway_id=gateway_id,
+                    reason=None if kind is EventKind.SENT else result.reason,
+                    error_class=result.error_class,
+                    server_message=result.server_message or None,
+                    attempt=result.attempts,
+                )
+            )
+            outcomes.append(
+                RequestOutcome(
+                    case_ref=request.case.case_ref,
+                    partner=request.partner.key,
+                    recipients=request.message.recipients,
+                    outcome=Outcome(str(result.status)),
+                    request_ref=request.request_ref,
+                    reason="" if kind is EventKind.SENT else result.reason,
+                    message_id=request.message.message_id,
+                    gateway_id=gateway_id,
+                    attempts=result.attempts,
+                    due=request.due,
+                )
+            )
+        return outcomes
+
+    def send_case(
+        self,
+        case: Case,
+        partner_keys: Sequence[str] | None = None,
+        *,
+        form_path: Path | None = None,
+        form_password: str | None = None,
+        resend_reason: str | None = None,
+        dry_run: bool = False,
+    ) -> CaseResult:
+        """Prepare then send one case's requests. Raises InputError if preflight fails."""
+        prepared = self.prepare(
+            case,
+            partner_keys,
+            form_path=form_path,
+            form_password=form_password,
+            resend_reason=resend_reason,
+            log_rejections=not dry_run,
+        )
+        result = CaseResult(case_ref=case.case_ref)
+        if dry_run:
+            result.outcomes = [
+                RequestOutcome(
+                    case_ref=case.case_ref,
+                    partner=p.partner.key,
+                    recipients=p.message.recipients,
+                    outcome=Outcome.DRY_RUN,
+                    request_ref=p.request_ref,
+                    detail="checked and rendered; not sent",
+                    due=p.due,
+                )
+                for p in prepared
+            ]
+            return result
+        result.outcomes = self.send(prepared)
+        return result
+
+    def reconcile(self) -> list[ReconcileFinding]:
+        """Look every unconfirmed request up in Sent Items and log what is found."""
+        from mash_requests.audit.events import EventFilter
+        from mash_requests.gateways.base import SentItemsLookup
+
+        latest: dict[str, Event] = {}
+        kinds = [EventKind.SENT, EventKind.FAILED, EventKind.UNCONFIRMED, EventKind.RECONCILED]
+        for stored in self.store.events(EventFilter(kinds=kinds)):
+            if stored.event.request_ref:
+                latest[stored.event.request_ref] = stored.event
+        pending = [
+            e for e in latest.values()
+            if e.kind is EventKind.UNCONFIRMED
+            or (e.kind is EventKind.RECONCILED and e.details.get("outcome") != "sent")
+        ]  # fmt: skip
+        findings: list[ReconcileFinding] = []
+        for event in pending:
+            gateway = self.gateway
+            assert event.request_ref is not None
+            if not isinstance(gateway, SentItemsLookup) or event.message_id is None:
+                findings.append(
+                    ReconcileFinding(event.request_ref, event.partner or "-", "cannot_check")
+                )
+                continue
+            receipt = gateway.find_sent(event.message_id)
+            finding = "sent" if receipt else "not_found"
+            fields = {
+                f: getattr(event, f)
+                for f in ("case_ref", "request_ref", "request_key", "partner", "recipients",
+                          "sender", "message_id", "form_filename", "form_sha256", "form_size",
+                          "form_pages", "form_found_in", "template", "template_version")
+            }  # fmt: skip
+            self.store.append(
+                Event(
+                    kind=EventKind.RECONCILED,
+                    gateway=self.settings.gateway.kind,
+                    gateway_id=receipt.gateway_id if receipt else None,
+                    operator=self.settings.operator,
+                    details={"outcome": finding},
+                    **fields,
+                )
+            )
+            findings.append(ReconcileFinding(event.request_ref, event.partner or "-", finding))
+        return findings
+
+
+def _counts_as_sent(event: Event) -> bool:
+    if event.kind in (EventKind.SENT, EventKind.UNCONFIRMED):
+        return True
+    return event.kind is EventKind.RECONCILED and event.details.get("outcome") == "sent"
+
+
+def _reason_code(exc: InputError) -> str:
+    if isinstance(exc, DuplicateRequestError):
+        return "duplicate"
+    if isinstance(exc, RecipientError):
+        return "recipient_refused"
+    if isinstance(exc, TemplateError):
+        return "template_error"
+    return "invalid_input"

@@ -1,0 +1,119 @@
+"""The outbox gateway: each message becomes an ``.eml`` file in a folder.
+
+The embedded default, and the library's own test double (as httpx ships MockTransport): the
+files are RFC 5322 messages that Outlook or Thunderbird open, so a MASH can try the whole
+product with no mail server, and a script's tests can assert on real messages.
+
+Files are written atomically (temporary file, fsync, rename, fsync of the folder), so a
+crash never leaves half a message where a mail pickup process could read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from mash_requests._tables import Table
+from mash_requests.errors import PermanentGatewayError, TransientGatewayError
+from mash_requests.gateways.base import OutgoingMessage, Receipt
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """``[gateway.outbox]``: ``folder`` (default ``<data_dir>/outbox``)."""
+
+    kind: ClassVar[str] = "outbox"
+    folder: Path
+
+    @property
+    def mailbox(self) -> str:
+        return f"outbox:{self.folder}"
+
+    @classmethod
+    def from_table(cls, table: Table) -> Settings:
+        folder = table.path("folder")
+        if folder is None:
+            raise table.error("folder", "is required: the folder .eml files are written to")
+        table.reject_unknown()
+        return cls(folder=folder)
+
+    def open(self) -> OutboxGateway:
+        return OutboxGateway(self.folder)
+
+
+def _file_stem(message: OutgoingMessage) -> str:
+    digest = hashlib.sha256(message.message_id.encode()).hexdigest()[:16]
+    return f"{_UNSAFE.sub('_', message.request_ref)}--{digest}"
+
+
+class OutboxGateway:
+    """Writes each message as ``<request_ref>--<message-id digest>.eml`` in ``folder``."""
+
+    name = "outbox"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def send(self, message: OutgoingMessage) -> Receipt:
+        target = self.folder / f"{_file_stem(message)}.eml"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, temp_name = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=self.folder)
+        except OSError as exc:
+            raise PermanentGatewayError(
+                f"outbox folder {self.folder}: cannot write ({exc.strerror}); "
+                "check the path and permissions",
+                server_message=exc.strerror or "",
+            ) from exc
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(message.as_bytes())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp_name, target)
+            _fsync_folder(self.folder)
+        except OSError as exc:
+            Path(temp_name).unlink(missing_ok=True)
+            raise TransientGatewayError(
+                f"outbox folder {self.folder}: write failed ({exc.strerror})",
+                server_message=exc.strerror or "",
+            ) from exc
+        return Receipt(gateway=self.name, message_id=message.message_id, gateway_id=str(target))
+
+    def find_sent(self, message_id: str) -> Receipt | None:
+        digest = hashlib.sha256(message_id.encode()).hexdigest()[:16]
+        for path in self.folder.glob(f"*--{digest}.eml"):
+            return Receipt(gateway=self.name, message_id=message_id, gateway_id=str(path))
+        return None
+
+    def check(self) -> str:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.folder):
+                pass
+        except OSError as exc:
+            raise PermanentGatewayError(
+                f"outbox folder {self.folder}: not writable ({exc.strerror})"
+            ) from exc
+        return f"outbox folder {self.folder} is writable"
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Makes the rename itself durable; not possible on Windows, where it is not needed.
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,99 @@
+"""Building the MIME message for one request, with the standard ``email`` package.
+
+Shape: ``multipart/mixed`` holding a ``multipart/alternative`` (plain text, HTML) and the
+referral form as ``application/pdf`` named ``MASH-referral-form-<case ref>.pdf``. The
+Message-ID is ours, so a send can be proved later by finding it in Sent Items; the request
+reference travels in ``X-MASH-Request-Ref``; the marking in ``X-MASH-Protective-Marking``.
+
+No value reaches a header with a CR or LF in it: header injection from case data is refused.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+from mash_requests.errors import InputError
+from mash_requests.gateways.base import Attachment, OutgoingMessage
+from mash_requests.rendering import RenderedRequest
+
+REQUEST_REF_HEADER = "X-MASH-Request-Ref"
+CASE_REF_HEADER = "X-MASH-Case-Ref"
+MARKING_HEADER = "X-MASH-Protective-Marking"
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def form_filename(case_ref: str) -> str:
+    """The attachment's name: carries the case reference, safe on every mail system."""
+    return f"MASH-referral-form-{_UNSAFE_FILENAME.sub('_', case_ref)}.pdf"
+
+
+def new_message_id(sender: str, request_ref: str) -> str:
+    """A globally unique Message-ID in the sender's domain, angle brackets included."""
+    domain = sender.rsplit("@", 1)[-1]
+    local = _UNSAFE_FILENAME.sub(".", request_ref)
+    return f"<{local}.{secrets.token_hex(8)}@{domain}>"
+
+
+def _header_safe(name: str, value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise InputError(
+            f"header {name}: the value contains a line break, which could inject headers; "
+            "remove line breaks from the case data or template"
+        )
+    return value
+
+
+def build_message(
+    *,
+    rendered: RenderedRequest,
+    sender: str,
+    recipients: tuple[str, ...],
+    reply_to: str | None,
+    case_ref: str,
+    request_ref: str,
+    marking: str,
+    form_bytes: bytes,
+    message_id: str | None = None,
+    date: datetime | None = None,
+) -> OutgoingMessage:
+    """Build the request's message around the exact form bytes that were checked."""
+    message_id = message_id or new_message_id(sender, request_ref)
+    filename = form_filename(case_ref)
+    msg = EmailMessage()
+    headers = [
+        ("From", sender),
+        ("To", ", ".join(recipients)),
+        ("Subject", rendered.subject),
+        ("Message-ID", message_id),
+        (REQUEST_REF_HEADER, request_ref),
+        (CASE_REF_HEADER, case_ref),
+        (MARKING_HEADER, marking),
+    ]
+    if reply_to:
+        headers.append(("Reply-To", reply_to))
+    for name, value in headers:
+        msg[name] = _header_safe(name, value)
+    msg["Date"] = format_datetime(date or datetime.now().astimezone())
+    msg.set_content(rendered.text, subtype="plain", charset="utf-8")
+    msg.add_alternative(rendered.html, subtype="html", charset="utf-8")
+    msg.add_attachment(form_bytes, maintype="application", subtype="pdf", filename=filename)
+    return OutgoingMessage(
+        mime=msg,
+        message_id=message_id,
+        request_ref=request_ref,
+        sender=sender,
+        recipients=recipients,
+        subject=rendered.subject,
+        text_body=rendered.text,
+        html_body=rendered.html,
+        attachment=Attachment(filename=filename, content_type="application/pdf", data=form_bytes),
+        extra_headers=(
+            (REQUEST_REF_HEADER, request_ref),
+            (CASE_REF_HEADER, case_ref),
+            (MARKING_HEADER, marking),
+        ),
+    )

@@ -1,0 +1,194 @@
+"""Rendering a partner's request from Jinja templates, in the sandbox, strictly.
+
+Each partner type has three templates: ``<name>.subject.j2``, ``<name>.txt.j2`` and
+``<name>.html.j2``, built on the shared ``_base.*`` templates that carry the
+information-sharing statement, the consent status, the RAG rating and the response deadline.
+A folder named in the config (``[mash] templates``) overrides any file by name; the rest
+come from the templates shipped with the package.
+
+Guarantees, enforced here rather than hoped for in the templates:
+
+- the sandbox: a template cannot reach Python internals or the file system;
+- strict undefined: a missing variable is a TemplateError naming it, never a blank;
+- the subject starts with the protective marking (added here) and must carry the case
+  reference and the request reference; subjects are one line;
+- the body must carry the request reference and the deadline (the base templates do).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from mash_requests.case import Case, ConsentStatus
+from mash_requests.errors import TemplateError
+from mash_requests.partners import Partner
+
+PART_SUFFIXES = ("subject.j2", "txt.j2", "html.j2")
+CONSENT_TEXT = {
+    ConsentStatus.GIVEN: "Consent to share information has been given",
+    ConsentStatus.NOT_GIVEN: "Consent has NOT been given; information is requested without consent",
+    ConsentStatus.NOT_SOUGHT: "Consent has NOT been sought",
+}
+
+
+@dataclass(frozen=True)
+class RenderedRequest:
+    """The text of one request; the body never goes to the log."""
+
+    subject: str
+    text: str
+    html: str
+    template: str
+    template_version: str
+
+
+def shipped_templates() -> Path:
+    """The folder of templates that ship with the package."""
+    return Path(str(resources.files("mash_requests.templates")))
+
+
+def format_due(due: datetime) -> str:
+    """A deadline as people read it: ``Thursday 26 November 2026 at 13:15 (GMT)``."""
+    return f"{due:%A} {due.day} {due:%B %Y at %H:%M} ({due.tzname()})"
+
+
+class Renderer:
+    """Compiles templates once and renders requests; safe to reuse across a batch."""
+
+    def __init__(self, *, marking: str, mash_name: str, override_dir: Path | None = None) -> None:
+        from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        if override_dir is not None and not override_dir.is_dir():
+            raise TemplateError(
+                f"templates folder {override_dir}: not found; fix [mash] templates in the config"
+            )
+        loaders = [FileSystemLoader(str(override_dir))] if override_dir else []
+        loaders.append(FileSystemLoader(str(shipped_templates())))
+        self._env = ImmutableSandboxedEnvironment(
+            loader=ChoiceLoader(loaders),
+            undefined=StrictUndefined,
+            autoescape=lambda name: bool(name and name.endswith(".html.j2")),
+            keep_trailing_newline=True,
+            auto_reload=False,
+        )
+        self._env.filters["due"] = format_due
+        self.marking = marking
+        self.mash_name = mash_name
+        self._versions: dict[str, str] = {}
+
+    def template_version(self, name: str) -> str:
+        """First 12 hex digits of the SHA-256 of the template set's sources, bases included."""
+        if name not in self._versions:
+            digest = hashlib.sha256()
+            for part in (*(f"{name}.{s}" for s in PART_SUFFIXES),
+                         *(f"_base.{s}" for s in PART_SUFFIXES)):  # fmt: skip
+                try:
+                    source, _, _ = self._env.loader.get_source(self._env, part)  # type: ignore[union-attr]
+                except Exception:  # a missing base simply contributes nothing
+                    source = ""
+                digest.update(part.encode() + b"\0" + source.encode() + b"\0")
+            self._versions[name] = digest.hexdigest()[:12]
+        return self._versions[name]
+
+    def check(self, name: str) -> None:
+        """Compile the template set now, so a broken template stops a batch before it starts."""
+        for suffix in PART_SUFFIXES:
+            self._load(f"{name}.{suffix}")
+
+    def _load(self, filename: str) -> Any:
+        from jinja2 import TemplateNotFound, TemplateSyntaxError
+
+        try:
+            return self._env.get_template(filename)
+        except TemplateNotFound as exc:
+            raise TemplateError(
+                f"template {exc.name}: not found; add it to the templates folder or change "
+                "the partner's template in the config"
+            ) from None
+        except TemplateSyntaxError as exc:
+            raise TemplateError(
+                f"template {exc.filename or filename}: syntax error at line {exc.lineno}: "
+                f"{exc.message}"
+            ) from None
+
+    def _render(self, filename: str, context: dict[str, Any]) -> str:
+        from jinja2 import TemplateError as JinjaTemplateError
+        from jinja2 import UndefinedError
+        from jinja2.sandbox import SecurityError
+
+        template = self._load(filename)
+        try:
+            return str(template.render(context))
+        except UndefinedError as exc:
+            raise TemplateError(
+                f"template {filename}: {exc.message}; use only the variables listed in the "
+                "README's template reference"
+            ) from None
+        except SecurityError as exc:
+            raise TemplateError(f"template {filename}: not allowed in the sandbox: {exc}") from None
+        except JinjaTemplateError as exc:
+            raise TemplateError(f"template {filename}: {exc.message}") from None
+
+    def render(
+        self,
+        *,
+        case: Case,
+        partner: Partner,
+        request_ref: str,
+        due: datetime,
+        rag_hours: float,
+        form_filename: str,
+    ) -> RenderedRequest:
+        """Render one partner's request; TemplateError names the template and problem."""
+        context: dict[str, Any] = {
+            "case": case,
+            "child": case.child,
+            "worker": case.worker,
+            "partner": partner,
+            "request_ref": request_ref,
+            "marking": self.marking,
+            "mash_name": self.mash_name,
+            "rag": str(case.rag),
+            "rag_upper": str(case.rag).upper(),
+            "rag_hours": rag_hours,
+            "due": due,
+            "due_text": format_due(due),
+            "consent_text": CONSENT_TEXT[case.consent.status],
+            "form_filename": form_filename,
+        }
+        name = partner.template
+        subject = self._render(f"{name}.subject.j2", context).strip()
+        if "\n" in subject or "\r" in subject:
+            raise TemplateError(f"template {name}.subject.j2: the subject must be one line")
+        for needed, label in (
+            (case.case_ref, "case reference"),
+            (request_ref, "request reference"),
+        ):
+            if needed not in subject:
+                raise TemplateError(
+                    f"template {name}.subject.j2: the subject must contain the {label} "
+                    "({{ case.case_ref }} and {{ request_ref }})"
+                )
+        if not subject.startswith(self.marking):
+            subject = f"{self.marking}: {subject}"
+        text = self._render(f"{name}.txt.j2", context)
+        html = self._render(f"{name}.html.j2", context)
+        for body, filename in ((text, f"{name}.txt.j2"), (html, f"{name}.html.j2")):
+            if request_ref not in body or format_due(due) not in body:
+                raise TemplateError(
+                    f"template {filename}: the body must show the request reference and the "
+                    "response deadline; extend the _base template rather than replacing it"
+                )
+        return RenderedRequest(
+            subject=subject,
+            text=text,
+            html=html,
+            template=name,
+            template_version=self.template_version(name),
+        )
