@@ -1,0 +1,106 @@
+"""What the SQLite and PostgreSQL stores share: the row layout and the verifier's view of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from mash_requests.audit.chain import Chain, decode_record, event_from_fields, parse_time
+from mash_requests.audit.events import Event, EventKind, StoredEvent
+from mash_requests.errors import LogError
+
+#: Event fields copied beside the record into their own indexed columns, for filtering.
+#: The record is the evidence; these columns are a convenience the verifier checks against it.
+INDEXED_FIELDS: tuple[str, ...] = (
+    "kind",
+    "case_ref",
+    "request_ref",
+    "request_key",
+    "partner",
+    "gateway",
+    "sender",
+    "form_sha256",
+)
+
+#: Kinds :meth:`EventStore.last_outcome` looks at (a rejection is not an outcome of a send).
+OUTCOME_KINDS: tuple[str, ...] = (
+    str(EventKind.SENT),
+    str(EventKind.FAILED),
+    str(EventKind.UNCONFIRMED),
+    str(EventKind.RECONCILED),
+)
+
+#: Rows fetched per round trip when streaming; bounds memory whatever the log's size.
+BATCH_SIZE = 1000
+
+
+def indexed_values(event: Event) -> tuple[str | None, ...]:
+    """The values of :data:`INDEXED_FIELDS` for one event, in that order."""
+    return tuple(
+        str(event.kind) if name == "kind" else getattr(event, name) for name in INDEXED_FIELDS
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChainRow:
+    """One stored row exactly as the database holds it, for the verifier."""
+
+    seq: int
+    recorded_at: str
+    prev_hash: str
+    hash: str
+    record: str
+    #: The indexed columns as stored (name -> value), to compare with the record.
+    columns: Mapping[str, str | None]
+
+
+@runtime_checkable
+class ChainSource(Protocol):
+    """A store whose raw rows can be verified (both built-in stores are)."""
+
+    #: How this log's hashes are made (with or without the configured key).
+    chain: Chain
+
+    #: Where the log is, for messages: a file path or a database without its password.
+    location: str
+
+    def chain_rows(self, after_seq: int = 0) -> Iterator[ChainRow]:
+        """Every row with ``seq > after_seq``, in ``seq`` order, streamed."""
+        ...
+
+
+def stored_event(seq: int, hash_: str, record: str) -> StoredEvent:
+    """A StoredEvent from a row: the record is the truth for everything it holds."""
+    document = decode_record(record)
+    return StoredEvent(
+        seq=seq,
+        recorded_at=parse_time(document["recorded_at"]),
+        event=event_from_fields(document["event"]),
+        prev_hash=document["prev_hash"],
+        hash=hash_,
+    )
+
+
+def check_meta(location: str, chain: Chain, meta: dict[str, str]) -> None:
+    """Refuse a log whose hashing differs from the configured one (key added, removed or wrong).
+
+    Shared with the PostgreSQL store. A mismatch is caught at open, before any event is
+    written that could never verify.
+    """
+    algorithm = meta.get("hash_algorithm")
+    if algorithm != chain.algorithm:
+        if algorithm == "hmac-sha256":
+            raise LogError(
+                f"dispatch log {location} is keyed (HMAC-SHA256) but no [log] hmac_key is "
+                "configured; set hmac_key_env or hmac_key_file to the log's key"
+            )
+        raise LogError(
+            f"dispatch log {location} was created without an HMAC key ({algorithm}) but "
+            "[log] hmac_key is set; remove it, or start a new log for keyed hashing"
+        )
+    if chain.key_check != meta.get("key_check", ""):
+        raise LogError(
+            f"dispatch log {location}: the configured [log] hmac_key is not the key this log "
+            "was created with; use the original key"
+        )

@@ -1,0 +1,412 @@
+"""The dispatch log in one SQLite file: the default store, for one office or one server.
+
+Durability and order, whatever number of processes write:
+
+- WAL journal and ``synchronous = FULL``: a returned ``append`` has reached the disk.
+- Each append runs under ``BEGIN IMMEDIATE`` (the database's single write lock) and reads
+  the chain's head *inside* that transaction, so concurrent writers queue up and the chain
+  stays one line. Writers wait up to :data:`BUSY_TIMEOUT_SECONDS` for the lock.
+- Triggers make the database itself refuse ``UPDATE`` and ``DELETE`` of events. Someone with
+  the file can still drop them; the hash chain (and checkpoints kept elsewhere) shows that.
+- The schema is versioned in ``schema_migrations``; each migration is recorded in the same
+  transaction as the change.
+
+Streaming reads use their own connection, so a half-read result never holds up an append.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from mash_requests.audit._rows import (
+    BATCH_SIZE,
+    INDEXED_FIELDS,
+    OUTCOME_KINDS,
+    ChainRow,
+    check_meta,
+    indexed_values,
+    stored_event,
+)
+from mash_requests.audit.chain import GENESIS_HASH, Chain, format_time
+from mash_requests.audit.events import Event, EventFilter, StoredEvent
+from mash_requests.errors import LogError
+
+#: How long a writer waits for another process's append before giving up.
+BUSY_TIMEOUT_SECONDS = 30.0
+
+_APPEND_ONLY = "dispatch log events are append-only"
+
+#: (version, description, statements). Append new migrations; never edit a released one.
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (
+        1,
+        "events table, append-only triggers, filter indexes, log metadata",
+        (
+            """
+            CREATE TABLE log_meta (
+                key TEXT PRIMARY KEY,
+                value TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE events (
+                seq INTEGER PRIMARY KEY,
+                recorded_at TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                case_ref TEXT NOT NULL,
+                request_ref TEXT,
+                request_key TEXT,
+                partner TEXT,
+                gateway TEXT,
+                sender TEXT,
+                form_sha256 TEXT,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL,
+                record TEXT NOT NULL
+            )
+            """,
+            # An index entry ends with the rowid (= seq), so each of these also streams in order.
+            "CREATE INDEX events_case_ref ON events (case_ref)",
+            "CREATE INDEX events_request_ref ON events (request_ref)",
+            "CREATE INDEX events_request_key ON events (request_key)",
+            "CREATE INDEX events_partner ON events (partner)",
+            "CREATE INDEX events_gateway ON events (gateway)",
+            "CREATE INDEX events_kind ON events (kind)",
+            "CREATE INDEX events_form_sha256 ON events (form_sha256)",
+            "CREATE INDEX events_recorded_at ON events (recorded_at)",
+            "CREATE INDEX events_sender ON events (sender, kind, recorded_at)",
+            f"""
+            CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+            BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END
+            """,
+            f"""
+            CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+            BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END
+            """,
+            """
+            CREATE TRIGGER log_meta_no_update BEFORE UPDATE ON log_meta
+            BEGIN SELECT RAISE(ABORT, 'dispatch log metadata is write-once'); END
+            """,
+            """
+            CREATE TRIGGER log_meta_no_delete BEFORE DELETE ON log_meta
+            BEGIN SELECT RAISE(ABORT, 'dispatch log metadata is write-once'); END
+            """,
+        ),
+    ),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_COLUMNS = "seq, recorded_at, prev_hash, hash, record, " + ", ".join(INDEXED_FIELDS)
+# SQL here is built only from the constant column names above; every value is a parameter.
+_INSERT = (
+    f"INSERT INTO events ({_COLUMNS}) "  # noqa: S608
+    f"VALUES ({', '.join('?' * (5 + len(INDEXED_FIELDS)))})"
+)
+
+
+class SQLiteEventStore:
+    """An :class:`~mash_requests.audit.events.EventStore` in a SQLite file.
+
+    Opening creates the folder, the file and the schema when they do not exist yet. Safe to
+    share between threads; open one per process.
+    """
+
+    def __init__(self, path: Path, *, hmac_key: bytes | None = None) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        self.chain = Chain(hmac_key)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LogError(
+                f"dispatch log {self.path}: cannot create folder {self.path.parent}: "
+                f"{exc.strerror}; check [log] path and the folder's permissions"
+            ) from exc
+        self._conn = self._connect()
+        try:
+            self._prepare()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- connection and schema -------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        with self._translate("open"):
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,
+            )
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise LogError(
+                        f"dispatch log {self.path}: cannot switch to WAL journal mode "
+                        f"(got {mode!r}); put the log on a local disk, not a network share"
+                    )
+                conn.execute("PRAGMA synchronous = FULL")
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    def _prepare(self) -> None:
+        with self._translate("create the schema of"):
+            if self._schema_version() < SCHEMA_VERSION:
+                self._migrate()
+            self._check_meta()
+
+    def _schema_version(self) -> int:
+        exists = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        ).fetchone()
+        if not exists:
+            return 0
+        version = self._conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+        return int(version or 0)
+
+    def _migrate(self) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, description TEXT NOT NULL,"
+                " applied_at TEXT NOT NULL)"
+            )
+            # Another process may have migrated while we waited for the lock: read again.
+            current = self._schema_version()
+            for version, description, statements in MIGRATIONS:
+                if version <= current:
+                    continue
+                for statement in statements:
+                    conn.execute(statement)
+                if version == 1:
+                    conn.executemany(
+                        "INSERT INTO log_meta (key, value) VALUES (?, ?)",
+                        [
+                            ("hash_algorithm", self.chain.algorithm),
+                            ("key_check", self.chain.key_check),
+                            ("created_at", format_time(datetime.now(UTC))),
+                        ],
+                    )
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, description, applied_at)"
+                    " VALUES (?, ?, ?)",
+                    (version, description, format_time(datetime.now(UTC))),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _check_meta(self) -> None:
+        version = self._schema_version()
+        if version > SCHEMA_VERSION:
+            raise LogError(
+                f"dispatch log {self.path} has schema version {version}, newer than this "
+                f"mash-requests knows ({SCHEMA_VERSION}); upgrade mash-requests to use it"
+            )
+        meta = dict(self._conn.execute("SELECT key, value FROM log_meta").fetchall())
+        check_meta(self.location, self.chain, meta)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def append(self, event: Event) -> StoredEvent:
+        """Durably append one event to the chain and return it as stored."""
+        return self.append_many([event])[0]
+
+    def append_many(self, events: Sequence[Event]) -> list[StoredEvent]:
+        """Durably append several events in one transaction, in order."""
+        if not events:
+            return []
+        conn = self._conn
+        with self._lock, self._translate("append to"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                head = conn.execute(
+                    "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+                seq, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
+                now = datetime.now(UTC)
+                stored: list[StoredEvent] = []
+                for event in events:
+                    seq += 1
+                    record, hash_ = self.chain.seal(
+                        seq=seq, recorded_at=now, prev_hash=prev_hash, event=event
+                    )
+                    conn.execute(
+                        _INSERT,
+                        (seq, format_time(now), prev_hash, hash_, record, *indexed_values(event)),
+                    )
+                    stored.append(StoredEvent(seq, now, event, prev_hash, hash_))
+                    prev_hash = hash_
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return stored
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def events(self, where: EventFilter | None = None) -> Iterator[StoredEvent]:
+        """Stream matching events in ``seq`` order (``since`` inclusive, ``until`` exclusive)."""
+        clause, params = _where(where or EventFilter())
+        sql = f"SELECT seq, hash, record FROM events{clause} ORDER BY seq"  # noqa: S608
+        for seq, hash_, record in self._stream(sql, params):
+            yield stored_event(seq, hash_, record)
+
+    def chain_rows(self, after_seq: int = 0) -> Iterator[ChainRow]:
+        """Every stored row after ``after_seq``, in ``seq`` order, for the verifier."""
+        sql = f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq"  # noqa: S608
+        for row in self._stream(sql, [after_seq]):
+            yield ChainRow(
+                seq=row[0],
+                recorded_at=row[1],
+                prev_hash=row[2],
+                hash=row[3],
+                record=row[4],
+                columns=dict(zip(INDEXED_FIELDS, row[5:], strict=True)),
+            )
+
+    def last_outcome(self, request_key: str) -> StoredEvent | None:
+        """The latest sent/failed/unconfirmed/reconciled event for this request key."""
+        marks = ", ".join("?" * len(OUTCOME_KINDS))
+        with self._translate("read"):
+            row = self._conn.execute(
+                f"SELECT seq, hash, record FROM events WHERE request_key = ?"  # noqa: S608
+                f" AND kind IN ({marks}) ORDER BY seq DESC LIMIT 1",
+                (request_key, *OUTCOME_KINDS),
+            ).fetchone()
+        return None if row is None else stored_event(*row)
+
+    def count_sent_since(self, sender: str, since: datetime) -> int:
+        """How many ``sent`` events from this mailbox were recorded at or after ``since``."""
+        with self._translate("read"):
+            row = self._conn.execute(
+                "SELECT count(*) FROM events WHERE sender = ? AND kind = 'sent'"
+                " AND recorded_at >= ?",
+                (sender, format_time(since)),
+            ).fetchone()
+        return int(row[0])
+
+    def _stream(self, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:
+        # A connection of its own: an unfinished read must not hold a snapshot open on the
+        # connection that appends, and two streams may be read side by side.
+        with self._translate("read"):
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS)
+        try:
+            with self._translate("read"):
+                conn.execute("PRAGMA query_only = ON")
+                cursor = conn.execute(sql, params)
+            while True:
+                with self._translate("read"):
+                    rows = cursor.fetchmany(BATCH_SIZE)
+                if not rows:
+                    return
+                yield from rows
+        finally:
+            conn.close()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; the store may not be used afterwards."""
+        self._conn.close()
+
+    def __enter__(self) -> SQLiteEventStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteEventStore({str(self.path)!r})"
+
+    def _translate(self, action: str) -> _SQLiteErrors:
+        return _SQLiteErrors(self.path, action)
+
+
+class _SQLiteErrors:
+    """Turns sqlite3 errors into LogError naming the file and what to do."""
+
+    def __init__(self, path: Path, action: str) -> None:
+        self.path = path
+        self.action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, sqlite3.Error):
+            raise LogError(
+                f"dispatch log {self.path}: cannot {self.action} the log: {exc}; {_advice(exc)}"
+            ) from exc
+
+
+def _advice(exc: sqlite3.Error) -> str:
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return (
+            f"another process held the log for more than {BUSY_TIMEOUT_SECONDS:g} s; "
+            "try again, and look for a stuck mash-requests process"
+        )
+    if "readonly" in text or "read-only" in text:
+        return "the file or its folder is not writable by this user; fix the permissions"
+    if "unable to open" in text:
+        return "check that [log] path names a file in a folder this user can write"
+    if "not a database" in text or "malformed" in text:
+        return "[log] path does not point at an intact dispatch log; restore it from backup"
+    if "full" in text:
+        return "the disk is full; free space and try again"
+    if "append-only" in text or "write-once" in text:
+        return "events are never changed or removed; record a new event instead"
+    return "check the file, its folder and the free disk space"
+
+
+def _where(where: EventFilter) -> tuple[str, list[object]]:
+    """SQL WHERE clause (``?`` placeholders) and parameters for a filter."""
+    terms: list[str] = []
+    params: list[object] = []
+    for name in ("case_ref", "request_ref", "request_key", "partner", "gateway", "form_sha256"):
+        value = getattr(where, name)
+        if value is not None:
+            terms.append(f"{name} = ?")
+            params.append(value)
+    if where.kinds is not None:
+        kinds = [str(kind) for kind in where.kinds]
+        if not kinds:
+            terms.append("0")
+        else:
+            terms.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            params.extend(kinds)
+    if where.since is not None:
+        terms.append("recorded_at >= ?")
+        params.append(format_time(where.since))
+    if where.until is not None:
+        terms.append("recorded_at < ?")
+        params.append(format_time(where.until))
+    return (" WHERE " + " AND ".join(terms) if terms else ""), params
