@@ -1,0 +1,314 @@
+"""Sending one message with retries, and never sending it twice.
+
+:func:`send_with_retry` hands a message to a gateway until it is accepted, refused for good,
+or the :class:`RetryPolicy` runs out, and returns a :class:`SendResult`; it never raises a
+gateway error. What it does with each kind of failure:
+
+- transient (certainly not accepted): wait, then try again. The wait grows exponentially
+  with jitter, and is never shorter than the server's own hint (``Retry-After``, EWS
+  ``BackOffMilliseconds``);
+- permanent (refused): stop at once, ``failed``;
+- ambiguous (may have been accepted): a gateway that can look in Sent Items is asked, after
+  the wait, whether the message is there. Found: ``sent``. Not there: the message is sent
+  again. The lookup failing: ``unconfirmed``. A gateway that cannot look (SMTP) ends
+  ``unconfirmed`` at once: a person checks before anything is resent.
+
+The look-up happens after the wait rather than at once because a mail system files a
+message in Sent Items some moments after accepting it; looking too early would find
+nothing and send a duplicate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from mash_requests.errors import (
+    AmbiguousGatewayError,
+    GatewayError,
+    PermanentGatewayError,
+    TransientGatewayError,
+)
+from mash_requests.gateways.base import Gateway, OutgoingMessage, Receipt, SentItemsLookup
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
+    from mash_requests._tables import Table
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long to keep trying one message (the ``[retry]`` table).
+
+    ``max_attempts`` counts sends, the first included; ``max_seconds`` bounds the whole
+    effort: a wait that would end past it is not started. Waits grow from ``initial_wait``
+    (doubling, plus up to ``jitter`` seconds at random) up to ``max_wait``; a server's
+    own hint is honoured even when longer than ``max_wait``.
+    """
+
+    max_attempts: int = 5
+    max_seconds: float = 300
+    initial_wait: float = 1
+    max_wait: float = 60
+    jitter: float = 1
+
+    @classmethod
+    def from_table(cls, table: Table) -> RetryPolicy:
+        """Read ``[retry]``; every key optional, raises ConfigError naming a bad key."""
+        default = cls()
+        policy = cls(
+            max_attempts=table.integer("max_attempts", default.max_attempts, minimum=1),
+            max_seconds=table.number("max_seconds", default.max_seconds, minimum=0),
+            initial_wait=table.number("initial_wait", default.initial_wait, minimum=0),
+            max_wait=table.number("max_wait", default.max_wait, minimum=0),
+            jitter=table.number("jitter", default.jitter, minimum=0),
+        )
+        if policy.max_wait < policy.initial_wait:
+            raise table.error(
+                "max_wait",
+                f"must be at least initial_wait ({policy.initial_wait}), got {policy.max_wait}",
+            )
+        table.reject_unknown()
+        return policy
+
+
+@dataclass(frozen=True)
+class AttemptFailure:
+    """One failed attempt, as the dispatch log records it."""
+
+    attempt: int
+    #: "transient", "ambiguous" or "permanent".
+    error_class: str
+    #: The server's own words (never credentials or message content).
+    server_message: str
+    #: Seconds until the next attempt; None when there is no further attempt.
+    wait_seconds: float | None
+
+
+class SendStatus(StrEnum):
+    """How sending one message ended."""
+
+    #: The gateway accepted the message (or it was found in Sent Items).
+    SENT = "sent"
+    #: Refused for good, or every attempt failed; certainly not accepted.
+    FAILED = "failed"
+    #: May have been accepted and that could not be proved: a person must check.
+    UNCONFIRMED = "unconfirmed"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The outcome of :func:`send_with_retry`."""
+
+    status: SendStatus
+    #: The gateway's receipt when ``status`` is SENT, else None.
+    receipt: Receipt | None
+    #: One sentence for a person: what happened.
+    reason: str
+    #: How many times the message was handed to the gateway.
+    attempts: int
+    #: The last failure's class ("transient", "ambiguous", "permanent"); None when sent.
+    error_class: str | None
+    #: The last failure's server words; "" when none.
+    server_message: str
+
+
+class _Unconfirmed(Exception):
+    """Internal: the outcome is unknown and must not be retried."""
+
+    def __init__(self, error: AmbiguousGatewayError, reason: str) -> None:
+        super().__init__(reason)
+        self.error = error
+        self.reason = reason
+
+
+def _describe(error: GatewayError) -> str:
+    return error.server_message or str(error)
+
+
+def send_with_retry(
+    gateway: Gateway,
+    message: OutgoingMessage,
+    policy: RetryPolicy,
+    *,
+    on_failure: Callable[[AttemptFailure], None] = lambda failure: None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> SendResult:
+    """Send ``message`` through ``gateway`` under ``policy``; never raises gateway errors.
+
+    ``on_failure`` is called once for every failed attempt, including the last one (with
+    ``wait_seconds=None``). ``sleep`` and ``clock`` are injectable so tests need not wait.
+    """
+    from tenacity import (
+        RetryError,
+        Retrying,
+        retry_if_exception_type,
+        wait_exponential_jitter,
+    )
+
+    lookup = gateway if isinstance(gateway, SentItemsLookup) else None
+    backoff = wait_exponential_jitter(
+        multiplier=policy.initial_wait, max=policy.max_wait, jitter=policy.jitter
+    )
+    started = clock()
+    attempts = 0
+    reported = 0  # the last attempt number passed to on_failure
+    found_after_ambiguous = False
+    # Set when the previous attempt was ambiguous: look in Sent Items before sending again.
+    look_first = False
+
+    def wait(state: RetryCallState) -> float:
+        seconds = backoff(state)
+        error = _error_of(state)
+        if error is not None and error.retry_after is not None:
+            seconds = max(seconds, error.retry_after)
+        return seconds
+
+    def stop(state: RetryCallState) -> bool:
+        # Do not begin a wait that would end after the deadline.
+        out_of_time = clock() - started + state.upcoming_sleep > policy.max_seconds
+        return state.attempt_number >= policy.max_attempts or out_of_time
+
+    def report(error: GatewayError, wait_seconds: float | None) -> None:
+        # Each attempt is reported once: a look-up failing after a reported ambiguous
+        # attempt ends the run without a second report of the same attempt.
+        nonlocal reported
+        if attempts > reported:
+            reported = attempts
+            on_failure(
+                AttemptFailure(
+                    attempt=attempts,
+                    error_class=error.error_class,
+                    server_message=_describe(error),
+                    wait_seconds=wait_seconds,
+                )
+            )
+
+    def report_retry(state: RetryCallState) -> None:
+        error = _error_of(state)
+        assert error is not None
+        report(error, state.upcoming_sleep)
+
+    def attempt() -> Receipt:
+        nonlocal attempts, look_first, found_after_ambiguous
+        if look_first and lookup is not None:
+            found = _find_sent(lookup, message)
+            if found is not None:
+                found_after_ambiguous = True
+                return found
+        look_first = False
+        attempts += 1
+        try:
+            return gateway.send(message)
+        except AmbiguousGatewayError as exc:
+            if lookup is None:
+                raise _Unconfirmed(
+                    exc,
+                    f"{gateway.name} may have accepted the message but cannot say whether "
+                    "it did; check the sent mail before resending",
+                ) from exc
+            look_first = True
+            raise
+
+    retrying = Retrying(
+        stop=stop,
+        wait=wait,
+        retry=retry_if_exception_type((TransientGatewayError, AmbiguousGatewayError)),
+        sleep=sleep,
+        before_sleep=report_retry,
+    )
+    try:
+        receipt = retrying(attempt)
+    except _Unconfirmed as unconfirmed:
+        report(unconfirmed.error, None)
+        return _unconfirmed(unconfirmed, attempts)
+    except PermanentGatewayError as exc:
+        report(exc, None)
+        return SendResult(
+            status=SendStatus.FAILED,
+            receipt=None,
+            reason=f"{gateway.name} refused the message: {_describe(exc)}",
+            attempts=attempts,
+            error_class=exc.error_class,
+            server_message=exc.server_message,
+        )
+    except RetryError as exhausted:
+        last = exhausted.last_attempt.exception()
+        assert isinstance(last, GatewayError)
+        report(last, None)
+        if isinstance(last, AmbiguousGatewayError) and lookup is not None:
+            # The last attempt may have been accepted: one more look before giving up.
+            try:
+                found = _find_sent(lookup, message)
+            except _Unconfirmed as unconfirmed:
+                return _unconfirmed(unconfirmed, attempts)
+            if found is not None:
+                return _sent(found, attempts, after_ambiguous=True)
+            reason = (
+                f"{gateway.name} may have accepted the message, it is not (yet) in Sent "
+                "Items and no attempts are left; check the sent mail before resending"
+            )
+            return _unconfirmed(_Unconfirmed(last, reason), attempts)
+        return SendResult(
+            status=SendStatus.FAILED,
+            receipt=None,
+            reason=(
+                f"{gateway.name} did not take the message after {attempts} attempt(s): "
+                f"{_describe(last)}"
+            ),
+            attempts=attempts,
+            error_class=last.error_class,
+            server_message=last.server_message,
+        )
+    return _sent(receipt, attempts, after_ambiguous=found_after_ambiguous)
+
+
+def _error_of(state: RetryCallState) -> GatewayError | None:
+    if state.outcome is None or not state.outcome.failed:
+        return None
+    error = state.outcome.exception()
+    return error if isinstance(error, GatewayError) else None
+
+
+def _find_sent(lookup: SentItemsLookup, message: OutgoingMessage) -> Receipt | None:
+    """Look the message up; a failed lookup makes the outcome unknowable, never a resend."""
+    try:
+        return lookup.find_sent(message.message_id)
+    except GatewayError as exc:
+        ambiguous = AmbiguousGatewayError(str(exc), server_message=exc.server_message)
+        raise _Unconfirmed(
+            ambiguous,
+            "the gateway may have accepted the message and Sent Items could not be "
+            f"searched ({_describe(exc)}); check the sent mail before resending",
+        ) from exc
+
+
+def _sent(receipt: Receipt, attempts: int, *, after_ambiguous: bool) -> SendResult:
+    return SendResult(
+        status=SendStatus.SENT,
+        receipt=receipt,
+        reason=(
+            "found in Sent Items after an attempt whose answer was lost"
+            if after_ambiguous
+            else "accepted by the gateway"
+        ),
+        attempts=attempts,
+        error_class=None,
+        server_message="",
+    )
+
+
+def _unconfirmed(unconfirmed: _Unconfirmed, attempts: int) -> SendResult:
+    return SendResult(
+        status=SendStatus.UNCONFIRMED,
+        receipt=None,
+        reason=unconfirmed.reason,
+        attempts=attempts,
+        error_class=AmbiguousGatewayError.error_class,
+        server_message=unconfirmed.error.server_message,
+    )

@@ -1,0 +1,260 @@
+"""send_with_retry: what each kind of gateway failure leads to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from mash_requests._tables import Table
+from mash_requests.errors import (
+    AmbiguousGatewayError,
+    ConfigError,
+    GatewayError,
+    PermanentGatewayError,
+    TransientGatewayError,
+)
+from mash_requests.gateways.base import OutgoingMessage, Receipt
+from mash_requests.retry import (
+    AttemptFailure,
+    RetryPolicy,
+    SendStatus,
+    send_with_retry,
+)
+
+NO_JITTER = RetryPolicy(max_attempts=5, max_seconds=300, initial_wait=1, max_wait=60, jitter=0)
+
+
+class ScriptedGateway:
+    """A gateway that fails as scripted, then accepts."""
+
+    name = "scripted"
+
+    def __init__(self, failures: Iterable[GatewayError]) -> None:
+        self.failures = list(failures)
+        self.sent: list[str] = []
+        self.calls = 0
+
+    def send(self, message: OutgoingMessage) -> Receipt:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append(message.message_id)
+        return Receipt(self.name, message.message_id, gateway_id=f"id-{self.calls}")
+
+    def close(self) -> None:
+        pass
+
+
+class LookupGateway(ScriptedGateway):
+    """A scripted gateway that can also look in Sent Items."""
+
+    def __init__(
+        self, failures: Iterable[GatewayError], *, in_sent_items: bool | Exception
+    ) -> None:
+        super().__init__(failures)
+        self.in_sent_items = in_sent_items
+        self.lookups = 0
+
+    def find_sent(self, message_id: str) -> Receipt | None:
+        self.lookups += 1
+        if isinstance(self.in_sent_items, Exception):
+            raise self.in_sent_items
+        return Receipt(self.name, message_id, gateway_id="found") if self.in_sent_items else None
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+
+def run(gateway: ScriptedGateway, message: OutgoingMessage, policy: RetryPolicy = NO_JITTER):
+    time = FakeTime()
+    failures: list[AttemptFailure] = []
+    result = send_with_retry(
+        gateway, message, policy, on_failure=failures.append, sleep=time.sleep, clock=time.clock
+    )
+    return result, failures, time
+
+
+def test_first_attempt_success_is_sent_without_waiting(message: OutgoingMessage) -> None:
+    """A message accepted at once is sent after one attempt with no wait and no failure."""
+    result, failures, time = run(ScriptedGateway([]), message)
+    assert result.status is SendStatus.SENT
+    assert result.attempts == 1
+    assert result.receipt is not None and result.receipt.gateway_id == "id-1"
+    assert failures == [] and time.sleeps == []
+
+
+def test_transient_failures_are_retried_with_exponential_waits(message: OutgoingMessage) -> None:
+    """Two transient failures are retried after 1 s then 2 s, and the third attempt is sent."""
+    gateway = ScriptedGateway([TransientGatewayError("busy", server_message="451 busy")] * 2)
+    result, failures, time = run(gateway, message)
+    assert result.status is SendStatus.SENT and result.attempts == 3
+    assert time.sleeps == [1, 2]
+    assert failures == [
+        AttemptFailure(1, "transient", "451 busy", 1),
+        AttemptFailure(2, "transient", "451 busy", 2),
+    ]
+    assert gateway.sent == [message.message_id]
+
+
+def test_server_hint_longer_than_backoff_is_honoured(message: OutgoingMessage) -> None:
+    """A fractional Retry-After of 2.128 s is waited exactly, not the 1 s backoff."""
+    gateway = ScriptedGateway([TransientGatewayError("429", retry_after=2.128)])
+    result, failures, time = run(gateway, message)
+    assert result.status is SendStatus.SENT
+    assert time.sleeps == [2.128]
+    assert failures[0].wait_seconds == 2.128
+
+
+def test_server_hint_may_exceed_max_wait(message: OutgoingMessage) -> None:
+    """A server hint longer than max_wait is still honoured (sooner would be refused)."""
+    policy = RetryPolicy(max_attempts=3, max_seconds=600, initial_wait=1, max_wait=5, jitter=0)
+    gateway = ScriptedGateway([TransientGatewayError("busy", retry_after=297.749)])
+    result, _, time = run(gateway, message, policy)
+    assert result.status is SendStatus.SENT
+    assert time.sleeps == [297.749]
+
+
+def test_jitter_stays_within_bounds(message: OutgoingMessage) -> None:
+    """With jitter the first wait lies between initial_wait and initial_wait + jitter."""
+    policy = RetryPolicy(max_attempts=2, initial_wait=1, max_wait=60, jitter=1)
+    _, _, time = run(ScriptedGateway([TransientGatewayError("x")]), message, policy)
+    assert 1 <= time.sleeps[0] <= 2
+
+
+def test_permanent_failure_is_not_retried(message: OutgoingMessage) -> None:
+    """A permanent refusal fails at once with the server's words, after one attempt."""
+    words = "550 5.1.1 <dsl@school.example>: Recipient address rejected"
+    gateway = ScriptedGateway([PermanentGatewayError("refused", server_message=words)])
+    result, failures, time = run(gateway, message)
+    assert result.status is SendStatus.FAILED
+    assert result.attempts == 1 and gateway.calls == 1
+    assert result.error_class == "permanent" and result.server_message == words
+    assert words in result.reason
+    assert failures == [AttemptFailure(1, "permanent", words, None)]
+    assert time.sleeps == []
+
+
+def test_retries_exhausted_fail_with_last_server_words(message: OutgoingMessage) -> None:
+    """After max_attempts transient failures the result is failed with the last server words."""
+    errors = [TransientGatewayError("t", server_message=f"451 try {i}") for i in range(1, 4)]
+    policy = RetryPolicy(max_attempts=3, initial_wait=1, max_wait=60, jitter=0)
+    result, failures, time = run(ScriptedGateway(errors), message, policy)
+    assert result.status is SendStatus.FAILED
+    assert result.attempts == 3
+    assert result.server_message == "451 try 3" and result.error_class == "transient"
+    assert [f.wait_seconds for f in failures] == [1, 2, None]
+    assert time.sleeps == [1, 2]
+
+
+def test_wait_beyond_max_seconds_is_not_started(message: OutgoingMessage) -> None:
+    """A server hint that would end past max_seconds stops the retries instead of waiting."""
+    policy = RetryPolicy(max_attempts=5, max_seconds=60, initial_wait=1, max_wait=60, jitter=0)
+    gateway = ScriptedGateway([TransientGatewayError("busy", retry_after=297.749)])
+    result, failures, time = run(gateway, message, policy)
+    assert result.status is SendStatus.FAILED and result.attempts == 1
+    assert time.sleeps == []
+    assert failures[-1].wait_seconds is None
+
+
+def test_ambiguous_without_lookup_is_unconfirmed_and_never_resent(
+    message: OutgoingMessage,
+) -> None:
+    """An ambiguous failure on a gateway that cannot look in Sent Items is unconfirmed at once."""
+    gateway = ScriptedGateway([AmbiguousGatewayError("lost", server_message="timed out")])
+    result, failures, time = run(gateway, message)
+    assert result.status is SendStatus.UNCONFIRMED
+    assert gateway.calls == 1 and time.sleeps == []
+    assert result.error_class == "ambiguous" and result.server_message == "timed out"
+    assert failures == [AttemptFailure(1, "ambiguous", "timed out", None)]
+
+
+def test_ambiguous_then_found_in_sent_items_is_sent_without_resending(
+    message: OutgoingMessage,
+) -> None:
+    """An ambiguous failure whose message is found in Sent Items is sent, with no second send."""
+    gateway = LookupGateway([AmbiguousGatewayError("504")], in_sent_items=True)
+    result, failures, _ = run(gateway, message)
+    assert result.status is SendStatus.SENT
+    assert result.receipt is not None and result.receipt.gateway_id == "found"
+    assert gateway.calls == 1 and gateway.lookups == 1
+    assert "Sent Items" in result.reason
+    assert [f.error_class for f in failures] == ["ambiguous"]
+
+
+def test_ambiguous_then_not_found_is_sent_again_once(message: OutgoingMessage) -> None:
+    """An ambiguous failure whose message is not in Sent Items is sent again, once."""
+    gateway = LookupGateway([AmbiguousGatewayError("504")], in_sent_items=False)
+    result, _, time = run(gateway, message)
+    assert result.status is SendStatus.SENT
+    assert gateway.calls == 2 and gateway.sent == [message.message_id]
+    assert result.attempts == 2
+    assert time.sleeps == [1]
+
+
+def test_lookup_failure_after_ambiguous_is_unconfirmed(message: OutgoingMessage) -> None:
+    """When Sent Items cannot be searched after an ambiguous failure, nothing is resent."""
+    gateway = LookupGateway(
+        [AmbiguousGatewayError("504")],
+        in_sent_items=TransientGatewayError("down", server_message="503 Service Unavailable"),
+    )
+    result, failures, _ = run(gateway, message)
+    assert result.status is SendStatus.UNCONFIRMED
+    assert gateway.calls == 1
+    assert "503 Service Unavailable" in result.reason
+    assert len(failures) == 1  # the ambiguous attempt, reported once
+
+
+def test_ambiguous_on_last_attempt_is_looked_up_before_giving_up(
+    message: OutgoingMessage,
+) -> None:
+    """An ambiguous last attempt is looked up; found is sent, not found is unconfirmed."""
+    policy = RetryPolicy(max_attempts=1, jitter=0)
+    found = LookupGateway([AmbiguousGatewayError("504")], in_sent_items=True)
+    assert run(found, message, policy)[0].status is SendStatus.SENT
+    missing = LookupGateway([AmbiguousGatewayError("504")], in_sent_items=False)
+    result = run(missing, message, policy)[0]
+    assert result.status is SendStatus.UNCONFIRMED and missing.calls == 1
+
+
+def test_policy_from_table_reads_every_key(tmp_path: Path) -> None:
+    """[retry] keys become the policy's fields."""
+    table = Table(
+        {"max_attempts": 3, "max_seconds": 120, "initial_wait": 0.5, "max_wait": 30, "jitter": 0},
+        where="config t.toml: [retry]",
+        base_dir=tmp_path,
+    )
+    assert RetryPolicy.from_table(table) == RetryPolicy(3, 120, 0.5, 30, 0)
+
+
+def test_policy_from_empty_table_is_the_default(tmp_path: Path) -> None:
+    """An absent [retry] table gives the documented defaults."""
+    assert RetryPolicy.from_table(Table({}, where="x", base_dir=tmp_path)) == RetryPolicy()
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"max_wait": 0.1}, "max_wait"),
+        ({"tries": 3}, "tries"),
+    ],
+)
+def test_policy_from_table_refuses_bad_values(
+    tmp_path: Path, data: dict[str, object], key: str
+) -> None:
+    """A bad or unknown [retry] key is a ConfigError naming the key."""
+    table = Table(data, where="config t.toml: [retry]", base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=rf"\[retry\] {key}"):
+        RetryPolicy.from_table(table)
