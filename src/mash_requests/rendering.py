@@ -75,6 +75,7 @@ class Renderer:
             undefined=StrictUndefined,
             autoescape=lambda name: bool(name and name.endswith(".html.j2")),
             keep_trailing_newline=True,
+            trim_blocks=True,
             auto_reload=False,
         )
         self._env.filters["due"] = format_due

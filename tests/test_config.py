@@ -1,0 +1,111 @@
+"""Loading the configuration: defaults, the directory, and every mistake named at load time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mash_requests.config import load_settings
+from mash_requests.errors import ConfigError
+
+BASE = """
+[mash]
+sender = "mash@testbury.gov.uk"
+
+[directory]
+allowed_domains = ["*.police.uk", "nhs.net"]
+
+[partners.police]
+name = "Testshire Police"
+addresses = ["{address}"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mash-requests.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_no_config_means_embedded_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no file anywhere, the outbox and SQLite log go under ./mash-data."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MASH_REQUESTS_CONFIG", raising=False)
+    settings = load_settings(None)
+    assert settings.gateway.kind == "outbox"
+    assert settings.log.path == tmp_path / "mash-data" / "dispatch-log.sqlite3"
+    assert settings.marking == "OFFICIAL-SENSITIVE"
+    assert len(settings.directory) == 0
+
+
+def test_config_is_found_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$MASH_REQUESTS_CONFIG names the file when --config is not given."""
+    path = write(tmp_path, BASE.format(address="mash@testshire.police.uk"))
+    monkeypatch.setenv("MASH_REQUESTS_CONFIG", str(path))
+    assert load_settings(None).directory.keys() == ["police"]
+
+
+@pytest.mark.parametrize(
+    "address", ["mash@gmail.com", "mash@police.uk.evil.com", "mash@evilpolice.uk", "a b@nhs.net"]
+)
+def test_address_outside_allow_list_is_refused_at_load(tmp_path: Path, address: str) -> None:
+    """An address whose domain is not allowed stops the config from loading."""
+    with pytest.raises(ConfigError, match="partner 'police'"):
+        load_settings(write(tmp_path, BASE.format(address=address)))
+
+
+def test_suffix_entry_matches_subdomains_only(tmp_path: Path) -> None:
+    """'*.police.uk' allows met.police.uk and deeper names."""
+    settings = load_settings(write(tmp_path, BASE.format(address="a@mash.met.police.uk")))
+    assert settings.directory.get("police").addresses == ("a@mash.met.police.uk",)
+
+
+def test_retired_gsi_domain_is_refused(tmp_path: Path) -> None:
+    """The retired gcsx/gsi domains cannot be allow-listed."""
+    text = BASE.format(address="a@x.police.uk").replace('"nhs.net"', '"*.gcsx.gov.uk"')
+    with pytest.raises(ConfigError, match="retired government"):
+        load_settings(write(tmp_path, text))
+
+
+def test_unknown_key_is_refused(tmp_path: Path) -> None:
+    """A misspelt key is an error naming it, not silently ignored."""
+    text = BASE.format(address="a@x.police.uk").replace("[mash]", "[mash]\nmarkign = 'X'")
+    with pytest.raises(ConfigError, match=r"\[mash\] markign: unknown key"):
+        load_settings(write(tmp_path, text))
+
+
+def test_literal_secret_is_refused(tmp_path: Path) -> None:
+    """A password written in the config is refused; it must come from env or a file."""
+    text = BASE.format(address="a@x.police.uk") + '\n[form]\npassword = "hunter2"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    assert "password_env" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    """A TOML syntax error names the file and the line."""
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "[mash\n"))
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    """--config naming a missing file says so."""
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_wrong_type_names_the_key(tmp_path: Path) -> None:
+    """A number where text belongs is named with the table and key."""
+    text = BASE.format(address="a@x.police.uk") + "\n[timescales]\nred_hours = 'soon'\n"
+    with pytest.raises(ConfigError, match=r"\[timescales\] red_hours: expected a number"):
+        load_settings(write(tmp_path, text))
+
+
+def test_example_config_loads() -> None:
+    """The shipped example config is valid."""
+    settings = load_settings(Path(__file__).parents[1] / "examples" / "mash-requests.toml")
+    assert settings.directory.keys() == ["police", "health", "education", "probation", "housing"]
