@@ -49,7 +49,9 @@ def parse_gateway_settings(kind: str, table: Table) -> GatewaySettings:
     """Validate the ``[gateway.<kind>]`` table; raises ConfigError naming the key."""
     module_name = GATEWAY_MODULES.get(kind)
     if module_name is None:
-        raise table.error("type", f"unknown gateway {kind!r}; use one of {', '.join(GATEWAY_MODULES)}")
+        raise table.error(
+            "type", f"unknown gateway {kind!r}; use one of {', '.join(GATEWAY_MODULES)}"
+        )
     module = importlib.import_module(module_name)
     settings: GatewaySettings = module.Settings.from_table(table)
     return settings
