@@ -61,6 +61,8 @@ class Outcome(StrEnum):
     REJECTED = "rejected"
     #: ``--dry-run``: rendered and checked, deliberately not sent.
     DRY_RUN = "dry_run"
+    #: A batch found this request already sent (or unconfirmed) and did not send it again.
+    SKIPPED = "already_sent"
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ class CaseResult:
     @property
     def all_sent(self) -> bool:
         return bool(self.outcomes) and all(
-            o.outcome in (Outcome.SENT, Outcome.DRY_RUN) for o in self.outcomes
+            o.outcome in (Outcome.SENT, Outcome.DRY_RUN, Outcome.SKIPPED) for o in self.outcomes
         )
 
 
@@ -210,6 +212,7 @@ class Dispatcher:
         source: str | None = None,
     ) -> None:
         """Record a refusal before sending, one event per partner asked (or one without)."""
+        targets: list[str | None] = list(partners) or [None]
         events = [
             Event(
                 kind=EventKind.REJECTED,
@@ -226,7 +229,7 @@ class Dispatcher:
                 form_found_in=verdict.found_in if verdict else None,
                 details={"source": source} if source else {},
             )
-            for partner in (list(partners) or [None])
+            for partner in targets
         ]
         self.store.append_many(events)
 
@@ -275,12 +278,15 @@ class Dispatcher:
         form_password: str | None = None,
         resend_reason: str | None = None,
         log_rejections: bool = True,
-    ) -> list[PreparedRequest]:
+        skip_sent: bool = False,
+    ) -> list[PreparedRequest | RequestOutcome]:
         """Check and build every requested partner's message; all or nothing.
 
         On any problem, logs ``rejected`` for each partner asked (unless ``log_rejections``
         is false, as in a dry run) and raises an InputError (FormRefusedError,
-        RecipientError, TemplateError, DuplicateRequestError).
+        RecipientError, TemplateError, DuplicateRequestError). With ``skip_sent`` (a batch
+        being resumed), a request already sent is returned as a ``SKIPPED`` outcome instead
+        of raising DuplicateRequestError.
         """
         asked = list(partner_keys) if partner_keys else list(case.partners)
         verdict: Verdict | None = None
@@ -288,7 +294,7 @@ class Dispatcher:
             partners = self._partners(case, partner_keys)
             data, verdict = self._check_form(case, form_path, form_password)
             prepared = [
-                self._prepare_one(case, partner, data, verdict, resend_reason)
+                self._prepare_one(case, partner, data, verdict, resend_reason, skip_sent)
                 for partner in partners
             ]
         except FormRefusedError as exc:
@@ -322,10 +328,22 @@ class Dispatcher:
         data: bytes,
         verdict: Verdict,
         resend_reason: str | None,
-    ) -> PreparedRequest:
+        skip_sent: bool,
+    ) -> PreparedRequest | RequestOutcome:
         key = request_key(case, partner.key, verdict.sha256)
+        self._settle_interrupted(key)
         previous = self.store.last_outcome(key)
         if previous is not None and _counts_as_sent(previous.event) and not resend_reason:
+            if skip_sent:
+                return RequestOutcome(
+                    case_ref=case.case_ref,
+                    partner=partner.key,
+                    recipients=partner.addresses,
+                    outcome=Outcome.SKIPPED,
+                    request_ref=previous.event.request_ref,
+                    reason=str(previous.event.kind),
+                    message_id=previous.event.message_id,
+                )
             raise DuplicateRequestError(
                 f"case {case.case_ref}: the request to {partner.key} with this referral form "
                 f"was already {previous.event.kind} on {previous.recorded_at:%Y-%m-%d %H:%M} UTC "
@@ -368,6 +386,50 @@ class Dispatcher:
             template_version=rendered.template_version,
             due=due,
             resend_reason=resend_reason,
+        )
+
+    def _settle_interrupted(self, key: str) -> None:
+        """Decide a request left in flight by a crash: prepared, never given an outcome.
+
+        The gateway may have taken it before the process died. Where the gateway can look
+        in Sent Items, look, and record what is there; where it cannot (SMTP), record the
+        request ``unconfirmed`` so it is never resent without a person deciding.
+        """
+        from mash_requests.audit.events import EventFilter
+        from mash_requests.gateways.base import SentItemsLookup
+
+        last: Event | None = None
+        for stored in self.store.events(EventFilter(request_key=key)):
+            last = stored.event
+        if last is None or last.kind not in (EventKind.PREPARED, EventKind.ATTEMPT_FAILED):
+            return
+        gateway = self.gateway
+        fields = {f: getattr(last, f) for f in _REQUEST_FIELDS}
+        if isinstance(gateway, SentItemsLookup) and last.message_id:
+            receipt = gateway.find_sent(last.message_id)
+            finding = "sent" if receipt else "not_found"
+            self.store.append(
+                Event(
+                    kind=EventKind.RECONCILED,
+                    gateway=self._gateway_kind(),
+                    gateway_id=receipt.gateway_id if receipt else None,
+                    operator=self.settings.operator,
+                    detail="interrupted request looked up in sent items",
+                    details={"outcome": finding},
+                    **fields,
+                )
+            )
+            return
+        self.store.append(
+            Event(
+                kind=EventKind.UNCONFIRMED,
+                gateway=self._gateway_kind(),
+                operator=self.settings.operator,
+                reason="interrupted",
+                detail="the previous run stopped while sending this request and the gateway "
+                "cannot look in sent items; check the mailbox before resending",
+                **fields,
+            )
         )
 
     # -- sending ---------------------------------------------------------------------------
@@ -487,16 +549,23 @@ class Dispatcher:
         form_password: str | None = None,
         resend_reason: str | None = None,
         dry_run: bool = False,
+        skip_sent: bool = False,
     ) -> CaseResult:
-        """Prepare then send one case's requests. Raises InputError if preflight fails."""
-        prepared = self.prepare(
+        """Prepare then send one case's requests. Raises InputError if preflight fails.
+
+        Outcomes keep the order of the partners asked; with ``skip_sent`` requests already
+        sent come back as ``SKIPPED`` (see :meth:`prepare`).
+        """
+        preflight = self.prepare(
             case,
             partner_keys,
             form_path=form_path,
             form_password=form_password,
             resend_reason=resend_reason,
             log_rejections=not dry_run,
+            skip_sent=skip_sent,
         )
+        prepared = [p for p in preflight if isinstance(p, PreparedRequest)]
         result = CaseResult(case_ref=case.case_ref)
         if dry_run:
             result.outcomes = [
@@ -512,7 +581,10 @@ class Dispatcher:
                 for p in prepared
             ]
             return result
-        result.outcomes = self.send(prepared)
+        sent = iter(self.send(prepared))
+        result.outcomes = [
+            next(sent) if isinstance(item, PreparedRequest) else item for item in preflight
+        ]
         return result
 
     def reconcile(self) -> list[ReconcileFinding]:
@@ -541,12 +613,7 @@ class Dispatcher:
                 continue
             receipt = gateway.find_sent(event.message_id)
             finding = "sent" if receipt else "not_found"
-            fields = {
-                f: getattr(event, f)
-                for f in ("case_ref", "request_ref", "request_key", "partner", "recipients",
-                          "sender", "message_id", "form_filename", "form_sha256", "form_size",
-                          "form_pages", "form_found_in", "template", "template_version")
-            }  # fmt: skip
+            fields = {f: getattr(event, f) for f in _REQUEST_FIELDS}
             self.store.append(
                 Event(
                     kind=EventKind.RECONCILED,
@@ -559,6 +626,14 @@ class Dispatcher:
             )
             findings.append(ReconcileFinding(event.request_ref, event.partner or "-", finding))
         return findings
+
+
+#: The fields that identify a request, copied from its earlier events onto later ones.
+_REQUEST_FIELDS = (
+    "case_ref", "request_ref", "request_key", "partner", "recipients", "sender", "message_id",
+    "form_filename", "form_sha256", "form_size", "form_pages", "form_found_in", "template",
+    "template_version",
+)  # fmt: skip
 
 
 def _counts_as_sent(event: Event) -> bool:

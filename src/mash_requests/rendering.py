@@ -121,7 +121,7 @@ class Renderer:
     def _render(self, filename: str, context: dict[str, Any]) -> str:
         from jinja2 import TemplateError as JinjaTemplateError
         from jinja2 import UndefinedError
-        from jinja2.sandbox import SecurityError
+        from jinja2.exceptions import SecurityError
 
         template = self._load(filename)
         try:
