@@ -1,85 +1,22 @@
-"""Shared fixtures for the gateway tests: a built request, the reference wire examples."""
+"""Fixtures shared by the gateway tests."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from email.message import EmailMessage
-from email.utils import make_msgid
-from pathlib import Path
 
 import pytest
+from gateway_helpers import build_message
 
-from mash_requests.gateways.base import Attachment, OutgoingMessage
-
-SENDER = "mash@council.example"
-RECIPIENT = "dsl@school.example"
-
-#: A small but real-looking PDF: what matters to gateways is that its bytes arrive unchanged.
-SMALL_PDF = (
-    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
-    b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
-)
-
-
-def build_message(
-    form: bytes = SMALL_PDF, *, request_ref: str = "RFI-2026-0001"
-) -> OutgoingMessage:
-    """An OutgoingMessage as the lead's message builder would make it (text + HTML + PDF)."""
-    message_id = make_msgid(idstring=request_ref, domain="council.example")
-    subject = f"OFFICIAL-SENSITIVE: Request for information {request_ref}"
-    text = f"Please see the attached referral form for request {request_ref}.\n"
-    html = f"<p>Please see the attached referral form for request <b>{request_ref}</b>.</p>"
-    mime = EmailMessage()
-    mime["From"] = SENDER
-    mime["To"] = RECIPIENT
-    mime["Subject"] = subject
-    mime["Message-ID"] = message_id
-    mime["X-MASH-Request-Ref"] = request_ref
-    mime.set_content(text)
-    mime.add_alternative(html, subtype="html")
-    mime.add_attachment(form, maintype="application", subtype="pdf", filename="referral-form.pdf")
-    return OutgoingMessage(
-        mime=mime,
-        message_id=message_id,
-        request_ref=request_ref,
-        sender=SENDER,
-        recipients=(RECIPIENT,),
-        subject=subject,
-        text_body=text,
-        html_body=html,
-        attachment=Attachment("referral-form.pdf", "application/pdf", form),
-        extra_headers=(("X-MASH-Request-Ref", request_ref),),
-    )
+from mash_requests.gateways.base import OutgoingMessage
 
 
 @pytest.fixture
 def message() -> OutgoingMessage:
+    """A request for information with a small PDF form, as the message builder makes it."""
     return build_message()
 
 
 @pytest.fixture
 def make_message() -> Callable[..., OutgoingMessage]:
+    """build_message(form=..., request_ref=...) for tests that need their own."""
     return build_message
-
-
-def big_form(size: int) -> bytes:
-    """A form of ``size`` bytes whose every 320 KiB chunk differs (catches reordering)."""
-    head = b"%PDF-1.7\n"
-    body = bytes((i * 7 + i // 4096) % 251 for i in range(size - len(head)))
-    return head + body
-
-
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("MASH_SHARED_DIR", REPO / ".." / "shared"))
-REFERENCE = SHARED / "reference"
-
-
-def reference_file(relative: str) -> str:
-    """A recorded wire example from the shared reference folder; skips when absent."""
-    path = REFERENCE / relative
-    if not path.is_file():
-        pytest.skip(
-            f"reference example {relative} not found under {REFERENCE} (set MASH_SHARED_DIR)"
-        )
-    return path.read_text(encoding="utf-8")

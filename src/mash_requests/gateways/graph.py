@@ -1,17 +1,41 @@
 """Microsoft Graph (Exchange Online): draft, attach, send; Sent Items lookup by Message-ID.
 
+The flow: POST a draft carrying our own ``internetMessageId`` (so the message can be found
+later) and the ``X-MASH-Request-Ref`` header; attach the form (inline below 3 MB, through
+an upload session up to 150 MB); POST ``/send`` (``202 Accepted``).
+
+How failures are classed:
+
+- 429, 503, 408, and any 5xx or lost connection while making or filling the draft:
+  transient (an unsent draft is harmless; it is deleted, best effort);
+- a 5xx other than 503, a timeout or a lost connection on the final ``/send``: ambiguous:
+  Graph may have taken the message. The retry policy looks in Sent Items before resending;
+- 400, 401, 403, 404, 413 and other 4xx: permanent, with Graph's own ``error.message``;
+- no token (bad secret, unknown client or tenant): permanent, with MSAL's error code.
+
 Also home of the OAuth2 client-credentials token source (msal) that the SMTP gateway uses
 for XOAUTH2: one app registration, one way of getting a token.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote, urlsplit
 
-from mash_requests.errors import PermanentGatewayError, TransientGatewayError
+from mash_requests.errors import (
+    AmbiguousGatewayError,
+    GatewayError,
+    PermanentGatewayError,
+    TransientGatewayError,
+)
+from mash_requests.gateways.base import OutgoingMessage, Receipt
 
 if TYPE_CHECKING:
+    from requests import Response
+
     from mash_requests._tables import Table
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
@@ -118,3 +142,332 @@ class TokenSource:
             f"{self.credentials.tenant_id}: {words}",
             server_message=words,
         )
+
+
+# -- the Graph gateway --------------------------------------------------------------------
+
+DEFAULT_BASE_URL = "https://graph.microsoft.com/v1.0"
+#: Attachments below this go inline in one POST (base64 makes ~4 MB, Graph's request limit).
+INLINE_LIMIT = 3_000_000
+#: Graph refuses attachments above 150 MB, even through an upload session.
+UPLOAD_LIMIT = 150 * 1024 * 1024
+#: Upload-session chunks must be multiples of 320 KiB and at most 4 MB.
+CHUNK_SIZE = 10 * 320 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The ``[gateway.graph]`` table, validated."""
+
+    kind: ClassVar[str] = "graph"
+
+    mailbox: str
+    credentials: ClientCredentials
+    base_url: str = DEFAULT_BASE_URL
+    timeout: float = 60
+
+    @classmethod
+    def from_table(cls, table: Table) -> Settings:
+        """Validate ``[gateway.graph]``; reads the client secret, no network."""
+        mailbox = table.required_string("mailbox")
+        if "@" not in mailbox:
+            raise table.error("mailbox", f"expected the sending address, got {mailbox!r}")
+        credentials = ClientCredentials.from_table(table)
+        base_url = (table.string("base_url", DEFAULT_BASE_URL) or DEFAULT_BASE_URL).rstrip("/")
+        if not base_url.startswith("https://"):
+            raise table.error("base_url", f"must be an https:// URL, got {base_url!r}")
+        timeout = table.number("timeout", 60, minimum=1)
+        table.reject_unknown()
+        return cls(mailbox=mailbox, credentials=credentials, base_url=base_url, timeout=timeout)
+
+    @property
+    def scope(self) -> str:
+        """``https://<graph host>/.default``: the national clouds have their own hosts."""
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc}/.default"
+
+    def open(self) -> GraphGateway:
+        """The gateway; the token and connections are fetched on first use."""
+        return GraphGateway(self, TokenSource(self.credentials, self.scope, timeout=self.timeout))
+
+
+def _retry_after(response: Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date: rare from Graph; the backoff applies instead
+    return seconds if seconds >= 0 else None
+
+
+def _error_words(response: Response) -> str:
+    """``<status> <code>: <message>`` from Graph's error JSON (``error`` or ``Error``)."""
+    words = f"{response.status_code} {response.reason or ''}".strip()
+    try:
+        body = response.json()
+    except ValueError:
+        return words
+    error = body.get("error") or body.get("Error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code = error.get("code") or ""
+        message = error.get("message") or ""
+        inner = error.get("innerError") or error.get("innererror")
+        if not message and isinstance(inner, dict):
+            message = inner.get("message") or ""
+        detail = ": ".join(str(part) for part in (code, message) if part)
+        if detail:
+            words = f"{response.status_code} {detail}"
+    return " ".join(words.split())[:500]
+
+
+class GraphGateway:
+    """Sends as one mailbox through Microsoft Graph: draft, attach, send.
+
+    Sending a draft (not ``sendMail``) lets us set ``internetMessageId`` to our own
+    Message-ID, upload forms over 3 MB, and find the message in Sent Items afterwards.
+    """
+
+    name = "graph"
+
+    def __init__(self, settings: Settings, tokens: TokenSource) -> None:
+        import requests
+
+        self.settings = settings
+        self._tokens = tokens
+        self._session = requests.Session()
+
+    @property
+    def _user(self) -> str:
+        return f"{self.settings.base_url}/users/{quote(self.settings.mailbox, safe='@')}"
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        step: str,
+        *,
+        sending: bool = False,
+        authorized: bool = True,
+        **kwargs: Any,
+    ) -> Response:
+        """One HTTP request; any failure becomes a gateway error saying which step failed.
+
+        ``sending`` marks the final /send: once its request may have reached Graph, a lost
+        answer or a gateway error means the message may have gone (ambiguous).
+        """
+        import requests
+        from urllib3.exceptions import NewConnectionError
+
+        headers = dict(kwargs.pop("headers", {}))
+        if authorized:
+            headers["Authorization"] = f"Bearer {self._tokens.token()}"
+        try:
+            response = self._session.request(
+                method, url, headers=headers, timeout=self.settings.timeout, **kwargs
+            )
+        except requests.RequestException as exc:
+            never_sent = isinstance(exc, requests.ConnectTimeout) or (
+                isinstance(exc, requests.ConnectionError)
+                and isinstance(
+                    getattr(exc.args[0] if exc.args else None, "reason", None), NewConnectionError
+                )
+            )
+            problem = "timed out" if isinstance(exc, requests.Timeout) else type(exc).__name__
+            if sending and not never_sent:
+                raise AmbiguousGatewayError(
+                    f"Graph gave no answer to {step} ({problem}); the message may have been "
+                    "sent: look in Sent Items before resending",
+                    server_message=problem,
+                ) from exc
+            raise TransientGatewayError(
+                f"Graph could not be reached for {step} ({problem})", server_message=problem
+            ) from exc
+        if response.status_code >= 400:
+            raise self._failure(step, response, sending=sending)
+        return response
+
+    def _failure(self, step: str, response: Response, *, sending: bool) -> GatewayError:
+        status = response.status_code
+        words = _error_words(response)
+        hint = _retry_after(response)
+        if status in (408, 429, 503):
+            # Throttled or unavailable: the request was refused before any work was done.
+            return TransientGatewayError(
+                f"Graph deferred {step}: {words}", server_message=words, retry_after=hint
+            )
+        if status >= 500:
+            if sending:
+                return AmbiguousGatewayError(
+                    f"Graph answered {step} with {words}; the message may have been sent: "
+                    "look in Sent Items before resending",
+                    server_message=words,
+                    retry_after=hint,
+                )
+            return TransientGatewayError(
+                f"Graph failed {step}: {words}", server_message=words, retry_after=hint
+            )
+        advice = {
+            401: "; check tenant_id, client_id and the client secret",
+            403: "; the app needs the Mail.Send and Mail.ReadWrite application permissions "
+            "(and access to this mailbox)",
+            404: f"; check that mailbox {self.settings.mailbox} exists",
+            413: "; the message is too large for Graph",
+        }.get(status, "")
+        return PermanentGatewayError(f"Graph refused {step}: {words}{advice}", server_message=words)
+
+    def send(self, message: OutgoingMessage) -> Receipt:
+        """Create the draft, attach the form, send it; one try, classified failures."""
+        form = message.attachment
+        if len(form.data) > UPLOAD_LIMIT:
+            raise PermanentGatewayError(
+                f"the form is {len(form.data)} bytes; Graph takes attachments up to "
+                f"{UPLOAD_LIMIT} bytes"
+            )
+        draft = _json(
+            self._request(
+                "POST", f"{self._user}/messages", "creating the draft", json=_draft(message)
+            ),
+            "creating the draft",
+        )
+        draft_id = str(draft.get("id") or "")
+        if not draft_id:
+            raise TransientGatewayError("Graph created a draft but gave no id for it")
+        draft_url = f"{self._user}/messages/{quote(draft_id, safe='')}"
+        try:
+            self._attach(draft_url, message)
+            self._request("POST", f"{draft_url}/send", "sending the draft", sending=True)
+        except (TransientGatewayError, PermanentGatewayError):
+            # Certainly not sent: remove the draft so retries do not pile up drafts.
+            self._delete_quietly(draft_url)
+            raise
+        return Receipt(
+            gateway=self.name,
+            message_id=message.message_id,
+            gateway_id=draft_id,
+            detail=f"202 Accepted for {self.settings.mailbox}",
+        )
+
+    def _attach(self, draft_url: str, message: OutgoingMessage) -> None:
+        form = message.attachment
+        if len(form.data) < INLINE_LIMIT:
+            self._request(
+                "POST",
+                f"{draft_url}/attachments",
+                "attaching the form",
+                json={
+                    "@odata.type": "#microsoft.graph.fileAttachment",
+                    "name": form.filename,
+                    "contentType": form.content_type,
+                    "contentBytes": base64.b64encode(form.data).decode("ascii"),
+                },
+            )
+            return
+        response = self._request(
+            "POST",
+            f"{draft_url}/attachments/createUploadSession",
+            "opening an upload session for the form",
+            json={
+                "AttachmentItem": {
+                    "attachmentType": "file",
+                    "name": form.filename,
+                    "size": len(form.data),
+                    "contentType": form.content_type,
+                }
+            },
+        )
+        upload_url = str(_json(response, "opening an upload session").get("uploadUrl") or "")
+        if not upload_url.startswith("https://"):
+            raise TransientGatewayError("Graph opened an upload session without an https uploadUrl")
+        total = len(form.data)
+        for start in range(0, total, CHUNK_SIZE):
+            chunk = form.data[start : start + CHUNK_SIZE]
+            end = start + len(chunk) - 1
+            # The upload URL carries its own token: an Authorization header is refused.
+            self._request(
+                "PUT",
+                upload_url,
+                f"uploading bytes {start}-{end} of the form",
+                authorized=False,
+                data=chunk,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"bytes {start}-{end}/{total}",
+                },
+            )
+
+    def _delete_quietly(self, draft_url: str) -> None:
+        # An orphan draft is harmless (it was never sent), so a failure here is ignored.
+        with contextlib.suppress(GatewayError):
+            self._request("DELETE", draft_url, "deleting the unsent draft")
+
+    def find_sent(self, message_id: str) -> Receipt | None:
+        """Look the Message-ID up in the mailbox's Sent Items."""
+        literal = message_id.replace("'", "''")
+        response = self._request(
+            "GET",
+            f"{self._user}/mailFolders('SentItems')/messages",
+            "searching Sent Items",
+            params={
+                "$filter": f"internetMessageId eq '{literal}'",
+                "$select": "id,internetMessageId,sentDateTime",
+            },
+        )
+        found = _json(response, "searching Sent Items").get("value") or []
+        if not found:
+            return None
+        item = found[0]
+        return Receipt(
+            gateway=self.name,
+            message_id=message_id,
+            gateway_id=str(item.get("id", "")) or None,
+            detail=f"found in Sent Items of {self.settings.mailbox}, sent "
+            f"{item.get('sentDateTime', 'at an unknown time')}",
+        )
+
+    def check(self) -> str:
+        """Get a token and read the Sent Items folder; sends nothing."""
+        response = self._request(
+            "GET",
+            f"{self._user}/mailFolders('SentItems')",
+            "reading Sent Items",
+            params={"$select": "id,displayName,totalItemCount"},
+        )
+        count = _json(response, "reading Sent Items").get("totalItemCount", "?")
+        return (
+            f"graph: token for client {self.settings.credentials.client_id} accepted; "
+            f"mailbox {self.settings.mailbox} reachable ({count} messages in Sent Items)"
+        )
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _json(response: Response, step: str) -> dict[str, Any]:
+    """The JSON object of a success response; anything else is a transient failure."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise TransientGatewayError(
+            f"Graph answered {step} with {response.status_code} but no JSON object",
+            server_message=f"{response.status_code} {response.reason or ''}".strip(),
+        )
+    return body
+
+
+def _draft(message: OutgoingMessage) -> dict[str, Any]:
+    """The draft message resource: our Message-ID and X- headers, HTML body."""
+    return {
+        "subject": message.subject,
+        "body": {"contentType": "HTML", "content": message.html_body},
+        "toRecipients": [{"emailAddress": {"address": r}} for r in message.recipients],
+        "internetMessageId": message.message_id,
+        "internetMessageHeaders": [
+            {"name": name, "value": value}
+            for name, value in message.extra_headers
+            if name.lower().startswith("x-")
+        ],
+    }
