@@ -1,8 +1,22 @@
-"""Sample events for the dispatch-log tests (no personal data, as in real use)."""
+"""Helpers for the dispatch-log tests: sample events, and raw access to a store's database.
+
+:class:`RawLog` plays the attacker: it goes around the store, switches the append-only
+triggers off, edits rows, and switches them back on, so the tests can show that the hash
+chain catches what the database guard alone would not.
+"""
 
 from __future__ import annotations
 
-from mash_requests.audit import Event, EventKind
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from mash_requests.audit import Event, EventKind, EventStore
+from mash_requests.audit._rows import INDEXED_FIELDS
+from mash_requests.audit.chain import Chain
 
 
 def sent(case_ref: str = "C-1", **fields: object) -> Event:
@@ -34,3 +48,146 @@ def prepared(case_ref: str = "C-1", **fields: object) -> Event:
     }
     values.update(fields)
     return Event(EventKind.PREPARED, case_ref, **values)  # type: ignore[arg-type]
+
+
+def postgres_dsn_for_schema(dsn: str, schema: str) -> str:
+    """``dsn`` with its search_path set to ``schema`` (each test's private schema)."""
+    from psycopg import conninfo
+
+    return conninfo.make_conninfo(dsn, options=f"-c search_path={schema}")
+
+
+def canonical(document: dict[str, Any]) -> str:
+    """JSON the way the chain writes it (the attacker knows the format)."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass
+class RawLog:
+    """The store's database, reached directly; ``?`` placeholders on both backends."""
+
+    conn: Any
+    backend: str
+
+    @classmethod
+    @contextmanager
+    def open(cls, store: EventStore) -> Iterator[RawLog]:
+        if type(store).__name__ == "SQLiteEventStore":
+            conn: Any = sqlite3.connect(store.path, isolation_level=None)  # type: ignore[attr-defined]
+            backend = "sqlite"
+        else:
+            import psycopg
+
+            conn = psycopg.connect(store._dsn, autocommit=True)  # type: ignore[attr-defined]
+            backend = "postgres"
+        try:
+            yield cls(conn, backend)
+        finally:
+            conn.close()
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        if self.backend == "postgres":
+            sql = sql.replace("?", "%s")
+        cursor = self.conn.execute(sql.encode() if self.backend == "postgres" else sql, params)
+        return list(cursor.fetchall()) if cursor.description else []
+
+    def unguarded(self) -> AbstractContextManager[None]:
+        """Switch the append-only triggers off for the block, as an attacker would."""
+        return self._unguarded_sqlite() if self.backend == "sqlite" else self._unguarded_pg()
+
+    @contextmanager
+    def _unguarded_sqlite(self) -> Iterator[None]:
+        triggers = self.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
+        )
+        self.execute("BEGIN")
+        for name in ("events_no_update", "events_no_delete"):
+            self.execute(f"DROP TRIGGER {name}")
+        yield
+        for (sql,) in triggers:
+            self.execute(sql)
+        self.execute("COMMIT")
+
+    @contextmanager
+    def _unguarded_pg(self) -> Iterator[None]:
+        self.execute("ALTER TABLE events DISABLE TRIGGER USER")
+        try:
+            yield
+        finally:
+            self.execute("ALTER TABLE events ENABLE TRIGGER USER")
+
+    # -- what an attacker does ---------------------------------------------------------------
+
+    def record(self, seq: int) -> dict[str, Any]:
+        ((text,),) = self.execute("SELECT record FROM events WHERE seq = ?", [seq])
+        document: dict[str, Any] = json.loads(text)
+        return document
+
+    def set_column(self, seq: int, column: str, value: object) -> None:
+        with self.unguarded():
+            sql = f"UPDATE events SET {column} = ? WHERE seq = ?"  # noqa: S608 (test's own names)
+            self.execute(sql, [value, seq])
+
+    def edit_event(
+        self, seq: int, field: str, value: object, *, rehash_with: Chain | None = None
+    ) -> None:
+        """Change one event field in the record (and its column), optionally re-hashing."""
+        document = self.record(seq)
+        document["event"][field] = value
+        self.replace_record(seq, document, rehash_with=rehash_with)
+
+    def replace_record(
+        self, seq: int, document: dict[str, Any], *, rehash_with: Chain | None = None
+    ) -> None:
+        text = canonical(document)
+        with self.unguarded():
+            self.execute("UPDATE events SET record = ? WHERE seq = ?", [text, seq])
+            for column in INDEXED_FIELDS:
+                self.execute(
+                    f"UPDATE events SET {column} = ? WHERE seq = ?",  # noqa: S608
+                    [document["event"].get(column), seq],
+                )
+            if rehash_with is not None:
+                new_hash = rehash_with.digest(text.encode())
+                self.execute("UPDATE events SET hash = ? WHERE seq = ?", [new_hash, seq])
+
+    def delete(self, seq: int) -> None:
+        with self.unguarded():
+            self.execute("DELETE FROM events WHERE seq = ?", [seq])
+
+    def shift(self, after_seq: int, delta: int) -> None:
+        """Renumber every event after ``after_seq`` by ``delta`` (to hide a gap or make room)."""
+        with self.unguarded():
+            # Through negative numbers: the primary key is checked row by row.
+            self.execute("UPDATE events SET seq = -seq WHERE seq > ?", [after_seq])
+            self.execute("UPDATE events SET seq = -seq + ? WHERE seq < 0", [delta])
+
+    def swap(self, a: int, b: int) -> None:
+        """Exchange the positions of two events."""
+        with self.unguarded():
+            self.execute("UPDATE events SET seq = -1 WHERE seq = ?", [a])
+            self.execute("UPDATE events SET seq = ? WHERE seq = ?", [a, b])
+            self.execute("UPDATE events SET seq = ? WHERE seq = -1", [b])
+
+    def insert_after(self, seq: int, event_fields: dict[str, Any], chain: Chain) -> None:
+        """Slip a well-formed event in after ``seq``, renumbering the rest up by one."""
+        self.shift(seq, 1)
+        prev_hash = self.execute("SELECT hash FROM events WHERE seq = ?", [seq])[0][0]
+        recorded = self.record(seq)["recorded_at"]
+        document = {
+            "v": 1,
+            "seq": seq + 1,
+            "recorded_at": recorded,
+            "prev_hash": prev_hash,
+            "event": event_fields,
+        }
+        text = canonical(document)
+        columns = ("seq", "recorded_at", "prev_hash", "hash", "record", *INDEXED_FIELDS)
+        values = [seq + 1, recorded, prev_hash, chain.digest(text.encode()), text]
+        values += [event_fields.get(name) for name in INDEXED_FIELDS]
+        with self.unguarded():
+            self.execute(
+                f"INSERT INTO events ({', '.join(columns)})"  # noqa: S608
+                f" VALUES ({', '.join('?' * len(columns))})",
+                values,
+            )

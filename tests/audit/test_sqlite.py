@@ -51,28 +51,6 @@ def test_reopening_keeps_events_and_chain(path: Path) -> None:
     assert second.prev_hash == first.hash
 
 
-@pytest.mark.parametrize("statement", ["UPDATE events SET case_ref = 'X'", "DELETE FROM events"])
-def test_database_refuses_update_and_delete(path: Path, statement: str) -> None:
-    """The database itself aborts UPDATE and DELETE of events, from any connection."""
-    with SQLiteEventStore(path) as store:
-        store.append(prepared())
-    conn = sqlite3.connect(path)
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        conn.execute(statement)
-    conn.close()
-    with SQLiteEventStore(path) as store:
-        assert [s.event.case_ref for s in store.events()] == ["C-1"]
-
-
-def test_metadata_is_write_once(path: Path) -> None:
-    """The log's hashing metadata cannot be changed by UPDATE."""
-    SQLiteEventStore(path).close()
-    conn = sqlite3.connect(path)
-    with pytest.raises(sqlite3.IntegrityError, match="write-once"):
-        conn.execute("UPDATE log_meta SET value = 'x'")
-    conn.close()
-
-
 def test_newer_schema_is_refused(path: Path) -> None:
     """A log written by a newer version is refused with advice to upgrade."""
     SQLiteEventStore(path).close()

@@ -1,34 +1,431 @@
-"""The dispatch log in PostgreSQL (psycopg 3, the ``postgres`` extra): being written."""
+"""The dispatch log in PostgreSQL, for a shared service with many senders (``postgres`` extra).
+
+Same contract and same records as the SQLite store, so a log can move between them and
+:mod:`~mash_requests.audit.verify` checks both alike. In PostgreSQL:
+
+- each append takes ``LOCK TABLE events IN EXCLUSIVE MODE`` inside its transaction (readers
+  go on; writers queue) and reads the head after it, so every writer on every host extends
+  one linear chain; ``recorded_at`` is the server's clock, one clock for all of them;
+- triggers refuse UPDATE, DELETE and TRUNCATE of events (grant the application role INSERT
+  and SELECT only, so it cannot drop them either);
+- the schema is versioned in ``schema_migrations``; each migration is recorded in the same
+  transaction as the change, under an advisory lock so two processes never migrate at once.
+
+The tables live in the first schema of the connection's ``search_path``: to keep the log in
+its own schema, add ``options=-csearch_path=mash_log`` to the DSN. psycopg is imported when
+a store is opened, never when this module is.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
+from mash_requests.audit._rows import (
+    BATCH_SIZE,
+    INDEXED_FIELDS,
+    OUTCOME_KINDS,
+    ChainRow,
+    check_meta,
+    indexed_values,
+    stored_event,
+)
+from mash_requests.audit.chain import GENESIS_HASH, Chain, format_time
 from mash_requests.audit.events import Event, EventFilter, StoredEvent
 from mash_requests.errors import LogError
 
+if TYPE_CHECKING:
+    import psycopg
+
+#: How long an append waits for another writer's lock before giving up.
+LOCK_TIMEOUT_SECONDS = 30
+#: Connect timeout used when the DSN does not set one.
+CONNECT_TIMEOUT_SECONDS = 10
+# Arbitrary constant naming "a mash-requests log migration" among advisory locks.
+_MIGRATION_LOCK = 0x6D617368_6C6F67  # "mashlog"
+
+_APPEND_ONLY = "dispatch log events are append-only"
+
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (
+        1,
+        "events table, append-only triggers, filter indexes, log metadata",
+        (
+            "CREATE TABLE log_meta (key text PRIMARY KEY, value text NOT NULL)",
+            """
+            CREATE TABLE events (
+                seq bigint PRIMARY KEY,
+                recorded_at timestamptz NOT NULL,
+                kind text NOT NULL,
+                case_ref text NOT NULL,
+                request_ref text,
+                request_key text,
+                partner text,
+                gateway text,
+                sender text,
+                form_sha256 text,
+                prev_hash text NOT NULL,
+                hash text NOT NULL,
+                record text NOT NULL
+            )
+            """,
+            "CREATE INDEX events_case_ref ON events (case_ref, seq)",
+            "CREATE INDEX events_request_ref ON events (request_ref, seq)",
+            "CREATE INDEX events_request_key ON events (request_key, seq)",
+            "CREATE INDEX events_partner ON events (partner, seq)",
+            "CREATE INDEX events_gateway ON events (gateway, seq)",
+            "CREATE INDEX events_kind ON events (kind, seq)",
+            "CREATE INDEX events_form_sha256 ON events (form_sha256, seq)",
+            "CREATE INDEX events_recorded_at ON events (recorded_at)",
+            "CREATE INDEX events_sender ON events (sender, kind, recorded_at)",
+            f"""
+            CREATE FUNCTION events_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION '{_APPEND_ONLY}' USING ERRCODE = 'integrity_constraint_violation';
+            END $$
+            """,
+            """
+            CREATE FUNCTION log_meta_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION 'dispatch log metadata is write-once'
+                    USING ERRCODE = 'integrity_constraint_violation';
+            END $$
+            """,
+            "CREATE TRIGGER events_no_change BEFORE UPDATE OR DELETE ON events"
+            " FOR EACH ROW EXECUTE FUNCTION events_refuse_change()",
+            "CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events"
+            " FOR EACH STATEMENT EXECUTE FUNCTION events_refuse_change()",
+            "CREATE TRIGGER log_meta_no_change BEFORE UPDATE OR DELETE ON log_meta"
+            " FOR EACH ROW EXECUTE FUNCTION log_meta_refuse_change()",
+            "CREATE TRIGGER log_meta_no_truncate BEFORE TRUNCATE ON log_meta"
+            " FOR EACH STATEMENT EXECUTE FUNCTION log_meta_refuse_change()",
+        ),
+    ),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_COLUMNS = "seq, recorded_at, prev_hash, hash, record, " + ", ".join(INDEXED_FIELDS)
+# SQL here is built only from the constant column names above; every value is a parameter.
+_INSERT = (
+    f"INSERT INTO events ({_COLUMNS}) "  # noqa: S608
+    f"VALUES ({', '.join(['%s'] * (5 + len(INDEXED_FIELDS)))})"
+)
+
 
 class PostgresEventStore:
-    """Placeholder until the PostgreSQL store lands; refuses to open."""
+    """An :class:`~mash_requests.audit.events.EventStore` in a PostgreSQL database.
+
+    Opening connects and creates the schema when it does not exist yet. Safe to share
+    between threads; a connection that broke (server restart) is replaced on the next call.
+    """
 
     def __init__(self, dsn: str, *, hmac_key: bytes | None = None) -> None:
-        raise LogError('[log] backend = "postgres" is not available yet; use "sqlite"')
+        self._dsn = dsn
+        self.location = _describe(dsn)
+        self.chain = Chain(hmac_key)
+        self._lock = threading.Lock()
+        self._conn = self._connect()
+        try:
+            with self._translate("create the schema of"):
+                if self._schema_version() < SCHEMA_VERSION:
+                    self._migrate()
+                self._check_meta()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- connection and schema -------------------------------------------------------------
+
+    def _connect(self, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+        try:
+            import psycopg
+            from psycopg import conninfo
+        except ImportError as exc:
+            raise LogError(
+                '[log] backend = "postgres" needs psycopg: pip install "mash-requests[postgres]"'
+            ) from exc
+        with self._translate("connect to"):
+            extra: dict[str, Any] = {}
+            if "connect_timeout" not in conninfo.conninfo_to_dict(self._dsn):
+                extra["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+            return psycopg.connect(self._dsn, autocommit=autocommit, **extra)
+
+    def _live(self) -> psycopg.Connection[Any]:
+        if self._conn.broken:
+            self._conn = self._connect()
+        return self._conn
+
+    def _schema_version(self) -> int:
+        exists = self._conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
+        if exists is None or exists[0] is None:
+            return 0
+        row = self._conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def _migrate(self) -> None:
+        conn = self._conn
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, description text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            current = self._schema_version()  # again: another process may have migrated
+            for version, description, statements in MIGRATIONS:
+                if version <= current:
+                    continue
+                for statement in statements:
+                    # bytes: psycopg's typing wants literal SQL, and these are constants.
+                    conn.execute(statement.encode())
+                if version == 1:
+                    conn.cursor().executemany(
+                        "INSERT INTO log_meta (key, value) VALUES (%s, %s)",
+                        [
+                            ("hash_algorithm", self.chain.algorithm),
+                            ("key_check", self.chain.key_check),
+                            ("created_at", format_time(_server_now(conn))),
+                        ],
+                    )
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
+                    (version, description),
+                )
+
+    def _check_meta(self) -> None:
+        version = self._schema_version()
+        if version > SCHEMA_VERSION:
+            raise LogError(
+                f"dispatch log {self.location} has schema version {version}, newer than this "
+                f"mash-requests knows ({SCHEMA_VERSION}); upgrade mash-requests to use it"
+            )
+        rows = self._conn.execute("SELECT key, value FROM log_meta").fetchall()
+        check_meta(self.location, self.chain, {str(k): str(v) for k, v in rows})
+
+    # -- writing -----------------------------------------------------------------------------
 
     def append(self, event: Event) -> StoredEvent:
-        raise NotImplementedError
+        """Durably append one event to the chain and return it as stored."""
+        return self.append_many([event])[0]
 
     def append_many(self, events: Sequence[Event]) -> list[StoredEvent]:
-        raise NotImplementedError
+        """Durably append several events in one transaction, in order."""
+        if not events:
+            return []
+        with self._lock, self._translate("append to"):
+            conn = self._live()
+            with conn.transaction():
+                conn.execute("SET LOCAL lock_timeout = '30s'")  # LOCK_TIMEOUT_SECONDS
+                conn.execute("SET LOCAL synchronous_commit = on")
+                conn.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+                head = conn.execute(
+                    "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+                seq, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
+                now = _server_now(conn)
+                stored: list[StoredEvent] = []
+                rows: list[tuple[Any, ...]] = []
+                for event in events:
+                    seq += 1
+                    record, hash_ = self.chain.seal(
+                        seq=seq, recorded_at=now, prev_hash=prev_hash, event=event
+                    )
+                    rows.append((seq, now, prev_hash, hash_, record, *indexed_values(event)))
+                    stored.append(StoredEvent(seq, now, event, prev_hash, hash_))
+                    prev_hash = hash_
+                conn.cursor().executemany(_INSERT.encode(), rows)
+        return stored
+
+    # -- reading -----------------------------------------------------------------------------
 
     def events(self, where: EventFilter | None = None) -> Iterator[StoredEvent]:
-        raise NotImplementedError
+        """Stream matching events in ``seq`` order (``since`` inclusive, ``until`` exclusive)."""
+        clause, params = _where(where or EventFilter())
+        sql = f"SELECT seq, hash, record FROM events{clause} ORDER BY seq"  # noqa: S608
+        for seq, hash_, record in self._stream(sql, params):
+            yield stored_event(seq, hash_, record)
+
+    def chain_rows(self, after_seq: int = 0) -> Iterator[ChainRow]:
+        """Every stored row after ``after_seq``, in ``seq`` order, for the verifier."""
+        sql = f"SELECT {_COLUMNS} FROM events WHERE seq > %s ORDER BY seq"  # noqa: S608
+        for row in self._stream(sql, [after_seq]):
+            yield ChainRow(
+                seq=row[0],
+                recorded_at=format_time(row[1]),
+                prev_hash=row[2],
+                hash=row[3],
+                record=row[4],
+                columns=dict(zip(INDEXED_FIELDS, row[5:], strict=True)),
+            )
 
     def last_outcome(self, request_key: str) -> StoredEvent | None:
-        raise NotImplementedError
+        """The latest sent/failed/unconfirmed/reconciled event for this request key."""
+        with self._lock, self._translate("read"):
+            row = (
+                self._live()
+                .execute(
+                    "SELECT seq, hash, record FROM events WHERE request_key = %s"
+                    " AND kind = ANY(%s) ORDER BY seq DESC LIMIT 1",
+                    (request_key, list(OUTCOME_KINDS)),
+                )
+                .fetchone()
+            )
+        return None if row is None else stored_event(*row)
 
     def count_sent_since(self, sender: str, since: datetime) -> int:
-        raise NotImplementedError
+        """How many ``sent`` events from this mailbox were recorded at or after ``since``."""
+        format_time(since)  # refuses a naive datetime, as the SQLite store does
+        with self._lock, self._translate("read"):
+            row = (
+                self._live()
+                .execute(
+                    "SELECT count(*) FROM events WHERE sender = %s AND kind = 'sent'"
+                    " AND recorded_at >= %s",
+                    (sender, since),
+                )
+                .fetchone()
+            )
+        return int(row[0]) if row else 0
+
+    def _stream(self, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:
+        # Its own connection and a server-side cursor: memory stays bounded, and a half-read
+        # stream never holds a transaction open on the connection that appends.
+        conn = self._connect(autocommit=False)
+        try:
+            with self._translate("read"):
+                conn.read_only = True
+                cursor = conn.cursor(name="mash_log_stream")
+                cursor.itersize = BATCH_SIZE
+                cursor.execute(sql.encode(), params)
+            while True:
+                with self._translate("read"):
+                    rows = cursor.fetchmany(BATCH_SIZE)
+                if not rows:
+                    return
+                yield from rows
+        finally:
+            conn.close()
+
+    # -- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        raise NotImplementedError
+        """Close the connection; the store may not be used afterwards."""
+        self._conn.close()
+
+    def __enter__(self) -> PostgresEventStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresEventStore({self.location!r})"
+
+    def _translate(self, action: str) -> _PostgresErrors:
+        return _PostgresErrors(self.location, action)
+
+
+def _server_now(conn: psycopg.Connection[Any]) -> datetime:
+    row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    value = row[0]
+    assert isinstance(value, datetime)
+    return value
+
+
+class _PostgresErrors:
+    """Turns psycopg errors into LogError naming the database (never its password)."""
+
+    def __init__(self, location: str, action: str) -> None:
+        self.location = location
+        self.action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or not type(exc).__module__.startswith("psycopg"):
+            return
+        import psycopg
+
+        if isinstance(exc, psycopg.Error):
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise LogError(
+                f"dispatch log {self.location}: cannot {self.action} the log: {first_line}; "
+                f"{_advice(exc.sqlstate or '')}"
+            ) from exc
+
+
+def _advice(sqlstate: str) -> str:
+    if sqlstate.startswith("28"):
+        return "check the user and password in [log] dsn"
+    if sqlstate == "3D000":
+        return "the database in [log] dsn does not exist; create it or fix the DSN"
+    if sqlstate == "42501":
+        return "the database user lacks a privilege; grant it CREATE, INSERT and SELECT"
+    if sqlstate in ("55P03", "57014"):
+        return (
+            f"another writer held the log for more than {LOCK_TIMEOUT_SECONDS} s; try again, "
+            "and look for a stuck mash-requests process"
+        )
+    if sqlstate.startswith("23"):
+        return "events are never changed or removed; record a new event instead"
+    if sqlstate.startswith("53"):
+        return "the database server is out of resources (disk or memory); tell its admin"
+    return "check the server is running and [log] dsn is right"
+
+
+def _describe(dsn: str) -> str:
+    """The DSN without its password: ``postgresql://user@host:port/dbname``."""
+    try:
+        from psycopg import conninfo
+
+        parts = conninfo.conninfo_to_dict(dsn)
+    except ImportError:
+        return "postgresql database"
+    except Exception:  # psycopg.ProgrammingError
+        # Not chained: the parser's message may quote the DSN, password and all.
+        raise LogError(
+            "[log] dsn is not a valid PostgreSQL connection string; check its syntax"
+        ) from None
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    host = str(parts.get("host") or "localhost")
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"postgresql://{user}{host}{port}/{parts.get('dbname') or ''}"
+
+
+def _where(where: EventFilter) -> tuple[str, list[object]]:
+    """SQL WHERE clause (``%s`` placeholders) and parameters for a filter."""
+    terms: list[str] = []
+    params: list[object] = []
+    for name in ("case_ref", "request_ref", "request_key", "partner", "gateway", "form_sha256"):
+        value = getattr(where, name)
+        if value is not None:
+            terms.append(f"{name} = %s")
+            params.append(value)
+    if where.kinds is not None:
+        terms.append("kind = ANY(%s)")
+        params.append([str(kind) for kind in where.kinds])
+    if where.since is not None:
+        format_time(where.since)
+        terms.append("recorded_at >= %s")
+        params.append(where.since)
+    if where.until is not None:
+        format_time(where.until)
+        terms.append("recorded_at < %s")
+        params.append(where.until)
+    return (" WHERE " + " AND ".join(terms) if terms else ""), params

@@ -1,0 +1,360 @@
+"""Proving the dispatch log is as it was written: chain verification and checkpoints.
+
+:func:`verify_chain` reads every stored row once, in ``seq`` order, in constant memory, and
+stops at the first problem, naming the event and what happened to it:
+
+- ``changed``: a record no longer matches its hash, or a column disagrees with its record;
+- ``removed``: events are missing (a gap in ``seq``, or later events renumbered to hide one);
+- ``inserted``: an event was slipped in and the events after it renumbered;
+- ``reordered``: an event is stored at a position other than the one it was written at;
+- ``hash mismatch``: an event does not link to the hash of the event before it (one of the two
+  was altered and re-hashed), or the log disagrees with a checkpoint.
+
+Without an HMAC key, someone who can write the database could rebuild a whole consistent chain
+from some point on; removing the newest events leaves no trace in the chain at all. A
+:class:`Checkpoint` (count, seq and hash of the head, kept somewhere else: printed into the
+case system, mailed to the DPO, committed to a repository) closes both gaps: verifying against
+it proves the log still extends exactly that head. ``[log] hmac_key`` closes the first one too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from mash_requests.audit._rows import INDEXED_FIELDS, ChainRow, ChainSource
+from mash_requests.audit.chain import GENESIS_HASH, decode_record, format_time, parse_time
+from mash_requests.audit.events import EventStore
+from mash_requests.errors import InputError, LogError
+
+CHECKPOINT_FORMAT = "mash-requests dispatch-log checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class Break(StrEnum):
+    """What is wrong at the first broken event."""
+
+    CHANGED = "changed"
+    REMOVED = "removed"
+    INSERTED = "inserted"
+    REORDERED = "reordered"
+    HASH_MISMATCH = "hash mismatch"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The head of an intact log at one moment: keep it away from the log itself."""
+
+    #: Number of events in the log (equal to ``seq`` in an intact log).
+    count: int
+    #: ``seq`` of the newest event (0 for an empty log).
+    seq: int
+    #: Hash of the newest event (the genesis hash for an empty log).
+    hash: str
+    #: When the checkpoint was made (UTC).
+    time: datetime
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The outcome of :func:`verify_chain`."""
+
+    ok: bool
+    #: Events read and found intact (all of them when ``ok``).
+    count: int
+    #: ``seq`` and hash of the last intact event (0 and the genesis hash when there is none).
+    head_seq: int
+    head_hash: str
+    #: The first event that is not as written (None when ``ok``).
+    broken_seq: int | None = None
+    problem: Break | None = None
+    #: One sentence saying what was found; never the content of an event.
+    detail: str = ""
+    #: The checkpoint the log was checked against, if any.
+    checkpoint: Checkpoint | None = None
+
+    def summary(self) -> str:
+        """One line for a person: intact with its head, or where and how it is broken."""
+        if self.ok:
+            against = (
+                f"; extends the checkpoint of {format_time(self.checkpoint.time)} "
+                f"(seq {self.checkpoint.seq})"
+                if self.checkpoint
+                else ""
+            )
+            head = f"head seq {self.head_seq} hash {self.head_hash}"
+            return f"intact: {self.count} events, {head}{against}"
+        return f"BROKEN at seq {self.broken_seq} ({self.problem}): {self.detail}"
+
+
+def verify_chain(store: EventStore, *, checkpoint: Checkpoint | None = None) -> VerifyResult:
+    """Check every event's hash, seq and link, and (optionally) that ``checkpoint`` still holds.
+
+    Streams the log once in ``seq`` order with constant memory. Raises LogError when the log
+    cannot be read; a log that is readable but not intact is a result, not an exception.
+    """
+    if not isinstance(store, ChainSource):
+        raise TypeError(f"{type(store).__name__} does not expose its rows for verification")
+    return _Verifier(store, checkpoint).run()
+
+
+class _Verifier:
+    def __init__(self, source: ChainSource, checkpoint: Checkpoint | None) -> None:
+        self.source = source
+        self.chain = source.chain
+        self.checkpoint = checkpoint
+        self.count = 0
+        self.head_seq = 0
+        self.head_hash = GENESIS_HASH
+        # Hash of the event before the head: recognises an event slipped in just before.
+        self.before_head_hash: str | None = None
+
+    def run(self) -> VerifyResult:
+        rows = _Peekable(self.source.chain_rows())
+        for row in rows:
+            broken = self._check(row, rows)
+            if broken is not None:
+                return broken
+            self.before_head_hash = self.head_hash
+            self.count += 1
+            self.head_seq = row.seq
+            self.head_hash = row.hash
+        cp = self.checkpoint
+        if cp is not None and self.head_seq < cp.seq:
+            return self._broken(
+                self.head_seq + 1,
+                Break.REMOVED,
+                f"the log ends at seq {self.head_seq} but the checkpoint of "
+                f"{format_time(cp.time)} recorded seq {cp.seq}: the newest events were removed",
+            )
+        return VerifyResult(
+            ok=True,
+            count=self.count,
+            head_seq=self.head_seq,
+            head_hash=self.head_hash,
+            checkpoint=cp,
+        )
+
+    def _check(self, row: ChainRow, rows: _Peekable) -> VerifyResult | None:
+        expected = self.head_seq + 1
+        if row.seq > expected:
+            missing = (
+                f"event {expected} is"
+                if row.seq == expected + 1
+                else (f"events {expected} to {row.seq - 1} are")
+            )
+            return self._broken(expected, Break.REMOVED, f"{missing} missing (gap in seq)")
+        if row.seq < expected:
+            return self._broken(row.seq, Break.REORDERED, f"seq {row.seq} is stored twice")
+        try:
+            document = decode_record(row.record)
+        except (ValueError, TypeError):
+            return self._broken(row.seq, Break.CHANGED, "the stored record is not readable")
+        if self.chain.digest(row.record.encode("utf-8")) != row.hash:
+            return self._broken(
+                row.seq, Break.CHANGED, "the record does not match its hash (edited after writing)"
+            )
+        written_seq = document.get("seq")
+        if written_seq != row.seq:
+            return self._renumbered(row, document, rows)
+        mismatch = _column_mismatch(row, document)
+        if mismatch:
+            return self._broken(
+                row.seq,
+                Break.CHANGED,
+                f"column {mismatch} disagrees with the hashed record (edited after writing)",
+            )
+        if document["prev_hash"] != self.head_hash:
+            return self._broken(
+                row.seq,
+                Break.HASH_MISMATCH,
+                f"event {row.seq} does not link to the hash of event {self.head_seq}: one of "
+                "them was changed and re-hashed, or events between them were replaced",
+            )
+        cp = self.checkpoint
+        if cp is not None and row.seq == cp.seq and row.hash != cp.hash:
+            return self._broken(
+                row.seq,
+                Break.HASH_MISMATCH,
+                f"event {row.seq} differs from the checkpoint of {format_time(cp.time)}: "
+                "the log was rewritten up to here",
+            )
+        return None
+
+    def _renumbered(self, row: ChainRow, document: dict[str, Any], rows: _Peekable) -> VerifyResult:
+        """An intact record stored under another seq: find out which tampering explains it."""
+        written = document.get("seq")
+        if not isinstance(written, int):
+            return self._broken(row.seq, Break.CHANGED, "the stored record has no valid seq")
+        if written == row.seq - 1 and document.get("prev_hash") == self.before_head_hash:
+            return self._broken(
+                self.head_seq,
+                Break.INSERTED,
+                f"event {self.head_seq} was inserted: the event after it was written as "
+                f"{written} and links to the event before it",
+            )
+        if written > row.seq:
+            following = rows.peek()
+            offset = written - row.seq
+            if following is None or _written_seq(following) == following.seq + offset:
+                return self._broken(
+                    row.seq,
+                    Break.REMOVED,
+                    f"the event stored as {row.seq} was written as {written}: "
+                    f"{offset} event(s) were removed and later ones renumbered",
+                )
+        return self._broken(
+            row.seq,
+            Break.REORDERED,
+            f"the event stored as {row.seq} was written as {written}",
+        )
+
+    def _broken(self, seq: int, problem: Break, detail: str) -> VerifyResult:
+        return VerifyResult(
+            ok=False,
+            count=self.count,
+            head_seq=self.head_seq,
+            head_hash=self.head_hash,
+            broken_seq=seq,
+            problem=problem,
+            detail=detail,
+            checkpoint=self.checkpoint,
+        )
+
+
+def _written_seq(row: ChainRow) -> int | None:
+    try:
+        value = decode_record(row.record).get("seq")
+    except (ValueError, TypeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
+def _column_mismatch(row: ChainRow, document: dict[str, Any]) -> str | None:
+    """The first stored column that differs from what the hashed record says, if any."""
+    if row.prev_hash != document.get("prev_hash"):
+        return "prev_hash"
+    if row.recorded_at != document.get("recorded_at"):
+        return "recorded_at"
+    fields = document["event"]
+    for name in INDEXED_FIELDS:
+        if row.columns.get(name) != fields.get(name):
+            return name
+    return None
+
+
+class _Peekable:
+    """An iterator of rows that can look one row ahead."""
+
+    def __init__(self, rows: Iterator[ChainRow]) -> None:
+        self._rows = rows
+        self._next: ChainRow | None = None
+
+    def __iter__(self) -> _Peekable:
+        return self
+
+    def __next__(self) -> ChainRow:
+        if self._next is not None:
+            row, self._next = self._next, None
+            return row
+        return next(self._rows)
+
+    def peek(self) -> ChainRow | None:
+        if self._next is None:
+            self._next = next(self._rows, None)
+        return self._next
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+
+
+def make_checkpoint(store: EventStore) -> Checkpoint:
+    """Verify the whole log and return its head as a checkpoint.
+
+    Raises LogError when the log is not intact: a checkpoint vouches for everything before it.
+    """
+    result = verify_chain(store)
+    if not result.ok:
+        raise LogError(
+            f"dispatch log {getattr(store, 'location', '')}: not checkpointed because it is "
+            f"broken: {result.summary()}"
+        )
+    return Checkpoint(
+        count=result.count,
+        seq=result.head_seq,
+        hash=result.head_hash,
+        time=datetime.now(UTC),
+    )
+
+
+def write_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
+    """Write the checkpoint as JSON, atomically (a reader never sees half a file)."""
+    document = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "count": checkpoint.count,
+        "seq": checkpoint.seq,
+        "hash": checkpoint.hash,
+        "time": format_time(checkpoint.time),
+    }
+    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise LogError(
+            f"checkpoint {path}: cannot write: {exc.strerror}; check the folder is writable"
+        ) from exc
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Read a checkpoint file; InputError names the file and what is wrong with it."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"checkpoint {path}: cannot read: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise InputError(f"checkpoint {path}: not JSON ({exc})") from exc
+    if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"checkpoint {path}: not a dispatch-log checkpoint")
+    if document.get("version") != CHECKPOINT_VERSION:
+        raise InputError(
+            f"checkpoint {path}: version {document.get('version')!r} is not supported; "
+            "upgrade mash-requests"
+        )
+    try:
+        count, seq, hash_ = document["count"], document["seq"], document["hash"]
+        time = parse_time(document["time"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"checkpoint {path}: missing or invalid field ({exc})") from exc
+    valid_hash = isinstance(hash_, str) and len(hash_) == 64
+    if not (isinstance(count, int) and isinstance(seq, int) and valid_hash and seq >= 0):
+        raise InputError(f"checkpoint {path}: count, seq or hash is not valid")
+    return Checkpoint(count=count, seq=seq, hash=hash_, time=time)
+
+
+__all__ = [
+    "Break",
+    "Checkpoint",
+    "VerifyResult",
+    "make_checkpoint",
+    "read_checkpoint",
+    "verify_chain",
+    "write_checkpoint",
+]

@@ -1,0 +1,75 @@
+"""What the PostgreSQL store adds: its schema, TRUNCATE guard, and errors without passwords."""
+
+from __future__ import annotations
+
+import pytest
+from audit_helpers import RawLog, prepared
+
+from conftest import POSTGRES_DSN
+from mash_requests.audit import EventStore
+from mash_requests.audit.postgres import SCHEMA_VERSION, PostgresEventStore
+from mash_requests.errors import LogError
+
+pytest.importorskip("psycopg", reason="the PostgreSQL store needs psycopg (postgres extra)")
+
+
+@pytest.fixture
+def backend() -> str:
+    """This module's stores are PostgreSQL only."""
+    if not POSTGRES_DSN:
+        pytest.skip("PostgreSQL store tests need MASH_TEST_POSTGRES_DSN (see .ci/run)")
+    return "postgres"
+
+
+@pytest.fixture
+def pg_store(store: EventStore) -> EventStore:
+    return store
+
+
+def test_schema_version_is_recorded(pg_store: EventStore, raw: RawLog) -> None:
+    """The applied migrations are listed in schema_migrations."""
+    versions = [row[0] for row in raw.execute("SELECT version FROM schema_migrations")]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_truncate_is_refused(pg_store: EventStore, raw: RawLog) -> None:
+    """TRUNCATE of events aborts in the database."""
+    pg_store.append(prepared())
+    with pytest.raises(Exception, match="append-only"):
+        raw.execute("TRUNCATE events")
+    assert len(list(pg_store.events())) == 1
+
+
+def test_reopening_finds_the_existing_schema(pg_store: EventStore) -> None:
+    """A second store on the same database continues the same chain."""
+    first = pg_store.append(prepared())
+    with PostgresEventStore(pg_store._dsn) as again:  # type: ignore[attr-defined]
+        second = again.append(prepared())
+    assert (second.seq, second.prev_hash) == (2, first.hash)
+
+
+def test_recorded_at_is_the_servers_clock(pg_store: EventStore, raw: RawLog) -> None:
+    """recorded_at comes from the database server, one clock for every writer."""
+    stored = pg_store.append(prepared())
+    ((server_now,),) = raw.execute("SELECT clock_timestamp()")
+    assert stored.recorded_at <= server_now
+    assert (server_now - stored.recorded_at).total_seconds() < 5
+
+
+def test_unreachable_server_names_the_database_not_the_password() -> None:
+    """A refused connection names host and database, says what to check, hides the password."""
+    dsn = "postgresql://mash:hunter2secret@127.0.0.1:1/log?connect_timeout=2"
+    with pytest.raises(LogError) as caught:
+        PostgresEventStore(dsn)
+    message = str(caught.value)
+    assert message.startswith("dispatch log postgresql://mash@127.0.0.1:1/log: cannot connect")
+    assert "check the server is running" in message
+    assert "hunter2secret" not in message
+
+
+def test_invalid_dsn_is_refused_without_echoing_it() -> None:
+    """A DSN that does not parse is refused without repeating it (it may hold a password)."""
+    with pytest.raises(LogError, match="not a valid PostgreSQL connection string") as caught:
+        PostgresEventStore("host=x password='hunter2secret")
+    assert "hunter2secret" not in str(caught.value)
+    assert caught.value.__cause__ is None
