@@ -156,7 +156,7 @@ class Dispatcher:
         self._clock = clock
         self._sleep = sleep
         self._renderer: Renderer | None = None
-        self._verdicts: dict[tuple[str, str], Verdict] = {}
+        self._verdicts: dict[tuple[str, str, str], Verdict] = {}
 
     # -- resources -------------------------------------------------------------------------
 
@@ -256,13 +256,21 @@ class Dispatcher:
                 "file or pass --form PDF"
             )
         data = read_form(path)
-        verdict = check_form(
-            data,
-            case.case_ref,
-            password=password if password is not None else self.settings.form.password,
-            max_size=self.settings.form.max_size,
-            case_ref_field=self.settings.form.case_ref_field,
-        )
+        password = password if password is not None else self.settings.form.password
+        # A batch may attach the same form to many requests: check each distinct one once.
+        cache_key = (hashlib.sha256(data).hexdigest(), case.case_ref, password or "")
+        verdict = self._verdicts.get(cache_key)
+        if verdict is None:
+            verdict = check_form(
+                data,
+                case.case_ref,
+                password=password,
+                max_size=self.settings.form.max_size,
+                case_ref_field=self.settings.form.case_ref_field,
+            )
+            if len(self._verdicts) > 1024:
+                self._verdicts.clear()
+            self._verdicts[cache_key] = verdict
         if not verdict.accepted:
             raise FormRefusedError(
                 f"referral form {path}: refused ({verdict.reason}): {verdict.detail}", verdict
@@ -458,6 +466,16 @@ class Dispatcher:
         base.update(fields)
         return Event(**base)  # type: ignore[arg-type]
 
+    def _prepared_event(self, request: PreparedRequest) -> Event:
+        details: dict[str, str | int | float | bool | None] = {
+            "rag": str(request.case.rag),
+            "due": request.due.isoformat(),
+            "consent": str(request.case.consent.status),
+        }
+        if request.resend_reason:
+            details["resend_reason"] = request.resend_reason
+        return self._event(request, EventKind.PREPARED, details=details)
+
     def _wait_for_rate_limit(self) -> None:
         """Hold the send until this mailbox has sent fewer than the limit in the last minute.
 
@@ -477,15 +495,9 @@ class Dispatcher:
         from mash_requests.retry import SendStatus, send_with_retry
 
         outcomes: list[RequestOutcome] = []
+        # One durable transaction records every request as prepared before the first send.
+        self.store.append_many([self._prepared_event(request) for request in requests])
         for request in requests:
-            details: dict[str, str | int | float | bool | None] = {
-                "rag": str(request.case.rag),
-                "due": request.due.isoformat(),
-                "consent": str(request.case.consent.status),
-            }
-            if request.resend_reason:
-                details["resend_reason"] = request.resend_reason
-            self.store.append(self._event(request, EventKind.PREPARED, details=details))
             self._wait_for_rate_limit()
 
             def log_failure(failure: AttemptFailure, request: PreparedRequest = request) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from mash_requests.cli.audit import audit
+from mash_requests.cli.batch import send_batch
 from mash_requests.cli.form import form
 from mash_requests.cli.gateway import gateway
 from mash_requests.cli.send import reconcile, send_request
@@ -28,6 +29,7 @@ def main() -> None:
     \b
     Typical day:
       send-request --case cases/MASH-2026-0412.json        ask the case's partners
+      mash-requests send-batch today.jsonl                 a whole day's contacts
       mash-requests form check form.pdf --case-ref REF     check a referral form
       mash-requests audit query --case-ref REF             what was sent for a case
       mash-requests audit verify                           prove the log is intact
@@ -35,6 +37,7 @@ def main() -> None:
 
 
 main.add_command(send_request)
+main.add_command(send_batch)
 main.add_command(reconcile)
 main.add_command(form)
 main.add_command(audit)
