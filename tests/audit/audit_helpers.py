@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +17,9 @@ from typing import Any
 from mash_requests.audit import Event, EventKind, EventStore
 from mash_requests.audit._rows import INDEXED_FIELDS
 from mash_requests.audit.chain import Chain
+
+#: ``store_factory(hmac_key=None)`` makes a fresh, empty log (see conftest).
+StoreFactory = Callable[..., EventStore]
 
 
 def sent(case_ref: str = "C-1", **fields: object) -> Event:
@@ -191,3 +194,28 @@ class RawLog:
                 f" VALUES ({', '.join('?' * len(columns))})",
                 values,
             )
+
+
+def open_store_at(backend: str, location: str) -> EventStore:
+    """Open the store a test made, from another process (location: path or DSN)."""
+    from pathlib import Path
+
+    if backend == "sqlite":
+        from mash_requests.audit.sqlite import SQLiteEventStore
+
+        return SQLiteEventStore(Path(location))
+    from mash_requests.audit.postgres import PostgresEventStore
+
+    return PostgresEventStore(location)
+
+
+def append_worker(backend: str, location: str, worker: int, count: int) -> None:
+    """Child process: append ``count`` events one by one, each its own durable transaction."""
+    store = open_store_at(backend, location)
+    try:
+        for i in range(count):
+            store.append(
+                prepared(f"W{worker}", details={"worker": worker, "i": i}, operator=f"p{worker}")
+            )
+    finally:
+        store.close()

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from audit_helpers import RawLog, postgres_dsn_for_schema
+from audit_helpers import RawLog, StoreFactory, postgres_dsn_for_schema
 
 from mash_requests.audit import EventStore
 from mash_requests.audit.sqlite import SQLiteEventStore
@@ -23,8 +23,6 @@ BACKENDS = [
     "sqlite",
     pytest.param("postgres", marks=pytest.mark.postgres),
 ]
-
-StoreFactory = Callable[..., EventStore]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from audit_helpers import RawLog, prepared
 
-from conftest import POSTGRES_DSN
 from mash_requests.audit import EventStore
 from mash_requests.audit.postgres import SCHEMA_VERSION, PostgresEventStore
 from mash_requests.errors import LogError
@@ -16,7 +17,7 @@ pytest.importorskip("psycopg", reason="the PostgreSQL store needs psycopg (postg
 @pytest.fixture
 def backend() -> str:
     """This module's stores are PostgreSQL only."""
-    if not POSTGRES_DSN:
+    if not os.environ.get("MASH_TEST_POSTGRES_DSN"):
         pytest.skip("PostgreSQL store tests need MASH_TEST_POSTGRES_DSN (see .ci/run)")
     return "postgres"
 

@@ -6,9 +6,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from audit_helpers import RawLog, prepared, sent
+from audit_helpers import RawLog, StoreFactory, prepared, sent
 
-from conftest import StoreFactory
 from mash_requests.audit import Event, EventKind, EventStore
 from mash_requests.audit.chain import GENESIS_HASH, Chain
 from mash_requests.audit.events import EVENT_FIELDS
@@ -207,6 +206,17 @@ def test_replaced_tail_is_caught_by_checkpoint(store: EventStore, raw: RawLog) -
     store.append(sent("C-forged"))
     result = verify_chain(store, checkpoint=checkpoint)
     assert (result.broken_seq, result.problem) == (6, Break.HASH_MISMATCH)
+
+
+def test_forged_append_to_keyed_log_is_caught(store_factory: StoreFactory) -> None:
+    """Without the key, an event added after the newest one cannot be made to verify."""
+    store = store_factory(hmac_key=KEY)
+    fill(store)
+    forged = Event(EventKind.SENT, "C-1", partner="police", form_sha256="ab" * 32)
+    with RawLog.open(store) as raw:
+        raw.insert_after(6, forged.to_record(), Chain())
+    result = verify_chain(store)
+    assert (result.broken_seq, result.problem) == (7, Break.CHANGED)
 
 
 # -- checkpoints ---------------------------------------------------------------------------

@@ -126,8 +126,8 @@ def _check_values(event: Event, fields: Mapping[str, Any]) -> None:
     where = f"event {event.kind} for case {event.case_ref!r}"
     for name, value in fields.items():
         if name == "recipients":
-            if not all(isinstance(item, str) for item in value):
-                raise LogError(f"{where}: recipients must all be strings")
+            if not all(isinstance(item, str) and "\x00" not in item for item in value):
+                raise LogError(f"{where}: recipients must all be strings without NUL")
         elif name == "details":
             for key, item in value.items():
                 if not isinstance(key, str):
@@ -147,6 +147,9 @@ def _check_values(event: Event, fields: Mapping[str, Any]) -> None:
 def _check_finite(where: str, name: str, value: object) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise LogError(f"{where}: {name} must be a finite number, got {value!r}")
+    # PostgreSQL text cannot hold NUL; refusing it on every backend keeps logs portable.
+    if isinstance(value, str) and "\x00" in value:
+        raise LogError(f"{where}: {name} contains a NUL character")
 
 
 def decode_record(record: str) -> dict[str, Any]:
