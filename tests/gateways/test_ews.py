@@ -1,0 +1,563 @@
+"""The EWS gateway (exchangelib) against recorded Exchange answers, served by ``responses``."""
+
+from __future__ import annotations
+
+import base64
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import responses
+from defusedxml.ElementTree import fromstring
+from gateway_helpers import reference_file
+from urllib3.exceptions import NewConnectionError
+
+from mash_requests._tables import Table
+from mash_requests.errors import (
+    AmbiguousGatewayError,
+    ConfigError,
+    PermanentGatewayError,
+    TransientGatewayError,
+)
+from mash_requests.gateways.base import OutgoingMessage
+from mash_requests.gateways.ews import EwsGateway, Settings
+from mash_requests.retry import AttemptFailure, RetryPolicy, SendStatus, send_with_retry
+
+ENDPOINT = "https://mail.council.example/EWS/Exchange.asmx"
+MAILBOX = "mash@council.example"
+PASSWORD = "ews-password-never-logged"
+TENANT = "72aa88bf-76f0-494f-91ab-2d7cd730db47"
+POLICY = RetryPolicy(max_attempts=5, max_seconds=600, initial_wait=1, max_wait=60, jitter=0)
+NS = {
+    "s": "http://schemas.xmlsoap.org/soap/envelope/",
+    "m": "http://schemas.microsoft.com/exchange/services/2006/messages",
+    "t": "http://schemas.microsoft.com/exchange/services/2006/types",
+}
+
+SERVER_VERSION = (
+    '<s:Header><h:ServerVersionInfo xmlns:h="http://schemas.microsoft.com/exchange/services/'
+    '2006/types" MajorVersion="15" MinorVersion="1" MajorBuildNumber="2375" '
+    'MinorBuildNumber="7" Version="V2017_07_11"/></s:Header>'
+)
+
+
+def envelope(body: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><s:Envelope '
+        f'xmlns:s="{NS["s"]}">{SERVER_VERSION}<s:Body>{body}</s:Body></s:Envelope>'
+    )
+
+
+def get_folder(folder_id: str, name: str) -> str:
+    """A GetFolder answer (the shape of the MS docs sample, from an Exchange 2016 server)."""
+    return envelope(
+        f'<m:GetFolderResponse xmlns:m="{NS["m"]}" xmlns:t="{NS["t"]}"><m:ResponseMessages>'
+        '<m:GetFolderResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
+        f'</m:ResponseCode><m:Folders><t:Folder><t:FolderId Id="{folder_id}" ChangeKey="AQAAAB"/>'
+        f"<t:DisplayName>{name}</t:DisplayName><t:TotalCount>7</t:TotalCount>"
+        "<t:ChildFolderCount>0</t:ChildFolderCount><t:UnreadCount>0</t:UnreadCount></t:Folder>"
+        "</m:Folders></m:GetFolderResponseMessage></m:ResponseMessages></m:GetFolderResponse>"
+    )
+
+
+def find_item(*item_ids: str) -> str:
+    """A FindItem answer listing messages by id (Sent Items search)."""
+    items = "".join(
+        f'<t:Message><t:ItemId Id="{i}" ChangeKey="CQAAAB"/>'
+        "<t:DateTimeSent>2026-11-02T10:00:00Z</t:DateTimeSent></t:Message>"
+        for i in item_ids
+    )
+    return envelope(
+        f'<m:FindItemResponse xmlns:m="{NS["m"]}" xmlns:t="{NS["t"]}"><m:ResponseMessages>'
+        '<m:FindItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
+        f'</m:ResponseCode><m:RootFolder TotalItemsInView="{len(item_ids)}" '
+        f'IncludesLastItemInRange="true"><t:Items>{items}</t:Items></m:RootFolder>'
+        "</m:FindItemResponseMessage></m:ResponseMessages></m:FindItemResponse>"
+    )
+
+
+#: An empty CreateItem success, inline, so the happy path runs without ../shared.
+CREATED = envelope(
+    f'<m:CreateItemResponse xmlns:m="{NS["m"]}" xmlns:t="{NS["t"]}"><m:ResponseMessages>'
+    '<m:CreateItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
+    "</m:ResponseCode><m:Items/></m:CreateItemResponseMessage></m:ResponseMessages>"
+    "</m:CreateItemResponse>"
+)
+
+
+def recorded(relative: str) -> str:
+    """A recorded answer; the 2007-era MS samples report version 8, which a 2016 fake must not."""
+    return reference_file(relative).replace('MajorVersion="8"', 'MajorVersion="15"')
+
+
+Answer = tuple[int, str] | Exception
+
+
+@dataclass
+class FakeExchange:
+    """Answers EWS operations from per-operation queues (the last answer repeats)."""
+
+    answers: dict[str, list[Answer]] = field(default_factory=dict)
+    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.answers.setdefault("GetFolder", [])
+        self.answers.setdefault("CreateItem", [(200, CREATED)])
+        self.answers.setdefault("FindItem", [(200, find_item())])
+
+    def on(self, operation: str, *answers: Answer) -> None:
+        self.answers[operation] = list(answers)
+
+    def ops(self, name: str) -> list[str]:
+        return [body for op, body, _ in self.requests if op == name]
+
+    def __call__(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        raw = request.body or b""
+        body = raw.decode() if isinstance(raw, bytes) else str(raw)
+        match = re.search(r"<m:(\w+)[ >]", body)
+        operation = match.group(1) if match else "?"
+        self.requests.append((operation, body, dict(request.headers)))
+        if operation == "GetFolder" and not self.answers["GetFolder"]:
+            if 'Id="root"' in body:
+                return 200, {}, get_folder("ROOT-ID", "Top of Information Store")
+            return 200, {}, get_folder("SENT-ID", "Sent Items")
+        queue = self.answers[operation]
+        answer = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(answer, Exception):
+            raise answer
+        status, text = answer
+        return status, {"Content-Type": "text/xml; charset=utf-8"}, text
+
+
+@pytest.fixture(autouse=True)
+def _fresh_protocols() -> Iterator[None]:
+    """exchangelib caches protocols per endpoint and credentials; start each test clean."""
+    from exchangelib.protocol import close_connections
+
+    close_connections()
+    yield
+    close_connections()
+
+
+@pytest.fixture
+def exchange() -> Iterator[FakeExchange]:
+    fake = FakeExchange()
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.add_callback(responses.POST, ENDPOINT, callback=fake)
+        fake.rsps = rsps  # type: ignore[attr-defined]
+        yield fake
+
+
+def ntlm_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "mailbox": MAILBOX,
+        "endpoint": ENDPOINT,
+        "auth": "basic",
+        "username": "COUNCIL\\svc-mash",
+        "password": PASSWORD,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def gateway() -> Iterator[EwsGateway]:
+    gw = ntlm_settings().open()
+    yield gw
+    gw.close()
+
+
+def sent_form(create_item_body: str) -> bytes:
+    content = fromstring(create_item_body).find(".//t:FileAttachment/t:Content", NS)
+    assert content is not None and content.text
+    return base64.b64decode(content.text)
+
+
+def run(
+    gateway: EwsGateway, message: OutgoingMessage
+) -> tuple[Any, list[AttemptFailure], list[float]]:
+    failures: list[AttemptFailure] = []
+    sleeps: list[float] = []
+    result = send_with_retry(
+        gateway, message, POLICY, on_failure=failures.append, sleep=sleeps.append
+    )
+    return result, failures, sleeps
+
+
+# -- sending ------------------------------------------------------------------------------
+
+
+def test_send_is_one_send_and_save_with_the_exact_form_bytes(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """A send is one CreateItem SendAndSaveCopy whose FileAttachment Content is the form."""
+    receipt = gateway.send(message)
+    assert receipt.gateway == "ews" and receipt.message_id == message.message_id
+    [create] = exchange.ops("CreateItem")
+    root = fromstring(create)
+    item = root.find(".//m:CreateItem", NS)
+    assert item is not None and item.get("MessageDisposition") == "SendAndSaveCopy"
+    assert sent_form(create) == message.attachment.data
+    assert root.findtext(".//t:Message/t:InternetMessageId", namespaces=NS) == message.message_id
+    header = root.find(".//t:ExtendedProperty", NS)
+    assert header is not None
+    uri = header.find("t:ExtendedFieldURI", NS)
+    assert uri is not None and uri.get("PropertyName") == "X-MASH-Request-Ref"
+    assert header.findtext("t:Value", namespaces=NS) == "RFI-2026-0001"
+    body = root.find(".//t:Message/t:Body", NS)
+    assert body is not None and body.get("BodyType") == "HTML" and body.text == message.html_body
+
+
+def test_requests_follow_the_recorded_exchangelib_sequence(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """The requests are GetFolder root, GetFolder sentitems, CreateItem, as recorded for 5.6."""
+    gateway.send(message)
+    recorded_ops = []
+    for name in (
+        "03_GetFolder_root.xml",
+        "04_GetFolder_sentitems.xml",
+        "05_CreateItem_SendAndSaveCopy_with_FileAttachment.xml",
+    ):
+        text = reference_file(f"ews/exchangelib_5.6_requests/{name}")
+        recorded_ops.append(re.search(r"<m:(\w+)[ >]", text).group(1))  # type: ignore[union-attr]
+    assert [op for op, _, _ in exchange.requests] == recorded_ops
+    reference = fromstring(
+        reference_file(
+            "ews/exchangelib_5.6_requests/05_CreateItem_SendAndSaveCopy_with_FileAttachment.xml"
+        )
+    )
+    ours = fromstring(exchange.ops("CreateItem")[0])
+
+    def paths(root: ET.Element) -> set[str]:
+        found: set[str] = set()
+
+        def walk(element: ET.Element, prefix: str) -> None:
+            here = f"{prefix}/{element.tag}"
+            found.add(here)
+            for child in element:
+                walk(child, here)
+
+        walk(root, "")
+        return found
+
+    assert paths(reference) <= paths(ours)
+
+
+def test_basic_auth_header_is_sent_and_the_password_never_logged_in_errors(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """Basic auth sends the configured user; a 401 is permanent and hides the password."""
+    exchange.on("GetFolder", (401, ""))
+    with pytest.raises(PermanentGatewayError, match="refused the credentials") as caught:
+        gateway.send(message)
+    assert PASSWORD not in str(caught.value)
+    assert not exchange.ops("CreateItem")
+    _, _, headers = exchange.requests[0]
+    assert headers["Authorization"].startswith("Basic ")
+
+
+# -- faults -------------------------------------------------------------------------------
+
+
+def test_server_busy_backoff_is_honoured_then_sent(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """ErrorServerBusy with BackOffMilliseconds 297749 waits 297.749 s, then sends once."""
+    busy = recorded(
+        "ews/exchangelib_tests/test_services__ServicesTest__test_error_server_busy__1.xml"
+    )
+    exchange.on("CreateItem", (500, busy), (200, CREATED))
+    result, failures, sleeps = run(gateway, message)
+    assert result.status is SendStatus.SENT
+    assert sleeps == [297.749]
+    assert failures[0].error_class == "transient"
+    assert failures[0].server_message.startswith("ErrorServerBusy: The server cannot service")
+    assert len(exchange.ops("CreateItem")) == 2
+
+
+def test_server_busy_is_transient_with_retry_after(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """send() itself raises TransientGatewayError carrying the back-off in seconds."""
+    busy = recorded(
+        "ews/exchangelib_tests/test_services__ServicesTest__test_error_server_busy__1.xml"
+    )
+    exchange.on("CreateItem", (500, busy))
+    with pytest.raises(TransientGatewayError) as caught:
+        gateway.send(message)
+    assert caught.value.retry_after == pytest.approx(297.749)
+    assert len(exchange.ops("CreateItem")) == 1  # FailFast: exchangelib did not re-POST
+
+
+def test_http_503_is_transient(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """An HTTP 503 on CreateItem (service unavailable) is transient."""
+    exchange.on("CreateItem", (503, "Service Unavailable"))
+    with pytest.raises(TransientGatewayError):
+        gateway.send(message)
+    assert len(exchange.ops("CreateItem")) == 1
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_gateway_error_after_create_item_is_ambiguous(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage, status: int
+) -> None:
+    """A 502/504 from a proxy after the CreateItem was posted is ambiguous."""
+    exchange.on("CreateItem", (status, "<html>Bad Gateway</html>"))
+    with pytest.raises(AmbiguousGatewayError) as caught:
+        gateway.send(message)
+    assert caught.value.server_message == f"HTTP {status}"
+    assert len(exchange.ops("CreateItem")) == 1
+
+
+def test_send_as_denied_is_permanent_with_the_servers_words(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """ErrorSendAsDenied (recorded) is permanent and carries Exchange's MessageText."""
+    exchange.on(
+        "CreateItem", (200, recorded("ews/ms_docs/createitem-operation-email-message__3.xml"))
+    )
+    result, _, sleeps = run(gateway, message)
+    assert result.status is SendStatus.FAILED and result.attempts == 1
+    assert result.server_message.startswith("ErrorSendAsDenied: The user account which was used")
+    assert sleeps == []
+
+
+def test_schema_validation_fault_is_permanent(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """A SOAP schema-validation fault on CreateItem is permanent (Exchange could not parse it)."""
+    fault = recorded(
+        "ews/exchangelib_tests/test_services__ServicesTest__test_error_schema_validation__1.xml"
+    )
+    exchange.on("CreateItem", (500, fault))
+    with pytest.raises(PermanentGatewayError, match="ErrorSchemaValidation"):
+        gateway.send(message)
+
+
+def test_connection_refused_is_transient(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """A refused connection before anything was sent is transient."""
+    refused = requests.ConnectionError(NewConnectionError(None, "Connection refused"))  # type: ignore[arg-type]
+    exchange.on("GetFolder", refused)
+    with pytest.raises(TransientGatewayError, match="could not be reached"):
+        gateway.send(message)
+
+
+def test_lost_answer_to_create_item_then_found_in_sent_items_is_sent_once(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """A reset after CreateItem was posted, then the Message-ID in Sent Items: sent, one copy."""
+    exchange.on("CreateItem", requests.ConnectionError(ConnectionResetError(104, "reset")))
+    exchange.on("FindItem", (200, find_item("SENT-ITEM-1")))
+    result, failures, _ = run(gateway, message)
+    assert result.status is SendStatus.SENT
+    assert result.receipt is not None and result.receipt.gateway_id == "SENT-ITEM-1"
+    assert len(exchange.ops("CreateItem")) == 1
+    assert [f.error_class for f in failures] == ["ambiguous"]
+    [search] = exchange.ops("FindItem")
+    constant = fromstring(search).find(".//t:Constant", NS)
+    assert constant is not None and constant.get("Value") == message.message_id
+    assert 'FieldURI="message:InternetMessageId"' in search
+
+
+def test_lost_answer_not_in_sent_items_is_resent_once(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """A read timeout on CreateItem with nothing in Sent Items is sent exactly once more."""
+    exchange.on("CreateItem", requests.ReadTimeout("read timed out"), (200, CREATED))
+    exchange.on("FindItem", (200, find_item()))
+    result, _, _ = run(gateway, message)
+    assert result.status is SendStatus.SENT and result.attempts == 2
+    creates = exchange.ops("CreateItem")
+    assert len(creates) == 2
+    assert all(sent_form(body) == message.attachment.data for body in creates)
+
+
+def test_find_sent_returns_none_when_absent(exchange: FakeExchange, gateway: EwsGateway) -> None:
+    """find_sent answers None when no message in Sent Items has that Message-ID."""
+    assert gateway.find_sent("<nothing@council.example>") is None
+
+
+def test_check_opens_sent_items_and_sends_nothing(
+    exchange: FakeExchange, gateway: EwsGateway
+) -> None:
+    """check() authenticates and opens Sent Items, without any CreateItem."""
+    line = gateway.check()
+    assert line.startswith(f"ews: {ENDPOINT} accepted user COUNCIL\\svc-mash for {MAILBOX}")
+    assert not exchange.ops("CreateItem")
+
+
+# -- OAuth ----------------------------------------------------------------------------------
+
+
+def oauth_settings() -> Settings:
+    return Settings(
+        mailbox=MAILBOX,
+        endpoint=ENDPOINT,
+        auth="oauth",
+        tenant_id=TENANT,
+        client_id="client-id-1",
+        client_secret="oauth-secret-never-logged",
+    )
+
+
+def test_oauth_sends_a_bearer_token_and_impersonates_the_mailbox(
+    exchange: FakeExchange, message: OutgoingMessage
+) -> None:
+    """With auth = 'oauth' requests carry the app token and impersonate the mailbox."""
+    exchange.rsps.add(  # type: ignore[attr-defined]
+        responses.POST,
+        f"https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token",
+        json={"token_type": "Bearer", "expires_in": 3599, "access_token": "ews-token"},
+    )
+    gw = oauth_settings().open()
+    try:
+        gw.send(message)
+    finally:
+        gw.close()
+    _, body, headers = exchange.requests[-1]
+    assert headers["Authorization"] == "Bearer ews-token"
+    assert "<t:ExchangeImpersonation>" in body and MAILBOX in body
+
+
+def test_oauth_token_refused_is_permanent_with_the_error_code(
+    exchange: FakeExchange, message: OutgoingMessage
+) -> None:
+    """A refused client secret is permanent, names invalid_client, never the secret."""
+    exchange.rsps.add(  # type: ignore[attr-defined]
+        responses.POST,
+        f"https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token",
+        status=401,
+        json={
+            "error": "invalid_client",
+            "error_description": "AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1",
+        },
+    )
+    gw = oauth_settings().open()
+    with pytest.raises(PermanentGatewayError) as caught:
+        gw.send(message)
+    assert (
+        caught.value.server_message
+        == "invalid_client: AADSTS7000215: Invalid client secret provided."
+    )
+    assert "oauth-secret-never-logged" not in str(caught.value)
+    assert not exchange.requests
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+def table(data: dict[str, Any], tmp_path: Path) -> Table:
+    return Table(data, where="config t.toml: [gateway.ews]", base_dir=tmp_path)
+
+
+def test_settings_from_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A complete table gives settings: build 15.1 for Exchange2016, password from the env."""
+    monkeypatch.setenv("EWS_PASSWORD", PASSWORD)
+    settings = Settings.from_table(
+        table(
+            {
+                "mailbox": MAILBOX,
+                "endpoint": ENDPOINT,
+                "username": "COUNCIL\\svc",
+                "password_env": "EWS_PASSWORD",
+            },
+            tmp_path,
+        )
+    )
+    assert settings.kind == "ews" and settings.version == (15, 1) and settings.auth == "ntlm"
+    assert settings.password == PASSWORD and PASSWORD not in repr(settings)
+    assert settings.autodiscover is False
+
+
+def test_version_may_be_a_build_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """version = '15.2.1118.7' is read as that build."""
+    monkeypatch.setenv("EWS_PASSWORD", PASSWORD)
+    data = {
+        "mailbox": MAILBOX,
+        "endpoint": ENDPOINT,
+        "username": "u",
+        "password_env": "EWS_PASSWORD",
+        "version": "15.2.1118.7",
+    }
+    assert Settings.from_table(table(data, tmp_path)).version == (15, 2, 1118, 7)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (
+            {"mailbox": MAILBOX, "username": "u", "password_env": "EWS_PASSWORD"},
+            "endpoint: is required",
+        ),
+        (
+            {
+                "mailbox": MAILBOX,
+                "endpoint": "http://mail.x.example/EWS/Exchange.asmx",
+                "username": "u",
+                "password_env": "EWS_PASSWORD",
+            },
+            "endpoint: must be an https",
+        ),
+        (
+            {
+                "mailbox": MAILBOX,
+                "endpoint": ENDPOINT,
+                "username": "u",
+                "password_env": "EWS_PASSWORD",
+                "version": "Exchange2010",
+            },
+            "version: expected one of",
+        ),
+        (
+            {
+                "mailbox": MAILBOX,
+                "endpoint": ENDPOINT,
+                "username": "u",
+                "password_env": "EWS_PASSWORD",
+                "version": "14.3",
+            },
+            "version: Exchange 2010 and older",
+        ),
+        (
+            {"mailbox": MAILBOX, "endpoint": ENDPOINT, "password_env": "EWS_PASSWORD"},
+            "username: is required",
+        ),
+        (
+            {
+                "mailbox": MAILBOX,
+                "endpoint": ENDPOINT,
+                "auth": "oauth",
+                "client_id": "c",
+                "client_secret_env": "EWS_PASSWORD",
+            },
+            "tenant_id: is required",
+        ),
+        (
+            {
+                "mailbox": MAILBOX,
+                "endpoint": ENDPOINT,
+                "username": "u",
+                "password_env": "EWS_PASSWORD",
+                "retry": 3,
+            },
+            "retry: unknown key",
+        ),
+    ],
+)
+def test_bad_settings_are_config_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: dict[str, Any], problem: str
+) -> None:
+    """Each configuration mistake is a ConfigError naming the key."""
+    monkeypatch.setenv("EWS_PASSWORD", PASSWORD)
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        Settings.from_table(table(data, tmp_path))
