@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import email
 import socket
-import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from email import policy
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import Envelope, Session
+from smtp_server import (
+    PASSWORD,
+    TOKEN,
+    USER,
+    FaultyHandler,
+    Server,
+    authenticator,
+    free_port,
+    server_context,
+    start,
+)
 
 from mash_requests._tables import Table
 from mash_requests.errors import (
@@ -30,122 +37,7 @@ from mash_requests.gateways.base import OutgoingMessage
 from mash_requests.gateways.smtp import Settings, SmtpGateway
 from mash_requests.retry import AttemptFailure, RetryPolicy, SendStatus, send_with_retry
 
-USER = "mash-sender"
-PASSWORD = "correct horse battery staple"
-TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.token"
 POLICY = RetryPolicy(max_attempts=5, max_seconds=300, initial_wait=1, max_wait=60, jitter=0)
-
-
-@dataclass
-class FaultyHandler:
-    """Delivers messages, or misbehaves at DATA as scripted: '451', '550', 'drop'."""
-
-    script: list[str] = field(default_factory=list)
-    delivered: list[bytes] = field(default_factory=list)
-    data_seen: int = 0
-
-    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
-        self.data_seen += 1
-        action = self.script.pop(0) if self.script else "ok"
-        if action == "451":
-            return "451 4.3.0 Mail server temporarily rejected message"
-        if action == "550":
-            return "550 5.7.1 Message rejected as spam by content filter"
-        if action == "drop":
-            # The whole message arrived; the answer never leaves: the client cannot know.
-            assert server.transport is not None
-            server.transport.abort()
-            await asyncio.sleep(0)
-            return "250 never seen"
-        assert isinstance(envelope.original_content, bytes)
-        self.delivered.append(envelope.original_content)
-        return f"250 2.0.0 Ok: queued as Q{len(self.delivered)}"
-
-    async def auth_XOAUTH2(self, server: SMTPServer, args: list[str]) -> AuthResult:
-        blob = base64.b64decode(args[1]).decode()
-        if blob == f"user=mash@council.example\x01auth=Bearer {TOKEN}\x01\x01":
-            return AuthResult(success=True, auth_data=LoginPassword(b"mash@council.example", b""))
-        return AuthResult(success=False, handled=False)
-
-
-def authenticator(
-    server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, data: Any
-) -> AuthResult:
-    ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
-        USER.encode(),
-        PASSWORD.encode(),
-    )
-    return AuthResult(success=ok, handled=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
-
-
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    return context
-
-
-@dataclass
-class Server:
-    handler: FaultyHandler
-    port: int
-    controller: Controller
-
-
-def start(handler: FaultyHandler, **kwargs: Any) -> Server:
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
-    controller.start()
-    return Server(handler, port, controller)
-
-
-@pytest.fixture
-def starttls_server(ca: trustme.CA) -> Iterator[Server]:
-    server = start(
-        FaultyHandler(),
-        tls_context=server_context(ca),
-        require_starttls=True,
-        authenticator=authenticator,
-        auth_require_tls=True,
-    )
-    yield server
-    server.controller.stop()
-
-
-@pytest.fixture
-def tls_server(ca: trustme.CA) -> Iterator[Server]:
-    server = start(
-        FaultyHandler(),
-        ssl_context=server_context(ca),
-        authenticator=authenticator,
-        auth_require_tls=False,  # the whole connection is TLS; aiosmtpd cannot tell
-    )
-    yield server
-    server.controller.stop()
-
-
-@pytest.fixture
-def plain_server() -> Iterator[Server]:
-    server = start(FaultyHandler())
-    yield server
-    server.controller.stop()
 
 
 def settings_for(server: Server, ca_file: Path | None, **overrides: Any) -> Settings:

@@ -1,0 +1,68 @@
+"""``mash-requests gateway check``: prove the mail gateway works before a real send.
+
+Thin: the gateway's own ``check()`` connects and authenticates; this module loads the
+config, calls it, prints one line and picks the exit code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mash_requests.cli._common import library_errors
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+_CONFIG_HELP = (
+    "Config file (TOML) whose [gateway] section names the gateway and its settings. "
+    "Default: $MASH_REQUESTS_CONFIG, else ./mash-requests.toml, else the built-in defaults."
+)
+
+
+@click.group("gateway", context_settings=_CONTEXT)
+def gateway() -> None:
+    """The mail gateway that takes the requests: outbox, SMTP, Exchange EWS or Microsoft Graph."""
+
+
+@gateway.command(
+    "check",
+    context_settings=_CONTEXT,
+    epilog="""\b
+Examples:
+  mash-requests gateway check
+  mash-requests gateway check --config /etc/mash/mash-requests.toml
+  MASH_SMTP_PASSWORD=… mash-requests gateway check --config mash-requests.toml
+
+\b
+What each gateway checks (nothing is ever sent):
+  smtp    connect, STARTTLS or TLS (certificate verified), AUTH
+  ews     authenticate and open the mailbox's Sent Items
+  graph   get a token from Entra ID and read the mailbox's Sent Items
+  outbox  the folder exists and can be written
+
+\b
+On success one line says what was verified, e.g.
+  ok: smtp: connected to smtp.council.example:587 over TLSv1.3, authenticated as mash@… (LOGIN)
+On failure: Error: <what failed, the server's words, and what to do>.
+
+\b
+Exit codes: 0 the gateway works; 1 it does not (unreachable, refused, certificate not
+trusted); 2 bad configuration (nothing was contacted).""",
+)
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help=_CONFIG_HELP)
+def check(config_path: Path | None) -> None:
+    """Connect and authenticate to the configured gateway without sending anything."""
+    from mash_requests.config import load_settings
+    from mash_requests.gateways import Checkable
+
+    with library_errors():
+        settings = load_settings(config_path)
+        opened = settings.gateway.open()
+        try:
+            if isinstance(opened, Checkable):
+                line = opened.check()
+            else:
+                line = f"{opened.name}: opened; this gateway has nothing more to check"
+        finally:
+            opened.close()
+    click.echo(f"ok: {line}")
