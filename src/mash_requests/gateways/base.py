@@ -12,7 +12,7 @@ knows nothing of cases, partners or the dispatch log. It raises only the gateway
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.message import Message
 from typing import Protocol, runtime_checkable
 
 
@@ -35,7 +35,7 @@ class OutgoingMessage:
     included; it is what proves or reconciles a send.
     """
 
-    mime: EmailMessage
+    mime: Message
     message_id: str
     request_ref: str
     sender: str
@@ -49,9 +49,10 @@ class OutgoingMessage:
 
     def as_bytes(self) -> bytes:
         """The message as RFC 5322 bytes with CRLF line endings."""
-        from email import policy
+        from email.policy import compat32
 
-        return self.mime.as_bytes(policy=policy.SMTP)
+        # compat32: the message is built with email.mime; see mash_requests.message.
+        return self.mime.as_bytes(policy=compat32.clone(linesep="\r\n"))
 
 
 @dataclass(frozen=True)

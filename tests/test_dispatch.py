@@ -1,0 +1,132 @@
+"""The dispatcher through the Python API: same path as the CLI, refusals logged, crashes settled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+import mash_requests
+from mash_requests.audit.events import EventKind
+from mash_requests.dispatch import Dispatcher, Outcome
+from mash_requests.errors import FormRefusedError, PermanentGatewayError, TransientGatewayError
+from mash_requests.gateways.base import OutgoingMessage, Receipt
+from workspace import Workspace
+
+
+@dataclass
+class RecordingGateway:
+    """A gateway double that records messages and can fail on demand; no Sent Items lookup."""
+
+    name: str = "outbox"
+    sent: list[OutgoingMessage] = field(default_factory=list)
+    failures: list[Exception] = field(default_factory=list)
+
+    def send(self, message: OutgoingMessage) -> Receipt:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append(message)
+        return Receipt(gateway=self.name, message_id=message.message_id, gateway_id="id-1")
+
+    def close(self) -> None:
+        pass
+
+
+def test_api_sends_and_returns_an_outcome_per_partner(workspace: Workspace) -> None:
+    """send_request returns one sent outcome per partner, with the deadline."""
+    settings = mash_requests.load_settings(workspace.config)
+    result = mash_requests.send_request(settings, workspace.write_case(workspace.example_case()))
+    assert [o.partner for o in result.outcomes] == ["police", "health"]
+    assert all(o.outcome is Outcome.SENT and o.due is not None for o in result.outcomes)
+    assert result.all_sent
+
+
+def test_api_refuses_a_wrong_form_and_nothing_reaches_the_gateway(workspace: Workspace) -> None:
+    """With another case's form, the API raises and the gateway is never called."""
+    settings = mash_requests.load_settings(workspace.config)
+    gateway = RecordingGateway()
+    data = workspace.example_case()
+    data["referral_form"] = "../forms/MASH-2026-0413.pdf"
+    with Dispatcher(settings, gateway=gateway) as dispatcher, pytest.raises(FormRefusedError):
+        mash_requests.send_request(settings, workspace.write_case(data), dispatcher=dispatcher)
+    assert gateway.sent == []
+    rejected = [e for e in workspace.events() if e.kind is EventKind.REJECTED]
+    assert {e.partner for e in rejected} == {"police", "health"}
+    assert {e.reason for e in rejected} <= {"wrong_case", "case_ref_missing"}
+
+
+def test_transient_failure_then_success_is_sent_once(workspace: Workspace) -> None:
+    """A transient failure is retried and logged as an attempt; one copy is delivered."""
+    settings = mash_requests.load_settings(workspace.config)
+    gateway = RecordingGateway(failures=[TransientGatewayError("busy", server_message="421")])
+    with Dispatcher(settings, gateway=gateway, sleep=lambda s: None) as dispatcher:
+        case = mash_requests.load_case(workspace.write_case(workspace.example_case()))
+        result = dispatcher.send_case(case, ["police"])
+    assert result.outcomes[0].outcome is Outcome.SENT
+    assert len(gateway.sent) == 1
+    kinds = [e.kind for e in workspace.events()]
+    assert kinds == [EventKind.PREPARED, EventKind.ATTEMPT_FAILED, EventKind.SENT]
+
+
+def test_permanent_failure_is_failed_not_retried(workspace: Workspace) -> None:
+    """A permanent refusal ends the request failed, with the server's words, after one try."""
+    settings = mash_requests.load_settings(workspace.config)
+    gateway = RecordingGateway(
+        failures=[PermanentGatewayError("refused", server_message="550 no such user")]
+    )
+    with Dispatcher(settings, gateway=gateway, sleep=lambda s: None) as dispatcher:
+        case = mash_requests.load_case(workspace.write_case(workspace.example_case()))
+        result = dispatcher.send_case(case, ["police"])
+    assert result.outcomes[0].outcome is Outcome.FAILED
+    failed = workspace.events()[-1]
+    assert failed.kind is EventKind.FAILED
+    assert "550 no such user" in (failed.server_message or "")
+
+
+def test_failed_request_can_be_sent_again_without_resend(workspace: Workspace) -> None:
+    """A request that failed is not a duplicate: sending it again needs no --resend."""
+    settings = mash_requests.load_settings(workspace.config)
+    case_path = workspace.write_case(workspace.example_case())
+    gateway = RecordingGateway(failures=[PermanentGatewayError("refused")])
+    with Dispatcher(settings, gateway=gateway) as dispatcher:
+        mash_requests.send_request(settings, case_path, ["police"], dispatcher=dispatcher)
+        result = mash_requests.send_request(settings, case_path, ["police"], dispatcher=dispatcher)
+    assert result.outcomes[0].outcome is Outcome.SENT
+
+
+def _crash_after_prepare(workspace: Workspace, gateway: object) -> None:
+    """Leave a request prepared with no outcome, as a killed process would."""
+    settings = mash_requests.load_settings(workspace.config)
+    with Dispatcher(settings, gateway=gateway) as dispatcher:  # type: ignore[arg-type]
+        case = mash_requests.load_case(workspace.write_case(workspace.example_case()))
+        (prepared,) = dispatcher.prepare(case, ["police"])
+        assert not isinstance(prepared, mash_requests.RequestOutcome)
+        dispatcher.store.append(dispatcher._prepared_event(prepared))
+        dispatcher.gateway.send(prepared.message)  # the gateway took it; then the "crash"
+
+
+def test_interrupted_request_without_lookup_becomes_unconfirmed(workspace: Workspace) -> None:
+    """After a crash, a gateway that cannot look in Sent Items never resends: unconfirmed."""
+    gateway = RecordingGateway(name="smtp")
+    _crash_after_prepare(workspace, gateway)
+    settings = mash_requests.load_settings(workspace.config)
+    case_path = workspace.write_case(workspace.example_case())
+    with (
+        Dispatcher(settings, gateway=gateway) as dispatcher,
+        pytest.raises(mash_requests.DuplicateRequestError, match="unconfirmed"),
+    ):
+        mash_requests.send_request(settings, case_path, ["police"], dispatcher=dispatcher)
+    assert len(gateway.sent) == 1
+    assert EventKind.UNCONFIRMED in [e.kind for e in workspace.events()]
+
+
+def test_interrupted_request_found_in_outbox_counts_as_sent(workspace: Workspace) -> None:
+    """After a crash, the outbox gateway finds the message and the log records it as sent."""
+    settings = mash_requests.load_settings(workspace.config)
+    _crash_after_prepare(workspace, settings.gateway.open())
+    case_path = workspace.write_case(workspace.example_case())
+    with pytest.raises(mash_requests.DuplicateRequestError):
+        mash_requests.send_request(settings, case_path, ["police"])
+    reconciled = [e for e in workspace.events() if e.kind is EventKind.RECONCILED]
+    assert reconciled[0].details["outcome"] == "sent"
+    assert len(workspace.outbox_files()) == 1
