@@ -37,6 +37,7 @@ import hashlib
 import io
 import logging
 import re
+import time
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -79,6 +80,16 @@ DEFAULT_FILL_MAPPING: Mapping[str, str] = MappingProxyType(
 # The structure walk gives up (unreadable) beyond this many objects: a real form has a few
 # thousand; a file built to exhaust the checker has millions.
 _MAX_OBJECTS = 400_000
+# Page text is not searched on a page whose content streams decode to more than this.
+_MAX_PAGE_CONTENT = 512 * 1024
+# Whole-check time budget: pypdf's repair paths rescan the whole file per broken reference, so
+# a hostile file can cost minutes; every object resolution and text operator checks the clock.
+CHECK_TIME_LIMIT = 1.5
+# References to objects the xref does not list each cost pypdf a scan of the whole file; past
+# this many they are read as null without the scan (a real file has none or a handful).
+_MAX_UNLISTED_REFERENCES = 64
+# pypdf's search for a lost catalogue, one object (and maybe one scan) at a time.
+_ROOT_RECOVERY_LIMIT = 100
 # A header may follow a little junk (as Acrobat tolerates), but not much.
 _HEADER_WINDOW = 1024
 # A value we are willing to repeat back in a refusal: it looks like a reference, so it is
@@ -276,6 +287,55 @@ def _quiet_pypdf() -> None:
 # The check
 
 
+class _OutOfTime(BaseException):
+    """Internal: the check ran past its time limit.
+
+    A BaseException, like KeyboardInterrupt, so that pypdf's own ``except Exception``
+    repair paths cannot swallow it and carry on past the deadline.
+    """
+
+
+class _Deadline:
+    """A monotonic-clock budget; ``check()`` raises _OutOfTime once it is spent."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expires = time.monotonic() + seconds
+
+    def check(self) -> None:
+        if time.monotonic() > self.expires:
+            raise _OutOfTime
+
+
+def _bounded_reader(data: bytes, deadline: _Deadline) -> PdfReader:
+    """A PdfReader whose object resolution keeps to the deadline and bounds file rescans."""
+    from pypdf import PdfReader
+    from pypdf.generic import IndirectObject, NullObject, PdfObject
+
+    class BoundedReader(PdfReader):
+        unlisted = 0
+
+        def get_object(self, indirect_reference: int | IndirectObject) -> PdfObject | None:
+            deadline.check()
+            if isinstance(indirect_reference, int):
+                indirect_reference = IndirectObject(indirect_reference, 0, self)
+            number, generation = indirect_reference.idnum, indirect_reference.generation
+            listed = (generation == 0 and number in self.xref_objStm) or number in self.xref.get(
+                generation, {}
+            )
+            if not listed and (generation, number) not in self.resolved_objects:
+                self.unlisted += 1
+                if self.unlisted > _MAX_UNLISTED_REFERENCES:
+                    return NullObject()
+            return super().get_object(indirect_reference)
+
+    return BoundedReader(
+        io.BytesIO(data),
+        strict=False,
+        root_object_recovery_limit=_ROOT_RECOVERY_LIMIT,
+        xref_stream_maximum_entries=_MAX_OBJECTS,
+    )
+
+
 class _Refusal(Exception):
     """Internal: stop checking with this reason and sentence."""
 
@@ -297,13 +357,16 @@ def check_form(
     max_size: int = DEFAULT_MAX_SIZE,
     case_ref_field: str | None = DEFAULT_CASE_REF_FIELD,
     text_page_limit: int = TEXT_PAGE_LIMIT,
+    time_limit: float = CHECK_TIME_LIMIT,
 ) -> Verdict:
     """Check the exact bytes to be attached against this case; never raises for any bytes.
 
     ``password`` opens a form that needs one (it is ignored for forms that do not).
     ``case_ref_field`` names the form field that, when filled in, must hold this case's
     reference; None treats every field alike. Page text is searched on the first
-    ``text_page_limit`` pages only, which bounds the time a huge upload can take.
+    ``text_page_limit`` pages only. A form that takes longer than ``time_limit`` seconds to
+    check (only files built to exhaust a parser do: real forms take milliseconds) is
+    refused as unreadable.
     """
     data = bytes(data)
     check = _Check(
@@ -313,12 +376,23 @@ def check_form(
         max_size=max_size,
         case_ref_field=case_ref_field or None,
         text_page_limit=text_page_limit,
+        time_limit=time_limit,
     )
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         found_in = check.run()
     except _Refusal as refusal:
         return Verdict(refusal.reason, refusal.detail, sha256, len(data), check.pages, None)
+    except _OutOfTime:
+        return Verdict(
+            Reason.UNREADABLE,
+            f"The PDF could not be checked within {time_limit:g} s (its structure is damaged "
+            "or unusually complex); print it to a new PDF and check it again.",
+            sha256,
+            len(data),
+            check.pages,
+            None,
+        )
     except Exception as exc:  # the guarantee: whatever pypdf raises, a verdict, no traceback
         log.debug("form check stopped by %s", type(exc).__name__, exc_info=True)
         return Verdict(Reason.UNREADABLE, _UNREADABLE, sha256, len(data), check.pages, None)
@@ -369,7 +443,9 @@ class _Check:
         max_size: int,
         case_ref_field: str | None,
         text_page_limit: int,
+        time_limit: float,
     ) -> None:
+        self.deadline = _Deadline(time_limit)
         self.data = data
         self.case_ref = case_ref.strip()
         self.password = password
@@ -387,7 +463,7 @@ class _Check:
         reader = self._open()
         self._decrypt(reader)
         self._count_pages(reader)
-        findings = _walk(reader)
+        findings = _walk(reader, self.deadline)
         if findings.active:
             raise _Refusal(
                 Reason.ACTIVE_CONTENT,
@@ -431,10 +507,8 @@ class _Check:
             )
 
     def _open(self) -> PdfReader:
-        from pypdf import PdfReader
-
         try:
-            return PdfReader(io.BytesIO(self.data), strict=False)
+            return _bounded_reader(self.data, self.deadline)
         except Exception as exc:
             log.debug("pypdf could not open the form: %s", type(exc).__name__)
             raise _Refusal(Reason.UNREADABLE, _UNREADABLE) from exc
@@ -516,12 +590,12 @@ class _Check:
                 return f"field {name}"
         unread: list[int] = []
         searched = min(self.pages or 0, self.text_page_limit)
-        for number, text in _page_texts(reader, searched, unread):
+        for number, text in _page_texts(reader, searched, unread, self.deadline):
             if contains_case_ref(text, ref):
                 return f"page {number}"
         notes = ""
         if unread:
-            notes += f" (the text of page {unread[0]} could not be read)"
+            notes += f" (the text of page {unread[0]} could not be read or is too large)"
         if (self.pages or 0) > searched:
             notes += f" (only the first {searched} pages' text was searched)"
         raise _Refusal(
@@ -532,11 +606,25 @@ class _Check:
         )
 
 
-def _page_texts(reader: PdfReader, count: int, unread: list[int]) -> Iterator[tuple[int, str]]:
+def _page_texts(
+    reader: PdfReader, count: int, unread: list[int], deadline: _Deadline
+) -> Iterator[tuple[int, str]]:
     """Yield (page number, extracted text) for the first ``count`` pages; note failures."""
+
+    def tick(*_: Any) -> None:
+        deadline.check()
+
     for index in range(count):
+        deadline.check()
         try:
-            text = reader.pages[index].extract_text()
+            page = reader.pages[index]
+            # pypdf parses a whole content stream before extracting, beyond our clock's
+            # reach; a page with more than this is not a form page, so it is not searched.
+            if _content_size(page) > _MAX_PAGE_CONTENT:
+                log.debug("page %d has too much content to search", index + 1)
+                unread.append(index + 1)
+                continue
+            text = page.extract_text(visitor_operand_before=tick)
         except Exception as exc:  # fuzzed content streams raise ValueError and friends
             log.debug("no text from page %d: %s", index + 1, type(exc).__name__)
             unread.append(index + 1)
@@ -544,11 +632,40 @@ def _page_texts(reader: PdfReader, count: int, unread: list[int]) -> Iterator[tu
         yield index + 1, text
 
 
+def _content_size(page: Any) -> int:
+    """Decoded bytes of a page's content streams and the form XObjects they may draw."""
+    from pypdf.generic import ArrayObject, DictionaryObject, StreamObject
+
+    total = 0
+    contents = _get(page, "/Contents")
+    streams = list(contents) if isinstance(contents, ArrayObject) else [contents]
+    for item in streams:
+        item = item.get_object() if item is not None else None
+        if isinstance(item, StreamObject):
+            total += len(item.get_data())
+    resources: list[tuple[Any, int]] = [(_get(page, "/Resources"), 0)]
+    seen: set[int] = set()
+    while resources and total <= _MAX_PAGE_CONTENT:
+        resource, depth = resources.pop()
+        xobjects = _get(resource, "/XObject") if isinstance(resource, DictionaryObject) else None
+        if not isinstance(xobjects, DictionaryObject) or depth > 8:
+            continue
+        for name in list(xobjects.keys()):
+            xobject = _get(xobjects, name)
+            if not isinstance(xobject, StreamObject) or id(xobject) in seen:
+                continue
+            seen.add(id(xobject))
+            if _get(xobject, "/Subtype") == "/Form":
+                total += len(xobject.get_data())
+                resources.append((_get(xobject, "/Resources"), depth + 1))
+    return total
+
+
 # --------------------------------------------------------------------------------------------
 # The structure walk
 
 
-def _walk(reader: PdfReader) -> _Findings:
+def _walk(reader: PdfReader, deadline: _Deadline) -> _Findings:
     """Visit every object reachable from the catalogue once, noting actions, files and fields.
 
     Iterative, with a visited set of indirect objects, so cycles and deep chains cannot hang
@@ -582,6 +699,8 @@ def _walk(reader: PdfReader) -> _Findings:
         if not isinstance(obj, (DictionaryObject, ArrayObject)):
             continue
         visited += 1
+        if visited % 256 == 0:
+            deadline.check()
         if visited > _MAX_OBJECTS:
             raise _Refusal(
                 Reason.UNREADABLE,
