@@ -24,8 +24,8 @@ class EventKind(StrEnum):
 
     #: The request was built and its form accepted; it is about to go to the gateway.
     PREPARED = "prepared"
-    #: One attempt failed (transient or ambiguous); ``attempt``, ``error_class``,
-    #: ``server_message`` and ``wait_seconds`` say what happened and what comes next.
+    #: One attempt failed; ``attempt``, ``error_class`` (transient, ambiguous, permanent),
+    #: ``server_message`` and ``wait_seconds`` (None: no further try) say what happened.
     ATTEMPT_FAILED = "attempt_failed"
     #: The gateway accepted the message (``gateway_id`` where it gave one).
     SENT = "sent"

@@ -344,7 +344,7 @@ class SmtpGateway:
         options: list[str] = []
         if smtp.has_extn("size"):
             options.append(f"SIZE={len(data)}")
-        if smtp.has_extn("8bitmime") and any(byte > 127 for byte in data):
+        if smtp.has_extn("8bitmime") and not data.isascii():
             options.append("BODY=8BITMIME")
         code, reply = smtp.mail(message.sender, options)
         if code != 250:
