@@ -26,7 +26,8 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        # click reads exit_code from the instance; it is declared on the class as a default.
+        self.exit_code = exit_code  # type: ignore[misc]
 
 
 @contextmanager
