@@ -1,0 +1,452 @@
+"""``mash-requests audit``: verify, checkpoint, query and report on the dispatch log.
+
+Thin: the work is in :mod:`mash_requests.audit`; this module parses options, streams rows
+out and picks exit codes. ``verify`` keeps exit code 1 for "the log is broken" alone, so a
+log that cannot even be opened exits 2 there.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import fields
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import click
+
+from mash_requests.cli._common import (
+    EXIT_BAD_INPUT,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    CliError,
+    library_errors,
+)
+from mash_requests.errors import LogError
+
+if TYPE_CHECKING:
+    from mash_requests.audit import EventStore
+    from mash_requests.audit.events import StoredEvent
+    from mash_requests.audit.query import RequestState
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+_CONFIG_HELP = (
+    "Config file (TOML) whose [log] section says where the log is. Default: "
+    "$MASH_REQUESTS_CONFIG, else ./mash-requests.toml, else the built-in defaults."
+)
+_OUTCOMES = ("pending", "sent", "failed", "unconfirmed", "rejected", "not_found")
+
+#: Writes rows (dicts) with these columns to a text stream, as they come.
+_Writer = Callable[[Iterator[dict[str, Any]], tuple[str, ...], TextIO], None]
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), help=_CONFIG_HELP
+)
+
+
+@click.group("audit", context_settings=_CONTEXT)
+def audit() -> None:
+    """Prove the dispatch log is intact, and read it: what was sent, to whom, when, and
+    whether the referral form went with it.
+
+    The log holds references, addresses, times, gateway ids and the form's SHA-256; never
+    message bodies or the child's details.
+    """
+
+
+@contextmanager
+def _read_errors() -> Iterator[None]:
+    """Like ``library_errors``, but a log that cannot be read exits 2: 1 means "broken"."""
+    with library_errors():
+        try:
+            yield
+        except LogError as exc:
+            raise CliError(str(exc), EXIT_BAD_INPUT) from exc
+
+
+@contextmanager
+def _opened_store(config_path: Path | None, *, settings: Any = None) -> Iterator[EventStore]:
+    """Load the config (unless given) and open the log, closing it afterwards."""
+    from mash_requests.audit import open_store
+    from mash_requests.config import load_settings
+
+    with _read_errors():
+        store = open_store((settings or load_settings(config_path)).log)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+# -- verify and checkpoint -------------------------------------------------------------------
+
+
+@audit.command(
+    "verify",
+    context_settings=_CONTEXT,
+    epilog="""\b
+Examples:
+  mash-requests audit verify
+  mash-requests audit verify --checkpoint /secure/mash-log-checkpoint.json
+
+\b
+Exit codes: 0 intact (and still extends the checkpoint); 1 broken: the first broken event
+and what happened to it (changed, removed, inserted, reordered, hash mismatch) are printed;
+2 bad usage, unreadable config, log or checkpoint.""",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint_path",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="A checkpoint written earlier by 'audit checkpoint'; proves no newest events were "
+    "removed or rewritten since.",
+)
+@config_option
+def verify(checkpoint_path: Path | None, config_path: Path | None) -> None:
+    """Walk the hash chain from the first event to the last and report the first break."""
+    from mash_requests.audit.verify import read_checkpoint, verify_chain
+
+    checkpoint = None
+    if checkpoint_path is not None:
+        with library_errors():
+            checkpoint = read_checkpoint(checkpoint_path)
+    with _opened_store(config_path) as store, _read_errors():
+        result = verify_chain(store, checkpoint=checkpoint)
+        location = getattr(store, "location", "")
+    click.echo(f"dispatch log {location}")
+    click.echo(result.summary())
+    if not result.ok:
+        click.echo(
+            f"{result.count} event(s) verified before it; last intact seq {result.head_seq}, "
+            f"hash {result.head_hash}"
+        )
+    click.get_current_context().exit(EXIT_OK if result.ok else EXIT_INCOMPLETE)
+
+
+@audit.command(
+    "checkpoint",
+    context_settings=_CONTEXT,
+    epilog="""\b
+Examples:
+  mash-requests audit checkpoint --out /secure/mash-log-checkpoint.json
+
+\b
+Keep the file away from the log (another server, the case system, a signed email): with it,
+'audit verify --checkpoint FILE' proves the newest events were not removed or rewritten.
+Exit codes: 0 written; 1 the log is broken (nothing written); 2 bad usage or I/O error.""",
+)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Where to write the checkpoint (JSON; replaced if it exists).",
+)
+@config_option
+def checkpoint(out_path: Path, config_path: Path | None) -> None:
+    """Verify the log and write its head (count, seq, hash, time) to a file."""
+    from mash_requests.audit.verify import Checkpoint, verify_chain, write_checkpoint
+
+    with _opened_store(config_path) as store, _read_errors():
+        result = verify_chain(store)
+    if not result.ok:
+        raise CliError(f"not written: the log is broken: {result.summary()}", EXIT_INCOMPLETE)
+    made = Checkpoint(
+        count=result.count, seq=result.head_seq, hash=result.head_hash, time=datetime.now(UTC)
+    )
+    with _read_errors():
+        write_checkpoint(made, out_path)
+    click.echo(f"checkpoint written to {out_path}: {made.count} events, head seq {made.seq}")
+    click.echo(f"hash {made.hash}")
+
+
+# -- query -----------------------------------------------------------------------------------
+
+
+def _parse_when(value: str, option: str, *, end: bool) -> datetime:
+    """A DATE (a whole UTC day; ``end`` means up to its end) or an ISO-8601 date-time."""
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            moment = datetime.combine(day, time(0), tzinfo=UTC)
+            return moment + timedelta(days=1) if end else moment
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected YYYY-MM-DD or an ISO-8601 date-time, got {value!r}", param_hint=option
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _time_window(from_: str | None, to: str | None) -> tuple[datetime | None, datetime | None]:
+    since = _parse_when(from_, "--from", end=False) if from_ else None
+    until = _parse_when(to, "--to", end=True) if to else None
+    if since and until and until <= since:
+        raise click.BadParameter("must be after --from", param_hint="--to")
+    return since, until
+
+
+@audit.command(
+    "query",
+    context_settings=_CONTEXT,
+    epilog="""\b
+Examples:
+  mash-requests audit query --case-ref MASH-2026-0412
+  mash-requests audit query --partner police --from 2026-06-01 --to 2026-06-30 --format csv
+  mash-requests audit query --outcome unconfirmed
+  mash-requests audit query --form-sha256 3b5d…e1 --events --format jsonl
+
+\b
+By default one row per request: its latest outcome, when it was prepared and sent, attempts,
+gateway, Message-ID and the SHA-256 of the referral form that was attached. --events lists
+the raw events instead. Dates are UTC; --to DATE includes that whole day. Output streams:
+pipe it anywhere. CSV cells that a spreadsheet would run as a formula get a leading '.
+Exit codes: 0 done; 2 bad usage, config or unreadable log.""",
+)
+@click.option("--case-ref", metavar="REF", help="Only this case.")
+@click.option("--partner", metavar="KEY", help="Only this partner agency (directory key).")
+@click.option(
+    "--outcome",
+    type=click.Choice(_OUTCOMES),
+    multiple=True,
+    help="Only requests with this latest outcome (repeatable). Not with --events.",
+)
+@click.option("--from", "from_", metavar="DATE", help="Events recorded on or after DATE.")
+@click.option("--to", metavar="DATE", help="Events recorded up to the end of DATE.")
+@click.option("--request-ref", metavar="REF", help="Only this request.")
+@click.option("--gateway", metavar="NAME", help="Only this gateway (outbox, smtp, ews, graph).")
+@click.option("--form-sha256", metavar="HEX", help="Only requests that carried this form.")
+@click.option("--events", "raw_events", is_flag=True, help="List raw events, not requests.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "csv", "jsonl"]),
+    default="table",
+    show_default=True,
+    help="table for people, csv for spreadsheets, jsonl for scripts.",
+)
+@config_option
+def query(
+    case_ref: str | None,
+    partner: str | None,
+    outcome: tuple[str, ...],
+    from_: str | None,
+    to: str | None,
+    request_ref: str | None,
+    gateway: str | None,
+    form_sha256: str | None,
+    raw_events: bool,
+    output_format: str,
+    config_path: Path | None,
+) -> None:
+    """List requests (or events) from the dispatch log, filtered."""
+    from mash_requests.audit import EventFilter
+    from mash_requests.audit.query import request_states
+
+    if raw_events and outcome:
+        raise click.UsageError("--outcome selects requests; it cannot be used with --events")
+    since, until = _time_window(from_, to)
+    where = EventFilter(
+        case_ref=case_ref,
+        request_ref=request_ref,
+        partner=partner,
+        gateway=gateway,
+        form_sha256=form_sha256.lower() if form_sha256 else None,
+        since=since,
+        until=until,
+    )
+    with _opened_store(config_path) as store:
+        rows: Iterator[dict[str, Any]]
+        if raw_events:
+            rows = (_event_row(e) for e in store.events(where))
+            columns = _EVENT_COLUMNS
+        else:
+            rows = (_state_row(s) for s in request_states(store, where, outcomes=outcome))
+            columns = _STATE_COLUMNS
+        write = _WRITERS[output_format]
+        out = sys.stdout
+        try:
+            with _read_errors():
+                write(rows, columns, out)
+        except BrokenPipeError:
+            # `… | head`: the reader has all it wants. Point stdout at /dev/null so the
+            # interpreter's final flush does not fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+
+
+def _event_row(stored: StoredEvent) -> dict[str, Any]:
+    record = stored.event.to_record()
+    return {"seq": stored.seq, "recorded_at": stored.recorded_at, **record, "hash": stored.hash}
+
+
+def _state_row(state: RequestState) -> dict[str, Any]:
+    return {f.name: getattr(state, f.name) for f in fields(state)}
+
+
+# (column, heading, width) for the table format; csv and jsonl carry every field.
+_STATE_TABLE = (
+    ("request_ref", "REQUEST", 28),
+    ("case_ref", "CASE", 16),
+    ("partner", "PARTNER", 10),
+    ("outcome", "OUTCOME", 11),
+    ("prepared_at", "PREPARED (UTC)", 19),
+    ("sent_at", "SENT (UTC)", 19),
+    ("attempts", "TRIES", 5),
+    ("form_sha256", "FORM SHA-256", 12),
+    ("reason", "REASON", 0),
+)
+_EVENT_TABLE = (
+    ("seq", "SEQ", 7),
+    ("recorded_at", "RECORDED (UTC)", 19),
+    ("kind", "KIND", 14),
+    ("case_ref", "CASE", 16),
+    ("request_ref", "REQUEST", 28),
+    ("partner", "PARTNER", 10),
+    ("gateway", "GATEWAY", 7),
+    ("form_sha256", "FORM SHA-256", 12),
+    ("reason", "REASON", 0),
+)
+_STATE_COLUMNS = tuple(c for c, _, _ in _STATE_TABLE)
+_EVENT_COLUMNS = tuple(c for c, _, _ in _EVENT_TABLE)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if isinstance(value, tuple | list):
+        return ";".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _write_table(rows: Iterator[dict[str, Any]], columns: tuple[str, ...], out: TextIO) -> None:
+    layout = _STATE_TABLE if columns == _STATE_COLUMNS else _EVENT_TABLE
+
+    def line(values: list[str]) -> str:
+        parts = []
+        for (_, _, width), value in zip(layout, values, strict=True):
+            if width and len(value) > width:
+                value = value[: width - 1] + "…"
+            parts.append(value.ljust(width) if width else value)
+        return "  ".join(parts).rstrip()
+
+    out.write(line([heading for _, heading, _ in layout]) + "\n")
+    count = 0
+    for row in rows:
+        values = []
+        for name, _, _ in layout:
+            value = row.get(name)
+            text = _cell(value)
+            if isinstance(value, datetime):
+                text = text[:19].replace("T", " ")
+            values.append(text.replace("\n", " "))
+        out.write(line(values) + "\n")
+        count += 1
+    noun = "request" if layout is _STATE_TABLE else "event"
+    out.write(f"({count} {noun}{'s' if count != 1 else ''})\n")
+
+
+def _write_csv(rows: Iterator[dict[str, Any]], columns: tuple[str, ...], out: TextIO) -> None:
+    writer: Any = None
+    for row in rows:
+        if writer is None:
+            writer = csv.DictWriter(out, fieldnames=list(row), lineterminator="\n")
+            writer.writeheader()
+        writer.writerow({key: _spreadsheet_safe(_cell(value)) for key, value in row.items()})
+    if writer is None:
+        out.write(",".join(columns) + "\n")
+
+
+def _spreadsheet_safe(text: str) -> str:
+    # A cell starting with = + - @ (or a tab/CR) is run as a formula by spreadsheets; server
+    # messages come from outside, so neutralise them (OWASP "CSV injection").
+    if text and text[0] in "=+-@\t\r":
+        return "'" + text
+    return text
+
+
+def _write_jsonl(rows: Iterator[dict[str, Any]], columns: tuple[str, ...], out: TextIO) -> None:
+    for row in rows:
+        document = {
+            key: _cell(value) if isinstance(value, datetime) else value
+            for key, value in row.items()
+        }
+        out.write(json.dumps(document, ensure_ascii=False, default=list) + "\n")
+
+
+_WRITERS: dict[str, _Writer] = {
+    "table": _write_table,
+    "csv": _write_csv,
+    "jsonl": _write_jsonl,
+}
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+@audit.command(
+    "report",
+    context_settings=_CONTEXT,
+    epilog="""\b
+Examples:
+  mash-requests audit report --from 2026-04-01 --to 2027-03-31 --out rfi-2026-27.html
+  mash-requests audit report --out everything.html
+
+\b
+One self-contained HTML file (no external files, prints cleanly to PDF): totals, then per
+partner agency and per month the requests sent, the share sent with a verified referral
+form attached, refusals with reasons, failures, retries and the median time from prepared
+to sent; a chart; and the chain verification result with the head hash. Dates are UTC.
+Exit codes: 0 written and the log intact; 1 written but the log is broken (the report says
+so); 2 bad usage, config or unreadable log.""",
+)
+@click.option("--from", "from_", metavar="DATE", help="First day to include (default: all).")
+@click.option("--to", metavar="DATE", help="Last day to include (default: all).")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Where to write the HTML report (replaced if it exists).",
+)
+@click.option("--title", default=None, help="Report title (default: from [mash] name).")
+@config_option
+def report(
+    from_: str | None, to: str | None, out_path: Path, title: str | None, config_path: Path | None
+) -> None:
+    """Write an HTML evidence report of the requests sent in a period."""
+    from mash_requests.audit.report import build_report, write_report
+    from mash_requests.config import load_settings
+
+    since, until = _time_window(from_, to)
+    with library_errors():
+        settings = load_settings(config_path)
+    with _opened_store(config_path, settings=settings) as store, _read_errors():
+        data = build_report(
+            store,
+            since=since,
+            until=until,
+            title=title or f"{settings.mash_name}: requests for information",
+        )
+        write_report(data, out_path)
+    click.echo(f"report written to {out_path}")
+    click.echo(
+        f"{data.totals.sent} request(s) sent, {data.totals.attachment_rate_text} with the "
+        "referral form attached"
+    )
+    click.echo(f"log: {data.verification.summary()}")
+    click.get_current_context().exit(EXIT_OK if data.verification.ok else EXIT_INCOMPLETE)

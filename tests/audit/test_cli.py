@@ -1,0 +1,236 @@
+"""``mash-requests audit``: verify, checkpoint, query and report, with their exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from audit_helpers import RawLog, prepared, sent
+from click.testing import CliRunner, Result
+
+from mash_requests.audit import Event, EventKind, EventStore
+from mash_requests.cli import main
+
+Run = Callable[..., Result]
+
+
+@pytest.fixture
+def run(backend: str, store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
+    """Runs ``mash-requests audit …`` with a config whose [log] is ``store``."""
+    config = tmp_path / "mash-requests.toml"
+    if backend == "sqlite":
+        log = f'path = "{store.path}"'  # type: ignore[attr-defined]
+    else:
+        monkeypatch.setenv("MASH_TEST_LOG_DSN", store._dsn)  # type: ignore[attr-defined]
+        log = 'backend = "postgres"\ndsn_env = "MASH_TEST_LOG_DSN"'
+    config.write_text(
+        f'[mash]\nname = "Testbury MASH"\nsender = "mash@testbury.gov.uk"\n'
+        f'data_dir = "data"\n\n[log]\n{log}\n',
+        encoding="utf-8",
+    )
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(main, ["audit", *args, "--config", str(config)])
+
+    return invoke
+
+
+def fill(store: EventStore) -> None:
+    store.append_many(
+        [
+            prepared("C-1"),
+            sent("C-1"),
+            prepared("C-2", partner="health", request_ref="C-2-health"),
+            Event(
+                EventKind.FAILED,
+                "C-2",
+                request_ref="C-2-health",
+                partner="health",
+                reason="permanent",
+                server_message="=cmd|' /C calc'!A0",
+            ),
+            Event(EventKind.REJECTED, "C-3", partner="police", reason="form_missing"),
+        ]
+    )
+
+
+# -- verify --------------------------------------------------------------------------------
+
+
+def test_verify_intact_log_exits_0(run: Run, store: EventStore) -> None:
+    """verify prints 'intact' with the head and exits 0."""
+    fill(store)
+    result = run("verify")
+    assert result.exit_code == 0, result.output
+    assert "intact: 5 events, head seq 5 hash" in result.stdout
+
+
+def test_verify_broken_log_exits_1_with_details(run: Run, store: EventStore, raw: RawLog) -> None:
+    """verify of a tampered log prints where and how it is broken and exits 1."""
+    fill(store)
+    raw.delete(2)
+    result = run("verify")
+    assert result.exit_code == 1
+    assert "BROKEN at seq 2 (removed): event 2 is missing" in result.stdout
+    assert "1 event(s) verified before it; last intact seq 1" in result.stdout
+
+
+def test_checkpoint_then_verify_catches_removed_tail(
+    run: Run, store: EventStore, raw: RawLog, tmp_path: Path
+) -> None:
+    """A checkpoint written by the CLI lets verify catch the newest event's removal."""
+    fill(store)
+    out = tmp_path / "cp.json"
+    written = run("checkpoint", "--out", str(out))
+    assert written.exit_code == 0, written.output
+    assert "5 events, head seq 5" in written.stdout
+    assert run("verify", "--checkpoint", str(out)).exit_code == 0
+    raw.delete(5)
+    result = run("verify", "--checkpoint", str(out))
+    assert result.exit_code == 1
+    assert "BROKEN at seq 5 (removed)" in result.stdout
+
+
+def test_checkpoint_of_broken_log_exits_1_and_writes_nothing(
+    run: Run, store: EventStore, raw: RawLog, tmp_path: Path
+) -> None:
+    """checkpoint refuses a broken log: exit 1, no file."""
+    fill(store)
+    raw.set_column(3, "partner", "housing")
+    out = tmp_path / "cp.json"
+    result = run("checkpoint", "--out", str(out))
+    assert result.exit_code == 1
+    assert "Error: not written: the log is broken: BROKEN at seq 3 (changed)" in result.stderr
+    assert not out.exists()
+
+
+def test_verify_with_unreadable_checkpoint_exits_2(run: Run, tmp_path: Path) -> None:
+    """A checkpoint file that does not exist is a usage error (2), not a broken log."""
+    result = run("verify", "--checkpoint", str(tmp_path / "missing.json"))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: checkpoint {tmp_path / 'missing.json'}: cannot read")
+
+
+def test_verify_unopenable_log_exits_2(tmp_path: Path) -> None:
+    """A log that cannot be opened exits 2, keeping 1 for 'broken'."""
+    (tmp_path / "log").write_text("not a database " * 100)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[log]\npath = "{tmp_path / "log"}"\n')
+    result = CliRunner().invoke(main, ["audit", "verify", "--config", str(config)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: dispatch log {tmp_path / 'log'}: cannot open")
+
+
+def test_bad_config_exits_2(tmp_path: Path) -> None:
+    """A misspelt [log] key exits 2 naming it."""
+    config = tmp_path / "c.toml"
+    config.write_text('[log]\npathh = "x"\n')
+    result = CliRunner().invoke(main, ["audit", "verify", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "[log] pathh: unknown key" in result.stderr
+
+
+# -- query ---------------------------------------------------------------------------------
+
+
+def test_query_table_lists_requests(run: Run, store: EventStore) -> None:
+    """query prints one row per request with its outcome, then a count."""
+    fill(store)
+    result = run("query")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:4] == ["REQUEST", "CASE", "PARTNER", "OUTCOME"]
+    assert lines[1].split()[:4] == ["C-1-police", "C-1", "police", "sent"]
+    assert lines[2].split()[:4] == ["C-2-health", "C-2", "health", "failed"]
+    assert lines[3].split()[:3] == ["C-3", "police", "rejected"]
+    assert lines[-1] == "(3 requests)"
+
+
+def test_query_filters_by_case_and_outcome(run: Run, store: EventStore) -> None:
+    """--case-ref and --outcome narrow the requests listed."""
+    fill(store)
+    assert run("query", "--case-ref", "C-2").stdout.splitlines()[-1] == "(1 request)"
+    out = run("query", "--outcome", "sent", "--outcome", "rejected").stdout
+    assert out.splitlines()[-1] == "(2 requests)"
+    assert "C-2-health" not in out
+
+
+def test_query_events_csv_neutralises_formulas(run: Run, store: EventStore) -> None:
+    """--events --format csv gives every event field; a formula-like cell gets a quote."""
+    fill(store)
+    result = run("query", "--events", "--format", "csv", "--partner", "health")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["kind"] for r in rows] == ["prepared", "failed"]
+    assert rows[1]["server_message"] == "'=cmd|' /C calc'!A0"
+    assert rows[0]["seq"] == "3"
+    assert len(rows[0]["hash"]) == 64
+
+
+def test_query_jsonl_is_one_object_per_line(run: Run, store: EventStore) -> None:
+    """--format jsonl prints one JSON object per request with every field."""
+    fill(store)
+    lines = run("query", "--format", "jsonl", "--form-sha256", "AB" * 32).stdout.splitlines()
+    (document,) = [json.loads(line) for line in lines]
+    assert document["request_ref"] == "C-1-police"
+    assert document["recipients"] == ["mash@police.uk"]
+    assert document["sent_at"].endswith("Z")
+
+
+def test_query_by_date_includes_the_whole_to_day(run: Run, store: EventStore) -> None:
+    """--from/--to DATE select the events recorded on those UTC days."""
+    fill(store)
+    day = next(store.events()).recorded_at.date().isoformat()
+    out = run("query", "--from", day, "--to", day).stdout
+    assert out.splitlines()[-1] == "(3 requests)"
+    assert run("query", "--to", "2000-01-01").stdout.splitlines()[-1] == "(0 requests)"
+
+
+def test_query_outcome_with_events_is_a_usage_error(run: Run) -> None:
+    """--outcome with --events exits 2 and says why."""
+    result = run("query", "--events", "--outcome", "sent")
+    assert result.exit_code == 2
+    assert "--outcome selects requests" in result.stderr
+
+
+def test_query_bad_date_is_a_usage_error(run: Run) -> None:
+    """A date that is not a date exits 2 naming the option."""
+    result = run("query", "--from", "31/12/2026")
+    assert result.exit_code == 2
+    assert "Invalid value for --from: expected YYYY-MM-DD" in result.stderr
+
+
+def test_query_of_empty_csv_has_a_header(run: Run) -> None:
+    """An empty result in CSV still prints the header line."""
+    result = run("query", "--format", "csv")
+    assert result.stdout.startswith("request_ref,case_ref,partner,outcome")
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def test_report_writes_html_and_summarises(run: Run, store: EventStore, tmp_path: Path) -> None:
+    """report writes the HTML file and prints the attachment rate and verification."""
+    fill(store)
+    out = tmp_path / "r" / "report.html"
+    result = run("report", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "1 request(s) sent, 100% (1 of 1) with the referral form attached" in result.stdout
+    assert "log: intact: 5 events" in result.stdout
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_report_on_broken_log_exits_1(
+    run: Run, store: EventStore, raw: RawLog, tmp_path: Path
+) -> None:
+    """A report is still written for a broken log, which it states; exit code 1."""
+    fill(store)
+    raw.delete(1)
+    out = tmp_path / "report.html"
+    result = run("report", "--out", str(out))
+    assert result.exit_code == 1
+    assert "BROKEN at event 1 (removed)" in out.read_text(encoding="utf-8")
