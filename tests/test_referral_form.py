@@ -460,8 +460,15 @@ def test_over_the_maximum_is_too_large_with_both_sizes() -> None:
     data = filled_form()
     verdict = check_form(data, REF, max_size=len(data) - 1)
     assert verdict.reason is Reason.TOO_LARGE
-    assert "MB" in verdict.detail
+    assert "over the" in verdict.detail
     assert "form.max_size_mb" in verdict.detail
+
+
+def test_sizes_just_over_the_limit_are_shown_in_bytes() -> None:
+    """When MB would show size and limit alike, the sentence gives both in bytes."""
+    data = filled_form()
+    detail = check_form(data, REF, max_size=len(data) - 1).detail
+    assert f"{len(data):,} bytes, over the {len(data) - 1:,} bytes limit" in detail
 
 
 def test_exactly_the_maximum_is_allowed() -> None:
@@ -473,10 +480,11 @@ def test_exactly_the_maximum_is_allowed() -> None:
 def test_default_maximum_is_ten_megabytes() -> None:
     """Without max_size, anything over 10 MiB is refused before it is parsed."""
     assert DEFAULT_MAX_SIZE == 10 * 1024 * 1024
-    data = b"%PDF-1.7\n" + b"0" * DEFAULT_MAX_SIZE + b"\n%%EOF\n"
+    data = b"%PDF-1.7\n" + b"0" * (DEFAULT_MAX_SIZE + 1024 * 1024) + b"\n%%EOF\n"
     verdict = timed_check(data)
     assert verdict.reason is Reason.TOO_LARGE
     assert verdict.size == len(data)
+    assert "over the 10 MB limit" in verdict.detail
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ The checks, in order (the first that fails is the verdict):
 
 1. ``not_pdf``: no ``%PDF-`` header in the first KiB (empty files too);
 2. ``too_large``: over ``max_size`` bytes (default 10 MiB), before any parsing;
-3. ``unreadable``: cut off (no ``%%EOF`` in the last KiB), pypdf cannot open it, or its page
-   tree or objects are broken (cycles too);
+3. ``unreadable``: cut off (no ``%%EOF`` in the last KiB), pypdf cannot open it, its page
+   tree or objects are broken (cycles too), or checking it would take over
+   ``CHECK_TIME_LIMIT`` seconds (only files built to exhaust a parser do);
 4. ``encrypted``: it needs a password that was not given, or the given one does not open it
    (an empty user password opens silently, as in every viewer);
 5. ``no_pages``;
@@ -37,6 +38,7 @@ import hashlib
 import io
 import logging
 import re
+import threading
 import time
 import unicodedata
 from collections.abc import Iterator, Mapping
@@ -82,8 +84,9 @@ DEFAULT_FILL_MAPPING: Mapping[str, str] = MappingProxyType(
 _MAX_OBJECTS = 400_000
 # Page text is not searched on a page whose content streams decode to more than this.
 _MAX_PAGE_CONTENT = 512 * 1024
-# Whole-check time budget: pypdf's repair paths rescan the whole file per broken reference, so
-# a hostile file can cost minutes; every object resolution and text operator checks the clock.
+#: Seconds one check may take before the form is refused as unreadable. pypdf's repair paths
+#: rescan the whole file per broken reference, so a hostile file could cost minutes; every
+#: object resolution and text operator checks the clock. Real forms take milliseconds.
 CHECK_TIME_LIMIT = 1.5
 # References to objects the xref does not list each cost pypdf a scan of the whole file; past
 # this many they are read as null without the scan (a real file has none or a handful).
@@ -103,7 +106,8 @@ class Reason(StrEnum):
     ACCEPTED = "accepted"
     #: Not a PDF at all (no ``%PDF-`` header), including empty files.
     NOT_PDF = "not_pdf"
-    #: A PDF that cannot be read: broken xref, truncated, cyclic page tree, fuzzed.
+    #: A PDF that cannot be read or checked: cut off, broken beyond repair, cyclic page tree,
+    #: fuzzed, or too costly to check within the time limit.
     UNREADABLE = "unreadable"
     #: Needs a password that was not given, or the given one is wrong.
     ENCRYPTED = "encrypted"
@@ -262,6 +266,7 @@ def contains_case_ref(text: str, case_ref: str) -> bool:
 # Quietening pypdf
 
 _quiet = False
+_quiet_lock = threading.Lock()
 
 
 class _ToDebug(logging.Handler):
@@ -275,12 +280,13 @@ class _ToDebug(logging.Handler):
 def _quiet_pypdf() -> None:
     """Route the ``pypdf`` logger to our DEBUG, once, without touching other loggers."""
     global _quiet
-    if _quiet:
-        return
-    pypdf_log = logging.getLogger("pypdf")
-    pypdf_log.addHandler(_ToDebug())
-    pypdf_log.propagate = False
-    _quiet = True
+    with _quiet_lock:
+        if _quiet:
+            return
+        pypdf_log = logging.getLogger("pypdf")
+        pypdf_log.addHandler(_ToDebug())
+        pypdf_log.propagate = False
+        _quiet = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,8 +351,15 @@ class _Refusal(Exception):
         self.detail = detail
 
 
-def _mb(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MB"
+def _sizes(size: int, limit: int) -> tuple[str, str]:
+    """Size and limit in MB for a person, in bytes where MB would round them to the same."""
+
+    def mb(n: int) -> str:
+        return f"{n / (1024 * 1024):.2f}".rstrip("0").rstrip(".") + " MB"
+
+    if mb(size) == mb(limit):
+        return f"{size:,} bytes", f"{limit:,} bytes"
+    return mb(size), mb(limit)
 
 
 def check_form(
@@ -490,9 +503,10 @@ class _Check:
 
     def _size(self) -> None:
         if len(self.data) > self.max_size:
+            size, limit = _sizes(len(self.data), self.max_size)
             raise _Refusal(
                 Reason.TOO_LARGE,
-                f"The PDF is {_mb(len(self.data))}, over the {_mb(self.max_size)} limit; "
+                f"The PDF is {size}, over the {limit} limit; "
                 "reduce it (for example, compress its images) or raise form.max_size_mb.",
             )
 
