@@ -14,17 +14,16 @@ and printed to PDF as it is. Every value from the log is HTML-escaped. Times are
 from __future__ import annotations
 
 import html
-import os
 import statistics
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from mash_requests.audit._files import atomic_write_text
 from mash_requests.audit.chain import format_time
-from mash_requests.audit.events import EventFilter, EventKind, EventStore
+from mash_requests.audit.events import EventFilter, EventKind, EventStore, StoredEvent
 from mash_requests.audit.verify import VerifyResult, verify_chain
 from mash_requests.errors import LogError
 
@@ -90,31 +89,37 @@ class ReportData:
     generated_at: datetime
     location: str
     verification: VerifyResult
-    totals: Figures
-    by_partner: dict[str, Figures]
-    by_month: dict[str, Figures]
-    by_partner_month: dict[tuple[str, str], Figures]
-    #: Every month from the first to the last with events, gaps included, in order.
-    months: list[str]
+    tally: Tally
+
+    @property
+    def totals(self) -> Figures:
+        return self.tally.totals
 
 
-def build_report(
-    store: EventStore,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    title: str = "Requests for information",
-) -> ReportData:
-    """Verify the whole log and gather the figures for events recorded in [since, until)."""
-    verification = verify_chain(store)
-    totals = Figures()
-    by_partner: dict[str, Figures] = {}
-    by_month: dict[str, Figures] = {}
-    by_partner_month: dict[tuple[str, str], Figures] = {}
+@dataclass
+class Tally:
+    """The figures of a stream of events, grouped every way the report shows them."""
+
+    totals: Figures = field(default_factory=Figures)
+    by_partner: dict[str, Figures] = field(default_factory=dict)
+    by_month: dict[str, Figures] = field(default_factory=dict)
+    by_partner_month: dict[tuple[str, str], Figures] = field(default_factory=dict)
+
+    @property
+    def months(self) -> list[str]:
+        """Every month from the first to the last with events, gaps included, in order."""
+        return _month_range(self.by_month)
+
+
+def tally(events: Iterable[StoredEvent], *, since: datetime | None = None) -> Tally:
+    """Count events (in seq order) recorded at or after ``since``.
+
+    Earlier ``prepared`` events are only remembered, so a request prepared before the period
+    and sent in it still has its prepared -> sent time.
+    """
+    result = Tally()
     prepared_at: dict[str, datetime] = {}
-
-    read_from = since - PREPARED_LOOKBACK if since is not None else None
-    for stored in store.events(EventFilter(since=read_from, until=until)):
+    for stored in events:
         event = stored.event
         at = stored.recorded_at
         if event.kind is EventKind.PREPARED:
@@ -126,20 +131,22 @@ def build_report(
         partner = event.partner or NO_PARTNER
         month = at.astimezone(UTC).strftime("%Y-%m")
         groups = (
-            totals,
-            by_partner.setdefault(partner, Figures()),
-            by_month.setdefault(month, Figures()),
-            by_partner_month.setdefault((partner, month), Figures()),
+            result.totals,
+            result.by_partner.setdefault(partner, Figures()),
+            result.by_month.setdefault(month, Figures()),
+            result.by_partner_month.setdefault((partner, month), Figures()),
         )
         kind = event.kind
-        found = kind is EventKind.RECONCILED and event.details.get("outcome") == "sent"
+        sent = kind is EventKind.SENT or (
+            kind is EventKind.RECONCILED and event.details.get("outcome") == "sent"
+        )
         duration: float | None = None
-        if kind is EventKind.SENT or found:
+        if sent:
             start = prepared_at.pop(event.request_ref, None) if event.request_ref else None
             if start is not None and kind is EventKind.SENT:
                 duration = (at - start).total_seconds()
         for figures in groups:
-            if kind is EventKind.SENT or found:
+            if sent:
                 figures.sent += 1
                 if event.form_sha256:
                     figures.with_form += 1
@@ -154,6 +161,22 @@ def build_report(
                 figures.unconfirmed += 1
             elif kind is EventKind.ATTEMPT_FAILED:
                 figures.retries += 1
+    result.by_partner = dict(sorted(result.by_partner.items()))
+    result.by_month = dict(sorted(result.by_month.items()))
+    return result
+
+
+def build_report(
+    store: EventStore,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    title: str = "Requests for information",
+) -> ReportData:
+    """Verify the whole log and tally the events recorded in [since, until)."""
+    verification = verify_chain(store)
+    read_from = since - PREPARED_LOOKBACK if since is not None else None
+    figures = tally(store.events(EventFilter(since=read_from, until=until)), since=since)
     return ReportData(
         title=title,
         since=since,
@@ -161,27 +184,14 @@ def build_report(
         generated_at=datetime.now(UTC),
         location=str(getattr(store, "location", "")),
         verification=verification,
-        totals=totals,
-        by_partner=dict(sorted(by_partner.items())),
-        by_month=dict(sorted(by_month.items())),
-        by_partner_month=by_partner_month,
-        months=_month_range(by_month),
+        tally=figures,
     )
 
 
 def write_report(data: ReportData, path: Path) -> None:
     """Render and write the report atomically; LogError names the file if it cannot."""
-    text = render_html(data)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, render_html(data))
     except OSError as exc:
         raise LogError(f"report {path}: cannot write: {exc.strerror}") from exc
 
@@ -283,11 +293,11 @@ def _table(first: str, rows: Iterable[tuple[str, Figures]], caption: str) -> str
 
 def _partner_month_tables(data: ReportData) -> str:
     sections = []
-    for partner in data.by_partner:
+    for partner in data.tally.by_partner:
         rows = [
-            (_month_label(month), data.by_partner_month[(partner, month)])
-            for month in data.months
-            if (partner, month) in data.by_partner_month
+            (_month_label(month), data.tally.by_partner_month[(partner, month)])
+            for month in data.tally.months
+            if (partner, month) in data.tally.by_partner_month
         ]
         sections.append(
             f'<section class="partner"><h3>{_e(partner)}</h3>'
@@ -298,8 +308,8 @@ def _partner_month_tables(data: ReportData) -> str:
 
 def render_chart(data: ReportData) -> str:
     """Inline SVG: requests sent per month, stacked by agency, with the attachment rate line."""
-    months = data.months
-    partners = list(data.by_partner)
+    months = data.tally.months
+    partners = list(data.tally.by_partner)
     width, height = 900, 340
     left, right, top, bottom = 56, 56, 20, 64
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -311,7 +321,7 @@ def render_chart(data: ReportData) -> str:
         '<desc id="chart-desc">Stacked bars: requests sent per month, one colour per agency. '
         "Line: percentage of sent requests with a verified referral form attached.</desc>",
     ]
-    peak = max((data.by_month[m].sent for m in months if m in data.by_month), default=0)
+    peak = max((data.tally.by_month[m].sent for m in months if m in data.tally.by_month), default=0)
     if peak == 0:
         svg.append(
             f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="axis">'
@@ -347,7 +357,7 @@ def render_chart(data: ReportData) -> str:
         x_mid = left + slot * (index + 0.5)
         y = top + plot_h
         for p_index, partner in enumerate(partners):
-            figures = data.by_partner_month.get((partner, month))
+            figures = data.tally.by_partner_month.get((partner, month))
             if not figures or not figures.sent:
                 continue
             h = plot_h * figures.sent / top_value
@@ -364,7 +374,7 @@ def render_chart(data: ReportData) -> str:
                 f'<text x="{x_mid:.1f}" y="{top + plot_h + 16}" text-anchor="middle" '
                 f'class="axis">{_e(_month_label(month))}</text>'
             )
-        month_figures = data.by_month.get(month)
+        month_figures = data.tally.by_month.get(month)
         if month_figures and month_figures.attachment_rate is not None:
             ry = top + plot_h - plot_h * month_figures.attachment_rate
             points.append((x_mid, ry, month_figures.attachment_rate_text))
@@ -421,6 +431,7 @@ h3 { font-size: 1rem; margin: 1.25rem 0 .25rem; }
 .card .label { color: var(--muted); font-size: .85rem; }
 table { border-collapse: collapse; width: 100%; margin: .5rem 0 1rem; font-size: .9rem; }
 caption { text-align: left; color: var(--muted); font-size: .8rem; padding-bottom: .25rem; }
+th[scope="row"] { white-space: nowrap; }
 th, td { border-bottom: 1px solid var(--rule); padding: .3rem .45rem; text-align: left;
          vertical-align: top; }
 thead th { border-bottom: 2px solid var(--ink); font-weight: 600; }
@@ -468,7 +479,10 @@ def render_html(data: ReportData) -> str:
     t = data.totals
     cards = [
         (f"{t.sent:,}", "requests sent"),
-        (t.attachment_rate_text if t.sent else "n/a", "sent with the referral form attached"),
+        (
+            _percent(t.attachment_rate) if t.attachment_rate is not None else "n/a",
+            f"sent with the referral form attached ({t.with_form:,} of {t.sent:,})",
+        ),
         (f"{t.refused:,}", "refused before sending"),
         (f"{t.failed:,}", "failed"),
         (f"{t.unconfirmed:,}", "unconfirmed (need checking)"),
@@ -480,7 +494,11 @@ def render_html(data: ReportData) -> str:
         f'<span class="label">{_e(label)}</span></div>'
         for value, label in cards
     )
-    month_rows = [(_month_label(m), data.by_month[m]) for m in data.months if m in data.by_month]
+    month_rows = [
+        (_month_label(m), data.tally.by_month[m])
+        for m in data.tally.months
+        if m in data.tally.by_month
+    ]
     return f"""<!DOCTYPE html>
 <html lang="en-GB">
 <head>
@@ -509,7 +527,7 @@ Generated {_e(format_time(data.generated_at)[:19].replace("T", " "))} UTC from
 <figure>{render_chart(data)}</figure>
 
 <h2>By partner agency</h2>
-{_table("Partner agency", data.by_partner.items(), "Per partner agency, whole period")}
+{_table("Partner agency", data.tally.by_partner.items(), "Per partner agency, whole period")}
 
 <h2>By month</h2>
 {_table("Month", month_rows, "Per month, all partner agencies")}
@@ -538,4 +556,13 @@ and form fingerprints. It never holds message bodies or the child's details.</dd
 """
 
 
-__all__ = ["Figures", "ReportData", "build_report", "render_chart", "render_html", "write_report"]
+__all__ = [
+    "Figures",
+    "ReportData",
+    "Tally",
+    "build_report",
+    "render_chart",
+    "render_html",
+    "tally",
+    "write_report",
+]

@@ -20,8 +20,6 @@ it proves the log still extends exactly that head. ``[log] hmac_key`` closes the
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from mash_requests.audit._files import atomic_write_text
 from mash_requests.audit._rows import INDEXED_FIELDS, ChainRow, ChainSource
 from mash_requests.audit.chain import GENESIS_HASH, decode_record, format_time, parse_time
 from mash_requests.audit.events import EventStore
@@ -306,17 +305,7 @@ def write_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
     }
     text = json.dumps(document, indent=2, sort_keys=True) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, text)
     except OSError as exc:
         raise LogError(
             f"checkpoint {path}: cannot write: {exc.strerror}; check the folder is writable"

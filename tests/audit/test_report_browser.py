@@ -1,0 +1,135 @@
+"""The evidence report as a person sees it: opened in headless Chromium, and printed to PDF."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from audit_helpers import prepared, sent
+
+from mash_requests.audit import Event, EventKind, StoredEvent
+from mash_requests.audit.report import ReportData, tally, write_report
+from mash_requests.audit.sqlite import SQLiteEventStore
+from mash_requests.audit.verify import verify_chain
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium; "
+        ".ci/run installs it)",
+    ),
+]
+
+PARTNERS = ("police", "health", "education", "probation")
+
+
+def six_months() -> list[StoredEvent]:
+    """Requests to four partners over six months; a few sent without the form in March."""
+    events: list[StoredEvent] = []
+    start = datetime(2026, 1, 6, 9, 0, tzinfo=UTC)
+    for day in range(0, 168, 3):  # 6 Jan to 21 Jun
+        for index, partner in enumerate(PARTNERS):
+            if (day + index) % 4 == 0:
+                continue
+            case = f"MASH-2026-{day:04d}"
+            ref = f"{case}-{partner}"
+            when = start + timedelta(days=day, minutes=index * 7)
+            without_form = 60 <= day < 90 and index == 1
+            for offset, event in (
+                (0, prepared(case, partner=partner, request_ref=ref)),
+                (
+                    42 + index,
+                    sent(
+                        case,
+                        partner=partner,
+                        request_ref=ref,
+                        form_sha256=None if without_form else "ab" * 32,
+                    ),
+                ),
+            ):
+                events.append(
+                    StoredEvent(
+                        seq=len(events) + 1,
+                        recorded_at=when + timedelta(seconds=offset),
+                        event=event,
+                        prev_hash="0" * 64,
+                        hash="1" * 64,
+                    )
+                )
+    events.append(
+        StoredEvent(
+            seq=len(events) + 1,
+            recorded_at=start + timedelta(days=30),
+            event=Event(
+                EventKind.REJECTED, "MASH-2026-0999", partner="police", reason="wrong_case"
+            ),
+            prev_hash="0" * 64,
+            hash="1" * 64,
+        )
+    )
+    return events
+
+
+@pytest.fixture
+def report_file(tmp_path: Path) -> Path:
+    store = SQLiteEventStore(tmp_path / "log.sqlite3")
+    try:
+        store.append_many([prepared(), sent()])
+        data = ReportData(
+            title="Testbury MASH: requests for information",
+            since=None,
+            until=None,
+            generated_at=datetime.now(UTC),
+            location=str(store.path),
+            verification=verify_chain(store),
+            tally=tally(six_months()),
+        )
+    finally:
+        store.close()
+    path = tmp_path / "report.html"
+    write_report(data, path)
+    return path
+
+
+def test_report_renders_chart_and_figures_in_chromium(report_file: Path) -> None:
+    """In Chromium the chart is visible with its bars and rate line, and the figures render."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(report_file.as_uri())
+
+            chart = page.locator("svg#chart")
+            assert chart.is_visible()
+            box = chart.bounding_box()
+            assert box is not None and box["width"] > 600 and box["height"] > 200
+            bars = page.locator("svg#chart rect.bar")
+            assert bars.count() == 6 * len(PARTNERS)  # six months, four agencies
+            assert all(bars.nth(i).bounding_box()["height"] > 1 for i in range(bars.count()))  # type: ignore[index]
+            assert page.locator("svg#chart path.rate-line").is_visible()
+            assert page.locator("svg#chart circle.rate-dot").count() == 6
+
+            assert "Intact." in page.locator("#verification").inner_text()
+            totals = page.locator("#totals").inner_text()
+            assert "requests sent" in totals
+            assert "sent with the referral form attached" in totals
+            assert "%" in totals
+            police_row = page.locator("table").nth(0).locator("tr", has_text="police")
+            assert police_row.locator("td").nth(0).inner_text().strip().isdigit()
+
+            page.screenshot(path=str(ARTIFACTS / "audit-report.png"), full_page=True)
+            pdf = page.pdf(path=str(ARTIFACTS / "audit-report.pdf"), prefer_css_page_size=True)
+            assert pdf.startswith(b"%PDF")
+            page.emulate_media(media="print")
+            assert page.locator("svg#chart").is_visible()
+        finally:
+            browser.close()
