@@ -24,6 +24,7 @@ from mash_requests.case import Rag
 from mash_requests.deadlines import Timescales
 from mash_requests.errors import ConfigError, RecipientError
 from mash_requests.partners import AllowList, Partner, PartnerDirectory
+from mash_requests.referral_form import DEFAULT_FILL_MAPPING
 
 if TYPE_CHECKING:
     from mash_requests.audit import LogSettings
@@ -33,19 +34,6 @@ if TYPE_CHECKING:
 ENV_CONFIG = "MASH_REQUESTS_CONFIG"
 DEFAULT_CONFIG_NAME = "mash-requests.toml"
 DEFAULT_MARKING = "OFFICIAL-SENSITIVE"
-DEFAULT_FILL_MAPPING: dict[str, str] = {
-    "case_reference": "case_ref",
-    "contact_id": "contact_id",
-    "child_name": "child.name",
-    "child_dob": "child.date_of_birth",
-    "child_address": "child.address",
-    "referrer_name": "worker.name",
-    "referrer_role": "worker.role",
-    "referrer_email": "worker.email",
-    "consent_status": "consent.status",
-    "consent_reason": "consent.reason",
-    "concerns": "concerns",
-}
 _MARKING = re.compile(r"^[A-Z][A-Z0-9 -]{1,40}$")
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

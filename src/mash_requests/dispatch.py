@@ -268,9 +268,12 @@ class Dispatcher:
                 max_size=self.settings.form.max_size,
                 case_ref_field=self.settings.form.case_ref_field,
             )
-            if len(self._verdicts) > 1024:
-                self._verdicts.clear()
-            self._verdicts[cache_key] = verdict
+            # Only acceptances are remembered: a refusal may be a time-out under load, and
+            # must be decided afresh for the next case that brings the same file.
+            if verdict.accepted:
+                if len(self._verdicts) > 1024:
+                    self._verdicts.clear()
+                self._verdicts[cache_key] = verdict
         if not verdict.accepted:
             raise FormRefusedError(
                 f"referral form {path}: refused ({verdict.reason}): {verdict.detail}", verdict
