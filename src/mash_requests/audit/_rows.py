@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from mash_requests.audit.chain import Chain, decode_record, event_from_fields, parse_time
 from mash_requests.audit.events import Event, EventKind, StoredEvent
@@ -30,6 +31,8 @@ OUTCOME_KINDS: tuple[str, ...] = (
     str(EventKind.UNCONFIRMED),
     str(EventKind.RECONCILED),
 )
+
+C = TypeVar("C")
 
 #: Rows fetched per round trip when streaming; bounds memory whatever the log's size.
 BATCH_SIZE = 1000
@@ -104,3 +107,52 @@ def check_meta(location: str, chain: Chain, meta: dict[str, str]) -> None:
             f"dispatch log {location}: the configured [log] hmac_key is not the key this log "
             "was created with; use the original key"
         )
+
+
+class ReaderPool(Generic[C]):
+    """A few idle read connections kept for reuse: a stream costs a connection, not a login.
+
+    Each stream takes its own connection (an unfinished read must never hold a snapshot or
+    transaction open on the connection that appends) and gives it back when it ends.
+    """
+
+    def __init__(
+        self,
+        open_: Callable[[], C],
+        reset: Callable[[C], bool],
+        close: Callable[[C], None],
+        *,
+        size: int = 4,
+    ) -> None:
+        self._open = open_
+        self._reset = reset
+        self._close = close
+        self._size = size
+        self._idle: list[C] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take(self) -> C:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._open()
+
+    def give(self, conn: C) -> None:
+        """Return a connection whose stream ended; it is closed if it cannot be reused."""
+        try:
+            reusable = self._reset(conn)
+        except Exception:
+            reusable = False
+        with self._lock:
+            if reusable and not self._closed and len(self._idle) < self._size:
+                self._idle.append(conn)
+                return
+        self._close(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            self._close(conn)

@@ -55,8 +55,11 @@ def format_time(moment: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    """The inverse of :func:`format_time`."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    """The inverse of :func:`format_time` (ValueError for anything else)."""
+    if len(text) != 27 or text[-1] != "Z":
+        raise ValueError(f"expected YYYY-MM-DDTHH:MM:SS.ffffffZ, got {text!r}")
+    # fromisoformat is ~20x faster than strptime, which dominated reading events.
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
 
 
 class Chain:

@@ -29,6 +29,7 @@ from mash_requests.audit._rows import (
     INDEXED_FIELDS,
     OUTCOME_KINDS,
     ChainRow,
+    ReaderPool,
     check_meta,
     indexed_values,
     stored_event,
@@ -128,6 +129,7 @@ class PostgresEventStore:
         self.location = _describe(dsn)
         self.chain = Chain(hmac_key)
         self._lock = threading.Lock()
+        self._readers = ReaderPool(self._open_reader, _reset_reader, _close)
         self._conn = self._connect()
         try:
             with self._translate("create the schema of"):
@@ -292,28 +294,31 @@ class PostgresEventStore:
         return int(row[0]) if row else 0
 
     def _stream(self, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:
-        # Its own connection and a server-side cursor: memory stays bounded, and a half-read
-        # stream never holds a transaction open on the connection that appends.
-        conn = self._connect(autocommit=False)
+        # Its own connection (from the pool) and a server-side cursor: memory stays bounded,
+        # and a half-read stream never holds a transaction open on the appending connection.
+        conn = self._readers.take()
         try:
-            with self._translate("read"):
-                conn.read_only = True
-                cursor = conn.cursor(name="mash_log_stream")
+            with self._translate("read"), conn.cursor(name="mash_log_stream") as cursor:
                 cursor.itersize = BATCH_SIZE
                 cursor.execute(sql.encode(), params)
-            while True:
-                with self._translate("read"):
+                while True:
                     rows = cursor.fetchmany(BATCH_SIZE)
-                if not rows:
-                    return
-                yield from rows
+                    if not rows:
+                        return
+                    yield from rows
         finally:
-            conn.close()
+            self._readers.give(conn)
+
+    def _open_reader(self) -> psycopg.Connection[Any]:
+        conn = self._connect(autocommit=False)
+        conn.read_only = True
+        return conn
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection; the store may not be used afterwards."""
+        """Close the connections; the store may not be used afterwards."""
+        self._readers.close()
         self._conn.close()
 
     def __enter__(self) -> PostgresEventStore:
@@ -332,6 +337,18 @@ class PostgresEventStore:
 
     def _translate(self, action: str) -> _PostgresErrors:
         return _PostgresErrors(self.location, action)
+
+
+def _reset_reader(conn: psycopg.Connection[Any]) -> bool:
+    """End the stream's read transaction; a broken connection is not reused."""
+    if conn.broken or conn.closed:
+        return False
+    conn.rollback()
+    return True
+
+
+def _close(conn: psycopg.Connection[Any]) -> None:
+    conn.close()
 
 
 def _server_now(conn: psycopg.Connection[Any]) -> datetime:

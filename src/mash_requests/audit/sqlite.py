@@ -29,6 +29,7 @@ from mash_requests.audit._rows import (
     INDEXED_FIELDS,
     OUTCOME_KINDS,
     ChainRow,
+    ReaderPool,
     check_meta,
     indexed_values,
     stored_event,
@@ -130,6 +131,7 @@ class SQLiteEventStore:
                 f"dispatch log {self.path}: cannot create folder {self.path.parent}: "
                 f"{exc.strerror}; check [log] path and the folder's permissions"
             ) from exc
+        self._readers = ReaderPool(self._open_reader, lambda conn: True, sqlite3.Connection.close)
         self._conn = self._connect()
         try:
             self._prepare()
@@ -304,13 +306,13 @@ class SQLiteEventStore:
         return int(row[0])
 
     def _stream(self, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:
-        # A connection of its own: an unfinished read must not hold a snapshot open on the
-        # connection that appends, and two streams may be read side by side.
+        # A connection of its own (from the pool): an unfinished read must not hold a
+        # snapshot open on the connection that appends, and streams may be read side by side.
         with self._translate("read"):
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS)
+            conn = self._readers.take()
+        cursor: sqlite3.Cursor | None = None
         try:
             with self._translate("read"):
-                conn.execute("PRAGMA query_only = ON")
                 cursor = conn.execute(sql, params)
             while True:
                 with self._translate("read"):
@@ -319,12 +321,20 @@ class SQLiteEventStore:
                     return
                 yield from rows
         finally:
-            conn.close()
+            if cursor is not None:
+                cursor.close()
+            self._readers.give(conn)
+
+    def _open_reader(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
+        return conn
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection; the store may not be used afterwards."""
+        """Close the connections; the store may not be used afterwards."""
+        self._readers.close()
         self._conn.close()
 
     def __enter__(self) -> SQLiteEventStore:
