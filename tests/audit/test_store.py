@@ -242,3 +242,23 @@ def test_non_scalar_detail_is_refused(store: EventStore) -> None:
     """A details value that is not a JSON scalar is refused naming the key."""
     with pytest.raises(LogError, match=r"details\['who'\] must be a string"):
         store.append(prepared(details={"who": ["a"]}))
+
+
+def test_two_streams_read_side_by_side(store: EventStore) -> None:
+    """Two unfinished reads of the same log advance independently."""
+    store.append_many([prepared(f"C-{i}") for i in range(4)])
+    one, two = store.events(), store.events()
+    assert [next(one).seq, next(two).seq, next(one).seq, next(two).seq] == [1, 1, 2, 2]
+    assert [s.seq for s in one] == [3, 4]
+
+
+def test_abandoned_streams_leave_the_store_usable(store: EventStore) -> None:
+    """Many reads stopped halfway neither leak locks nor block appends and later reads."""
+    store.append_many([prepared(f"C-{i}") for i in range(3)])
+    for _ in range(20):
+        reading = store.events()
+        next(reading)
+        reading.close()
+    store.append(sent())
+    assert store.last_outcome("key-C-1-police") is not None
+    assert len(list(store.events())) == 4

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
@@ -54,8 +54,8 @@ class ChainRow:
     prev_hash: str
     hash: str
     record: str
-    #: The indexed columns as stored (name -> value), to compare with the record.
-    columns: Mapping[str, str | None]
+    #: The indexed columns as stored, in :data:`INDEXED_FIELDS` order, to compare with the record.
+    columns: tuple[str | None, ...]
 
 
 @runtime_checkable

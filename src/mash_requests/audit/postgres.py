@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -261,7 +261,7 @@ class PostgresEventStore:
                 prev_hash=row[2],
                 hash=row[3],
                 record=row[4],
-                columns=dict(zip(INDEXED_FIELDS, row[5:], strict=True)),
+                columns=tuple(row[5:]),
             )
 
     def last_outcome(self, request_key: str) -> StoredEvent | None:
@@ -356,7 +356,8 @@ def _server_now(conn: psycopg.Connection[Any]) -> datetime:
     assert row is not None
     value = row[0]
     assert isinstance(value, datetime)
-    return value
+    # In UTC whatever the server's TimeZone setting, as the SQLite store returns it.
+    return value.astimezone(UTC)
 
 
 class _PostgresErrors:

@@ -281,7 +281,7 @@ class SQLiteEventStore:
                 prev_hash=row[2],
                 hash=row[3],
                 record=row[4],
-                columns=dict(zip(INDEXED_FIELDS, row[5:], strict=True)),
+                columns=tuple(row[5:]),
             )
 
     def last_outcome(self, request_key: str) -> StoredEvent | None:

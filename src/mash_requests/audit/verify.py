@@ -243,9 +243,11 @@ def _column_mismatch(row: ChainRow, document: dict[str, Any]) -> str | None:
     if row.recorded_at != document.get("recorded_at"):
         return "recorded_at"
     fields = document["event"]
-    for name in INDEXED_FIELDS:
-        if row.columns.get(name) != fields.get(name):
-            return name
+    written = tuple(fields.get(name) for name in INDEXED_FIELDS)
+    if written != row.columns:
+        for name, stored, value in zip(INDEXED_FIELDS, row.columns, written, strict=True):
+            if stored != value:
+                return name
     return None
 
 
