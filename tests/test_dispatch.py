@@ -130,3 +130,20 @@ def test_interrupted_request_found_in_outbox_counts_as_sent(workspace: Workspace
     reconciled = [e for e in workspace.events() if e.kind is EventKind.RECONCILED]
     assert reconciled[0].details["outcome"] == "sent"
     assert len(workspace.outbox_files()) == 1
+
+
+def test_reconcile_after_a_gateway_switch_cannot_check(workspace: Workspace) -> None:
+    """An unconfirmed SMTP request is not 'found missing' by another gateway's Sent Items."""
+    settings = mash_requests.load_settings(workspace.config)
+    case_path = workspace.write_case(workspace.example_case())
+    smtp = RecordingGateway(
+        name="smtp", failures=[mash_requests.AmbiguousGatewayError("lost", server_message="")]
+    )
+    with Dispatcher(settings, gateway=smtp, sleep=lambda s: None) as dispatcher:
+        result = mash_requests.send_request(settings, case_path, ["police"], dispatcher=dispatcher)
+    assert result.outcomes[0].outcome is Outcome.UNCONFIRMED
+    with Dispatcher(settings) as dispatcher:  # the config's outbox gateway
+        findings = dispatcher.reconcile()
+    assert [f.finding for f in findings] == ["cannot_check"]
+    with pytest.raises(mash_requests.DuplicateRequestError):
+        mash_requests.send_request(settings, case_path, ["police"])

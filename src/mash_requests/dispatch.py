@@ -199,7 +199,8 @@ class Dispatcher:
     # -- logging ---------------------------------------------------------------------------
 
     def _gateway_kind(self) -> str:
-        return self.settings.gateway.kind
+        # A gateway passed in (a test double, a wrapper) names itself; else the config does.
+        return self._gateway.name if self._gateway is not None else self.settings.gateway.kind
 
     def log_rejection(
         self,
@@ -399,6 +400,14 @@ class Dispatcher:
             resend_reason=resend_reason,
         )
 
+    def _same_mailbox(self, event: Event) -> bool:
+        """Whether the configured gateway is the one the request went through.
+
+        Looking for a message in a different system's Sent Items proves nothing: after a
+        gateway switch, a request may only be settled by a person.
+        """
+        return event.gateway == self._gateway_kind() and event.sender == self.settings.sender
+
     def _settle_interrupted(self, key: str) -> None:
         """Decide a request left in flight by a crash: prepared, never given an outcome.
 
@@ -416,7 +425,7 @@ class Dispatcher:
             return
         gateway = self.gateway
         fields = {f: getattr(last, f) for f in _REQUEST_FIELDS}
-        if isinstance(gateway, SentItemsLookup) and last.message_id:
+        if isinstance(gateway, SentItemsLookup) and last.message_id and self._same_mailbox(last):
             receipt = gateway.find_sent(last.message_id)
             finding = "sent" if receipt else "not_found"
             self.store.append(
@@ -621,7 +630,11 @@ class Dispatcher:
         for event in pending:
             gateway = self.gateway
             assert event.request_ref is not None
-            if not isinstance(gateway, SentItemsLookup) or event.message_id is None:
+            if (
+                not isinstance(gateway, SentItemsLookup)
+                or event.message_id is None
+                or not self._same_mailbox(event)
+            ):
                 findings.append(
                     ReconcileFinding(event.request_ref, event.partner or "-", "cannot_check")
                 )

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from email.message import Message
+from email.policy import compat32
 from typing import Protocol, runtime_checkable
+
+_WIRE_POLICY = compat32.clone(linesep="\r\n", max_line_length=998)
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,10 @@ class OutgoingMessage:
 
     def as_bytes(self) -> bytes:
         """The message as RFC 5322 bytes with CRLF line endings."""
-        from email.policy import compat32
-
-        # compat32: the message is built with email.mime; see mash_requests.message.
-        return self.mime.as_bytes(policy=compat32.clone(linesep="\r\n"))
+        # compat32: the message is built with email.mime; see mash_requests.message. Headers
+        # are not folded below RFC 5322's hard limit: a folded Message-ID is legal but some
+        # systems read it back with a leading space, and it is what proves a send.
+        return self.mime.as_bytes(policy=_WIRE_POLICY)
 
 
 @dataclass(frozen=True)
