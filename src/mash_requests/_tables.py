@@ -95,7 +95,8 @@ class Table:
         if value is None:
             return None
         path = Path(value).expanduser()
-        return path if path.is_absolute() else self.base_dir / path
+        # Normalised so messages show "mash-data/…", not "examples/../mash-data/…".
+        return Path(os.path.normpath(path if path.is_absolute() else self.base_dir / path))
 
     def table(self, key: str) -> Table:
         value = self._get(key, dict, "a table")
