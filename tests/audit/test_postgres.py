@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from audit_helpers import RawLog, prepared
+from audit_helpers import RawLog, StoreFactory, prepared
 
 from mash_requests.audit import EventStore
 from mash_requests.audit.postgres import SCHEMA_VERSION, PostgresEventStore
@@ -74,3 +74,23 @@ def test_invalid_dsn_is_refused_without_echoing_it() -> None:
         PostgresEventStore("host=x password='hunter2secret")
     assert "hunter2secret" not in str(caught.value)
     assert caught.value.__cause__ is None
+
+
+def test_open_store_opens_postgres(pg_store: EventStore) -> None:
+    """open_store with postgres settings returns a working PostgreSQL store."""
+    from mash_requests.audit import LogSettings, open_store
+
+    dsn = pg_store._dsn  # type: ignore[attr-defined]
+    opened = open_store(LogSettings(backend="postgres", dsn=dsn))
+    try:
+        assert isinstance(opened, PostgresEventStore)
+        assert opened.append(prepared()).seq == 1
+    finally:
+        opened.close()
+
+
+def test_wrong_hmac_key_is_refused(store_factory: StoreFactory) -> None:
+    """A keyed PostgreSQL log refuses to open with another key."""
+    keyed = store_factory(hmac_key=b"k" * 32)
+    with pytest.raises(LogError, match="not the key this log was created with"):
+        PostgresEventStore(keyed._dsn, hmac_key=b"j" * 32)  # type: ignore[attr-defined]
