@@ -61,7 +61,17 @@ def sample() -> list[StoredEvent]:
         (T0 + timedelta(days=40), p3),
         (
             T0 + timedelta(days=40, seconds=1),
-            Event(EventKind.ATTEMPT_FAILED, "C-3", partner="police", request_ref="C-3-police"),
+            Event(
+                EventKind.ATTEMPT_FAILED,
+                "C-3",
+                partner="police",
+                request_ref="C-3-police",
+                wait_seconds=2.0,
+            ),
+        ),
+        (
+            T0 + timedelta(days=41),
+            Event(EventKind.ATTEMPT_FAILED, "C-4", partner="health", request_ref="C-4-health"),
         ),
         (T0 + timedelta(days=40, seconds=10), s3),
         (
@@ -90,7 +100,10 @@ def sample() -> list[StoredEvent]:
 
 
 def test_totals_count_each_kind() -> None:
-    """Sent (with reconciled-as-sent), with form, refused, failed, unconfirmed, retries."""
+    """Sent (with reconciled-as-sent), with form, refused, failed, unconfirmed, retries.
+
+    A failed attempt with no wait (the last try) is not a retry.
+    """
     totals = tally(sample()).totals
     assert (totals.sent, totals.with_form) == (4, 3)
     assert (totals.refused, totals.failed, totals.unconfirmed, totals.retries) == (3, 1, 1, 1)

@@ -58,7 +58,7 @@ class Figures:
     refusal_reasons: Counter[str] = field(default_factory=Counter)
     failed: int = 0
     unconfirmed: int = 0
-    #: ``attempt_failed`` events: tries that did not go through (each led to a retry or a failure).
+    #: Retries: ``attempt_failed`` events with a wait, i.e. followed by another try.
     retries: int = 0
     #: Seconds from the request's first ``prepared`` to its ``sent``.
     durations: list[float] = field(default_factory=list)
@@ -159,7 +159,9 @@ def tally(events: Iterable[StoredEvent], *, since: datetime | None = None) -> Ta
                 figures.failed += 1
             elif kind is EventKind.UNCONFIRMED:
                 figures.unconfirmed += 1
-            elif kind is EventKind.ATTEMPT_FAILED:
+            elif kind is EventKind.ATTEMPT_FAILED and event.wait_seconds is not None:
+                # A failed attempt with a wait was followed by another try; the last failed
+                # attempt (no wait) ended in a failure or unconfirmed, counted there.
                 figures.retries += 1
     result.by_partner = dict(sorted(result.by_partner.items()))
     result.by_month = dict(sorted(result.by_month.items()))
@@ -486,7 +488,7 @@ def render_html(data: ReportData) -> str:
         (f"{t.refused:,}", "refused before sending"),
         (f"{t.failed:,}", "failed"),
         (f"{t.unconfirmed:,}", "unconfirmed (need checking)"),
-        (f"{t.retries:,}", "retries (failed attempts)"),
+        (f"{t.retries:,}", "retries"),
         (_duration(t.median_seconds), "median prepared → sent"),
     ]
     cards_html = "".join(
@@ -544,8 +546,8 @@ a referral form that passed the check (right case, readable, no active content) 
 attached. Anything under 100% is shown in red.</dd>
 <dt>Refused</dt><dd>Requests stopped before sending (for example no form, wrong case's form,
 address not in the partner directory), with the reason codes.</dd>
-<dt>Retries</dt><dd>Attempts the gateway did not accept; each led to another try or to a
-failure.</dd>
+<dt>Retries</dt><dd>Attempts the gateway did not accept and that were tried again
+(the last failed attempt of a failed request is counted under Failed, not here).</dd>
 <dt>Median prepared → sent</dt><dd>Time from the request being built and logged to the
 gateway accepting it.</dd>
 <dt>What the log holds</dt><dd>References, partner agencies, addresses, times, gateway ids
