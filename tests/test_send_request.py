@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import hashlib
+import json
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -232,3 +233,13 @@ def test_main_help_lists_commands() -> None:
     assert result.exit_code == 0
     for command in ("send-request", "reconcile", "form", "audit", "gateway"):
         assert command in result.stdout
+
+
+def test_control_characters_in_a_bad_field_do_not_break_the_log(workspace: Workspace) -> None:
+    """A bad value with a NUL or lone surrogate is refused and logged, not a log error."""
+    data = workspace.example_case()
+    data["child"]["date_of_birth"] = "2015\u0000-02-\udc8031"
+    code, _, err = run(workspace, "--case", str(workspace.write_case(json.dumps(data))))
+    assert code == 2
+    assert "field child.date_of_birth" in err
+    assert [e.reason for e in workspace.events()] == ["invalid_case"]

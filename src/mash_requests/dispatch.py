@@ -214,6 +214,9 @@ class Dispatcher:
     ) -> None:
         """Record a refusal before sending, one event per partner asked (or one without)."""
         targets: list[str | None] = list(partners) or [None]
+        detail = _loggable(detail)
+        source = _loggable(source) if source else None
+        case_ref = _loggable(case_ref)
         events = [
             Event(
                 kind=EventKind.REJECTED,
@@ -662,6 +665,15 @@ _REQUEST_FIELDS = (
     "form_filename", "form_sha256", "form_size", "form_pages", "form_found_in", "template",
     "template_version",
 )  # fmt: skip
+
+
+def _loggable(text: str) -> str:
+    """Text the log can hold: no NULs or other control characters, no lone surrogates.
+
+    Error messages may quote a bad value from a case file or a path read from disk.
+    """
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else "\ufffd" for ch in text)
 
 
 def _counts_as_sent(event: Event) -> bool:
