@@ -121,6 +121,20 @@ def test_dropped_idle_connection_is_reopened(
     gateway.send(make_message(request_ref="RFI-1"))
     assert gateway._smtp is not None and gateway._smtp.sock is not None
     gateway._smtp.sock.shutdown(socket.SHUT_RDWR)
+    gateway._last_reply -= 3600  # idle for an hour: checked with NOOP before reuse
+    gateway.send(make_message(request_ref="RFI-2"))
+    assert len(starttls_server.handler.delivered) == 2
+
+
+def test_connection_dropped_between_quick_sends_is_transient_then_reopened(
+    gateway: SmtpGateway, starttls_server: Server, make_message: Any
+) -> None:
+    """A connection lost just after a send fails the next as transient; a retry reconnects."""
+    gateway.send(make_message(request_ref="RFI-1"))
+    assert gateway._smtp is not None and gateway._smtp.sock is not None
+    gateway._smtp.sock.shutdown(socket.SHUT_RDWR)
+    with pytest.raises(TransientGatewayError):
+        gateway.send(make_message(request_ref="RFI-2"))
     gateway.send(make_message(request_ref="RFI-2"))
     assert len(starttls_server.handler.delivered) == 2
 

@@ -24,6 +24,7 @@ import ipaddress
 import re
 import smtplib
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 SECURITY_CHOICES = ("starttls", "tls", "none")
 AUTH_CHOICES = ("none", "plain", "login", "xoauth2")
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+#: A connection idle for longer than this is checked with NOOP before it is reused.
+IDLE_CHECK_SECONDS = 10.0
 #: The scope Exchange Online wants for SMTP AUTH with XOAUTH2 (client credentials).
 XOAUTH2_SCOPE = "https://outlook.office365.com/.default"
 
@@ -158,6 +161,7 @@ class SmtpGateway:
         self._token = token
         self._smtp: smtplib.SMTP | None = None
         self._tls_version: str | None = None
+        self._last_reply = 0.0
 
     @property
     def _where(self) -> str:
@@ -274,6 +278,11 @@ class SmtpGateway:
     def _connection(self) -> smtplib.SMTP:
         """The open connection, reopened if the server dropped it while idle."""
         if self._smtp is not None:
+            # A connection that answered moments ago is used as it is: a NOOP before every
+            # message cost a round trip each in a batch. One idle for longer may have been
+            # dropped by the server, so it is asked first.
+            if time.monotonic() - self._last_reply < IDLE_CHECK_SECONDS:
+                return self._smtp
             try:
                 code, _ = self._smtp.noop()
             except (smtplib.SMTPException, OSError):
@@ -282,6 +291,7 @@ class SmtpGateway:
                 return self._smtp
             self._drop()
         self._smtp = self._connect()
+        self._last_reply = time.monotonic()
         return self._smtp
 
     def _drop(self) -> None:
@@ -332,6 +342,7 @@ class SmtpGateway:
         if code != 250:
             self._reset()
             raise _from_reply("the message", code, reply)
+        self._last_reply = time.monotonic()
         return Receipt(
             gateway=self.name,
             message_id=message.message_id,
