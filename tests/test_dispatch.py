@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -147,3 +148,31 @@ def test_reconcile_after_a_gateway_switch_cannot_check(workspace: Workspace) -> 
     assert [f.finding for f in findings] == ["cannot_check"]
     with pytest.raises(mash_requests.DuplicateRequestError):
         mash_requests.send_request(settings, case_path, ["police"])
+
+
+def test_rate_limit_holds_the_send_until_the_minute_has_room(workspace: Workspace) -> None:
+    """With 2 a minute shared through the log, another sender's third message waits a minute."""
+    workspace.config.write_text(
+        workspace.config.read_text() + "\n[rate_limit]\nper_minute = 2\n", encoding="utf-8"
+    )
+    settings = mash_requests.load_settings(workspace.config)
+    offset = 0.0
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        nonlocal offset
+        offset += seconds
+        slept.append(seconds)
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=offset)
+
+    case = mash_requests.load_case(workspace.write_case(workspace.example_case()))
+    # Two dispatchers with their own connections to the log, as two processes would have.
+    with Dispatcher(settings, gateway=RecordingGateway(name="smtp"), clock=clock) as first:
+        assert first.send_case(case, ["police", "health"]).all_sent
+    assert slept == []
+    gateway = RecordingGateway(name="smtp")
+    with Dispatcher(settings, gateway=gateway, clock=clock, sleep=sleep) as second:
+        assert second.send_case(case, ["education"]).all_sent
+    assert 55 <= sum(slept) <= 65
