@@ -12,7 +12,7 @@ previous event's hash and this event's hash (see :mod:`mash_requests.audit.chain
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -130,8 +130,21 @@ class EventStore(Protocol):
         """Durably append one event to the chain and return it as stored."""
         ...
 
-    def append_many(self, events: Sequence[Event]) -> list[StoredEvent]:
-        """Durably append several events in one transaction, in order."""
+    def append_many(
+        self, events: Sequence[Event], *, precondition: Callable[[], None] | None = None
+    ) -> list[StoredEvent]:
+        """Durably append several events in one transaction, in order.
+
+        ``precondition`` is called once the store holds its write lock (no other writer can
+        append until this transaction ends) and before anything is written; if it raises,
+        nothing is appended and the exception propagates. It may read the store (e.g.
+        ``last_event_for_key``): this is how a request is claimed atomically, so two
+        processes cannot both decide to send it.
+        """
+        ...
+
+    def last_event_for_key(self, request_key: str) -> StoredEvent | None:
+        """The latest event of any kind for this request key (committed state)."""
         ...
 
     def events(self, where: EventFilter | None = None) -> Iterator[StoredEvent]:
