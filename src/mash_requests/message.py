@@ -109,4 +109,5 @@ def build_message(
             (CASE_REF_HEADER, case_ref),
             (MARKING_HEADER, marking),
         ),
+        reply_to=reply_to,
     )

@@ -49,6 +49,8 @@ class OutgoingMessage:
     attachment: Attachment
     #: Extra headers gateways that build their own message should carry (e.g. X-MASH-Request-Ref).
     extra_headers: tuple[tuple[str, str], ...] = ()
+    #: Where partners' replies go (the requesting worker's secure address), if not the sender.
+    reply_to: str | None = None
 
     def as_bytes(self) -> bytes:
         """The message as RFC 5322 bytes with CRLF line endings."""
