@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mash_requests.config import load_settings
+from mash_requests.config import load_log_settings, load_settings
 from mash_requests.errors import ConfigError
 
 BASE = """
@@ -109,3 +109,19 @@ def test_example_config_loads() -> None:
     """The shipped example config is valid."""
     settings = load_settings(Path(__file__).parents[1] / "examples" / "mash-requests.toml")
     assert settings.directory.keys() == ["police", "health", "education", "probation", "housing"]
+
+
+def test_log_settings_load_without_gateway_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Auditors can find the log even when the gateway's secret is not set."""
+    monkeypatch.delenv("NO_SUCH_SECRET", raising=False)
+    text = BASE.format(address="a@x.police.uk") + (
+        '\n[gateway]\ntype = "graph"\n[gateway.graph]\nmailbox = "mash@testbury.gov.uk"\n'
+        'tenant_id = "t"\nclient_id = "c"\nclient_secret_env = "NO_SUCH_SECRET"\n'
+        '\n[log]\npath = "evidence/log.sqlite3"\n'
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match="NO_SUCH_SECRET"):
+        load_settings(path)
+    assert load_log_settings(path).path == tmp_path / "evidence" / "log.sqlite3"

@@ -85,6 +85,29 @@ def load_settings(path: Path | None = None) -> Settings:
     source = find_config(path)
     if source is None:
         return parse_settings({}, source=None, base_dir=Path.cwd())
+    return parse_settings(_read_toml(source), source=source, base_dir=source.resolve().parent)
+
+
+def load_log_settings(path: Path | None = None) -> LogSettings:
+    """Only where the dispatch log is: for auditors, who need no gateway or its secrets.
+
+    Reads the same file as :func:`load_settings` but validates only ``[mash] data_dir`` and
+    ``[log]``.
+    """
+    from mash_requests.audit import LogSettings
+
+    source = find_config(path)
+    data = _read_toml(source) if source else {}
+    base_dir = source.resolve().parent if source else Path.cwd()
+    name = f"config {source}" if source else "embedded default config"
+    root = Table(data, where=f"{name}:", base_dir=base_dir)
+    mash = _section(root, "mash")
+    data_dir = mash.path("data_dir", "mash-data")
+    assert data_dir is not None
+    return LogSettings.from_table(_section(root, "log"), data_dir=data_dir)
+
+
+def _read_toml(source: Path) -> dict[str, Any]:
     try:
         raw = source.read_bytes()
     except FileNotFoundError:
@@ -97,7 +120,7 @@ def load_settings(path: Path | None = None) -> Settings:
         raise ConfigError(f"config {source}: is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {source}: not valid TOML: {exc}") from None
-    return parse_settings(data, source=source, base_dir=source.resolve().parent)
+    return data
 
 
 def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path) -> Settings:

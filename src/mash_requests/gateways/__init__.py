@@ -54,7 +54,34 @@ def parse_gateway_settings(kind: str, table: Table) -> GatewaySettings:
         )
     module = importlib.import_module(module_name)
     settings: GatewaySettings = module.Settings.from_table(table)
+    _require_client_libraries(kind, settings, table)
     return settings
+
+
+#: Client libraries each gateway needs, and the extra that installs them.
+_NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "ews": (("exchangelib",), "ews"),
+    "graph": (("requests", "msal"), "graph"),
+}
+
+
+def _require_client_libraries(kind: str, settings: GatewaySettings, table: Table) -> None:
+    """Refuse at load time a gateway whose client library is not installed.
+
+    Found out at send time, it would strand requests already logged as prepared.
+    """
+    import importlib.util
+
+    modules, extra = _NEEDS.get(kind, ((), ""))
+    if kind == "smtp" and getattr(settings, "auth", "") == "xoauth2":
+        modules, extra = ("msal",), "smtp-oauth"
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise table.error(
+            "type" if kind != "smtp" else "auth",
+            f"the {kind} gateway needs {', '.join(missing)} (not installed); "
+            f"run: pip install 'mash-requests[{extra}]'",
+        )
 
 
 __all__ = [
