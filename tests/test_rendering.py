@@ -123,3 +123,19 @@ def test_any_child_name_renders_and_never_reaches_the_subject(
     """Whatever the name, rendering succeeds and the subject does not depend on it."""
     rendered = render(renderer, case(name=name.strip()))
     assert rendered.subject == render(renderer, case(name="Someone Else")).subject
+
+
+def test_runtime_error_in_a_template_is_a_template_error(tmp_path: Path) -> None:
+    """A template that divides by zero gives a TemplateError naming it and the line."""
+    (tmp_path / "police.txt.j2").write_text("line one\n{{ rag_hours / 0 }}\n")
+    renderer = Renderer(marking="OFFICIAL", mash_name="M", override_dir=tmp_path)
+    with pytest.raises(TemplateError, match=r"police.txt.j2: ZeroDivisionError at line 2"):
+        render(renderer)
+
+
+def test_template_that_is_not_utf8_is_a_template_error(tmp_path: Path) -> None:
+    """A template saved in another encoding gives a clear TemplateError."""
+    (tmp_path / "police.txt.j2").write_bytes("caf\u00e9 {{ request_ref }}".encode("latin-1"))
+    renderer = Renderer(marking="OFFICIAL", mash_name="M", override_dir=tmp_path)
+    with pytest.raises(TemplateError, match="not UTF-8"):
+        render(renderer)

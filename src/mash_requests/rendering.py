@@ -57,6 +57,17 @@ def format_due(due: datetime) -> str:
     return f"{due:%A} {due.day} {due:%B %Y at %H:%M} ({due.tzname()})"
 
 
+def _template_line(exc: BaseException, filename: str) -> str:
+    """`` at line N`` of the template where ``exc`` was raised, if the traceback shows it."""
+    import traceback
+
+    line = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename.endswith(filename):
+            line = f" at line {frame.lineno}"
+    return line
+
+
 class Renderer:
     """Compiles templates once and renders requests; safe to reuse across a batch."""
 
@@ -117,6 +128,12 @@ class Renderer:
                 f"template {exc.filename or filename}: syntax error at line {exc.lineno}: "
                 f"{exc.message}"
             ) from None
+        except UnicodeDecodeError:
+            raise TemplateError(
+                f"template {filename}: is not UTF-8 text; save it as UTF-8"
+            ) from None
+        except OSError as exc:
+            raise TemplateError(f"template {filename}: cannot be read ({exc.strerror})") from None
 
     def _render(self, filename: str, context: dict[str, Any]) -> str:
         from jinja2 import TemplateError as JinjaTemplateError
@@ -135,6 +152,13 @@ class Renderer:
             raise TemplateError(f"template {filename}: not allowed in the sandbox: {exc}") from None
         except JinjaTemplateError as exc:
             raise TemplateError(f"template {filename}: {exc.message}") from None
+        except Exception as exc:
+            # Any error a template can cause (1/0, int('x'), …). Only its type and line are
+            # shown: its text may quote case data.
+            raise TemplateError(
+                f"template {filename}: {type(exc).__name__}{_template_line(exc, filename)}; "
+                "fix the template"
+            ) from None
 
     def render(
         self,
