@@ -98,6 +98,7 @@ def test_dry_run_sends_nothing(workspace: Workspace) -> None:
         (lambda d: d["child"].update(date_of_birth="2015-02-31"), "field child.date_of_birth"),
         (lambda d: d.update(partners="police"), "field partners: expected a list"),
         (lambda d: d["worker"].update(email="not-an-address"), "field worker.email"),
+        (lambda d: d["consent"].update(givenby="Mother"), "field consent.givenby: unknown"),
     ],
 )
 def test_bad_case_file_is_refused_and_logged(workspace: Workspace, mutate, expected) -> None:  # type: ignore[no-untyped-def]
@@ -243,3 +244,14 @@ def test_control_characters_in_a_bad_field_do_not_break_the_log(workspace: Works
     assert code == 2
     assert "field child.date_of_birth" in err
     assert [e.reason for e in workspace.events()] == ["invalid_case"]
+
+
+def test_bad_date_of_birth_is_not_repeated_in_the_error_or_log(workspace: Workspace) -> None:
+    """A mistyped date of birth is refused without echoing it to the terminal or the log."""
+    data = workspace.example_case()
+    data["child"]["date_of_birth"] = "23/11/2012"
+    code, _, err = run(workspace, "--case", str(workspace.write_case(data)))
+    assert code == 2
+    assert "child.date_of_birth" in err
+    assert "23/11/2012" not in err
+    assert b"23/11/2012" not in workspace.log_path.read_bytes()

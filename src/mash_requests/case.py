@@ -16,9 +16,9 @@ A case file looks like this (the README's "Case file reference" documents every 
       "referral_form": "../forms/MASH-2026-0412.pdf"
     }
 
-Validation errors name the file and the field, never the child's details:
-``case file cases/C-1.json: field child.date_of_birth: expected YYYY-MM-DD, got '31/02/2015'``.
-The date string is shown because it is what the person typed wrong; names and concerns are not.
+Validation errors name the file and the field, never the child's details (refusals are
+logged, and the log must not hold them):
+``case file cases/C-1.json: field child.date_of_birth: expected a real date as YYYY-MM-DD``.
 """
 
 from __future__ import annotations
@@ -183,7 +183,9 @@ class _Reader:
                 raise ValueError
             return date.fromisoformat(value)
         except ValueError:
-            raise self.error(key, f"expected YYYY-MM-DD, got {value!r}") from None
+            # The child's details never reach a message (or the log, where refusals go).
+            shown = "" if self.prefix.startswith("child.") else f", got {value!r}"
+            raise self.error(key, f"expected a real date as YYYY-MM-DD{shown}") from None
 
     def obj(self, key: str) -> _Reader:
         value = self.raw(key)
@@ -200,7 +202,7 @@ def parse_case(data: Any, *, source: str, base_dir: Path | None = None) -> Case:
     child_reader = reader.obj("child")
     dob = child_reader.date("date_of_birth")
     if dob > date.today():
-        raise child_reader.error("date_of_birth", f"is in the future ({dob.isoformat()})")
+        raise child_reader.error("date_of_birth", "is in the future")
     consent_reader = reader.obj("consent")
     status = ConsentStatus(consent_reader.choice("status", ConsentStatus))
     reason = consent_reader.text("reason", required=status is not ConsentStatus.GIVEN)
@@ -225,6 +227,14 @@ def parse_case(data: Any, *, source: str, base_dir: Path | None = None) -> Case:
     unknown = sorted(set(data) - known)
     if unknown:
         raise reader.error(unknown[0], "unknown field; check the spelling against the README")
+    for sub_reader, fields in (
+        (child_reader, {"name", "date_of_birth", "address"}),
+        (consent_reader, {"status", "reason", "given_by"}),
+        (worker_reader, {"name", "role", "email"}),
+    ):
+        extra = sorted(set(sub_reader.data) - fields)
+        if extra:
+            raise sub_reader.error(extra[0], "unknown field; check the spelling against the README")
 
     return Case(
         case_ref=reader.reference("case_ref"),
