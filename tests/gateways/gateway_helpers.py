@@ -14,6 +14,8 @@ from mash_requests.gateways.base import Attachment, OutgoingMessage
 
 SENDER = "mash@council.example"
 RECIPIENT = "dsl@school.example"
+#: The requesting worker's secure address, where partners' replies should go.
+REPLY_TO = "sam.worker@council.example"
 
 #: A small but real-looking PDF: what matters to gateways is that its bytes arrive unchanged.
 SMALL_PDF = (
@@ -23,7 +25,7 @@ SMALL_PDF = (
 
 
 def build_message(
-    form: bytes = SMALL_PDF, *, request_ref: str = "RFI-2026-0001"
+    form: bytes = SMALL_PDF, *, request_ref: str = "RFI-2026-0001", reply_to: str | None = None
 ) -> OutgoingMessage:
     """An OutgoingMessage as the lead's message builder would make it (text + HTML + PDF)."""
     message_id = make_msgid(idstring=request_ref, domain="council.example")
@@ -36,6 +38,8 @@ def build_message(
     mime["Subject"] = subject
     mime["Message-ID"] = message_id
     mime["X-MASH-Request-Ref"] = request_ref
+    if reply_to:
+        mime["Reply-To"] = reply_to
     mime.set_content(text)
     mime.add_alternative(html, subtype="html")
     mime.add_attachment(form, maintype="application", subtype="pdf", filename="referral-form.pdf")
@@ -50,6 +54,7 @@ def build_message(
         html_body=html,
         attachment=Attachment("referral-form.pdf", "application/pdf", form),
         extra_headers=(("X-MASH-Request-Ref", request_ref),),
+        reply_to=reply_to,
     )
 
 

@@ -14,7 +14,7 @@ import pytest
 import requests
 import responses
 from defusedxml.ElementTree import fromstring
-from gateway_helpers import reference_file
+from gateway_helpers import REPLY_TO, build_message, reference_file
 from urllib3.exceptions import NewConnectionError
 
 from mash_requests._tables import Table
@@ -211,6 +211,28 @@ def test_send_is_one_send_and_save_with_the_exact_form_bytes(
     assert header.findtext("t:Value", namespaces=NS) == "RFI-2026-0001"
     body = root.find(".//t:Message/t:Body", NS)
     assert body is not None and body.get("BodyType") == "HTML" and body.text == message.html_body
+
+
+def test_create_item_carries_reply_to(exchange: FakeExchange, gateway: EwsGateway) -> None:
+    """A message with a Reply-To address is created with that address as its ReplyTo."""
+    gateway.send(build_message(reply_to=REPLY_TO))
+    [create] = exchange.ops("CreateItem")
+    addresses = [
+        element.text
+        for element in fromstring(create).findall(
+            ".//t:Message/t:ReplyTo/t:Mailbox/t:EmailAddress", NS
+        )
+    ]
+    assert addresses == [REPLY_TO]
+
+
+def test_create_item_without_reply_to_has_no_reply_to(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """A message without a Reply-To address is created with no ReplyTo element."""
+    gateway.send(message)
+    [create] = exchange.ops("CreateItem")
+    assert fromstring(create).find(".//t:Message/t:ReplyTo", NS) is None
 
 
 def test_requests_follow_the_recorded_exchangelib_sequence(

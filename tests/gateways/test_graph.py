@@ -13,7 +13,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 import responses
-from gateway_helpers import RecordedResponse, big_form, recorded_response, reference_file
+from gateway_helpers import (
+    REPLY_TO,
+    RecordedResponse,
+    big_form,
+    build_message,
+    recorded_response,
+    reference_file,
+)
 
 from mash_requests._tables import Table
 from mash_requests.errors import (
@@ -147,6 +154,24 @@ def test_send_creates_a_draft_with_our_message_id_attaches_and_sends(
     assert body["toRecipients"] == [{"emailAddress": {"address": "dsl@school.example"}}]
     assert draft.headers["Authorization"] == "Bearer graph-token"
     assert len(calls(rsps, "POST", f"{DRAFT}/send")) == 1
+
+
+def test_draft_carries_reply_to(rsps: responses.RequestsMock, gateway: GraphGateway) -> None:
+    """A message with a Reply-To address creates a draft whose replyTo is that address."""
+    happy_path(rsps)
+    gateway.send(build_message(reply_to=REPLY_TO))
+    [draft] = calls(rsps, "POST", f"{USER}/messages")
+    assert json.loads(draft.body or b"")["replyTo"] == [{"emailAddress": {"address": REPLY_TO}}]
+
+
+def test_draft_without_reply_to_has_no_reply_to_property(
+    rsps: responses.RequestsMock, gateway: GraphGateway, message: OutgoingMessage
+) -> None:
+    """A message without a Reply-To address creates a draft with no replyTo property."""
+    happy_path(rsps)
+    gateway.send(message)
+    [draft] = calls(rsps, "POST", f"{USER}/messages")
+    assert "replyTo" not in json.loads(draft.body or b"")
 
 
 def test_small_form_bytes_reach_the_attachment_request(

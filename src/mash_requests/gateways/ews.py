@@ -1,8 +1,9 @@
 """Exchange Web Services (exchangelib): on-premises Exchange, and Exchange Online until 2027.
 
 A send is one ``CreateItem`` with ``SendAndSaveCopy``: the message, our own Message-ID
-(``InternetMessageId``), the ``X-MASH-Request-Ref`` header (an InternetHeaders extended
-property) and the form as a ``FileAttachment`` whose ``Content`` is the form's exact bytes.
+(``InternetMessageId``), ``ReplyTo`` (where partners' replies go), the ``X-MASH-Request-Ref``
+header (an InternetHeaders extended property) and the form as a ``FileAttachment`` whose
+``Content`` is the form's exact bytes.
 A copy goes to Sent Items, where :meth:`EwsGateway.find_sent` looks the Message-ID up.
 
 exchangelib runs with its FailFast policy: it must never re-POST by itself, because a
@@ -450,6 +451,7 @@ class EwsGateway:
             body=HTMLBody(message.html_body),
             to_recipients=[Mailbox(email_address=address) for address in message.recipients],
             message_id=message.message_id,
+            reply_to=[Mailbox(email_address=message.reply_to)] if message.reply_to else None,
             **headers,
         )
         form = message.attachment

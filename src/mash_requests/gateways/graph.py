@@ -1,8 +1,9 @@
 """Microsoft Graph (Exchange Online): draft, attach, send; Sent Items lookup by Message-ID.
 
 The flow: POST a draft carrying our own ``internetMessageId`` (so the message can be found
-later) and the ``X-MASH-Request-Ref`` header; attach the form (inline below 3 MB, through
-an upload session up to 150 MB); POST ``/send`` (``202 Accepted``).
+later), the ``X-MASH-Request-Ref`` header and ``replyTo`` (where partners' replies go);
+attach the form (inline below 3 MB, through an upload session up to 150 MB); POST ``/send``
+(``202 Accepted``).
 
 How failures are classed:
 
@@ -459,8 +460,8 @@ def _json(response: Response, step: str) -> dict[str, Any]:
 
 
 def _draft(message: OutgoingMessage) -> dict[str, Any]:
-    """The draft message resource: our Message-ID and X- headers, HTML body."""
-    return {
+    """The draft message resource: our Message-ID and X- headers, HTML body, Reply-To."""
+    draft: dict[str, Any] = {
         "subject": message.subject,
         "body": {"contentType": "HTML", "content": message.html_body},
         "toRecipients": [{"emailAddress": {"address": r}} for r in message.recipients],
@@ -471,3 +472,7 @@ def _draft(message: OutgoingMessage) -> dict[str, Any]:
             if name.lower().startswith("x-")
         ],
     }
+    if message.reply_to:
+        # internetMessageHeaders takes X- headers only; Reply-To is a property of its own.
+        draft["replyTo"] = [{"emailAddress": {"address": message.reply_to}}]
+    return draft
