@@ -8,14 +8,17 @@ gateway error. What it does with each kind of failure:
   with jitter, and is never shorter than the server's own hint (``Retry-After``, EWS
   ``BackOffMilliseconds``);
 - permanent (refused): stop at once, ``failed``;
-- ambiguous (may have been accepted): a gateway that can look in Sent Items is asked, after
-  the wait, whether the message is there. Found: ``sent``. Not there: the message is sent
-  again. The lookup failing: ``unconfirmed``. A gateway that cannot look (SMTP) ends
+- ambiguous (may have been accepted): a gateway that can look in Sent Items is asked
+  whether the message is there, twice: after a wait of at least ``lookup_delay`` and again
+  ``lookup_delay`` later. Found: ``sent``. Not there either time: the message is sent again.
+  The lookup failing: ``unconfirmed``. A gateway that cannot look (SMTP) ends
   ``unconfirmed`` at once: a person checks before anything is resent.
 
-The look-up happens after the wait rather than at once because a mail system files a
-message in Sent Items some moments after accepting it; looking too early would find
-nothing and send a duplicate.
+The lookups wait because a mail system files a message in Sent Items some time after
+accepting it (Exchange can take well over the few seconds of a backoff); looking too early
+finds nothing and sends a duplicate. So a resend happens only when both lookups fit in
+``max_seconds`` and another attempt is allowed; otherwise the message is looked up as often
+as the time left allows and, not found, ends ``unconfirmed``, never resent blindly.
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ class RetryPolicy:
     effort: a wait that would end past it is not started. Waits grow from ``initial_wait``
     (doubling, plus up to ``jitter`` seconds at random) up to ``max_wait``; a server's
     own hint is honoured even when longer than ``max_wait``.
+
+    ``lookup_delay`` is how long Sent Items is given to show a message whose answer was
+    lost: the first lookup waits at least that long, the second that long again. With
+    ``max_seconds`` below twice ``lookup_delay`` such a message is never resent: it ends
+    unconfirmed unless a lookup finds it.
     """
 
     max_attempts: int = 5
@@ -55,6 +63,7 @@ class RetryPolicy:
     initial_wait: float = 1
     max_wait: float = 60
     jitter: float = 1
+    lookup_delay: float = 30
 
     @classmethod
     def from_table(cls, table: Table) -> RetryPolicy:
@@ -66,6 +75,7 @@ class RetryPolicy:
             initial_wait=table.number("initial_wait", default.initial_wait, minimum=0),
             max_wait=table.number("max_wait", default.max_wait, minimum=0),
             jitter=table.number("jitter", default.jitter, minimum=0),
+            lookup_delay=table.number("lookup_delay", default.lookup_delay, minimum=0),
         )
         if policy.max_wait < policy.initial_wait:
             raise table.error(
@@ -159,19 +169,35 @@ def send_with_retry(
     attempts = 0
     reported = 0  # the last attempt number passed to on_failure
     found_after_ambiguous = False
-    # Set when the previous attempt was ambiguous: look in Sent Items before sending again.
-    look_first = False
+    # The previous attempt's ambiguous failure: look in Sent Items before sending again.
+    unresolved: AmbiguousGatewayError | None = None
+
+    def time_left() -> float:
+        return policy.max_seconds - (clock() - started)
+
+    def pause(seconds: float) -> None:
+        if seconds > 0:
+            sleep(seconds)
 
     def wait(state: RetryCallState) -> float:
         seconds = backoff(state)
         error = _error_of(state)
         if error is not None and error.retry_after is not None:
             seconds = max(seconds, error.retry_after)
+        if isinstance(error, AmbiguousGatewayError):
+            # Only a gateway that can look gets here: give Sent Items time to show it.
+            seconds = max(seconds, policy.lookup_delay)
         return seconds
 
+    def until_next_attempt(state: RetryCallState) -> float:
+        # After an ambiguous failure the second lookup's wait comes before the resend too.
+        extra = policy.lookup_delay if isinstance(_error_of(state), AmbiguousGatewayError) else 0
+        return state.upcoming_sleep + extra
+
     def stop(state: RetryCallState) -> bool:
-        # Do not begin a wait that would end after the deadline.
-        out_of_time = clock() - started + state.upcoming_sleep > policy.max_seconds
+        # Do not begin a wait that would end after the deadline, nor a resend after an
+        # ambiguous failure that would come before both lookups.
+        out_of_time = until_next_attempt(state) > time_left()
         return state.attempt_number >= policy.max_attempts or out_of_time
 
     def report(error: GatewayError, wait_seconds: float | None) -> None:
@@ -192,16 +218,33 @@ def send_with_retry(
     def report_retry(state: RetryCallState) -> None:
         error = _error_of(state)
         assert error is not None
-        report(error, state.upcoming_sleep)
+        report(error, until_next_attempt(state))
+
+    def look_before_resending(
+        error: AmbiguousGatewayError, lookup: SentItemsLookup
+    ) -> Receipt | None:
+        """Look twice (the wait before the first is over); None: not there, safe to resend."""
+        found = _find_sent(lookup, message)
+        if found is None:
+            if policy.lookup_delay > time_left():
+                raise _Unconfirmed(
+                    error,
+                    f"{gateway.name} may have accepted the message, it is not (yet) in Sent "
+                    "Items and no time is left to look again; check the sent mail before "
+                    "resending",
+                )
+            pause(policy.lookup_delay)
+            found = _find_sent(lookup, message)
+        return found
 
     def attempt() -> Receipt:
-        nonlocal attempts, look_first, found_after_ambiguous
-        if look_first and lookup is not None:
-            found = _find_sent(lookup, message)
+        nonlocal attempts, unresolved, found_after_ambiguous
+        if unresolved is not None and lookup is not None:
+            error, unresolved = unresolved, None
+            found = look_before_resending(error, lookup)
             if found is not None:
                 found_after_ambiguous = True
                 return found
-        look_first = False
         attempts += 1
         try:
             return gateway.send(message)
@@ -212,8 +255,20 @@ def send_with_retry(
                     f"{gateway.name} may have accepted the message but cannot say whether "
                     "it did; check the sent mail before resending",
                 ) from exc
-            look_first = True
+            unresolved = exc
             raise
+
+    def last_looks(lookup: SentItemsLookup) -> Receipt | None:
+        """Look up to twice, lookup_delay apart, as the time left allows; no resend follows."""
+        for look in range(2):
+            if policy.lookup_delay <= time_left():
+                pause(policy.lookup_delay)
+            elif look > 0:
+                break  # the first look happens even without time to wait for it
+            found = _find_sent(lookup, message)
+            if found is not None:
+                return found
+        return None
 
     retrying = Retrying(
         stop=stop,
@@ -242,16 +297,17 @@ def send_with_retry(
         assert isinstance(last, GatewayError)
         report(last, None)
         if isinstance(last, AmbiguousGatewayError) and lookup is not None:
-            # The last attempt may have been accepted: one more look before giving up.
+            # The last attempt may have been accepted: look before giving up.
             try:
-                found = _find_sent(lookup, message)
+                found = last_looks(lookup)
             except _Unconfirmed as unconfirmed:
                 return _unconfirmed(unconfirmed, attempts)
             if found is not None:
                 return _sent(found, attempts, after_ambiguous=True)
             reason = (
                 f"{gateway.name} may have accepted the message, it is not (yet) in Sent "
-                "Items and no attempts are left; check the sent mail before resending"
+                "Items and no attempts or time are left to resend it; check the sent mail "
+                "before resending"
             )
             return _unconfirmed(_Unconfirmed(last, reason), attempts)
         return SendResult(

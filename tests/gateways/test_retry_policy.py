@@ -47,23 +47,6 @@ class ScriptedGateway:
         pass
 
 
-class LookupGateway(ScriptedGateway):
-    """A scripted gateway that can also look in Sent Items."""
-
-    def __init__(
-        self, failures: Iterable[GatewayError], *, in_sent_items: bool | Exception
-    ) -> None:
-        super().__init__(failures)
-        self.in_sent_items = in_sent_items
-        self.lookups = 0
-
-    def find_sent(self, message_id: str) -> Receipt | None:
-        self.lookups += 1
-        if isinstance(self.in_sent_items, Exception):
-            raise self.in_sent_items
-        return Receipt(self.name, message_id, gateway_id="found") if self.in_sent_items else None
-
-
 class FakeTime:
     def __init__(self) -> None:
         self.now = 0.0
@@ -77,8 +60,46 @@ class FakeTime:
         return self.now
 
 
-def run(gateway: ScriptedGateway, message: OutgoingMessage, policy: RetryPolicy = NO_JITTER):
-    time = FakeTime()
+class LookupGateway(ScriptedGateway):
+    """A scripted gateway that can also look in Sent Items.
+
+    ``in_sent_items`` answers every lookup, or one per lookup from a list (the last repeats);
+    each lookup takes ``lookup_seconds`` of ``time``.
+    """
+
+    def __init__(
+        self,
+        failures: Iterable[GatewayError],
+        *,
+        in_sent_items: bool | Exception | list[bool],
+        time: FakeTime | None = None,
+        lookup_seconds: float = 0,
+    ) -> None:
+        super().__init__(failures)
+        self.in_sent_items = in_sent_items
+        self.time = time
+        self.lookup_seconds = lookup_seconds
+        self.lookups = 0
+
+    def find_sent(self, message_id: str) -> Receipt | None:
+        self.lookups += 1
+        if self.time is not None:
+            self.time.now += self.lookup_seconds
+        answer = self.in_sent_items
+        if isinstance(answer, list):
+            answer = answer[min(self.lookups, len(answer)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return Receipt(self.name, message_id, gateway_id="found") if answer else None
+
+
+def run(
+    gateway: ScriptedGateway,
+    message: OutgoingMessage,
+    policy: RetryPolicy = NO_JITTER,
+    time: FakeTime | None = None,
+):
+    time = time or FakeTime()
     failures: list[AttemptFailure] = []
     result = send_with_retry(
         gateway, message, policy, on_failure=failures.append, sleep=time.sleep, clock=time.clock
@@ -193,14 +214,95 @@ def test_ambiguous_then_found_in_sent_items_is_sent_without_resending(
     assert [f.error_class for f in failures] == ["ambiguous"]
 
 
-def test_ambiguous_then_not_found_is_sent_again_once(message: OutgoingMessage) -> None:
-    """An ambiguous failure whose message is not in Sent Items is sent again, once."""
+def test_ambiguous_then_not_found_twice_is_sent_again_once(message: OutgoingMessage) -> None:
+    """An ambiguous failure whose message is in Sent Items at neither lookup is sent again once."""
     gateway = LookupGateway([AmbiguousGatewayError("504")], in_sent_items=False)
     result, _, time = run(gateway, message)
     assert result.status is SendStatus.SENT
     assert gateway.calls == 2 and gateway.sent == [message.message_id]
-    assert result.attempts == 2
+    assert result.attempts == 2 and gateway.lookups == 2
+    assert time.sleeps == [30, 30]
+
+
+def test_first_lookup_waits_lookup_delay_not_the_shorter_backoff(
+    message: OutgoingMessage,
+) -> None:
+    """After an ambiguous failure the first lookup waits lookup_delay, not the 1 s backoff."""
+    gateway = LookupGateway([AmbiguousGatewayError("504")], in_sent_items=True)
+    _, _, time = run(gateway, message)
+    assert time.sleeps == [30]
+
+
+def test_server_hint_longer_than_lookup_delay_is_waited_before_the_lookup(
+    message: OutgoingMessage,
+) -> None:
+    """A Retry-After of 45 s on an ambiguous failure is waited in full before the lookup."""
+    gateway = LookupGateway([AmbiguousGatewayError("504", retry_after=45)], in_sent_items=True)
+    _, _, time = run(gateway, message)
+    assert time.sleeps == [45]
+
+
+def test_message_found_at_the_second_lookup_is_not_resent(message: OutgoingMessage) -> None:
+    """A message filed in Sent Items only after the first lookup is found by the second."""
+    gateway = LookupGateway([AmbiguousGatewayError("504")], in_sent_items=[False, True])
+    result, _, time = run(gateway, message)
+    assert result.status is SendStatus.SENT and "Sent Items" in result.reason
+    assert gateway.calls == 1 and gateway.lookups == 2
+    assert time.sleeps == [30, 30]
+
+
+def test_ambiguous_failure_report_counts_both_lookup_waits(message: OutgoingMessage) -> None:
+    """The ambiguous attempt's reported wait is the wait until a resend: both lookup delays."""
+    gateway = LookupGateway(
+        [AmbiguousGatewayError("504", server_message="504")], in_sent_items=False
+    )
+    _, failures, _ = run(gateway, message)
+    assert failures == [AttemptFailure(1, "ambiguous", "504", 60)]
+
+
+def test_lookup_delay_zero_looks_after_the_backoff_only(message: OutgoingMessage) -> None:
+    """With lookup_delay 0 the lookups wait only the backoff, and the resend follows at once."""
+    policy = RetryPolicy(max_attempts=5, initial_wait=1, max_wait=60, jitter=0, lookup_delay=0)
+    gateway = LookupGateway([AmbiguousGatewayError("504")], in_sent_items=False)
+    result, _, time = run(gateway, message, policy)
+    assert result.status is SendStatus.SENT and gateway.lookups == 2
     assert time.sleeps == [1]
+
+
+def test_no_time_to_look_twice_ends_unconfirmed_without_resending(
+    message: OutgoingMessage,
+) -> None:
+    """With max_seconds too short for two lookups, a message not found is unconfirmed."""
+    policy = RetryPolicy(max_attempts=5, max_seconds=50, jitter=0, lookup_delay=30)
+    gateway = LookupGateway([AmbiguousGatewayError("504")], in_sent_items=False)
+    result, failures, time = run(gateway, message, policy)
+    assert result.status is SendStatus.UNCONFIRMED and result.error_class == "ambiguous"
+    assert gateway.calls == 1 and gateway.lookups == 1
+    assert time.sleeps == [30]
+    assert failures[-1].wait_seconds is None
+
+
+def test_slow_first_lookup_leaving_no_time_ends_unconfirmed(message: OutgoingMessage) -> None:
+    """A first lookup that uses up the time for the second ends unconfirmed, not resent."""
+    policy = RetryPolicy(max_attempts=5, max_seconds=100, jitter=0, lookup_delay=30)
+    time = FakeTime()
+    gateway = LookupGateway(
+        [AmbiguousGatewayError("504")], in_sent_items=False, time=time, lookup_seconds=50
+    )
+    result, _, _ = run(gateway, message, policy, time)
+    assert result.status is SendStatus.UNCONFIRMED and "no time is left" in result.reason
+    assert gateway.calls == 1 and gateway.lookups == 1
+
+
+def test_ambiguous_last_attempt_is_looked_up_twice_before_unconfirmed(
+    message: OutgoingMessage,
+) -> None:
+    """An ambiguous last attempt is looked up twice, lookup_delay apart, then unconfirmed."""
+    policy = RetryPolicy(max_attempts=1, jitter=0, lookup_delay=30)
+    gateway = LookupGateway([AmbiguousGatewayError("504")], in_sent_items=False)
+    result, _, time = run(gateway, message, policy)
+    assert result.status is SendStatus.UNCONFIRMED
+    assert gateway.lookups == 2 and time.sleeps == [30, 30]
 
 
 def test_lookup_failure_after_ambiguous_is_unconfirmed(message: OutgoingMessage) -> None:
@@ -231,11 +333,18 @@ def test_ambiguous_on_last_attempt_is_looked_up_before_giving_up(
 def test_policy_from_table_reads_every_key(tmp_path: Path) -> None:
     """[retry] keys become the policy's fields."""
     table = Table(
-        {"max_attempts": 3, "max_seconds": 120, "initial_wait": 0.5, "max_wait": 30, "jitter": 0},
+        {
+            "max_attempts": 3,
+            "max_seconds": 120,
+            "initial_wait": 0.5,
+            "max_wait": 30,
+            "jitter": 0,
+            "lookup_delay": 45,
+        },
         where="config t.toml: [retry]",
         base_dir=tmp_path,
     )
-    assert RetryPolicy.from_table(table) == RetryPolicy(3, 120, 0.5, 30, 0)
+    assert RetryPolicy.from_table(table) == RetryPolicy(3, 120, 0.5, 30, 0, 45)
 
 
 def test_policy_from_empty_table_is_the_default(tmp_path: Path) -> None:
@@ -249,6 +358,7 @@ def test_policy_from_empty_table_is_the_default(tmp_path: Path) -> None:
         ({"max_attempts": 0}, "max_attempts"),
         ({"max_wait": 0.1}, "max_wait"),
         ({"tries": 3}, "tries"),
+        ({"lookup_delay": -1}, "lookup_delay"),
     ],
 )
 def test_policy_from_table_refuses_bad_values(
