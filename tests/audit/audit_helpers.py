@@ -219,3 +219,56 @@ def append_worker(backend: str, location: str, worker: int, count: int) -> None:
             )
     finally:
         store.close()
+
+
+def location_of(backend: str, store: EventStore) -> str:
+    """Where a test's store is, for :func:`open_store_at` (a file path or a DSN)."""
+    if backend == "sqlite":
+        return str(store.path)  # type: ignore[attr-defined]
+    return str(store._dsn)  # type: ignore[attr-defined]
+
+
+#: How long a claiming precondition dawdles after finding the key free: long enough that,
+#: without the store's write lock, the other process would find it free too.
+CLAIM_DAWDLE_SECONDS = 0.05
+
+
+def claim_worker(
+    backend: str,
+    location: str,
+    worker: int,
+    rounds: int,
+    barrier: Any,
+    results: Any,
+) -> None:
+    """Child process: in each round, race the other workers to claim the key ``race-<round>``.
+
+    A claim is ``append(prepared, precondition=<no event for the key yet>)``; the worker puts
+    ``(round, worker, won)`` on ``results``.
+    """
+    import time
+
+    from mash_requests.errors import DuplicateRequestError
+
+    store = open_store_at(backend, location)
+    try:
+        for round_ in range(rounds):
+            key = f"race-{round_}"
+
+            def key_is_free(key: str = key) -> None:
+                if store.last_event_for_key(key) is not None:
+                    raise DuplicateRequestError(f"request {key} was already claimed")
+                time.sleep(CLAIM_DAWDLE_SECONDS)
+
+            barrier.wait(timeout=60)
+            try:
+                store.append(
+                    prepared(f"W{worker}", request_key=key, operator=f"p{worker}"),
+                    precondition=key_is_free,
+                )
+            except DuplicateRequestError:
+                results.put((round_, worker, False))
+            else:
+                results.put((round_, worker, True))
+    finally:
+        store.close()

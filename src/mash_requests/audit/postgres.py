@@ -5,7 +5,9 @@ Same contract and same records as the SQLite store, so a log can move between th
 
 - each append takes ``LOCK TABLE events IN EXCLUSIVE MODE`` inside its transaction (readers
   go on; writers queue) and reads the head after it, so every writer on every host extends
-  one linear chain; ``recorded_at`` is the server's clock, one clock for all of them;
+  one linear chain; ``recorded_at`` is the server's clock, one clock for all of them; a
+  caller's ``precondition`` runs once the lock is held, so a check and the append it guards
+  are one atomic step for every sender;
 - triggers refuse UPDATE, DELETE and TRUNCATE of events (grant the application role INSERT
   and SELECT only, so it cannot drop them either);
 - the schema is versioned in ``schema_migrations``; each migration is recorded in the same
@@ -19,7 +21,7 @@ a store is opened, never when this module is.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -129,6 +131,9 @@ class PostgresEventStore:
         self.location = _describe(dsn)
         self.chain = Chain(hmac_key)
         self._lock = threading.Lock()
+        # The thread inside append_many's locked section, if any: its precondition's reads run
+        # in the append's transaction without taking the lock again (no deadlock).
+        self._writer: int | None = None
         self._readers = ReaderPool(self._open_reader, _reset_reader, _close)
         self._conn = self._connect()
         try:
@@ -210,36 +215,65 @@ class PostgresEventStore:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def append(self, event: Event) -> StoredEvent:
-        """Durably append one event to the chain and return it as stored."""
-        return self.append_many([event])[0]
+    def append(
+        self, event: Event, *, precondition: Callable[[], None] | None = None
+    ) -> StoredEvent:
+        """Durably append one event to the chain and return it as stored (see append_many)."""
+        return self.append_many([event], precondition=precondition)[0]
 
-    def append_many(self, events: Sequence[Event]) -> list[StoredEvent]:
-        """Durably append several events in one transaction, in order."""
-        if not events:
+    def append_many(
+        self, events: Sequence[Event], *, precondition: Callable[[], None] | None = None
+    ) -> list[StoredEvent]:
+        """Durably append several events in one transaction, in order.
+
+        ``precondition`` runs after ``LOCK TABLE events IN EXCLUSIVE MODE`` (no other
+        process can append until this transaction ends) and before anything is written. It
+        may call this store's read methods, which then read inside this transaction and see
+        every committed event. If it raises, nothing is appended and its exception propagates
+        unchanged (it is the caller's, not a LogError). It must not append: that raises
+        RuntimeError.
+        """
+        if not events and precondition is None:
             return []
-        with self._lock, self._translate("append to"):
+        me = threading.get_ident()
+        if self._writer == me:
+            raise RuntimeError("a precondition of append_many must not append to the log")
+        errors = self._translate("append to")
+        with self._lock, errors:
             conn = self._live()
-            with conn.transaction():
-                conn.execute("SET LOCAL lock_timeout = '30s'")  # LOCK_TIMEOUT_SECONDS
-                conn.execute("SET LOCAL synchronous_commit = on")
-                conn.execute("LOCK TABLE events IN EXCLUSIVE MODE")
-                head = conn.execute(
-                    "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
-                ).fetchone()
-                seq, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
-                now = _server_now(conn)
-                stored: list[StoredEvent] = []
-                rows: list[tuple[Any, ...]] = []
-                for event in events:
-                    seq += 1
-                    record, hash_ = self.chain.seal(
-                        seq=seq, recorded_at=now, prev_hash=prev_hash, event=event
-                    )
-                    rows.append((seq, now, prev_hash, hash_, record, *indexed_values(event)))
-                    stored.append(StoredEvent(seq, now, event, prev_hash, hash_))
-                    prev_hash = hash_
-                conn.cursor().executemany(_INSERT.encode(), rows)
+            self._writer = me
+            try:
+                with conn.transaction():
+                    conn.execute("SET LOCAL lock_timeout = '30s'")  # LOCK_TIMEOUT_SECONDS
+                    conn.execute("SET LOCAL synchronous_commit = on")
+                    conn.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+                    if precondition is not None:
+                        try:
+                            precondition()
+                        except BaseException as exc:
+                            errors.passthrough = exc
+                            raise
+                    return self._insert(conn, events)
+            finally:
+                self._writer = None
+
+    def _insert(self, conn: psycopg.Connection[Any], events: Sequence[Event]) -> list[StoredEvent]:
+        """Chain and insert ``events`` after the head; the caller holds the table lock."""
+        head = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
+        now = _server_now(conn)
+        stored: list[StoredEvent] = []
+        rows: list[tuple[Any, ...]] = []
+        for event in events:
+            seq += 1
+            record, hash_ = self.chain.seal(
+                seq=seq, recorded_at=now, prev_hash=prev_hash, event=event
+            )
+            rows.append((seq, now, prev_hash, hash_, record, *indexed_values(event)))
+            stored.append(StoredEvent(seq, now, event, prev_hash, hash_))
+            prev_hash = hash_
+        if rows:
+            conn.cursor().executemany(_INSERT.encode(), rows)
         return stored
 
     # -- reading -----------------------------------------------------------------------------
@@ -264,34 +298,42 @@ class PostgresEventStore:
                 columns=tuple(row[5:]),
             )
 
+    def last_event_for_key(self, request_key: str) -> StoredEvent | None:
+        """The latest event of any kind for this request key (committed state)."""
+        row = self._fetch_one(
+            "SELECT seq, hash, record FROM events WHERE request_key = %s ORDER BY seq DESC LIMIT 1",
+            (request_key,),
+        )
+        return None if row is None else stored_event(*row)
+
     def last_outcome(self, request_key: str) -> StoredEvent | None:
         """The latest sent/failed/unconfirmed/reconciled event for this request key."""
-        with self._lock, self._translate("read"):
-            row = (
-                self._live()
-                .execute(
-                    "SELECT seq, hash, record FROM events WHERE request_key = %s"
-                    " AND kind = ANY(%s) ORDER BY seq DESC LIMIT 1",
-                    (request_key, list(OUTCOME_KINDS)),
-                )
-                .fetchone()
-            )
+        row = self._fetch_one(
+            "SELECT seq, hash, record FROM events WHERE request_key = %s"
+            " AND kind = ANY(%s) ORDER BY seq DESC LIMIT 1",
+            (request_key, list(OUTCOME_KINDS)),
+        )
         return None if row is None else stored_event(*row)
 
     def count_sent_since(self, sender: str, since: datetime) -> int:
         """How many ``sent`` events from this mailbox were recorded at or after ``since``."""
         format_time(since)  # refuses a naive datetime, as the SQLite store does
-        with self._lock, self._translate("read"):
-            row = (
-                self._live()
-                .execute(
-                    "SELECT count(*) FROM events WHERE sender = %s AND kind = 'sent'"
-                    " AND recorded_at >= %s",
-                    (sender, since),
-                )
-                .fetchone()
-            )
+        row = self._fetch_one(
+            "SELECT count(*) FROM events WHERE sender = %s AND kind = 'sent' AND recorded_at >= %s",
+            (sender, since),
+        )
         return int(row[0]) if row else 0
+
+    def _fetch_one(self, sql: str, params: Sequence[object]) -> tuple[Any, ...] | None:
+        # Literal SQL from this module only; psycopg's typing wants LiteralString.
+        query = sql.encode()
+        if self._writer == threading.get_ident():
+            # A precondition, inside the append's transaction (READ COMMITTED, table locked
+            # against writers): sees every committed event; the lock is already ours.
+            with self._translate("read"):
+                return self._conn.execute(query, params).fetchone()
+        with self._lock, self._translate("read"):
+            return self._live().execute(query, params).fetchone()
 
     def _stream(self, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:
         # Its own connection (from the pool) and a server-side cursor: memory stays bounded,
@@ -366,6 +408,8 @@ class _PostgresErrors:
     def __init__(self, location: str, action: str) -> None:
         self.location = location
         self.action = action
+        #: An exception that is the caller's own (a precondition's): never translated.
+        self.passthrough: BaseException | None = None
 
     def __enter__(self) -> None:
         return None
@@ -376,7 +420,9 @@ class _PostgresErrors:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is None or not type(exc).__module__.startswith("psycopg"):
+        if exc is None or exc is self.passthrough:
+            return
+        if not type(exc).__module__.startswith("psycopg"):
             return
         import psycopg
 

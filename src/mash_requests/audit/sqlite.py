@@ -5,20 +5,24 @@ Durability and order, whatever number of processes write:
 - WAL journal and ``synchronous = FULL``: a returned ``append`` has reached the disk.
 - Each append runs under ``BEGIN IMMEDIATE`` (the database's single write lock) and reads
   the chain's head *inside* that transaction, so concurrent writers queue up and the chain
-  stays one line. Writers wait up to :data:`BUSY_TIMEOUT_SECONDS` for the lock.
+  stays one line. Writers wait up to :data:`BUSY_TIMEOUT_SECONDS` for the lock. A caller's
+  ``precondition`` runs while that lock is held, so a check and the append it guards are one
+  atomic step for every process sharing the file.
 - Triggers make the database itself refuse ``UPDATE`` and ``DELETE`` of events. Someone with
   the file can still drop them; the hash chain (and checkpoints kept elsewhere) shows that.
 - The schema is versioned in ``schema_migrations``; each migration is recorded in the same
   transaction as the change.
 
-Streaming reads use their own connection, so a half-read result never holds up an append.
+Reads use their own connections (committed state only), so a half-read result never holds
+up an append and no reader sees another thread's unfinished append; the one exception is a
+read made by a ``precondition``, which runs inside the append's transaction.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -124,6 +128,9 @@ class SQLiteEventStore:
         self.location = str(self.path)
         self.chain = Chain(hmac_key)
         self._lock = threading.Lock()
+        # The thread inside append_many's locked section, if any: its precondition's reads go
+        # to the writing connection (no second lock, no deadlock) and it may not append again.
+        self._writer: int | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -226,40 +233,68 @@ class SQLiteEventStore:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def append(self, event: Event) -> StoredEvent:
-        """Durably append one event to the chain and return it as stored."""
-        return self.append_many([event])[0]
+    def append(
+        self, event: Event, *, precondition: Callable[[], None] | None = None
+    ) -> StoredEvent:
+        """Durably append one event to the chain and return it as stored (see append_many)."""
+        return self.append_many([event], precondition=precondition)[0]
 
-    def append_many(self, events: Sequence[Event]) -> list[StoredEvent]:
-        """Durably append several events in one transaction, in order."""
-        if not events:
+    def append_many(
+        self, events: Sequence[Event], *, precondition: Callable[[], None] | None = None
+    ) -> list[StoredEvent]:
+        """Durably append several events in one transaction, in order.
+
+        ``precondition`` runs after ``BEGIN IMMEDIATE`` (no other process or thread can
+        append until this transaction ends) and before anything is written. It may call this
+        store's read methods, which then see every committed event. If it raises, nothing is
+        appended and its exception propagates unchanged (it is the caller's, not a LogError).
+        It must not append: that raises RuntimeError.
+        """
+        if not events and precondition is None:
             return []
+        me = threading.get_ident()
+        if self._writer == me:
+            raise RuntimeError("a precondition of append_many must not append to the log")
         conn = self._conn
-        with self._lock, self._translate("append to"):
-            conn.execute("BEGIN IMMEDIATE")
+        errors = self._translate("append to")
+        with self._lock, errors:
+            self._writer = me
             try:
-                head = conn.execute(
-                    "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
-                ).fetchone()
-                seq, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
-                now = datetime.now(UTC)
-                stored: list[StoredEvent] = []
-                for event in events:
-                    seq += 1
-                    record, hash_ = self.chain.seal(
-                        seq=seq, recorded_at=now, prev_hash=prev_hash, event=event
-                    )
-                    conn.execute(
-                        _INSERT,
-                        (seq, format_time(now), prev_hash, hash_, record, *indexed_values(event)),
-                    )
-                    stored.append(StoredEvent(seq, now, event, prev_hash, hash_))
-                    prev_hash = hash_
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if precondition is not None:
+                        try:
+                            precondition()
+                        except BaseException as exc:
+                            errors.passthrough = exc
+                            raise
+                    stored = self._insert(conn, events)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            finally:
+                self._writer = None
+        return stored
+
+    def _insert(self, conn: sqlite3.Connection, events: Sequence[Event]) -> list[StoredEvent]:
+        """Chain and insert ``events`` after the head; the caller holds the write lock."""
+        head = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
+        now = datetime.now(UTC)
+        stored: list[StoredEvent] = []
+        for event in events:
+            seq += 1
+            record, hash_ = self.chain.seal(
+                seq=seq, recorded_at=now, prev_hash=prev_hash, event=event
+            )
+            conn.execute(
+                _INSERT,
+                (seq, format_time(now), prev_hash, hash_, record, *indexed_values(event)),
+            )
+            stored.append(StoredEvent(seq, now, event, prev_hash, hash_))
+            prev_hash = hash_
         return stored
 
     # -- reading -----------------------------------------------------------------------------
@@ -284,26 +319,48 @@ class SQLiteEventStore:
                 columns=tuple(row[5:]),
             )
 
+    def last_event_for_key(self, request_key: str) -> StoredEvent | None:
+        """The latest event of any kind for this request key (committed state)."""
+        row = self._fetch_one(
+            "SELECT seq, hash, record FROM events WHERE request_key = ? ORDER BY seq DESC LIMIT 1",
+            (request_key,),
+        )
+        return None if row is None else stored_event(*row)
+
     def last_outcome(self, request_key: str) -> StoredEvent | None:
         """The latest sent/failed/unconfirmed/reconciled event for this request key."""
         marks = ", ".join("?" * len(OUTCOME_KINDS))
-        with self._translate("read"):
-            row = self._conn.execute(
-                f"SELECT seq, hash, record FROM events WHERE request_key = ?"  # noqa: S608
-                f" AND kind IN ({marks}) ORDER BY seq DESC LIMIT 1",
-                (request_key, *OUTCOME_KINDS),
-            ).fetchone()
+        row = self._fetch_one(
+            f"SELECT seq, hash, record FROM events WHERE request_key = ?"  # noqa: S608
+            f" AND kind IN ({marks}) ORDER BY seq DESC LIMIT 1",
+            (request_key, *OUTCOME_KINDS),
+        )
         return None if row is None else stored_event(*row)
 
     def count_sent_since(self, sender: str, since: datetime) -> int:
         """How many ``sent`` events from this mailbox were recorded at or after ``since``."""
-        with self._translate("read"):
-            row = self._conn.execute(
-                "SELECT count(*) FROM events WHERE sender = ? AND kind = 'sent'"
-                " AND recorded_at >= ?",
-                (sender, format_time(since)),
-            ).fetchone()
+        row = self._fetch_one(
+            "SELECT count(*) FROM events WHERE sender = ? AND kind = 'sent' AND recorded_at >= ?",
+            (sender, format_time(since)),
+        )
+        assert row is not None
         return int(row[0])
+
+    def _fetch_one(self, sql: str, params: Sequence[object]) -> tuple[Any, ...] | None:
+        with self._translate("read"):
+            if self._writer == threading.get_ident():
+                # A precondition, inside the append's transaction: this thread holds the
+                # write lock, so the writing connection sees every committed event.
+                row: tuple[Any, ...] | None = self._conn.execute(sql, params).fetchone()
+                return row
+            # Everyone else reads on a connection of their own: the writing connection may be
+            # in the middle of another thread's append, whose rows are not committed yet.
+            conn = self._readers.take()
+            try:
+                row = conn.execute(sql, params).fetchone()
+            finally:
+                self._readers.give(conn)
+            return row
 
     def _stream(self, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:
         # A connection of its own (from the pool): an unfinished read must not hold a
@@ -361,6 +418,8 @@ class _SQLiteErrors:
     def __init__(self, path: Path, action: str) -> None:
         self.path = path
         self.action = action
+        #: An exception that is the caller's own (a precondition's): never translated.
+        self.passthrough: BaseException | None = None
 
     def __enter__(self) -> None:
         return None
@@ -371,7 +430,7 @@ class _SQLiteErrors:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if isinstance(exc, sqlite3.Error):
+        if isinstance(exc, sqlite3.Error) and exc is not self.passthrough:
             raise LogError(
                 f"dispatch log {self.path}: cannot {self.action} the log: {exc}; {_advice(exc)}"
             ) from exc
