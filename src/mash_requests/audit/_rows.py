@@ -73,16 +73,27 @@ class ChainSource(Protocol):
         ...
 
 
-def stored_event(seq: int, hash_: str, record: str) -> StoredEvent:
-    """A StoredEvent from a row: the record is the truth for everything it holds."""
-    document = decode_record(record)
-    return StoredEvent(
-        seq=seq,
-        recorded_at=parse_time(document["recorded_at"]),
-        event=event_from_fields(document["event"]),
-        prev_hash=document["prev_hash"],
-        hash=hash_,
-    )
+def stored_event(seq: int, hash_: str, record: str, *, location: str) -> StoredEvent:
+    """A StoredEvent from a row: the record is the truth for everything it holds.
+
+    A record that cannot be decoded (edited or damaged on disk) raises LogError naming the
+    event, so a reader gets a sentence and a next step instead of a traceback.
+    """
+    try:
+        document = decode_record(record)
+        return StoredEvent(
+            seq=seq,
+            recorded_at=parse_time(document["recorded_at"]),
+            event=event_from_fields(document["event"]),
+            prev_hash=document["prev_hash"],
+            hash=hash_,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        # Not the record's text: it may be anything, and would be damaged evidence anyway.
+        raise LogError(
+            f"dispatch log {location}: event {seq} is damaged (its stored record cannot be "
+            "read); run `mash-requests audit verify` to see what happened to it"
+        ) from exc
 
 
 def check_meta(location: str, chain: Chain, meta: dict[str, str]) -> None:

@@ -283,7 +283,7 @@ class PostgresEventStore:
         clause, params = _where(where or EventFilter())
         sql = f"SELECT seq, hash, record FROM events{clause} ORDER BY seq"  # noqa: S608
         for seq, hash_, record in self._stream(sql, params):
-            yield stored_event(seq, hash_, record)
+            yield stored_event(seq, hash_, record, location=self.location)
 
     def chain_rows(self, after_seq: int = 0) -> Iterator[ChainRow]:
         """Every stored row after ``after_seq``, in ``seq`` order, for the verifier."""
@@ -304,7 +304,7 @@ class PostgresEventStore:
             "SELECT seq, hash, record FROM events WHERE request_key = %s ORDER BY seq DESC LIMIT 1",
             (request_key,),
         )
-        return None if row is None else stored_event(*row)
+        return None if row is None else stored_event(*row, location=self.location)
 
     def last_outcome(self, request_key: str) -> StoredEvent | None:
         """The latest sent/failed/unconfirmed/reconciled event for this request key."""
@@ -313,7 +313,7 @@ class PostgresEventStore:
             " AND kind = ANY(%s) ORDER BY seq DESC LIMIT 1",
             (request_key, list(OUTCOME_KINDS)),
         )
-        return None if row is None else stored_event(*row)
+        return None if row is None else stored_event(*row, location=self.location)
 
     def count_sent_since(self, sender: str, since: datetime) -> int:
         """How many ``sent`` events from this mailbox were recorded at or after ``since``."""

@@ -1,0 +1,73 @@
+"""A record damaged on disk is reported as a LogError naming the event, never a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from audit_helpers import RawLog, canonical, prepared, sent
+from click.testing import CliRunner
+
+from mash_requests.audit import EventStore
+from mash_requests.cli import main
+from mash_requests.errors import LogError
+
+KEY = "key-C-1-police"
+
+#: What a damaged record may look like: not JSON, JSON but not a record, a record missing a
+#: field, and a record with an event kind no version wrote.
+DAMAGES: dict[str, Callable[[dict[str, object]], str]] = {
+    "not_json": lambda document: '{"v": 1, "seq": 2, "event": {',
+    "not_a_record": lambda document: "[1, 2, 3]",
+    "missing_time": lambda document: canonical(
+        {k: v for k, v in document.items() if k != "recorded_at"}
+    ),
+    "unknown_kind": lambda document: canonical(
+        {**document, "event": {**document["event"], "kind": "teleported"}}  # type: ignore[dict-item]
+    ),
+}
+
+DAMAGED_MESSAGE = (
+    r"event 2 is damaged \(its stored record cannot be read\); "
+    r"run `mash-requests audit verify`"
+)
+
+
+@pytest.fixture(params=sorted(DAMAGES))
+def damaged(request: pytest.FixtureRequest, store: EventStore, raw: RawLog) -> EventStore:
+    """``store`` with three events, the second (the key's ``sent``) damaged in one way."""
+    store.append_many([prepared(), sent(), prepared("C-2")])
+    raw.set_column(2, "record", DAMAGES[request.param](raw.record(2)))
+    return store
+
+
+def test_reading_events_names_the_damaged_event(damaged: EventStore) -> None:
+    """events() raises LogError naming the damaged seq and the verify command."""
+    with pytest.raises(LogError, match=DAMAGED_MESSAGE):
+        list(damaged.events())
+
+
+def test_last_outcome_names_the_damaged_event(damaged: EventStore) -> None:
+    """last_outcome raises LogError naming the damaged seq when that is the key's outcome."""
+    with pytest.raises(LogError, match=DAMAGED_MESSAGE):
+        damaged.last_outcome(KEY)
+
+
+def test_audit_query_on_damaged_record_is_an_error_line(
+    backend: str, damaged: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """audit query prints 'Error: … event 2 is damaged …' and exits 2, with no traceback."""
+    config = tmp_path / "c.toml"
+    if backend == "sqlite":
+        log = f'path = "{damaged.path}"'  # type: ignore[attr-defined]
+    else:
+        monkeypatch.setenv("MASH_TEST_LOG_DSN", damaged._dsn)  # type: ignore[attr-defined]
+        log = 'backend = "postgres"\ndsn_env = "MASH_TEST_LOG_DSN"'
+    config.write_text(f"[log]\n{log}\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["audit", "query", "--config", str(config)])
+    assert result.exit_code == 2
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Error: dispatch log ")
+    assert "event 2 is damaged" in line
