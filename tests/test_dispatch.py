@@ -106,14 +106,34 @@ def _crash_after_prepare(workspace: Workspace, gateway: object) -> None:
         dispatcher.gateway.send(prepared.message)  # the gateway took it; then the "crash"
 
 
-def test_interrupted_request_without_lookup_becomes_unconfirmed(workspace: Workspace) -> None:
-    """After a crash, a gateway that cannot look in Sent Items never resends: unconfirmed."""
+def later() -> datetime:
+    """A clock an hour ahead: the crashed run's lease on its requests has expired."""
+    return datetime.now(UTC) + timedelta(hours=1)
+
+
+def test_request_in_flight_in_another_run_is_not_sent_again(workspace: Workspace) -> None:
+    """While another run holds a request (prepared, no outcome yet), it is refused, not sent."""
     gateway = RecordingGateway(name="smtp")
     _crash_after_prepare(workspace, gateway)
     settings = mash_requests.load_settings(workspace.config)
     case_path = workspace.write_case(workspace.example_case())
     with (
         Dispatcher(settings, gateway=gateway) as dispatcher,
+        pytest.raises(mash_requests.DuplicateRequestError, match="being sent by another run"),
+    ):
+        mash_requests.send_request(settings, case_path, ["police"], dispatcher=dispatcher)
+    assert len(gateway.sent) == 1
+    assert EventKind.UNCONFIRMED not in [e.kind for e in workspace.events()]
+
+
+def test_interrupted_request_without_lookup_becomes_unconfirmed(workspace: Workspace) -> None:
+    """After a crash and its lease, a gateway that cannot look never resends: unconfirmed."""
+    gateway = RecordingGateway(name="smtp")
+    _crash_after_prepare(workspace, gateway)
+    settings = mash_requests.load_settings(workspace.config)
+    case_path = workspace.write_case(workspace.example_case())
+    with (
+        Dispatcher(settings, gateway=gateway, clock=later) as dispatcher,
         pytest.raises(mash_requests.DuplicateRequestError, match="unconfirmed"),
     ):
         mash_requests.send_request(settings, case_path, ["police"], dispatcher=dispatcher)
@@ -122,15 +142,57 @@ def test_interrupted_request_without_lookup_becomes_unconfirmed(workspace: Works
 
 
 def test_interrupted_request_found_in_outbox_counts_as_sent(workspace: Workspace) -> None:
-    """After a crash, the outbox gateway finds the message and the log records it as sent."""
+    """After a crash and its lease, the outbox finds the message and the log records it sent."""
     settings = mash_requests.load_settings(workspace.config)
     _crash_after_prepare(workspace, settings.gateway.open())
     case_path = workspace.write_case(workspace.example_case())
-    with pytest.raises(mash_requests.DuplicateRequestError):
-        mash_requests.send_request(settings, case_path, ["police"])
+    with (
+        Dispatcher(settings, clock=later) as dispatcher,
+        pytest.raises(mash_requests.DuplicateRequestError),
+    ):
+        mash_requests.send_request(settings, case_path, ["police"], dispatcher=dispatcher)
     reconciled = [e for e in workspace.events() if e.kind is EventKind.RECONCILED]
     assert reconciled[0].details["outcome"] == "sent"
     assert len(workspace.outbox_files()) == 1
+
+
+def test_dry_run_does_not_settle_an_interrupted_request(workspace: Workspace) -> None:
+    """A dry run never writes to the log, not even to settle a crashed run's request."""
+    settings = mash_requests.load_settings(workspace.config)
+    _crash_after_prepare(workspace, settings.gateway.open())
+    before = len(workspace.events())
+    case_path = workspace.write_case(workspace.example_case())
+    with (
+        Dispatcher(settings, clock=later) as dispatcher,
+        pytest.raises(mash_requests.DuplicateRequestError),
+    ):
+        mash_requests.send_request(
+            settings, case_path, ["police"], dispatcher=dispatcher, dry_run=True
+        )
+    assert len(workspace.events()) == before
+
+
+def test_duplicate_error_names_the_partners_and_the_way_out(workspace: Workspace) -> None:
+    """Asking police (sent) and education (not) names police and suggests --partner education."""
+    settings = mash_requests.load_settings(workspace.config)
+    case_path = workspace.write_case(workspace.example_case())
+    mash_requests.send_request(settings, case_path, ["police"])
+    with pytest.raises(mash_requests.DuplicateRequestError) as caught:
+        mash_requests.send_request(settings, case_path, ["police", "education"])
+    message = str(caught.value)
+    assert "police was already sent" in message
+    assert "--partner education" in message
+    assert len(workspace.outbox_files()) == 1
+
+
+def test_reply_to_outside_secure_domains_is_refused(workspace: Workspace) -> None:
+    """A worker address outside the MASH's and partners' domains is refused before sending."""
+    settings = mash_requests.load_settings(workspace.config)
+    data = workspace.example_case()
+    data["worker"]["email"] = "sam.home@gmail.com"
+    with pytest.raises(mash_requests.RecipientError, match=r"worker\.email"):
+        mash_requests.send_request(settings, workspace.write_case(data))
+    assert workspace.outbox_files() == []
 
 
 def test_reconcile_after_a_gateway_switch_cannot_check(workspace: Workspace) -> None:

@@ -27,7 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mash_requests.audit.events import Event, EventKind, EventStore
+from mash_requests.audit.events import Event, EventKind, EventStore, StoredEvent
 from mash_requests.case import Case
 from mash_requests.errors import (
     DuplicateRequestError,
@@ -246,6 +246,12 @@ class Dispatcher:
                 f"case {case.case_ref}: no partners to ask; list them in the case file's "
                 '"partners" or pass --partner KEY'
             )
+        if len(self.settings.directory) == 0 and self.settings.source is None:
+            raise RecipientError(
+                "no partner directory: no config file was found (looked for --config, "
+                "$MASH_REQUESTS_CONFIG and ./mash-requests.toml); pass --config FILE, e.g. "
+                "examples/mash-requests.toml"
+            )
         return [self.settings.directory.get(key) for key in keys]
 
     def _check_form(
@@ -307,11 +313,18 @@ class Dispatcher:
         verdict: Verdict | None = None
         try:
             partners = self._partners(case, partner_keys)
+            self._check_reply_to(case)
             data, verdict = self._check_form(case, form_path, form_password)
             prepared = [
-                self._prepare_one(case, partner, data, verdict, resend_reason, skip_sent)
+                self._prepare_one(
+                    case, partner, data, verdict, resend_reason, settle=log_rejections
+                )
                 for partner in partners
             ]
+            duplicates = [p for p in prepared if isinstance(p, _Duplicate)]
+            if duplicates and not skip_sent:
+                raise _duplicate_error(case, duplicates, partners)
+            result = [p.as_outcome(case) if isinstance(p, _Duplicate) else p for p in prepared]
         except FormRefusedError as exc:
             if not log_rejections:
                 raise
@@ -334,7 +347,18 @@ class Dispatcher:
                 verdict=verdict,
             )
             raise
-        return prepared
+        return result
+
+    def _check_reply_to(self, case: Case) -> None:
+        """Replies carry safeguarding detail: they may only go to a secure address."""
+        domain = case.worker.email.rsplit("@", 1)[-1].lower()
+        sender_domain = self.settings.sender.rsplit("@", 1)[-1].lower()
+        if domain != sender_domain and not self.settings.directory.allow_list.allows(domain):
+            raise RecipientError(
+                f"case {case.case_ref}: worker.email {case.worker.email!r} is neither at the "
+                f"MASH's domain ({sender_domain}) nor on the allow-list; partners' replies "
+                "would leave secure email. Use the worker's secure address"
+            )
 
     def _prepare_one(
         self,
@@ -343,28 +367,16 @@ class Dispatcher:
         data: bytes,
         verdict: Verdict,
         resend_reason: str | None,
-        skip_sent: bool,
-    ) -> PreparedRequest | RequestOutcome:
+        *,
+        settle: bool,
+    ) -> PreparedRequest | _Duplicate:
         key = request_key(case, partner.key, verdict.sha256)
-        self._settle_interrupted(key)
-        previous = self.store.last_outcome(key)
-        if previous is not None and _counts_as_sent(previous.event) and not resend_reason:
-            if skip_sent:
-                return RequestOutcome(
-                    case_ref=case.case_ref,
-                    partner=partner.key,
-                    recipients=partner.addresses,
-                    outcome=Outcome.SKIPPED,
-                    request_ref=previous.event.request_ref,
-                    reason=str(previous.event.kind),
-                    message_id=previous.event.message_id,
-                )
-            raise DuplicateRequestError(
-                f"case {case.case_ref}: the request to {partner.key} with this referral form "
-                f"was already {previous.event.kind} on {previous.recorded_at:%Y-%m-%d %H:%M} UTC "
-                f"(request {previous.event.request_ref}); to send it again use --resend "
-                "--reason TEXT"
-            )
+        state, last = self._prior(key)
+        if state == "in_flight" and settle and last is not None and self._lease_expired(last):
+            self._settle_interrupted(last.event)
+            state, last = self._prior(key)
+        if last is not None and (state == "in_flight" or (state == "sent" and not resend_reason)):
+            return _Duplicate(partner, state, last, self._lease_end(last))
         now = self._clock()
         rag_hours = self.settings.timescales.hours[case.rag]
         due = self.settings.timescales.due(case.rag, now)
@@ -411,21 +423,39 @@ class Dispatcher:
         """
         return event.gateway == self._gateway_kind() and event.sender == self.settings.sender
 
-    def _settle_interrupted(self, key: str) -> None:
-        """Decide a request left in flight by a crash: prepared, never given an outcome.
+    def _prior(self, key: str) -> tuple[str, StoredEvent | None]:
+        """What the log says of a request key: new, sent, in_flight or retryable.
 
-        The gateway may have taken it before the process died. Where the gateway can look
-        in Sent Items, look, and record what is there; where it cannot (SMTP), record the
-        request ``unconfirmed`` so it is never resent without a person deciding.
+        ``sent`` covers sent, unconfirmed and reconciled-as-sent: none may go again without
+        a resend reason. ``in_flight`` is prepared (or mid-retry) with no outcome yet.
         """
-        from mash_requests.audit.events import EventFilter
+        stored = self.store.last_event_for_key(key)
+        if stored is None:
+            return "new", None
+        if stored.event.kind in (EventKind.PREPARED, EventKind.ATTEMPT_FAILED):
+            return "in_flight", stored
+        if _counts_as_sent(stored.event):
+            return "sent", stored
+        return "retryable", stored
+
+    def _lease_end(self, stored: StoredEvent) -> datetime:
+        """Until when a request in flight belongs to the run that prepared it."""
+        return stored.recorded_at + timedelta(seconds=self.settings.retry.max_seconds + 120)
+
+    def _lease_expired(self, stored: StoredEvent) -> bool:
+        return self._clock() >= self._lease_end(stored)
+
+    def _settle_interrupted(self, last: Event) -> None:
+        """Decide a request left in flight by a run that died: prepared, never an outcome.
+
+        Called only once the run's lease has expired, so a run still sending is never
+        second-guessed. The gateway may have taken the message before the run died. Where
+        the gateway can look in Sent Items (and is the one the request went through), look
+        and record what is there; otherwise record ``unconfirmed``, so the request is never
+        resent without a person deciding.
+        """
         from mash_requests.gateways.base import SentItemsLookup
 
-        last: Event | None = None
-        for stored in self.store.events(EventFilter(request_key=key)):
-            last = stored.event
-        if last is None or last.kind not in (EventKind.PREPARED, EventKind.ATTEMPT_FAILED):
-            return
         gateway = self.gateway
         fields = {f: getattr(last, f) for f in _REQUEST_FIELDS}
         if isinstance(gateway, SentItemsLookup) and last.message_id and self._same_mailbox(last):
@@ -434,7 +464,7 @@ class Dispatcher:
             self.store.append(
                 Event(
                     kind=EventKind.RECONCILED,
-                    gateway=self._gateway_kind(),
+                    gateway=last.gateway,
                     gateway_id=receipt.gateway_id if receipt else None,
                     operator=self.settings.operator,
                     detail="interrupted request looked up in sent items",
@@ -446,7 +476,7 @@ class Dispatcher:
         self.store.append(
             Event(
                 kind=EventKind.UNCONFIRMED,
-                gateway=self._gateway_kind(),
+                gateway=last.gateway,
                 operator=self.settings.operator,
                 reason="interrupted",
                 detail="the previous run stopped while sending this request and the gateway "
@@ -499,7 +529,7 @@ class Dispatcher:
         if self._gateway_kind() == "outbox":
             return  # a local folder has no sending limit
         limit = self.settings.rate_limit_per_minute
-        for _ in range(600):
+        while True:
             since = self._clock() - timedelta(seconds=60)
             if self.store.count_sent_since(self.settings.sender, since) < limit:
                 return
@@ -510,8 +540,38 @@ class Dispatcher:
         from mash_requests.retry import SendStatus, send_with_retry
 
         outcomes: list[RequestOutcome] = []
-        # One durable transaction records every request as prepared before the first send.
-        self.store.append_many([self._prepared_event(request) for request in requests])
+        if not requests:
+            return outcomes
+        self.gateway  # noqa: B018 - open it now: a gateway that cannot open strands nothing
+
+        def claim() -> None:
+            # Runs under the log's write lock: no other run can claim these keys meanwhile.
+            duplicates = []
+            for request in requests:
+                state, last = self._prior(request.request_key)
+                if last is not None and (
+                    state == "in_flight" or (state == "sent" and not request.resend_reason)
+                ):
+                    duplicates.append(
+                        _Duplicate(request.partner, state, last, self._lease_end(last))
+                    )
+            if duplicates:
+                raise _duplicate_error(requests[0].case, duplicates, [r.partner for r in requests])
+
+        # One durable transaction claims every request (as prepared) before the first send.
+        try:
+            self.store.append_many(
+                [self._prepared_event(request) for request in requests], precondition=claim
+            )
+        except DuplicateRequestError as exc:
+            self.log_rejection(
+                case_ref=requests[0].case.case_ref,
+                partners=[r.partner.key for r in requests],
+                reason="duplicate",
+                detail=str(exc),
+                verdict=requests[0].verdict,
+            )
+            raise
         for request in requests:
             self._wait_for_rate_limit()
 
@@ -657,6 +717,56 @@ class Dispatcher:
             )
             findings.append(ReconcileFinding(event.request_ref, event.partner or "-", finding))
         return findings
+
+
+@dataclass(frozen=True)
+class _Duplicate:
+    """A partner whose request the log shows as sent, or being sent by another run."""
+
+    partner: Partner
+    state: str
+    last: StoredEvent
+    lease_end: datetime
+
+    def describe(self) -> str:
+        event = self.last.event
+        when = f"{self.last.recorded_at:%Y-%m-%d %H:%M} UTC"
+        if self.state == "in_flight":
+            return (
+                f"{self.partner.key} is being sent by another run (prepared {when} by "
+                f"{event.operator or 'unknown'}; if that run died, this is settled after "
+                f"{self.lease_end:%H:%M} UTC)"
+            )
+        return f"{self.partner.key} was already {event.kind} {when} (request {event.request_ref})"
+
+    def as_outcome(self, case: Case) -> RequestOutcome:
+        return RequestOutcome(
+            case_ref=case.case_ref,
+            partner=self.partner.key,
+            recipients=self.partner.addresses,
+            outcome=Outcome.SKIPPED,
+            request_ref=self.last.event.request_ref,
+            reason=self.state if self.state == "in_flight" else str(self.last.event.kind),
+            message_id=self.last.event.message_id,
+        )
+
+
+def _duplicate_error(
+    case: Case, duplicates: Sequence[_Duplicate], asked: Sequence[Partner]
+) -> DuplicateRequestError:
+    """One error naming every duplicate, and the way to ask only the others."""
+    named = {d.partner.key for d in duplicates}
+    others = [p.key for p in asked if p.key not in named]
+    advice = (
+        f"to ask only the others use {' '.join(f'--partner {k}' for k in others)}; "
+        if others
+        else ""
+    )
+    return DuplicateRequestError(
+        f"case {case.case_ref} (this referral form): "
+        + "; ".join(d.describe() for d in duplicates)
+        + f". Nothing was sent: {advice}to send again what was sent, add --resend --reason TEXT"
+    )
 
 
 #: The fields that identify a request, copied from its earlier events onto later ones.
