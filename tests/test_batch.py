@@ -233,3 +233,26 @@ per_minute = 100000
 def _no_inherited_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MASH_REQUESTS_CONFIG", raising=False)
     monkeypatch.setitem(os.environ, "PYTHONUNBUFFERED", "1")
+
+
+def test_csv_without_a_required_column_is_one_error(workspace: Workspace) -> None:
+    """A CSV whose header lacks a column is refused once, naming the column."""
+    path = workspace.root / "batch.csv"
+    path.write_text("case_ref,contact_id\nMASH-1,CON-1\nMASH-2,CON-2\n", encoding="utf-8")
+    code, _, err = invoke(workspace, str(path))
+    assert code == 2
+    assert err.count("Error:") == 1
+    assert "no column rag" in err
+
+
+def test_csv_with_an_unclosed_quote_is_a_clear_error(workspace: Workspace) -> None:
+    """A CSV broken by an unclosed quote is refused with a hint, not a traceback."""
+    header = ",".join(
+        ["case_ref", "contact_id", "rag", "child_name", "child_date_of_birth", "child_address",
+         "consent_status", "concerns", "worker_name", "worker_role", "worker_email", "partners"]
+    )  # fmt: skip
+    path = workspace.root / "batch.csv"
+    path.write_text(header + '\nMASH-1,"CON-1' + "x" * 200_000 + "\n", encoding="utf-8")
+    code, _, err = invoke(workspace, str(path))
+    assert code == 2
+    assert "unclosed quote" in err

@@ -21,7 +21,7 @@ data_dir = "data"
 operator = "tester"
 
 [directory]
-allowed_domains = ["*.police.uk", "nhs.net", "testbury.gov.uk"]
+allowed_domains = ["*.police.uk", "nhs.net", "testbury.gov.uk", "eastbury.gov.uk"]
 
 [partners.police]
 name = "Testshire Police"
@@ -43,6 +43,7 @@ max_attempts = 2
 initial_wait = 0
 max_wait = 0
 jitter = 0
+lookup_delay = 0
 """
 
 

@@ -95,6 +95,8 @@ class BatchResult:
     problems: list[RowProblem] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     refusals: Counter[str] = field(default_factory=Counter)
+    #: (row, case reference, reason) of each case refused while sending.
+    refused: list[tuple[int, str, str]] = field(default_factory=list)
     interrupted: bool = False
     validated_rows: int = 0
 
@@ -137,6 +139,13 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | CaseFileError]
         try:
             if suffix == ".csv":
                 reader = csv.DictReader(handle)
+                header = set(reader.fieldnames or ())
+                missing = [c for c in CSV_COLUMNS if c not in header and c not in _OPTIONAL_CSV]
+                if missing:
+                    raise InputError(
+                        f"batch file {path}: the header has no column {', '.join(missing)}; "
+                        "see the README's batch file columns"
+                    )
                 for number, row in enumerate(reader, start=2):  # row 1 is the header
                     source = f"{path} row {number}"
                     try:
@@ -149,6 +158,13 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | CaseFileError]
                     continue
                 try:
                     yield number, json.loads(line)
+                except RecursionError:
+                    yield (
+                        number,
+                        CaseFileError(
+                            f"case file {path} row {number}: nested too deeply to be a case"
+                        ),
+                    )
                 except json.JSONDecodeError as exc:
                     yield (
                         number,
@@ -159,6 +175,10 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | CaseFileError]
                     )
         except UnicodeDecodeError:
             raise InputError(f"batch file {path}: is not UTF-8 text; save it as UTF-8") from None
+        except csv.Error as exc:
+            raise InputError(
+                f"batch file {path}: not readable as CSV ({exc}); check for an unclosed quote"
+            ) from None
 
 
 def _validate_row(
@@ -171,7 +191,9 @@ def _validate_row(
         settings.directory.get(key)
     if not case.partners:
         raise RecipientError(f"{path} row {number}: no partners listed")
-    if case.referral_form is None or not case.referral_form.is_file():
+    if case.referral_form is None:
+        raise InputError(f"{path} row {number}: no referral_form; every request needs one")
+    if not case.referral_form.is_file():
         raise InputError(
             f"{path} row {number}: referral form {case.referral_form} not found; check the "
             "referral_form path (relative to the batch file)"
@@ -265,6 +287,7 @@ def send_batch(
                     reason = _refusal_reason(exc)
                     result.counts[Outcome.REJECTED] += len(case.partners)
                     result.refusals[reason] += len(case.partners)
+                    result.refused.append((number, case.case_ref, reason))
                     state.done += len(case.partners)
                     state.counts[Outcome.REJECTED] += len(case.partners)
                 else:

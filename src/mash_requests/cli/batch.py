@@ -111,6 +111,14 @@ def send_batch(
     click.echo(f"Summary: {summary or 'no requests'}; {len(result.problems)} bad row(s).")
     for reason, count in sorted(result.refusals.items()):
         click.echo(f"  refused ({reason}): {count}")
+    for row, case_ref, reason in result.refused[:50]:
+        click.echo(f"  row {row}: case {case_ref} refused ({reason})", err=True)
+    if len(result.refused) > 50:
+        click.echo(
+            f"  … and {len(result.refused) - 50} more: mash-requests audit query --outcome "
+            "rejected",
+            err=True,
+        )
     if dry_run:
         click.echo("Dry run: nothing was sent.")
     if result.interrupted:
