@@ -12,7 +12,10 @@ gateway error. What it does with each kind of failure:
   whether the message is there, twice: after a wait of at least ``lookup_delay`` and again
   ``lookup_delay`` later. Found: ``sent``. Not there either time: the message is sent again.
   The lookup failing: ``unconfirmed``. A gateway that cannot look (SMTP) ends
-  ``unconfirmed`` at once: a person checks before anything is resent.
+  ``unconfirmed`` at once: a person checks before anything is resent;
+- anything else a gateway raises (a bug, a library error it did not translate) is taken
+  as ambiguous: it may have happened after the message left. Only the exception's type
+  is recorded, never its text, which may quote the message.
 
 The lookups wait because a mail system files a message in Sent Items some time after
 accepting it (Exchange can take well over the few seconds of a backoff); looking too early
@@ -224,7 +227,7 @@ def send_with_retry(
         error: AmbiguousGatewayError, lookup: SentItemsLookup
     ) -> Receipt | None:
         """Look twice (the wait before the first is over); None: not there, safe to resend."""
-        found = _find_sent(lookup, message)
+        found = _find_sent(lookup, message, gateway.name)
         if found is None:
             if policy.lookup_delay > time_left():
                 raise _Unconfirmed(
@@ -234,7 +237,7 @@ def send_with_retry(
                     "resending",
                 )
             pause(policy.lookup_delay)
-            found = _find_sent(lookup, message)
+            found = _find_sent(lookup, message, gateway.name)
         return found
 
     def attempt() -> Receipt:
@@ -248,15 +251,25 @@ def send_with_retry(
         attempts += 1
         try:
             return gateway.send(message)
-        except AmbiguousGatewayError as exc:
+        except (TransientGatewayError, PermanentGatewayError):
+            raise
+        except Exception as exc:
+            # Ambiguous, or anything a gateway should not raise (a bug, an unexpected
+            # library error): it may have come after the message left, so it is treated
+            # as ambiguous rather than escaping with the request's outcome unknown.
+            error = (
+                exc if isinstance(exc, AmbiguousGatewayError) else _unexpected(gateway.name, exc)
+            )
             if lookup is None:
                 raise _Unconfirmed(
-                    exc,
+                    error,
                     f"{gateway.name} may have accepted the message but cannot say whether "
-                    "it did; check the sent mail before resending",
+                    f"it did ({_describe(error)}); check the sent mail before resending",
                 ) from exc
-            unresolved = exc
-            raise
+            unresolved = error
+            if error is exc:
+                raise
+            raise error from exc
 
     def last_looks(lookup: SentItemsLookup) -> Receipt | None:
         """Look up to twice, lookup_delay apart, as the time left allows; no resend follows."""
@@ -265,7 +278,7 @@ def send_with_retry(
                 pause(policy.lookup_delay)
             elif look > 0:
                 break  # the first look happens even without time to wait for it
-            found = _find_sent(lookup, message)
+            found = _find_sent(lookup, message, gateway.name)
             if found is not None:
                 return found
         return None
@@ -331,17 +344,33 @@ def _error_of(state: RetryCallState) -> GatewayError | None:
     return error if isinstance(error, GatewayError) else None
 
 
-def _find_sent(lookup: SentItemsLookup, message: OutgoingMessage) -> Receipt | None:
+def _find_sent(lookup: SentItemsLookup, message: OutgoingMessage, name: str) -> Receipt | None:
     """Look the message up; a failed lookup makes the outcome unknowable, never a resend."""
     try:
         return lookup.find_sent(message.message_id)
-    except GatewayError as exc:
-        ambiguous = AmbiguousGatewayError(str(exc), server_message=exc.server_message)
+    except Exception as exc:
+        ambiguous = _unexpected(name, exc)
         raise _Unconfirmed(
             ambiguous,
             "the gateway may have accepted the message and Sent Items could not be "
-            f"searched ({_describe(exc)}); check the sent mail before resending",
+            f"searched ({_describe(ambiguous)}); check the sent mail before resending",
         ) from exc
+
+
+def _unexpected(name: str, exc: Exception) -> AmbiguousGatewayError:
+    """An error that is not one of the three gateway errors, as an ambiguous failure.
+
+    Only the exception's type is kept: its text may quote the message (exchangelib's
+    ValueError for a long subject does), and the log must never hold message content.
+    """
+    if isinstance(exc, GatewayError):
+        # The base class itself: the gateway did not say which kind; its words are ours.
+        return AmbiguousGatewayError(str(exc), server_message=exc.server_message)
+    kind = type(exc).__name__
+    return AmbiguousGatewayError(
+        f"{name} failed with an unexpected {kind}; it may have sent the message",
+        server_message=kind,
+    )
 
 
 def _sent(receipt: Receipt, attempts: int, *, after_ambiguous: bool) -> SendResult:

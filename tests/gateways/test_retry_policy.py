@@ -31,7 +31,7 @@ class ScriptedGateway:
 
     name = "scripted"
 
-    def __init__(self, failures: Iterable[GatewayError]) -> None:
+    def __init__(self, failures: Iterable[Exception]) -> None:
         self.failures = list(failures)
         self.sent: list[str] = []
         self.calls = 0
@@ -69,7 +69,7 @@ class LookupGateway(ScriptedGateway):
 
     def __init__(
         self,
-        failures: Iterable[GatewayError],
+        failures: Iterable[Exception],
         *,
         in_sent_items: bool | Exception | list[bool],
         time: FakeTime | None = None,
@@ -328,6 +328,55 @@ def test_ambiguous_on_last_attempt_is_looked_up_before_giving_up(
     missing = LookupGateway([AmbiguousGatewayError("504")], in_sent_items=False)
     result = run(missing, message, policy)[0]
     assert result.status is SendStatus.UNCONFIRMED and missing.calls == 1
+
+
+# -- what a gateway should never raise ------------------------------------------------------
+
+#: exchangelib's own words for a long subject: they quote the message, so must go nowhere.
+CONTENT_ERROR = ValueError("'subject' value 'Request about Jamie Doe, 4 Elm Row' exceeds 255")
+
+
+def test_unexpected_exception_without_lookup_is_unconfirmed(message: OutgoingMessage) -> None:
+    """A gateway raising something other than a gateway error ends unconfirmed, not a traceback."""
+    gateway = ScriptedGateway([CONTENT_ERROR])
+    result, failures, _ = run(gateway, message)
+    assert result.status is SendStatus.UNCONFIRMED and result.error_class == "ambiguous"
+    assert gateway.calls == 1
+    assert failures == [AttemptFailure(1, "ambiguous", "ValueError", None)]
+
+
+def test_unexpected_exception_records_only_its_type(message: OutgoingMessage) -> None:
+    """Only the exception's type reaches the result and the failure report, never its text."""
+    result, failures, _ = run(ScriptedGateway([CONTENT_ERROR]), message)
+    assert result.server_message == "ValueError"
+    assert "Jamie" not in result.reason
+    assert all("Jamie" not in f.server_message for f in failures)
+
+
+def test_unexpected_exception_is_looked_up_like_an_ambiguous_failure(
+    message: OutgoingMessage,
+) -> None:
+    """An unexpected exception from a gateway that can look is found in Sent Items, not resent."""
+    gateway = LookupGateway([RuntimeError("bug")], in_sent_items=True)
+    result, failures, time = run(gateway, message)
+    assert result.status is SendStatus.SENT and gateway.calls == 1 and gateway.lookups == 1
+    assert failures[0].error_class == "ambiguous" and time.sleeps == [30]
+
+
+def test_unexpected_exception_from_the_lookup_is_unconfirmed(message: OutgoingMessage) -> None:
+    """A lookup raising something other than a gateway error ends unconfirmed, naming its type."""
+    gateway = LookupGateway([AmbiguousGatewayError("504")], in_sent_items=KeyError("x"))
+    result, _, _ = run(gateway, message)
+    assert result.status is SendStatus.UNCONFIRMED and gateway.calls == 1
+    assert result.server_message == "KeyError"
+
+
+def test_bare_gateway_error_is_treated_as_ambiguous(message: OutgoingMessage) -> None:
+    """A GatewayError of no particular kind is ambiguous: unconfirmed, never resent blindly."""
+    gateway = ScriptedGateway([GatewayError("odd", server_message="odd")])
+    result, _, _ = run(gateway, message)
+    assert result.status is SendStatus.UNCONFIRMED and gateway.calls == 1
+    assert result.server_message == "odd"
 
 
 def test_policy_from_table_reads_every_key(tmp_path: Path) -> None:
