@@ -112,8 +112,10 @@ def send_request(
     """
     if partners and all_partners:
         raise click.UsageError("give --partner KEY or --all-partners, not both")
+    if resend_reason is not None:
+        resend_reason = resend_reason.strip()
     if resend != bool(resend_reason):
-        raise click.UsageError("--resend and --reason TEXT go together")
+        raise click.UsageError("--resend and --reason TEXT go together (a reason is required)")
     from mash_requests.api import send_request as api_send_request
     from mash_requests.config import load_settings
 
