@@ -166,6 +166,14 @@ def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path)
             base_dir=base_dir,
         )
     gateway = parse_gateway_settings(kind, kind_table)
+    if kind in ("graph", "ews") and gateway.mailbox.lower() != sender.lower():
+        # Graph and EWS send as the mailbox; the log, the rate limit and the Message-ID
+        # domain all use [mash] sender, so the two must be the same address.
+        raise mash.error(
+            "sender",
+            f"must be the mailbox the {kind} gateway sends as ({gateway.mailbox}), "
+            f"got {sender!r}",
+        )
     for other in ("outbox", "smtp", "ews", "graph"):
         if other != kind:
             gateway_table.table(other)  # other gateways' tables may stay for switching back

@@ -185,10 +185,12 @@ class Dispatcher:
         return self._renderer
 
     def close(self) -> None:
-        if self._gateway is not None:
-            self._gateway.close()
-        if self._store is not None:
-            self._store.close()
+        try:
+            if self._gateway is not None:
+                self._gateway.close()
+        finally:
+            if self._store is not None:
+                self._store.close()
 
     def __enter__(self) -> Dispatcher:
         return self

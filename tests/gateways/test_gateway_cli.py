@@ -102,6 +102,7 @@ def test_check_graph_token_refused_exits_1(
     tenant = "72aa88bf-76f0-494f-91ab-2d7cd730db47"
     path = tmp_path / "mash-requests.toml"
     path.write_text(
+        '[mash]\nsender = "mash@council.example"\n'
         '[gateway]\ntype = "graph"\n[gateway.graph]\nmailbox = "mash@council.example"\n'
         f'tenant_id = "{tenant}"\nclient_id = "client-1"\n'
         'client_secret_env = "TEST_GRAPH_SECRET"\n',
