@@ -66,6 +66,21 @@ def store_factory(backend: str, tmp_path: Path) -> Iterator[StoreFactory]:
 
 
 @pytest.fixture
+def empty_location(backend: str, tmp_path: Path) -> Iterator[str]:
+    """Where a log could be but is not: a path to nothing, or a DSN of an empty schema."""
+    if backend == "sqlite":
+        yield str(tmp_path / "no-such-folder" / "dispatch-log.sqlite3")
+        return
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    _admin(f"CREATE SCHEMA {schema}")
+    assert POSTGRES_DSN is not None
+    try:
+        yield postgres_dsn_for_schema(POSTGRES_DSN, schema)
+    finally:
+        _admin(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
 def store(store_factory: StoreFactory) -> EventStore:
     """An empty dispatch log on each backend."""
     return store_factory()

@@ -96,21 +96,23 @@ class LogSettings:
         )
 
 
-def open_store(settings: LogSettings) -> EventStore:
+def open_store(settings: LogSettings, *, must_exist: bool = False) -> EventStore:
     """Open the configured log, creating its folder and schema on first use.
 
-    Raises LogError naming the file or database when it cannot be opened, and when the
-    configured HMAC key does not match the one the log was created with.
+    With ``must_exist`` (for readers: verify, query, report) a log that does not exist yet
+    is not created: ConfigError says there is no dispatch log there. Raises LogError naming
+    the file or database when it cannot be opened, and when the configured HMAC key does
+    not match the one the log was created with.
     """
     if settings.backend == "postgres":
         from mash_requests.audit.postgres import PostgresEventStore
 
         if settings.dsn is None:
             raise ValueError("LogSettings for postgres needs a dsn")
-        return PostgresEventStore(settings.dsn, hmac_key=settings.hmac_key)
+        return PostgresEventStore(settings.dsn, hmac_key=settings.hmac_key, must_exist=must_exist)
     from mash_requests.audit.sqlite import SQLiteEventStore
 
-    return SQLiteEventStore(settings.path, hmac_key=settings.hmac_key)
+    return SQLiteEventStore(settings.path, hmac_key=settings.hmac_key, must_exist=must_exist)
 
 
 __all__ = [

@@ -38,7 +38,7 @@ from mash_requests.audit._rows import (
 )
 from mash_requests.audit.chain import GENESIS_HASH, Chain, format_time
 from mash_requests.audit.events import Event, EventFilter, StoredEvent
-from mash_requests.errors import LogError
+from mash_requests.errors import ConfigError, LogError
 
 if TYPE_CHECKING:
     import psycopg
@@ -122,11 +122,14 @@ _INSERT = (
 class PostgresEventStore:
     """An :class:`~mash_requests.audit.events.EventStore` in a PostgreSQL database.
 
-    Opening connects and creates the schema when it does not exist yet. Safe to share
+    Opening connects and creates the schema when it does not exist yet; with ``must_exist``
+    (readers) a database without the events table raises ConfigError instead. Safe to share
     between threads; a connection that broke (server restart) is replaced on the next call.
     """
 
-    def __init__(self, dsn: str, *, hmac_key: bytes | None = None) -> None:
+    def __init__(
+        self, dsn: str, *, hmac_key: bytes | None = None, must_exist: bool = False
+    ) -> None:
         self._dsn = dsn
         self.location = _describe(dsn)
         self.chain = Chain(hmac_key)
@@ -137,6 +140,16 @@ class PostgresEventStore:
         self._readers = ReaderPool(self._open_reader, _reset_reader, _close)
         self._conn = self._connect()
         try:
+            if must_exist:
+                # For readers (auditors): a database without the log must not get one created
+                # and be reported as an intact log of 0 events.
+                with self._translate("open"):
+                    found = self._conn.execute("SELECT to_regclass('events')").fetchone()
+                if found is None or found[0] is None:
+                    raise ConfigError(
+                        f"no dispatch log at {self.location} (no events table in its "
+                        "search_path); check [log] dsn in the config"
+                    )
             with self._translate("create the schema of"):
                 if self._schema_version() < SCHEMA_VERSION:
                     self._migrate()

@@ -40,7 +40,7 @@ from mash_requests.audit._rows import (
 )
 from mash_requests.audit.chain import GENESIS_HASH, Chain, format_time
 from mash_requests.audit.events import Event, EventFilter, StoredEvent
-from mash_requests.errors import LogError
+from mash_requests.errors import ConfigError, LogError
 
 #: How long a writer waits for another process's append before giving up.
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -119,11 +119,14 @@ _INSERT = (
 class SQLiteEventStore:
     """An :class:`~mash_requests.audit.events.EventStore` in a SQLite file.
 
-    Opening creates the folder, the file and the schema when they do not exist yet. Safe to
-    share between threads; open one per process.
+    Opening creates the folder, the file and the schema when they do not exist yet; with
+    ``must_exist`` (readers) it creates nothing and raises ConfigError instead. Safe to share
+    between threads; open one per process.
     """
 
-    def __init__(self, path: Path, *, hmac_key: bytes | None = None) -> None:
+    def __init__(
+        self, path: Path, *, hmac_key: bytes | None = None, must_exist: bool = False
+    ) -> None:
         self.path = Path(path)
         self.location = str(self.path)
         self.chain = Chain(hmac_key)
@@ -131,33 +134,47 @@ class SQLiteEventStore:
         # The thread inside append_many's locked section, if any: its precondition's reads go
         # to the writing connection (no second lock, no deadlock) and it may not append again.
         self._writer: int | None = None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LogError(
-                f"dispatch log {self.path}: cannot create folder {self.path.parent}: "
-                f"{exc.strerror}; check [log] path and the folder's permissions"
-            ) from exc
+        if must_exist:
+            # For readers (auditors): a missing log must not be created and reported as an
+            # intact log of 0 events.
+            if not self.path.is_file():
+                raise self._missing()
+        else:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LogError(
+                    f"dispatch log {self.path}: cannot create folder {self.path.parent}: "
+                    f"{exc.strerror}; check [log] path and the folder's permissions"
+                ) from exc
         self._readers = ReaderPool(self._open_reader, lambda conn: True, sqlite3.Connection.close)
-        self._conn = self._connect()
+        self._conn = self._connect(must_exist=must_exist)
         try:
             self._prepare()
         except BaseException:
             self._conn.close()
             raise
 
+    def _missing(self) -> ConfigError:
+        return ConfigError(f"no dispatch log at {self.path}; check [log] path in the config")
+
     # -- connection and schema -------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, must_exist: bool = False) -> sqlite3.Connection:
         with self._translate("open"):
             conn = sqlite3.connect(
-                self.path,
+                # mode=rw: open an existing file only, never create one.
+                f"{self.path.resolve().as_uri()}?mode=rw" if must_exist else self.path,
                 timeout=BUSY_TIMEOUT_SECONDS,
                 isolation_level=None,  # we issue BEGIN/COMMIT ourselves
                 check_same_thread=False,
+                uri=must_exist,
             )
             try:
                 conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+                if must_exist and not _has_events_table(conn):
+                    # Checked before switching to WAL, which would write to the file.
+                    raise self._missing()
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     raise LogError(
@@ -434,6 +451,13 @@ class _SQLiteErrors:
             raise LogError(
                 f"dispatch log {self.path}: cannot {self.action} the log: {exc}; {_advice(exc)}"
             ) from exc
+
+
+def _has_events_table(conn: sqlite3.Connection) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+    ).fetchone()
+    return row is not None
 
 
 def _advice(exc: sqlite3.Error) -> str:

@@ -71,12 +71,15 @@ def _read_errors() -> Iterator[None]:
 
 @contextmanager
 def _opened_store(config_path: Path | None, *, settings: Any = None) -> Iterator[EventStore]:
-    """Load the config (unless given) and open the log, closing it afterwards."""
+    """Load the config (unless given) and open the existing log, closing it afterwards.
+
+    Every audit command only reads: a log that is not there is an error, never created.
+    """
     from mash_requests.audit import open_store
     from mash_requests.config import load_settings
 
     with _read_errors():
-        store = open_store((settings or load_settings(config_path)).log)
+        store = open_store((settings or load_settings(config_path)).log, must_exist=True)
     try:
         yield store
     finally:
