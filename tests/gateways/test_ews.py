@@ -6,7 +6,7 @@ import base64
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -372,6 +372,39 @@ def test_connection_refused_is_transient(
     exchange.on("GetFolder", refused)
     with pytest.raises(TransientGatewayError, match="could not be reached"):
         gateway.send(message)
+
+
+def test_subject_too_long_for_exchange_is_permanent_before_sending(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """A subject over 255 characters is refused before any CreateItem, naming only the field."""
+    subject = "Request about Jamie Doe " + "x" * 300
+    with pytest.raises(PermanentGatewayError, match="field 'subject'") as caught:
+        gateway.send(replace(message, subject=subject))
+    assert not exchange.ops("CreateItem")
+    assert "Jamie" not in str(caught.value) and "Jamie" not in caught.value.server_message
+
+
+def test_unexpected_error_while_sending_is_ambiguous_naming_only_its_type(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """An error exchangelib does not class, raised during CreateItem, is ambiguous by type only."""
+    exchange.on("CreateItem", RuntimeError("quoting Jamie Doe"))
+    with pytest.raises(AmbiguousGatewayError) as caught:
+        gateway.send(message)
+    assert caught.value.server_message == "RuntimeError"
+    assert "Jamie" not in str(caught.value)
+
+
+def test_unexpected_error_before_sending_is_permanent(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """An error exchangelib does not class, raised before CreateItem, is permanent."""
+    exchange.on("GetFolder", RuntimeError("odd"))
+    with pytest.raises(PermanentGatewayError) as caught:
+        gateway.send(message)
+    assert caught.value.server_message == "RuntimeError"
+    assert not exchange.ops("CreateItem")
 
 
 def test_lost_answer_to_create_item_then_found_in_sent_items_is_sent_once(

@@ -6,6 +6,7 @@ import asyncio
 import email
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from email import policy
 from pathlib import Path
 from typing import Any
@@ -357,3 +358,58 @@ def test_bad_settings_are_config_errors(tmp_path: Path, data: dict[str, Any], pr
     """Each configuration mistake is a ConfigError naming the key."""
     with pytest.raises(ConfigError, match=problem):
         Settings.from_table(table(data, tmp_path))
+
+
+# -- errors smtplib does not class ------------------------------------------------------
+
+
+def test_password_smtplib_cannot_encode_is_permanent_naming_only_the_type(
+    tls_server: Server, ca_file: Path, message: OutgoingMessage
+) -> None:
+    """A non-ASCII password (AUTH PLAIN cannot encode it) is permanent, not a traceback."""
+    gw = settings_for(tls_server, ca_file, security="tls", auth="plain", password="pässwörd").open()
+    try:
+        with pytest.raises(PermanentGatewayError) as caught:
+            gw.send(message)
+    finally:
+        gw.close()
+    assert caught.value.server_message == "UnicodeEncodeError"
+    assert "pässwörd" not in str(caught.value)
+    assert tls_server.handler.data_seen == 0
+
+
+def test_address_smtplib_cannot_encode_is_permanent_before_data(
+    gateway: SmtpGateway, starttls_server: Server, message: OutgoingMessage
+) -> None:
+    """A recipient smtplib cannot write (non-ASCII, no SMTPUTF8) is permanent and sends nothing."""
+    with pytest.raises(PermanentGatewayError) as caught:
+        gateway.send(replace(message, recipients=("jöe@school.example",)))
+    assert caught.value.server_message == "UnicodeEncodeError"
+    assert starttls_server.handler.data_seen == 0
+
+
+def test_unexpected_error_after_the_message_is_ambiguous(
+    gateway: SmtpGateway, message: OutgoingMessage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error smtplib does not class while waiting for the answer to DATA is ambiguous."""
+    gateway.check()  # connected; only the reply after the whole message is made to fail
+    smtp = gateway._smtp
+    assert smtp is not None
+    real_send, real_reply = smtp.send, smtp.getreply
+    message_sent = False
+
+    def send(data: bytes | str) -> None:
+        nonlocal message_sent
+        real_send(data)
+        message_sent = isinstance(data, bytes) and data.endswith(b"\r\n.\r\n")
+
+    def getreply() -> tuple[int, bytes]:
+        if message_sent:
+            raise RuntimeError("quoting the message")
+        return real_reply()
+
+    monkeypatch.setattr(smtp, "send", send)
+    monkeypatch.setattr(smtp, "getreply", getreply)
+    with pytest.raises(AmbiguousGatewayError) as caught:
+        gateway.send(message)
+    assert caught.value.server_message == "RuntimeError"

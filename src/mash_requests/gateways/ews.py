@@ -15,7 +15,11 @@ re-POST after a lost answer sends a second copy. Its errors are classed here:
   have sent it; the retry policy looks in Sent Items);
 - 401 and other refused credentials, an untrusted certificate, and the server's refusals
   (``ErrorInvalidRecipients``, ``ErrorSendAsDenied``, ``ErrorMessageSizeExceeded`` …):
-  permanent, with the server's own words.
+  permanent, with the server's own words;
+- a message exchangelib cannot build (e.g. a subject over 255 characters): permanent,
+  naming the field but never its value;
+- anything else (a bug, an error exchangelib does not class): ambiguous while sending,
+  permanent before; only the exception's type is kept, as its text may quote the message.
 
 Exchange 2010 and older are refused at configuration: they need a save/attach/send
 sequence that can leave a half-sent draft.
@@ -320,7 +324,18 @@ def _translate(exc: Exception, step: str, *, sending: bool) -> GatewayError:
                 server_message=words,
             )
         return TransientGatewayError(f"Exchange failed while {step}: {words}", server_message=words)
-    raise exc
+    # Anything else is a bug or an error exchangelib did not class. Only its type is kept:
+    # its text may quote the message (a ValueError names the field and its value).
+    kind = type(exc).__name__
+    if sending:
+        return AmbiguousGatewayError(
+            f"EWS failed unexpectedly while {step} ({kind}); Exchange may have sent the "
+            "message: look in Sent Items before resending",
+            server_message=kind,
+        )
+    return PermanentGatewayError(
+        f"EWS failed unexpectedly while {step} ({kind}); nothing was sent", server_message=kind
+    )
 
 
 # -- the gateway --------------------------------------------------------------------------
@@ -346,6 +361,50 @@ def _header_field(name: str) -> str:
         Message.register(field_name, prop)
         _REGISTERED_HEADERS[name] = field_name
     return _REGISTERED_HEADERS[name]
+
+
+def _build(account: Any, folder: Any, message: OutgoingMessage) -> Any:
+    """The exchangelib Message with the form attached, validated before anything is sent.
+
+    exchangelib checks field values (a subject over 255 characters, an address it cannot
+    parse) only when it writes the request; validating here makes such a message a
+    permanent refusal that certainly sent nothing, rather than a failure of the send.
+    """
+    from exchangelib import FileAttachment, HTMLBody, Mailbox
+    from exchangelib import Message as EwsMessage
+
+    try:
+        headers = {
+            _header_field(name): value
+            for name, value in message.extra_headers
+            if name.lower().startswith("x-")
+        }
+        item = EwsMessage(
+            account=account,
+            folder=folder,
+            subject=message.subject,
+            body=HTMLBody(message.html_body),
+            to_recipients=[Mailbox(email_address=address) for address in message.recipients],
+            message_id=message.message_id,
+            reply_to=[Mailbox(email_address=message.reply_to)] if message.reply_to else None,
+            **headers,
+        )
+        form = message.attachment
+        item.attach(
+            FileAttachment(name=form.filename, content_type=form.content_type, content=form.data)
+        )
+        item.clean(version=account.version)
+    except Exception as exc:
+        # exchangelib's words quote the value ("'subject' value '…' exceeds length 255"):
+        # only the field's name is kept, never the value, which is message content.
+        match = re.match(r"'(\w+)' ", str(exc))
+        field_name = f"field {match.group(1)!r}" if match else "a field"
+        raise PermanentGatewayError(
+            f"EWS cannot carry this message: {field_name} is not valid for Exchange "
+            f"({type(exc).__name__}); nothing was sent",
+            server_message=f"{type(exc).__name__} in {field_name}",
+        ) from exc
+    return item
 
 
 class EwsGateway:
@@ -433,31 +492,10 @@ class EwsGateway:
 
     def send(self, message: OutgoingMessage) -> Receipt:
         """One CreateItem (SendAndSaveCopy) carrying the form's exact bytes."""
-        from exchangelib import FileAttachment, HTMLBody, Mailbox
-        from exchangelib import Message as EwsMessage
-
         account = self._connect()
         # Resolving Sent Items (two GetFolder calls) happens before anything is sent.
         sent_folder = self._call("opening Sent Items", lambda: account.sent)
-        headers = {
-            _header_field(name): value
-            for name, value in message.extra_headers
-            if name.lower().startswith("x-")
-        }
-        item = EwsMessage(
-            account=account,
-            folder=sent_folder,
-            subject=message.subject,
-            body=HTMLBody(message.html_body),
-            to_recipients=[Mailbox(email_address=address) for address in message.recipients],
-            message_id=message.message_id,
-            reply_to=[Mailbox(email_address=message.reply_to)] if message.reply_to else None,
-            **headers,
-        )
-        form = message.attachment
-        item.attach(
-            FileAttachment(name=form.filename, content_type=form.content_type, content=form.data)
-        )
+        item = _build(account, sent_folder, message)
         self._call("sending the message", item.send_and_save, sending=True)
         return Receipt(
             gateway=self.name,

@@ -12,7 +12,9 @@ Where a failure leaves the message decides its class:
   ambiguous: the server may have queued the message. SMTP cannot look in Sent Items, so
   the retry policy records it as unconfirmed and never sends it again by itself.
 - the server's certificate not trusted: permanent. Trying again in a minute will present
-  the same certificate; a person must set ``ca_file`` or fix the server's certificate.
+  the same certificate; a person must set ``ca_file`` or fix the server's certificate;
+- anything else smtplib raises (a bug, an address or password it cannot encode):
+  permanent before ``DATA``, ambiguous after; only the exception's type is kept.
 
 Certificate verification is always on (TLS 1.2 or later, host name checked); there is
 deliberately no switch to turn it off: a private CA is trusted with ``ca_file``.
@@ -243,7 +245,13 @@ class SmtpGateway:
             raise TransientGatewayError(
                 f"cannot connect to SMTP server {where}: {problem}", server_message=problem
             ) from exc
-        raise exc
+        # A bug, or an error smtplib does not class (e.g. a password it cannot encode):
+        # nothing was sent, and trying again will do the same. Its text is not kept.
+        kind = type(exc).__name__
+        raise PermanentGatewayError(
+            f"SMTP server {where} cannot be used: unexpected {kind} while connecting",
+            server_message=kind,
+        ) from exc
 
     def _login(self, smtp: smtplib.SMTP) -> None:
         s = self.settings
@@ -285,7 +293,7 @@ class SmtpGateway:
                 return self._smtp
             try:
                 code, _ = self._smtp.noop()
-            except (smtplib.SMTPException, OSError):
+            except Exception:  # whatever went wrong, this connection is not to be trusted
                 code = 0
             if code == 250:
                 return self._smtp
@@ -303,7 +311,13 @@ class SmtpGateway:
 
     def send(self, message: OutgoingMessage) -> Receipt:
         """Submit the message once; see the module docstring for how failures are classed."""
-        data = message.as_bytes()
+        try:
+            data = message.as_bytes()
+        except Exception as exc:
+            raise PermanentGatewayError(
+                f"the message cannot be written for SMTP ({type(exc).__name__}); nothing was sent",
+                server_message=type(exc).__name__,
+            ) from exc
         smtp = self._connection()
         try:
             self._envelope(smtp, message, data)
@@ -316,6 +330,15 @@ class SmtpGateway:
             raise TransientGatewayError(
                 f"connection to SMTP server {self._where} lost before the message was sent: {exc}",
                 server_message=str(exc),
+            ) from exc
+        except Exception as exc:
+            # E.g. UnicodeEncodeError for an address smtplib cannot write: before DATA,
+            # so certainly not sent, and the same message would fail the same way.
+            self._drop()
+            raise PermanentGatewayError(
+                f"SMTP could not send the envelope to {self._where} ({type(exc).__name__}); "
+                "nothing was sent",
+                server_message=type(exc).__name__,
             ) from exc
         if code != 354:
             self._reset()
@@ -330,6 +353,10 @@ class SmtpGateway:
                 "it was not completed, so not accepted",
                 server_message=str(exc),
             ) from exc
+        except Exception as exc:
+            # Not a socket failure: whether the end-of-data line went cannot be told.
+            self._drop()
+            raise self._unexpected_after_data(exc) from exc
         try:
             code, reply = smtp.getreply()
         except (smtplib.SMTPException, OSError) as exc:
@@ -339,6 +366,9 @@ class SmtpGateway:
                 "it may have accepted it: check the sent mail before resending",
                 server_message=str(exc),
             ) from exc
+        except Exception as exc:
+            self._drop()
+            raise self._unexpected_after_data(exc) from exc
         if code != 250:
             self._reset()
             raise _from_reply("the message", code, reply)
@@ -348,6 +378,14 @@ class SmtpGateway:
             message_id=message.message_id,
             gateway_id=_reply_text(reply),
             detail=f"{code} from {self._where}",
+        )
+
+    def _unexpected_after_data(self, exc: Exception) -> AmbiguousGatewayError:
+        kind = type(exc).__name__
+        return AmbiguousGatewayError(
+            f"SMTP sending to {self._where} failed unexpectedly ({kind}) after the message "
+            "began; it may have been accepted: check the sent mail before resending",
+            server_message=kind,
         )
 
     def _envelope(self, smtp: smtplib.SMTP, message: OutgoingMessage, data: bytes) -> None:
@@ -371,7 +409,7 @@ class SmtpGateway:
             return
         try:
             self._smtp.rset()
-        except (smtplib.SMTPException, OSError):
+        except Exception:  # it runs while a gateway error is raised: never replace that
             self._drop()
 
     # -- the rest -----------------------------------------------------------------------
