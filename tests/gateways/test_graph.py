@@ -503,6 +503,86 @@ def test_throttled_send_is_transient(
     assert caught.value.retry_after == 2.128
 
 
+def draft_and_attachment(rsps: responses.RequestsMock) -> None:
+    """The draft and attachment steps succeed; the test says what /send answers."""
+    add(
+        rsps,
+        "POST",
+        f"{USER}/messages",
+        recorded_response("graph/11_create_draft_response_201.http", DRAFT_201),
+    )
+    add(
+        rsps,
+        "POST",
+        f"{DRAFT}/attachments",
+        recorded_response("graph/13_add_small_attachment_response_201.http", ATTACHMENT_201),
+    )
+
+
+def test_service_unavailable_on_send_is_ambiguous_with_the_hint(
+    rsps: responses.RequestsMock, gateway: GraphGateway, message: OutgoingMessage
+) -> None:
+    """A 503 on /send may follow acceptance: ambiguous, Retry-After kept, draft left alone."""
+    draft_and_attachment(rsps)
+    rsps.add("POST", f"{DRAFT}/send", status=503, headers={"Retry-After": "40"}, body="")
+    with pytest.raises(AmbiguousGatewayError, match="Sent Items") as caught:
+        gateway.send(message)
+    assert caught.value.retry_after == 40
+    assert not calls(rsps, "DELETE", DRAFT)
+
+
+def test_request_timeout_on_send_is_ambiguous(
+    rsps: responses.RequestsMock, gateway: GraphGateway, message: OutgoingMessage
+) -> None:
+    """A 408 on /send is ambiguous: a front end may have given up after Graph took it."""
+    draft_and_attachment(rsps)
+    rsps.add("POST", f"{DRAFT}/send", status=408, body="")
+    with pytest.raises(AmbiguousGatewayError):
+        gateway.send(message)
+
+
+def test_service_unavailable_creating_the_draft_is_transient(
+    rsps: responses.RequestsMock, gateway: GraphGateway, message: OutgoingMessage
+) -> None:
+    """A 503 while creating the draft is transient: nothing can have been sent."""
+    rsps.add("POST", f"{USER}/messages", status=503, body="")
+    with pytest.raises(TransientGatewayError):
+        gateway.send(message)
+
+
+def test_unexpected_error_on_send_is_ambiguous_naming_only_its_type(
+    rsps: responses.RequestsMock, gateway: GraphGateway, message: OutgoingMessage
+) -> None:
+    """An error requests does not class, raised on /send, is ambiguous with its type only."""
+    draft_and_attachment(rsps)
+    rsps.add("POST", f"{DRAFT}/send", body=RuntimeError("quoting Jamie Doe"))
+    with pytest.raises(AmbiguousGatewayError) as caught:
+        gateway.send(message)
+    assert caught.value.server_message == "RuntimeError"
+    assert "Jamie" not in str(caught.value)
+
+
+def test_unexpected_error_creating_the_draft_is_permanent(
+    rsps: responses.RequestsMock, gateway: GraphGateway, message: OutgoingMessage
+) -> None:
+    """An error requests does not class, raised creating the draft, is permanent."""
+    rsps.add("POST", f"{USER}/messages", body=RuntimeError("odd"))
+    with pytest.raises(PermanentGatewayError) as caught:
+        gateway.send(message)
+    assert caught.value.server_message == "RuntimeError"
+    assert not calls(rsps, "POST", f"{DRAFT}/send")
+
+
+def test_unexpected_error_getting_a_token_is_permanent(
+    rsps: responses.RequestsMock, gateway: GraphGateway, message: OutgoingMessage
+) -> None:
+    """An error msal does not class while getting a token is permanent, naming its type."""
+    rsps.replace(responses.POST, f"{LOGIN}/{TENANT}/oauth2/v2.0/token", body=RuntimeError("x"))
+    with pytest.raises(PermanentGatewayError, match="no access token") as caught:
+        gateway.send(message)
+    assert caught.value.server_message == "RuntimeError"
+
+
 def test_find_sent_returns_none_when_absent(
     rsps: responses.RequestsMock, gateway: GraphGateway
 ) -> None:

@@ -9,10 +9,17 @@ How failures are classed:
 
 - 429, 503, 408, and any 5xx or lost connection while making or filling the draft:
   transient (an unsent draft is harmless; it is deleted, best effort);
-- a 5xx other than 503, a timeout or a lost connection on the final ``/send``: ambiguous:
-  Graph may have taken the message. The retry policy looks in Sent Items before resending;
+- 429 on the final ``/send``: transient. Throttling is decided before the request reaches
+  the mailbox, so nothing was sent;
+- any 5xx (503 included), 408, a timeout or a lost connection on the final ``/send``:
+  ambiguous: Graph may have taken the message. A 503 or 408 is not proof that it did not:
+  it can come from a front end that gave up waiting on a mailbox server that went on to
+  send it. The retry policy looks in Sent Items (after any ``Retry-After``) before
+  resending, which costs a wait; treating them as transient could deliver twice;
 - 400, 401, 403, 404, 413 and other 4xx: permanent, with Graph's own ``error.message``;
-- no token (bad secret, unknown client or tenant): permanent, with MSAL's error code.
+- no token (bad secret, unknown client or tenant): permanent, with MSAL's error code;
+- anything else (a bug, an error requests does not class): ambiguous on the final
+  ``/send``, permanent before; only the exception's type is kept.
 
 Also home of the OAuth2 client-credentials token source (msal) that the SMTP gateway uses
 for XOAUTH2: one app registration, one way of getting a token.
@@ -117,13 +124,21 @@ class TokenSource:
         """An access token; raises PermanentGatewayError / TransientGatewayError if none."""
         import requests
 
-        app = self._application()
         try:
-            result = app.acquire_token_for_client(scopes=[self.scope])
+            result = self._application().acquire_token_for_client(scopes=[self.scope])
+        except GatewayError:
+            raise
         except requests.RequestException as exc:
             raise TransientGatewayError(
                 f"cannot reach the identity service {self.credentials.authority}: "
                 f"{type(exc).__name__}",
+                server_message=type(exc).__name__,
+            ) from exc
+        except Exception as exc:
+            # A bug, or an error msal does not class; nothing was sent.
+            raise PermanentGatewayError(
+                f"no access token for client {self.credentials.client_id} in tenant "
+                f"{self.credentials.tenant_id}: unexpected {type(exc).__name__}",
                 server_message=type(exc).__name__,
             ) from exc
         token = result.get("access_token") if isinstance(result, dict) else None
@@ -285,6 +300,20 @@ class GraphGateway:
             raise TransientGatewayError(
                 f"Graph could not be reached for {step} ({problem})", server_message=problem
             ) from exc
+        except Exception as exc:
+            # A bug or an error requests does not class; its text is not kept (it may
+            # quote the request).
+            kind = type(exc).__name__
+            if sending:
+                raise AmbiguousGatewayError(
+                    f"Graph failed unexpectedly on {step} ({kind}); the message may have been "
+                    "sent: look in Sent Items before resending",
+                    server_message=kind,
+                ) from exc
+            raise PermanentGatewayError(
+                f"Graph failed unexpectedly on {step} ({kind}); nothing was sent",
+                server_message=kind,
+            ) from exc
         if response.status_code >= 400:
             raise self._failure(step, response, sending=sending)
         return response
@@ -293,12 +322,12 @@ class GraphGateway:
         status = response.status_code
         words = _error_words(response)
         hint = _retry_after(response)
-        if status in (408, 429, 503):
-            # Throttled or unavailable: the request was refused before any work was done.
+        if status == 429 or (status in (408, 503) and not sending):
+            # Throttled, or unavailable before the message could be sent: nothing was done.
             return TransientGatewayError(
                 f"Graph deferred {step}: {words}", server_message=words, retry_after=hint
             )
-        if status >= 500:
+        if status >= 500 or status == 408:
             if sending:
                 return AmbiguousGatewayError(
                     f"Graph answered {step} with {words}; the message may have been sent: "
