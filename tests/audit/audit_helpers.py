@@ -221,6 +221,14 @@ def append_worker(backend: str, location: str, worker: int, count: int) -> None:
         store.close()
 
 
+def log_section(backend: str, store: EventStore, monkeypatch: Any) -> str:
+    """A config's ``[log]`` table naming ``store`` (a PostgreSQL DSN goes via the environment)."""
+    if backend == "sqlite":
+        return f'[log]\npath = "{store.path}"\n'  # type: ignore[attr-defined]
+    monkeypatch.setenv("MASH_TEST_LOG_DSN", store._dsn)  # type: ignore[attr-defined]
+    return '[log]\nbackend = "postgres"\ndsn_env = "MASH_TEST_LOG_DSN"\n'
+
+
 def location_of(backend: str, store: EventStore) -> str:
     """Where a test's store is, for :func:`open_store_at` (a file path or a DSN)."""
     if backend == "sqlite":

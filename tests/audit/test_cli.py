@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from audit_helpers import RawLog, prepared, sent
+from audit_helpers import RawLog, log_section, prepared, sent
 from click.testing import CliRunner, Result
 
 from mash_requests.audit import Event, EventKind, EventStore
@@ -22,14 +22,9 @@ Run = Callable[..., Result]
 def run(backend: str, store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
     """Runs ``mash-requests audit …`` with a config whose [log] is ``store``."""
     config = tmp_path / "mash-requests.toml"
-    if backend == "sqlite":
-        log = f'path = "{store.path}"'  # type: ignore[attr-defined]
-    else:
-        monkeypatch.setenv("MASH_TEST_LOG_DSN", store._dsn)  # type: ignore[attr-defined]
-        log = 'backend = "postgres"\ndsn_env = "MASH_TEST_LOG_DSN"'
     config.write_text(
         f'[mash]\nname = "Testbury MASH"\nsender = "mash@testbury.gov.uk"\n'
-        f'data_dir = "data"\n\n[log]\n{log}\n',
+        f'data_dir = "data"\n\n{log_section(backend, store, monkeypatch)}',
         encoding="utf-8",
     )
 
@@ -234,3 +229,53 @@ def test_report_on_broken_log_exits_1(
     result = run("report", "--out", str(out))
     assert result.exit_code == 1
     assert "BROKEN at event 1 (removed)" in out.read_text(encoding="utf-8")
+
+
+# -- what the config needs -----------------------------------------------------------------
+
+_GATEWAY_WITH_UNSET_SECRET = """
+[gateway]
+type = "graph"
+
+[gateway.graph]
+mailbox = "mash@testbury.gov.uk"
+tenant_id = "tenant"
+client_id = "client"
+client_secret_env = "MASH_TEST_UNSET_GRAPH_SECRET"
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["verify"], ["query"], ["report", "--out", "r.html"], ["checkpoint", "--out", "cp.json"]],
+    ids=lambda c: c[0],
+)
+def test_audit_commands_need_no_gateway_secret(
+    backend: str,
+    store: EventStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+) -> None:
+    """An auditor's config whose gateway secret variable is unset still reads the log."""
+    monkeypatch.delenv("MASH_TEST_UNSET_GRAPH_SECRET", raising=False)
+    monkeypatch.chdir(tmp_path)
+    fill(store)
+    config = tmp_path / "auditor.toml"
+    config.write_text(
+        f'[mash]\nname = "Testbury MASH"\n{_GATEWAY_WITH_UNSET_SECRET}\n'
+        f"{log_section(backend, store, monkeypatch)}",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(main, ["audit", *command, "--config", str(config)])
+    assert result.exit_code == 0, result.output
+
+
+def test_report_title_defaults_to_the_mash_name(
+    run: Run, store: EventStore, tmp_path: Path
+) -> None:
+    """Without --title the report is titled from [mash] name."""
+    fill(store)
+    out = tmp_path / "report.html"
+    assert run("report", "--out", str(out)).exit_code == 0
+    assert "<title>Testbury MASH: requests for information</title>" in out.read_text("utf-8")

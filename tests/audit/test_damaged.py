@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from audit_helpers import RawLog, canonical, prepared, sent
+from audit_helpers import RawLog, canonical, log_section, prepared, sent
 from click.testing import CliRunner
 
 from mash_requests.audit import EventStore
@@ -59,12 +59,7 @@ def test_audit_query_on_damaged_record_is_an_error_line(
 ) -> None:
     """audit query prints 'Error: … event 2 is damaged …' and exits 2, with no traceback."""
     config = tmp_path / "c.toml"
-    if backend == "sqlite":
-        log = f'path = "{damaged.path}"'  # type: ignore[attr-defined]
-    else:
-        monkeypatch.setenv("MASH_TEST_LOG_DSN", damaged._dsn)  # type: ignore[attr-defined]
-        log = 'backend = "postgres"\ndsn_env = "MASH_TEST_LOG_DSN"'
-    config.write_text(f"[log]\n{log}\n", encoding="utf-8")
+    config.write_text(log_section(backend, damaged, monkeypatch), encoding="utf-8")
     result = CliRunner().invoke(main, ["audit", "query", "--config", str(config)])
     assert result.exit_code == 2
     assert result.exception is None or isinstance(result.exception, SystemExit)

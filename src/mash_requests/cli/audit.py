@@ -70,20 +70,44 @@ def _read_errors() -> Iterator[None]:
 
 
 @contextmanager
-def _opened_store(config_path: Path | None, *, settings: Any = None) -> Iterator[EventStore]:
-    """Load the config (unless given) and open the existing log, closing it afterwards.
+def _opened_store(config_path: Path | None) -> Iterator[EventStore]:
+    """Load the config's [log] and open the existing log, closing it afterwards.
 
-    Every audit command only reads: a log that is not there is an error, never created.
+    Only ``[mash] data_dir`` and ``[log]`` are read: an auditor's config need not name the
+    gateway or hold its secrets. Every audit command only reads: a log that is not there is
+    an error, never created.
     """
     from mash_requests.audit import open_store
-    from mash_requests.config import load_settings
+    from mash_requests.config import load_log_settings
 
     with _read_errors():
-        store = open_store((settings or load_settings(config_path)).log, must_exist=True)
+        store = open_store(load_log_settings(config_path), must_exist=True)
     try:
         yield store
     finally:
         store.close()
+
+
+def _mash_name(config_path: Path | None) -> str:
+    """``[mash] name`` (default "MASH"), without validating the rest of the config.
+
+    load_log_settings has already found and parsed the same file, so reading it fails only
+    if it changed meanwhile; then the default name is good enough for a title.
+    """
+    import tomllib
+
+    from mash_requests._tables import Table
+    from mash_requests.config import find_config
+
+    source = find_config(config_path)
+    if source is None:
+        return "MASH"
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "MASH"
+    root = Table(data, where=f"config {source}:", base_dir=source.parent)
+    return root.table("mash").string("name", "MASH") or "MASH"
 
 
 # -- verify and checkpoint -------------------------------------------------------------------
@@ -433,18 +457,12 @@ def report(
 ) -> None:
     """Write an HTML evidence report of the requests sent in a period."""
     from mash_requests.audit.report import build_report, write_report
-    from mash_requests.config import load_settings
 
     since, until = _time_window(from_, to)
-    with library_errors():
-        settings = load_settings(config_path)
-    with _opened_store(config_path, settings=settings) as store, _read_errors():
-        data = build_report(
-            store,
-            since=since,
-            until=until,
-            title=title or f"{settings.mash_name}: requests for information",
-        )
+    with _opened_store(config_path) as store, _read_errors():
+        if title is None:
+            title = f"{_mash_name(config_path)}: requests for information"
+        data = build_report(store, since=since, until=until, title=title)
         write_report(data, out_path)
     click.echo(f"report written to {out_path}")
     click.echo(
