@@ -267,6 +267,19 @@ def test_fill_template_without_fields_exits_2(tmp_path: Path) -> None:
     assert "no form fields" in result.stderr
 
 
+def test_fill_with_a_filled_template_exits_2_naming_template_and_field(tmp_path: Path) -> None:
+    """Another case's filled form as the template is exit 2, naming it and a field; no output."""
+    template = REPO / "examples" / "forms" / "MASH-2026-0413.pdf"
+    out = tmp_path / "x.pdf"
+    result = run(
+        "form", "fill", "--template", template, "--case", case_file(tmp_path), "--out", out
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: referral form template {template}: field ")
+    assert "already has a value" in result.stderr
+    assert not out.exists()
+
+
 def test_fill_missing_case_file_exits_2(tmp_path: Path) -> None:
     """A case file that does not exist is exit 2, naming it."""
     out = tmp_path / "filled.pdf"

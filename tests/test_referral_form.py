@@ -1079,6 +1079,82 @@ def test_filling_is_deterministic_for_an_unencrypted_template() -> None:
     assert fill_form(blank_template(), VALUES) == fill_form(blank_template(), VALUES)
 
 
+def with_field(data: bytes, name: str, **entries: Any) -> bytes:
+    """The form with raw entries (``FT="/Btn"``, ``V="/Yes"``, ``DV="N/A"``) set on a field."""
+    from pypdf import PdfReader, PdfWriter
+    from pypdf.generic import NameObject, TextStringObject
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(data)))
+    for annot in writer.pages[0]["/Annots"]:  # type: ignore[union-attr]
+        widget: Any = annot.get_object()
+        if widget["/T"] == name:
+            for key, value in entries.items():
+                obj = NameObject(value) if value.startswith("/") else TextStringObject(value)
+                widget[NameObject(f"/{key}")] = obj
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_filled_template_is_refused_naming_the_field_not_its_value() -> None:
+    """Another case's filled form given as the template is refused, naming a field, no value."""
+    filled = fill_form(blank_template(), VALUES)
+    with pytest.raises(InputError, match=r"field 'case_reference' .*already has a value") as caught:
+        fill_form(filled, {"case_reference": NEIGHBOUR})
+    assert "Leo" not in str(caught.value) and REF not in str(caught.value)
+
+
+def test_filled_template_error_names_the_template() -> None:
+    """The refusal names the template as the caller gave it."""
+    filled = fill_form(blank_template(), VALUES)
+    with pytest.raises(InputError, match=r"^referral form template forms/MASH-2026-0412\.pdf: "):
+        fill_form(filled, VALUES, template_name="forms/MASH-2026-0412.pdf")
+
+
+def test_example_filled_form_is_refused_as_a_template() -> None:
+    """The repository's filled example form for one case cannot be the template for another."""
+    filled = (REPO / "examples" / "forms" / f"{REF}.pdf").read_bytes()
+    with pytest.raises(InputError, match="already has a value"):
+        fill_form(filled, {"case_reference": NEIGHBOUR})
+
+
+def test_allow_filled_fills_a_filled_template() -> None:
+    """allow_filled=True fills a template whose fields hold values, replacing the mapped ones."""
+    from pypdf import PdfReader
+
+    filled = fill_form(blank_template(), VALUES)
+    refilled = fill_form(filled, {"case_reference": NEIGHBOUR}, allow_filled=True)
+    fields = PdfReader(io.BytesIO(refilled)).get_form_text_fields()
+    assert fields["case_reference"] == NEIGHBOUR
+
+
+def test_whitespace_only_field_counts_as_blank() -> None:
+    """A field holding only spaces is blank: the template is filled."""
+    template = build_pdf(fields={**dict.fromkeys(DEFAULT_FILL_MAPPING, ""), "concerns": "  "})
+    assert check_form(fill_form(template, VALUES), REF).accepted
+
+
+def test_ticked_checkbox_makes_the_template_filled() -> None:
+    """A ticked checkbox is a value: the template is refused, naming the box."""
+    template = with_field(blank_template(), "consent_status", FT="/Btn", V="/Yes")
+    with pytest.raises(InputError, match="field 'consent_status'"):
+        fill_form(template, {"case_reference": REF})
+
+
+def test_unticked_checkbox_counts_as_blank() -> None:
+    """A checkbox set to /Off is blank: the template is filled."""
+    template = with_field(blank_template(), "consent_status", FT="/Btn", V="/Off")
+    assert check_form(fill_form(template, {"case_reference": REF}), REF).accepted
+
+
+def test_value_equal_to_the_fields_default_counts_as_blank() -> None:
+    """A field holding its own default value (/DV, set by the form's author) is blank."""
+    template = with_field(
+        blank_template(), "consent_reason", V="Not applicable", DV="Not applicable"
+    )
+    assert check_form(fill_form(template, VALUES), REF).accepted
+
+
 # --------------------------------------------------------------------------------------------
 # Reading
 

@@ -863,35 +863,62 @@ def read_form(path: Path) -> bytes:
         raise InputError(f"referral form {path}: cannot be read ({exc.strerror})") from exc
 
 
-def form_field_names(template: bytes, *, password: str | None = None) -> list[str]:
+def form_field_names(
+    template: bytes, *, password: str | None = None, template_name: str | None = None
+) -> list[str]:
     """The fully qualified names of a fillable form's fields, in the form's order."""
-    reader = _open_template(template, password)
-    return _template_fields(reader)
+    where = _template_label(template_name)
+    reader = _open_template(template, password, where)
+    return list(_template_fields(reader, where))
 
 
-def fill_form(template: bytes, values: Mapping[str, str], *, password: str | None = None) -> bytes:
+def fill_form(
+    template: bytes,
+    values: Mapping[str, str],
+    *,
+    password: str | None = None,
+    allow_filled: bool = False,
+    template_name: str | None = None,
+) -> bytes:
     """Fill a blank fillable form: field name -> text; returns the filled PDF's bytes.
 
     Appearance streams are generated and /NeedAppearances is set, so every viewer shows the
     values. A template that needs ``password`` is opened with it and the filled form is
     encrypted again with the same password (AES-256). Raises InputError when the template
     is not a readable fillable PDF or names a field it does not have (naming the field).
+
+    A template where any field already holds a value (another child's filled form given
+    as the template) is refused, naming the field but not its value: fields the mapping
+    does not cover would carry the other child's details into the new form. Only
+    ``allow_filled=True`` fills it anyway. ``template_name`` (e.g. its path) is named in
+    errors.
     """
     from pypdf import PdfWriter
 
-    reader = _open_template(template, password)
-    names = _template_fields(reader)
+    where = _template_label(template_name)
+    reader = _open_template(template, password, where)
+    fields = _template_fields(reader, where)
+    names = list(fields)
     if not names:
         raise InputError(
-            "referral form template: has no form fields; give the blank fillable form, "
+            f"{where}: has no form fields; give the blank fillable form, "
             "not a printed or flattened copy"
         )
     known = set(names) | {name.rsplit(".", 1)[-1] for name in names}
     for name in values:
         if name not in known:
             raise InputError(
-                f"referral form template: has no field named {name!r} (it has "
+                f"{where}: has no field named {name!r} (it has "
                 f"{', '.join(names)}); fix [form.fill_mapping] in the config"
+            )
+    if not allow_filled:
+        filled = [name for name, field in fields.items() if _holds_value(field)]
+        if filled:
+            more = f" (and {len(filled) - 1} more)" if len(filled) > 1 else ""
+            raise InputError(
+                f"{where}: field {filled[0]!r}{more} already has a value: this is a filled "
+                "form, not the blank one, and its details would stay in the new form; give "
+                "the blank fillable form"
             )
     try:
         writer = PdfWriter(clone_from=reader)
@@ -902,13 +929,39 @@ def fill_form(template: bytes, values: Mapping[str, str], *, password: str | Non
         writer.write(out)
     except Exception as exc:
         raise InputError(
-            f"referral form template: could not be filled ({type(exc).__name__}); re-save the "
+            f"{where}: could not be filled ({type(exc).__name__}); re-save the "
             "blank form from the program that made it and try again"
         ) from exc
     return out.getvalue()
 
 
-def _open_template(template: bytes, password: str | None) -> PdfReader:
+def _template_label(template_name: str | None) -> str:
+    """How errors name the template: with its name (e.g. its path) where one was given."""
+    label = "referral form template"
+    return f"{label} {template_name}" if template_name else label
+
+
+def _holds_value(field: Mapping[str, Any]) -> bool:
+    """Whether a form field has a value of its own: text, a ticked box, a chosen option.
+
+    Empty or blank text, an unticked box (``/Off``) and a value equal to the field's
+    default (``/DV``, which the form's author set) are not values of a child's case.
+    """
+    from pypdf.generic import NameObject
+
+    value = field.get("/V")
+    if value is None or value == field.get("/DV"):
+        return False
+    if isinstance(value, NameObject):
+        return value != "/Off"
+    if isinstance(value, str | bytes):
+        return bool(value.strip())
+    if isinstance(value, list):
+        return any(str(item).strip() and item != "/Off" for item in value)
+    return False  # a stream or dictionary is not a value a person typed
+
+
+def _open_template(template: bytes, password: str | None, where: str) -> PdfReader:
     from pypdf import PasswordType, PdfReader
 
     _quiet_pypdf()
@@ -918,21 +971,16 @@ def _open_template(template: bytes, password: str | None) -> PdfReader:
         if not opened and password is not None:
             opened = reader.decrypt(password) != PasswordType.NOT_DECRYPTED
     except Exception as exc:
-        raise InputError(
-            "referral form template: is not a readable PDF; give the blank fillable form"
-        ) from exc
+        raise InputError(f"{where}: is not a readable PDF; give the blank fillable form") from exc
     if not opened:
-        raise InputError(
-            "referral form template: is password-protected; set form.password to its password"
-        )
+        raise InputError(f"{where}: is password-protected; set form.password to its password")
     return reader
 
 
-def _template_fields(reader: PdfReader) -> list[str]:
+def _template_fields(reader: PdfReader, where: str) -> dict[str, Any]:
     try:
-        fields = reader.get_fields() or {}
+        return dict(reader.get_fields() or {})
     except Exception as exc:
         raise InputError(
-            "referral form template: its form fields cannot be read; re-save the blank form"
+            f"{where}: its form fields cannot be read; re-save the blank form"
         ) from exc
-    return list(fields)

@@ -147,6 +147,8 @@ child_address, referrer_name, referrer_role, referrer_email, consent_status,
 consent_reason, concerns).
 
 \b
+The template must be blank: one whose fields already hold values (another case's filled
+form) is refused, as its details would stay in fields the mapping does not fill.
 The filled form is checked as if it were being sent; a form that would be refused is
 not written. Exit codes: 0 written; 1 the filled form would be refused; 2 bad template,
 case file, mapping or config.""",
@@ -192,7 +194,11 @@ def fill(template_path: Path, case_path: Path, out_path: Path, config_path: Path
         case = load_case(case_path)
         template = read_form(template_path)
         values = case.form_values(settings.fill_mapping)
-        filled = fill_form(template, values, password=settings.password)
+        # No option to fill a form that already holds values: a blank template is the only
+        # safe input (another child's details would stay in fields the mapping skips).
+        filled = fill_form(
+            template, values, password=settings.password, template_name=str(template_path)
+        )
     verdict = check_form(
         filled,
         case.case_ref,
