@@ -279,3 +279,16 @@ def test_report_title_defaults_to_the_mash_name(
     out = tmp_path / "report.html"
     assert run("report", "--out", str(out)).exit_code == 0
     assert "<title>Testbury MASH: requests for information</title>" in out.read_text("utf-8")
+
+
+def test_cli_choices_match_the_library() -> None:
+    """The CLI's copies of the outcome and format names (kept for a fast --help) are current."""
+    import importlib
+
+    from mash_requests.audit.export import FORMATS
+    from mash_requests.audit.query import OUTCOMES
+
+    # By module name: mash_requests.cli.audit as an attribute is the click group.
+    audit_cli = importlib.import_module("mash_requests.cli.audit")
+    assert audit_cli._OUTCOMES == OUTCOMES
+    assert audit_cli._FORMATS == FORMATS

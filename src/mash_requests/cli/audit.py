@@ -7,16 +7,13 @@ log that cannot even be opened exits 2 there.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import fields
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING
 
 import click
 
@@ -31,18 +28,16 @@ from mash_requests.errors import LogError
 
 if TYPE_CHECKING:
     from mash_requests.audit import EventStore
-    from mash_requests.audit.events import StoredEvent
-    from mash_requests.audit.query import RequestState
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _CONFIG_HELP = (
     "Config file (TOML) whose [log] section says where the log is. Default: "
     "$MASH_REQUESTS_CONFIG, else ./mash-requests.toml, else the built-in defaults."
 )
+# Copies of audit.query.OUTCOMES and audit.export.FORMATS, so that `--help` imports neither;
+# test_cli checks they agree.
 _OUTCOMES = ("pending", "sent", "failed", "unconfirmed", "rejected", "not_found")
-
-#: Writes rows (dicts) with these columns to a text stream, as they come.
-_Writer = Callable[[Iterator[dict[str, Any]], tuple[str, ...], TextIO], None]
+_FORMATS = ("table", "csv", "jsonl")
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(path_type=Path), help=_CONFIG_HELP
@@ -254,7 +249,7 @@ Exit codes: 0 done; 2 bad usage, config or unreadable log.""",
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["table", "csv", "jsonl"]),
+    type=click.Choice(_FORMATS),
     default="table",
     show_default=True,
     help="table for people, csv for spreadsheets, jsonl for scripts.",
@@ -275,6 +270,7 @@ def query(
 ) -> None:
     """List requests (or events) from the dispatch log, filtered."""
     from mash_requests.audit import EventFilter
+    from mash_requests.audit.export import write_events, write_requests
     from mash_requests.audit.query import request_states
 
     if raw_events and outcome:
@@ -290,135 +286,19 @@ def query(
         until=until,
     )
     with _opened_store(config_path) as store:
-        rows: Iterator[dict[str, Any]]
-        if raw_events:
-            rows = (_event_row(e) for e in store.events(where))
-            columns = _EVENT_COLUMNS
-        else:
-            rows = (_state_row(s) for s in request_states(store, where, outcomes=outcome))
-            columns = _STATE_COLUMNS
-        write = _WRITERS[output_format]
         out = sys.stdout
         try:
             with _read_errors():
-                write(rows, columns, out)
+                if raw_events:
+                    write_events(store.events(where), out, output_format=output_format)
+                else:
+                    states = request_states(store, where, outcomes=outcome)
+                    write_requests(states, out, output_format=output_format)
         except BrokenPipeError:
             # `… | head`: the reader has all it wants. Point stdout at /dev/null so the
             # interpreter's final flush does not fail again.
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-
-
-def _event_row(stored: StoredEvent) -> dict[str, Any]:
-    record = stored.event.to_record()
-    return {"seq": stored.seq, "recorded_at": stored.recorded_at, **record, "hash": stored.hash}
-
-
-def _state_row(state: RequestState) -> dict[str, Any]:
-    return {f.name: getattr(state, f.name) for f in fields(state)}
-
-
-# (column, heading, width) for the table format; csv and jsonl carry every field.
-_STATE_TABLE = (
-    ("request_ref", "REQUEST", 28),
-    ("case_ref", "CASE", 16),
-    ("partner", "PARTNER", 10),
-    ("outcome", "OUTCOME", 11),
-    ("prepared_at", "PREPARED (UTC)", 19),
-    ("sent_at", "SENT (UTC)", 19),
-    ("attempts", "TRIES", 5),
-    ("form_sha256", "FORM SHA-256", 12),
-    ("reason", "REASON", 0),
-)
-_EVENT_TABLE = (
-    ("seq", "SEQ", 7),
-    ("recorded_at", "RECORDED (UTC)", 19),
-    ("kind", "KIND", 14),
-    ("case_ref", "CASE", 16),
-    ("request_ref", "REQUEST", 28),
-    ("partner", "PARTNER", 10),
-    ("gateway", "GATEWAY", 7),
-    ("form_sha256", "FORM SHA-256", 12),
-    ("reason", "REASON", 0),
-)
-_STATE_COLUMNS = tuple(c for c, _, _ in _STATE_TABLE)
-_EVENT_COLUMNS = tuple(c for c, _, _ in _EVENT_TABLE)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    if isinstance(value, tuple | list):
-        return ";".join(str(v) for v in value)
-    if isinstance(value, dict):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)
-
-
-def _write_table(rows: Iterator[dict[str, Any]], columns: tuple[str, ...], out: TextIO) -> None:
-    layout = _STATE_TABLE if columns == _STATE_COLUMNS else _EVENT_TABLE
-
-    def line(values: list[str]) -> str:
-        parts = []
-        for (_, _, width), value in zip(layout, values, strict=True):
-            if width and len(value) > width:
-                value = value[: width - 1] + "…"
-            parts.append(value.ljust(width) if width else value)
-        return "  ".join(parts).rstrip()
-
-    out.write(line([heading for _, heading, _ in layout]) + "\n")
-    count = 0
-    for row in rows:
-        values = []
-        for name, _, _ in layout:
-            value = row.get(name)
-            text = _cell(value)
-            if isinstance(value, datetime):
-                text = text[:19].replace("T", " ")
-            values.append(text.replace("\n", " "))
-        out.write(line(values) + "\n")
-        count += 1
-    noun = "request" if layout is _STATE_TABLE else "event"
-    out.write(f"({count} {noun}{'s' if count != 1 else ''})\n")
-
-
-def _write_csv(rows: Iterator[dict[str, Any]], columns: tuple[str, ...], out: TextIO) -> None:
-    writer: Any = None
-    for row in rows:
-        if writer is None:
-            writer = csv.DictWriter(out, fieldnames=list(row), lineterminator="\n")
-            writer.writeheader()
-        writer.writerow({key: _spreadsheet_safe(_cell(value)) for key, value in row.items()})
-    if writer is None:
-        out.write(",".join(columns) + "\n")
-
-
-def _spreadsheet_safe(text: str) -> str:
-    # A cell starting with = + - @ (or a tab/CR) is run as a formula by spreadsheets; server
-    # messages come from outside, so neutralise them (OWASP "CSV injection").
-    if text and text[0] in "=+-@\t\r":
-        return "'" + text
-    return text
-
-
-def _write_jsonl(rows: Iterator[dict[str, Any]], columns: tuple[str, ...], out: TextIO) -> None:
-    for row in rows:
-        document = {
-            key: _cell(value) if isinstance(value, datetime) else value
-            for key, value in row.items()
-        }
-        out.write(json.dumps(document, ensure_ascii=False, default=list) + "\n")
-
-
-_WRITERS: dict[str, _Writer] = {
-    "table": _write_table,
-    "csv": _write_csv,
-    "jsonl": _write_jsonl,
-}
 
 
 # -- report ----------------------------------------------------------------------------------
