@@ -280,6 +280,27 @@ def test_fill_with_a_filled_template_exits_2_naming_template_and_field(tmp_path:
     assert not out.exists()
 
 
+def test_fill_into_a_missing_folder_exits_2_and_leaves_nothing(tmp_path: Path) -> None:
+    """--out in a folder that does not exist is exit 2 naming it, with nothing written."""
+    out = tmp_path / "missing" / "filled.pdf"
+    result = run("form", "fill", "--template", BLANK, "--case", case_file(tmp_path), "--out", out)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: referral form {out}: cannot be written")
+    assert not out.parent.exists()
+
+
+def test_fill_replaces_an_existing_output_leaving_no_temporary(tmp_path: Path) -> None:
+    """form fill over an existing --out replaces it and leaves no temporary file beside it."""
+    folder = tmp_path / "forms"
+    folder.mkdir()
+    out = folder / "filled.pdf"
+    out.write_bytes(b"%PDF- an older fill")
+    result = run("form", "fill", "--template", BLANK, "--case", case_file(tmp_path), "--out", out)
+    assert result.exit_code == 0, result.output
+    assert check_form(out.read_bytes(), REF).accepted
+    assert [p.name for p in folder.iterdir()] == ["filled.pdf"]
+
+
 def test_fill_missing_case_file_exits_2(tmp_path: Path) -> None:
     """A case file that does not exist is exit 2, naming it."""
     out = tmp_path / "filled.pdf"

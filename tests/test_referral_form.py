@@ -33,6 +33,7 @@ from mash_requests.referral_form import (
     fill_form,
     form_field_names,
     read_form,
+    write_form,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -1190,3 +1191,63 @@ def test_read_form_unreadable_file_is_an_input_error(tmp_path: Path) -> None:
         pytest.skip("file permissions are not enforced for this user")
     with pytest.raises(InputError, match=r"locked\.pdf: permission denied"):
         read_form(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def test_write_form_writes_the_exact_bytes_over_an_existing_file(tmp_path: Path) -> None:
+    """write_form replaces an existing file with exactly the given bytes."""
+    path = tmp_path / "form.pdf"
+    path.write_bytes(b"%PDF- old")
+    write_form(path, b"%PDF- new")
+    assert path.read_bytes() == b"%PDF- new"
+
+
+def test_write_form_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """After writing, the folder holds the form and nothing else."""
+    write_form(tmp_path / "form.pdf", b"%PDF-")
+    assert [p.name for p in tmp_path.iterdir()] == ["form.pdf"]
+
+
+def test_write_form_failure_keeps_the_old_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename that fails raises InputError naming the path; the old form stays, no debris."""
+    import os
+
+    path = tmp_path / "form.pdf"
+    path.write_bytes(b"%PDF- old")
+
+    def full_disk(source: object, target: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(InputError, match=r"form\.pdf: cannot be written \(No space left"):
+        write_form(path, b"%PDF- new")
+    assert path.read_bytes() == b"%PDF- old"
+    assert [p.name for p in tmp_path.iterdir()] == ["form.pdf"]
+
+
+def test_write_form_into_a_missing_folder_is_an_input_error(tmp_path: Path) -> None:
+    """A folder that does not exist raises InputError naming the path."""
+    path = tmp_path / "missing" / "form.pdf"
+    with pytest.raises(InputError, match=r"missing/form\.pdf: cannot be written"):
+        write_form(path, b"%PDF-")
+
+
+def test_write_form_new_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """A newly written form (a child's details) has mode 0600."""
+    path = tmp_path / "form.pdf"
+    write_form(path, b"%PDF-")
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_write_form_keeps_the_replaced_files_permissions(tmp_path: Path) -> None:
+    """A form written over an existing file keeps that file's permission bits."""
+    path = tmp_path / "form.pdf"
+    path.write_bytes(b"%PDF- old")
+    path.chmod(0o640)
+    write_form(path, b"%PDF- new")
+    assert path.stat().st_mode & 0o777 == 0o640

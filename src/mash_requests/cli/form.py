@@ -7,7 +7,6 @@ parses options, prints the verdict and picks the exit code.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -182,7 +181,7 @@ def fill(template_path: Path, case_path: Path, out_path: Path, config_path: Path
     """Fill a blank referral form from a case file, check it, and write it."""
     from mash_requests.case import load_case
     from mash_requests.config import load_settings
-    from mash_requests.referral_form import check_form, fill_form, read_form
+    from mash_requests.referral_form import check_form, fill_form, read_form, write_form
 
     if out_path.exists() and out_path.resolve() == template_path.resolve():
         raise CliError(
@@ -212,21 +211,8 @@ def fill(template_path: Path, case_path: Path, out_path: Path, config_path: Path
             f"Nothing was written to {out_path}.",
             EXIT_INCOMPLETE,
         )
-    _write_atomically(out_path, filled)
+    with library_errors():
+        write_form(out_path, filled)
     click.echo(f"wrote {out_path} for {case.case_ref}")
     click.echo(f"  {verdict.detail}")
     click.echo(f"  sha256    {verdict.sha256}")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a half-written form never exists."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise CliError(
-            f"cannot write {path} ({exc.strerror}); check the folder exists and is writable",
-            EXIT_BAD_INPUT,
-        ) from exc
