@@ -171,8 +171,7 @@ def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path)
         # domain all use [mash] sender, so the two must be the same address.
         raise mash.error(
             "sender",
-            f"must be the mailbox the {kind} gateway sends as ({gateway.mailbox}), "
-            f"got {sender!r}",
+            f"must be the mailbox the {kind} gateway sends as ({gateway.mailbox}), got {sender!r}",
         )
     for other in ("outbox", "smtp", "ews", "graph"):
         if other != kind:
