@@ -126,8 +126,10 @@ class EventFilter:
 class EventStore(Protocol):
     """Where the dispatch log lives (SQLite, PostgreSQL). Append-only by design."""
 
-    def append(self, event: Event) -> StoredEvent:
-        """Durably append one event to the chain and return it as stored."""
+    def append(
+        self, event: Event, *, precondition: Callable[[], None] | None = None
+    ) -> StoredEvent:
+        """Durably append one event to the chain and return it as stored (see append_many)."""
         ...
 
     def append_many(
