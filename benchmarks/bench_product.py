@@ -59,7 +59,7 @@ data_dir = "{root / "data"}"
 operator = "bench"
 
 [directory]
-allowed_domains = ["*.police.uk", "nhs.net", "bench.gov.uk"]
+allowed_domains = ["*.police.uk", "nhs.net", "bench.gov.uk", "eastbury.gov.uk"]
 
 [partners.police]
 name = "Police"
