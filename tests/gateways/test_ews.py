@@ -317,14 +317,24 @@ def test_server_busy_is_transient_with_retry_after(
     assert len(exchange.ops("CreateItem")) == 1  # FailFast: exchangelib did not re-POST
 
 
-def test_http_503_is_transient(
+def test_http_503_on_create_item_is_ambiguous(
     exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
 ) -> None:
-    """An HTTP 503 on CreateItem (service unavailable) is transient."""
+    """An HTTP 503 on CreateItem may come from a front end after the send: ambiguous."""
     exchange.on("CreateItem", (503, "Service Unavailable"))
-    with pytest.raises(TransientGatewayError):
+    with pytest.raises(AmbiguousGatewayError):
         gateway.send(message)
     assert len(exchange.ops("CreateItem")) == 1
+
+
+def test_http_503_before_sending_is_transient(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """An HTTP 503 while finding Sent Items, before anything is sent, is transient."""
+    exchange.on("GetFolder", (503, "Service Unavailable"))
+    with pytest.raises(TransientGatewayError):
+        gateway.send(message)
+    assert exchange.ops("CreateItem") == []
 
 
 @pytest.mark.parametrize("status", [502, 504])

@@ -9,10 +9,12 @@ A copy goes to Sent Items, where :meth:`EwsGateway.find_sent` looks the Message-
 exchangelib runs with its FailFast policy: it must never re-POST by itself, because a
 re-POST after a lost answer sends a second copy. Its errors are classed here:
 
-- ``ErrorServerBusy`` with ``BackOffMilliseconds``, HTTP 503, and failures before the
-  request left (connection refused, connect timeout): transient, with the server's hint;
-- a timeout, reset or HTTP 5xx *after* the CreateItem was sent: ambiguous (Exchange may
-  have sent it; the retry policy looks in Sent Items);
+- ``ErrorServerBusy`` with ``BackOffMilliseconds``, HTTP 429, HTTP 503/408 to any request
+  but the sending one, and failures before the request left (connection refused, connect
+  timeout): transient, with the server's hint;
+- a timeout, reset or HTTP 5xx (503 included: a front end can answer it after the mailbox
+  server sent the message) *after* the CreateItem was sent: ambiguous (Exchange may have
+  sent it; the retry policy looks in Sent Items);
 - 401 and other refused credentials, an untrusted certificate, and the server's refusals
   (``ErrorInvalidRecipients``, ``ErrorSendAsDenied``, ``ErrorMessageSizeExceeded`` …):
   permanent, with the server's own words;
@@ -275,7 +277,8 @@ def _translate(exc: Exception, step: str, *, sending: bool) -> GatewayError:
             )
         # exchangelib's own re-raise of a 503, a closed connection, or a server error page.
         exc = cause if isinstance(cause, Exception) else exc
-        if "HTTP 503" in str(exc) or isinstance(exc, ews.ErrorTooManyObjectsOpened):
+        unavailable = "HTTP 503" in str(exc)
+        if isinstance(exc, ews.ErrorTooManyObjectsOpened) or (unavailable and not sending):
             return TransientGatewayError(
                 f"Exchange is unavailable ({step}): {_words(exc)}", server_message=_words(exc)
             )
@@ -293,7 +296,9 @@ def _translate(exc: Exception, step: str, *, sending: bool) -> GatewayError:
         match = re.search(r"Code: (\d{3})", str(exc))
         status = int(match.group(1)) if match else 0
         words = f"HTTP {status}" if status else "an answer that is not EWS"
-        if status in (408, 429, 503):
+        # As for Graph: a front end can answer 503/408 after the mailbox server has sent the
+        # message, so on the sending request they are ambiguous. 429 comes before the mailbox.
+        if status == 429 or (status in (408, 503) and not sending):
             return TransientGatewayError(f"Exchange deferred {step}: {words}", server_message=words)
         if status >= 500 or not status:
             if sending:
