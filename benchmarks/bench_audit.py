@@ -6,14 +6,24 @@ same run, on the same rows, so the ratio says what the library adds:
 - build:   store.append_many in batches   vs raw INSERTs of the same records (no hashing)
 - verify:  verify_chain                   vs reading every record and SHA-256 over its bytes
 - report:  build_report + render_html     vs reading every record and json.loads of each
+- month:   the same for one month         vs SHA-256 over every record (the whole chain is
+           (--from/--to of one month)        verified) + json.loads of that month's records
 - query:   query_events(case_ref=…)       vs raw SELECT of the records of that case
 - append:  store.append, durable commit   vs raw INSERT + COMMIT with the same durability
+
+The events are spread evenly over the ``--months`` whole months before the current one
+(the stores' clock is replaced while building), so a monthly report reads about
+1/``--months`` of the log.
 
 Usage::
 
     python benchmarks/bench_audit.py                      # 100,000 events, SQLite
-    python benchmarks/bench_audit.py --events 1000000
+    python benchmarks/bench_audit.py --events 1000000 --keep /var/tmp/bench-1m.sqlite3
     python benchmarks/bench_audit.py --backend postgres --dsn postgresql://postgres@127.0.0.1/test
+
+``--keep`` builds the log once and reuses it on later runs (a SQLite file, or a PostgreSQL
+schema name), so figures can be taken again in seconds instead of minutes. The append
+measurement adds ``--appends`` events to a kept log each run.
 
 Not a test: it prints medians and ratios and exits 0.
 """
@@ -23,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import statistics
 import sys
@@ -30,9 +41,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from mash_requests.audit import Event, EventFilter, EventKind, EventStore
 from mash_requests.audit.query import query_events
@@ -40,6 +53,9 @@ from mash_requests.audit.report import build_report, render_html
 from mash_requests.audit.verify import verify_chain
 
 PARTNERS = ("police", "health", "education", "probation", "housing", "adult_social_care")
+
+#: Events per append_many while building (one transaction, one recorded_at each).
+BUILD_BATCH = 1000
 
 
 def make_events(count: int, seed: int = 7) -> Iterator[Event]:
@@ -89,15 +105,23 @@ def make_events(count: int, seed: int = 7) -> Iterator[Event]:
                 yield event
 
 
+def month_start(moment: datetime, months_back: int = 0) -> datetime:
+    """Midnight UTC on the first day of the month ``months_back`` before ``moment``'s."""
+    index = moment.year * 12 + moment.month - 1 - months_back
+    return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
+
+
 # -- backends --------------------------------------------------------------------------------
 
 
 class Backend:
-    """A fresh log plus a raw connection for the baselines."""
+    """A log (fresh, or kept from an earlier run) plus a raw connection for the baselines."""
 
     name: str
     store: EventStore
     placeholder: str
+    #: Whether the log was kept from an earlier run (then it is not built again).
+    reused: bool
 
     def raw_rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
         raise NotImplementedError
@@ -106,6 +130,10 @@ class Backend:
         raise NotImplementedError
 
     def raw_bulk_insert(self, rows: list[tuple[Any, ...]]) -> None:
+        raise NotImplementedError
+
+    def clock(self, now: Callable[[], datetime]) -> AbstractContextManager[Any]:
+        """Make the store record ``now()`` as the time of each append (while building)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -117,16 +145,18 @@ _BASELINE_TABLE = """CREATE TABLE baseline (seq bigint PRIMARY KEY, recorded_at 
 
 
 class SQLiteBackend(Backend):
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, path: Path) -> None:
         import sqlite3
 
         from mash_requests.audit.sqlite import SQLiteEventStore
 
         self.name = "sqlite"
-        self.store = SQLiteEventStore(folder / "dispatch-log.sqlite3")
-        self.raw = sqlite3.connect(folder / "dispatch-log.sqlite3", isolation_level=None)
+        self.reused = path.exists()
+        self.store = SQLiteEventStore(path)
+        self.raw = sqlite3.connect(path, isolation_level=None)
         self.raw.execute("PRAGMA journal_mode = WAL")
         self.raw.execute("PRAGMA synchronous = FULL")
+        self.raw.execute("DROP TABLE IF EXISTS baseline")
         self.raw.execute(_BASELINE_TABLE)
         self.raw.execute("CREATE INDEX baseline_case_ref ON baseline (case_ref)")
         self.placeholder = "?"
@@ -146,25 +176,41 @@ class SQLiteBackend(Backend):
         self.raw.executemany("INSERT INTO baseline VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         self.raw.execute("COMMIT")
 
+    def clock(self, now: Callable[[], datetime]) -> AbstractContextManager[Any]:
+        from mash_requests.audit import sqlite
+
+        class Clock(datetime):
+            @classmethod
+            def now(cls, tz: Any = None) -> Any:
+                return now()
+
+        # The store reads the time with datetime.now(UTC) inside its append transaction.
+        return mock.patch.object(sqlite, "datetime", Clock)
+
     def close(self) -> None:
+        self.raw.execute("DROP TABLE IF EXISTS baseline")
         self.raw.close()
         self.store.close()
 
 
 class PostgresBackend(Backend):
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, keep: str | None) -> None:
         import psycopg
         from psycopg import conninfo
 
         from mash_requests.audit.postgres import PostgresEventStore
 
         self.name = "postgres"
-        self.schema = f"bench_{uuid.uuid4().hex[:10]}"
+        self.keep = keep is not None
+        self.schema = keep or f"bench_{uuid.uuid4().hex[:10]}"
         self.admin = psycopg.connect(dsn, autocommit=True)
-        self.admin.execute(f"CREATE SCHEMA {self.schema}".encode())
+        found = self.admin.execute("SELECT to_regclass(%s)", (f"{self.schema}.events",)).fetchone()
+        self.reused = found is not None and found[0] is not None
+        self.admin.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}".encode())
         scoped = conninfo.make_conninfo(dsn, options=f"-c search_path={self.schema}")
         self.store = PostgresEventStore(scoped)
         self.raw = psycopg.connect(scoped, autocommit=True)
+        self.raw.execute(b"DROP TABLE IF EXISTS baseline")
         self.raw.execute(_BASELINE_TABLE.encode())
         self.raw.execute(b"CREATE INDEX baseline_case_ref ON baseline (case_ref)")
         self.placeholder = "%s"
@@ -185,10 +231,21 @@ class PostgresBackend(Backend):
                 b"INSERT INTO baseline VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", rows
             )
 
+    def clock(self, now: Callable[[], datetime]) -> AbstractContextManager[Any]:
+        from mash_requests.audit import postgres
+
+        def server_now(conn: object) -> datetime:
+            return now()
+
+        # The store takes the server's clock_timestamp() inside its append transaction.
+        return mock.patch.object(postgres, "_server_now", server_now)
+
     def close(self) -> None:
+        self.raw.execute(b"DROP TABLE IF EXISTS baseline")
         self.raw.close()
         self.store.close()
-        self.admin.execute(f"DROP SCHEMA {self.schema} CASCADE".encode())
+        if not self.keep:
+            self.admin.execute(f"DROP SCHEMA {self.schema} CASCADE".encode())
         self.admin.close()
 
 
@@ -208,8 +265,9 @@ def line(name: str, what: str, ours: list[float], base: list[float], base_name: 
     mine, theirs = statistics.median(ours), statistics.median(base)
     ratio = mine / theirs if theirs else float("inf")
     print(
-        f"{name:<8} {what:<26} {_fmt(mine):>10}   baseline {_fmt(theirs):>10} "
-        f"({base_name})   x{ratio:.1f}"
+        f"{name:<8} {what:<30} {_fmt(mine):>10}   baseline {_fmt(theirs):>10} "
+        f"({base_name})   x{ratio:.1f}",
+        flush=True,
     )
 
 
@@ -226,64 +284,109 @@ def opened(args: argparse.Namespace) -> Iterator[Backend]:
     if args.backend == "postgres":
         if not args.dsn:
             sys.exit("--backend postgres needs --dsn (or MASH_TEST_POSTGRES_DSN)")
-        backend: Backend = PostgresBackend(args.dsn)
+        backend: Backend = PostgresBackend(args.dsn, args.keep)
+        try:
+            yield backend
+        finally:
+            backend.close()
+        return
+    if args.keep:
+        backend = SQLiteBackend(Path(args.keep))
         try:
             yield backend
         finally:
             backend.close()
         return
     with tempfile.TemporaryDirectory(prefix="bench-audit-", dir=args.tmp) as folder:
-        backend = SQLiteBackend(Path(folder))
+        backend = SQLiteBackend(Path(folder) / "dispatch-log.sqlite3")
         try:
             yield backend
         finally:
             backend.close()
 
 
-def main() -> None:
-    import os
+def build(backend: Backend, args: argparse.Namespace, first: datetime, last: datetime) -> None:
+    """Fill the log with ``--events`` events recorded evenly between ``first`` and ``last``."""
+    store = backend.store
+    events = list(make_events(args.events))
+    batches = -(-len(events) // BUILD_BATCH)
+    step = (last - first) / max(batches, 1)
+    moment = first
 
+    def now() -> datetime:
+        return moment
+
+    start = time.perf_counter()
+    with backend.clock(now):
+        for i in range(0, len(events), BUILD_BATCH):
+            moment = first + step * (i // BUILD_BATCH)
+            store.append_many(events[i : i + BUILD_BATCH])
+    took = time.perf_counter() - start
+    rows = [
+        (r[0], str(r[1]), *r[2:])
+        for r in backend.raw_rows(
+            "SELECT seq, recorded_at, kind, case_ref, request_ref, prev_hash, hash, record "
+            "FROM events ORDER BY seq"
+        )
+    ]
+    start = time.perf_counter()
+    for i in range(0, len(rows), BUILD_BATCH):
+        backend.raw_bulk_insert(rows[i : i + BUILD_BATCH])
+    raw_took = time.perf_counter() - start
+    line("build", f"{len(events):,} events, 1k/commit", [took], [raw_took], "raw INSERT")
+    record_bytes = sum(len(r[7].encode()) for r in rows)
+    print(f"{'':8} mean canonical record: {record_bytes / len(rows):.0f} bytes\n")
+
+
+def log_size(backend: Backend) -> int:
+    ((count,),) = list(backend.raw_rows("SELECT count(*) FROM events"))
+    return int(count)
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000, help="log size (100,000)")
+    parser.add_argument("--months", type=int, default=12, help="months the events span (12)")
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--dsn", default=os.environ.get("MASH_TEST_POSTGRES_DSN"))
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (3)")
     parser.add_argument("--appends", type=int, default=300, help="durable appends timed (300)")
     parser.add_argument("--queries", type=int, default=200, help="case queries timed (200)")
     parser.add_argument("--tmp", default=None, help="folder for the SQLite file (a real disk)")
+    parser.add_argument(
+        "--keep",
+        metavar="PATH",
+        default=None,
+        help="keep the log here and reuse it next time: a SQLite file, or a PostgreSQL schema",
+    )
+    parser.add_argument(
+        "--skip-whole-report", action="store_true", help="do not time the whole-log report"
+    )
     args = parser.parse_args()
+
+    first = month_start(datetime.now(UTC), args.months)
+    last = month_start(datetime.now(UTC))
+    # The month in the middle of the span: as many events before it as after it.
+    month = month_start(last, args.months // 2)
+    month_end = month_start(last, args.months // 2 - 1)
 
     print(f"mash-requests dispatch log benchmark: {args.events:,} events on {args.backend}")
     print(f"python {sys.version.split()[0]}, medians of {args.repeat} run(s)\n")
     with opened(args) as backend:
         store = backend.store
         ph = backend.placeholder
-
-        # build: append_many in batches of 1,000 vs raw inserts of the very same records
-        events = list(make_events(args.events))
-        start = time.perf_counter()
-        for i in range(0, len(events), 1000):
-            store.append_many(events[i : i + 1000])
-        build = time.perf_counter() - start
-        rows = [
-            (r[0], str(r[1]), *r[2:])
-            for r in backend.raw_rows(
-                "SELECT seq, recorded_at, kind, case_ref, request_ref, prev_hash, hash, record "
-                "FROM events ORDER BY seq"
-            )
-        ]
-        start = time.perf_counter()
-        for i in range(0, len(rows), 1000):
-            backend.raw_bulk_insert(rows[i : i + 1000])
-        raw_build = time.perf_counter() - start
-        line("build", f"{len(events):,} events, 1k/commit", [build], [raw_build], "raw INSERT")
-        record_bytes = sum(len(r[7].encode()) for r in rows)
-        print(f"{'':8} mean canonical record: {record_bytes / len(rows):.0f} bytes\n")
-        del rows
+        size = log_size(backend)
+        if backend.reused and size:
+            if size < args.events:
+                sys.exit(f"the kept log holds {size:,} events, fewer than --events; delete it")
+            print(f"reusing the kept log {args.keep}: {size:,} events\n")
+        else:
+            build(backend, args, first, last)
+            size = log_size(backend)
 
         # verify
         result = verify_chain(store)
-        assert result.ok and result.count == args.events, result.summary()
+        assert result.ok and result.count == size, result.summary()
 
         def baseline_verify() -> None:
             for (record,) in backend.raw_rows("SELECT record FROM events ORDER BY seq"):
@@ -291,32 +394,70 @@ def main() -> None:
 
         line(
             "verify",
-            f"{args.events:,} events",
+            f"{size:,} events",
             timed(lambda: verify_chain(store), args.repeat),
             timed(baseline_verify, args.repeat),
             "read + sha256",
         )
 
-        # report
-        def report() -> None:
-            render_html(build_report(store, title="benchmark"))
-
-        def baseline_report() -> None:
-            for (record,) in backend.raw_rows("SELECT record FROM events ORDER BY seq"):
+        # report of the whole log
+        def baseline_loads(sql: str, params: tuple[Any, ...] = ()) -> None:
+            for (record,) in backend.raw_rows(sql, params):
                 json.loads(record)
 
+        if not args.skip_whole_report:
+
+            def report() -> None:
+                render_html(build_report(store, title="benchmark"))
+
+            line(
+                "report",
+                f"whole log, {size:,} events",
+                timed(report, args.repeat),
+                timed(
+                    lambda: baseline_loads("SELECT record FROM events ORDER BY seq"), args.repeat
+                ),
+                "read + json.loads",
+            )
+
+        # report of one month (what a steering group asks for), verifying the whole chain
+        def monthly() -> None:
+            data = build_report(store, since=month, until=month_end, title="benchmark")
+            assert data.verification.ok, data.verification.summary()
+            render_html(data)
+
+        window = (
+            f"SELECT record FROM events WHERE recorded_at >= {ph} AND recorded_at < {ph}"  # noqa: S608
+            " ORDER BY seq"
+        )
+        bounds: tuple[Any, ...] = (month, month_end)
+        if backend.name == "sqlite":
+            from mash_requests.audit.chain import format_time
+
+            bounds = (format_time(month), format_time(month_end))
+        in_month = sum(1 for _ in backend.raw_rows(window, bounds))
+
+        def baseline_monthly() -> None:
+            baseline_verify()
+            baseline_loads(window, bounds)
+
         line(
-            "report",
-            f"{args.events:,} events (+verify)",
-            timed(report, args.repeat),
-            timed(baseline_report, args.repeat),
-            "read + json.loads",
+            "month",
+            f"{month:%b %Y}: {in_month:,} events",
+            timed(monthly, args.repeat),
+            timed(baseline_monthly, args.repeat),
+            "sha256 all + json.loads month",
         )
 
         # query by case ref
         rng = random.Random(3)
-        cases = [e.case_ref for e in rng.sample(events, min(args.queries, len(events)))]
-        del events
+        picked = ", ".join(str(seq) for seq in rng.sample(range(1, size + 1), args.queries))
+        cases = [
+            case
+            for (case,) in backend.raw_rows(
+                f"SELECT case_ref FROM events WHERE seq IN ({picked})"  # noqa: S608
+            )
+        ]
 
         def query_all() -> None:
             for case in cases:
@@ -326,8 +467,7 @@ def main() -> None:
 
         def baseline_query() -> None:
             for case in cases:
-                for (record,) in backend.raw_rows(sql, (case,)):
-                    json.loads(record)
+                baseline_loads(sql, (case,))
 
         ours = [t / len(cases) for t in timed(query_all, args.repeat)]
         base = [t / len(cases) for t in timed(baseline_query, args.repeat)]
