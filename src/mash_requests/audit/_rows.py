@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from mash_requests.audit.chain import Chain, decode_record, event_from_fields, parse_time
 from mash_requests.audit.events import Event, EventKind, StoredEvent
@@ -37,6 +37,9 @@ C = TypeVar("C")
 #: Rows fetched per round trip when streaming; bounds memory whatever the log's size.
 BATCH_SIZE = 1000
 
+#: Rows per batch when verifying: larger, as the verifier does little per row (~5 MB a batch).
+VERIFY_BATCH_SIZE = 5000
+
 
 def indexed_values(event: Event) -> tuple[str | None, ...]:
     """The values of :data:`INDEXED_FIELDS` for one event, in that order."""
@@ -60,7 +63,12 @@ class ChainRow:
 
 @runtime_checkable
 class ChainSource(Protocol):
-    """A store whose raw rows can be verified (both built-in stores are)."""
+    """A store whose raw rows can be verified (both built-in stores are).
+
+    The verifier reads :meth:`chain_batches` (fast, one shape per store, below) and turns to
+    :meth:`chain_rows` (every column exactly as stored) for any row the fast check does not
+    pass, so that what it reports about a broken row never depends on the fast path.
+    """
 
     #: How this log's hashes are made (with or without the configured key).
     chain: Chain
@@ -68,8 +76,25 @@ class ChainSource(Protocol):
     #: Where the log is, for messages: a file path or a database without its password.
     location: str
 
-    def chain_rows(self, after_seq: int = 0) -> Iterator[ChainRow]:
-        """Every row with ``seq > after_seq``, in ``seq`` order, streamed."""
+    #: The shape of :meth:`chain_batches` rows. True: ``(seq, record bytes, hash, prev_hash,
+    #: agrees)``, where the database itself compared the record's ``v``, ``seq``,
+    #: ``prev_hash``, ``recorded_at`` and indexed fields with the columns (``agrees`` is 1
+    #: only when all are equal, with equal JSON types). False: ``(seq, record text, hash,
+    #: prev_hash, recorded_at text or None, *indexed columns)``, compared by the verifier.
+    columns_checked_in_database: bool
+
+    def chain_rows(self, after_seq: int = 0, upto_seq: int | None = None) -> Iterator[ChainRow]:
+        """Every row with ``after_seq < seq <= upto_seq``, in ``seq`` order, streamed."""
+        ...
+
+    def chain_batches(
+        self, after_seq: int = 0, upto_seq: int | None = None
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """The same rows as :meth:`chain_rows`, in batches, in the shape the verifier reads fast."""
+        ...
+
+    def head_seq(self) -> int:
+        """The highest ``seq`` stored (0 for an empty log)."""
         ...
 
 

@@ -86,7 +86,8 @@ class Chain:
         """The lowercase hex hash of ``data`` under this chain's algorithm."""
         if self._key is None:
             return hashlib.sha256(data).hexdigest()
-        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
+        # hmac.digest: the one-shot C path, several times faster than hmac.new per record.
+        return hmac.digest(self._key, data, "sha256").hex()
 
     def seal(
         self, *, seq: int, recorded_at: datetime, prev_hash: str, event: Event

@@ -30,6 +30,7 @@ from mash_requests.audit._rows import (
     BATCH_SIZE,
     INDEXED_FIELDS,
     OUTCOME_KINDS,
+    VERIFY_BATCH_SIZE,
     ChainRow,
     ReaderPool,
     check_meta,
@@ -116,6 +117,21 @@ _COLUMNS = "seq, recorded_at, prev_hash, hash, record, " + ", ".join(INDEXED_FIE
 _INSERT = (
     f"INSERT INTO events ({_COLUMNS}) "  # noqa: S608
     f"VALUES ({', '.join(['%s'] * (5 + len(INDEXED_FIELDS)))})"
+)
+
+#: The largest seq a bigint holds: "no upper bound" for a range of rows.
+_MAX_SEQ = 2**63 - 1
+
+# For the verifier's fast path: recorded_at as the text format_time() makes of it, formatted
+# by the server (a datetime per row costs more than the rest of the row). Years before 1000
+# are left to format_time (NULL here), which does not pad them to four digits. PostgreSQL's
+# own JSON parsing is slower than Python's json.loads (measured on 1,000,000 records: the
+# jsonb cast alone 9.3 s, json.loads 6 s), so the record is compared in the verifier.
+_CHAIN_BATCHES = (
+    "SELECT seq, record, hash, prev_hash,"  # noqa: S608
+    " CASE WHEN recorded_at >= '1000-01-01T00:00:00Z' THEN"
+    """ to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END, """
+    f"{', '.join(INDEXED_FIELDS)} FROM events WHERE seq > %s AND seq <= %s ORDER BY seq"
 )
 
 
@@ -298,10 +314,14 @@ class PostgresEventStore:
         for seq, hash_, record in self._stream(sql, params):
             yield stored_event(seq, hash_, record, location=self.location)
 
-    def chain_rows(self, after_seq: int = 0) -> Iterator[ChainRow]:
-        """Every stored row after ``after_seq``, in ``seq`` order, for the verifier."""
-        sql = f"SELECT {_COLUMNS} FROM events WHERE seq > %s ORDER BY seq"  # noqa: S608
-        for row in self._stream(sql, [after_seq]):
+    #: :meth:`chain_batches` rows carry the columns; the verifier compares them with the record.
+    columns_checked_in_database = False
+
+    def chain_rows(self, after_seq: int = 0, upto_seq: int | None = None) -> Iterator[ChainRow]:
+        """Every stored row with ``after_seq < seq <= upto_seq``, in ``seq`` order, as stored."""
+        sql = f"SELECT {_COLUMNS} FROM events WHERE seq > %s AND seq <= %s ORDER BY seq"  # noqa: S608
+        upto = _MAX_SEQ if upto_seq is None else upto_seq
+        for row in self._stream(sql, [after_seq, upto]):
             yield ChainRow(
                 seq=row[0],
                 recorded_at=format_time(row[1]),
@@ -310,6 +330,18 @@ class PostgresEventStore:
                 record=row[4],
                 columns=tuple(row[5:]),
             )
+
+    def chain_batches(
+        self, after_seq: int = 0, upto_seq: int | None = None
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """``(seq, record, hash, prev_hash, recorded_at text, *indexed)`` (see ChainSource)."""
+        upto = _MAX_SEQ if upto_seq is None else upto_seq
+        return self._stream_batches(_CHAIN_BATCHES, [after_seq, upto], VERIFY_BATCH_SIZE)
+
+    def head_seq(self) -> int:
+        """The highest ``seq`` stored (0 for an empty log)."""
+        row = self._fetch_one("SELECT max(seq) FROM events", ())
+        return int(row[0]) if row and row[0] is not None else 0
 
     def last_event_for_key(self, request_key: str) -> StoredEvent | None:
         """The latest event of any kind for this request key (committed state)."""
@@ -349,18 +381,24 @@ class PostgresEventStore:
             return self._live().execute(query, params).fetchone()
 
     def _stream(self, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:
+        for rows in self._stream_batches(sql, params, BATCH_SIZE):
+            yield from rows
+
+    def _stream_batches(
+        self, sql: str, params: Sequence[object], size: int
+    ) -> Iterator[list[tuple[Any, ...]]]:
         # Its own connection (from the pool) and a server-side cursor: memory stays bounded,
         # and a half-read stream never holds a transaction open on the appending connection.
         conn = self._readers.take()
         try:
             with self._translate("read"), conn.cursor(name="mash_log_stream") as cursor:
-                cursor.itersize = BATCH_SIZE
+                cursor.itersize = size
                 cursor.execute(sql.encode(), params)
                 while True:
-                    rows = cursor.fetchmany(BATCH_SIZE)
+                    rows = cursor.fetchmany(size)
                     if not rows:
                         return
-                    yield from rows
+                    yield rows
         finally:
             self._readers.give(conn)
 

@@ -32,13 +32,14 @@ from mash_requests.audit._rows import (
     BATCH_SIZE,
     INDEXED_FIELDS,
     OUTCOME_KINDS,
+    VERIFY_BATCH_SIZE,
     ChainRow,
     ReaderPool,
     check_meta,
     indexed_values,
     stored_event,
 )
-from mash_requests.audit.chain import GENESIS_HASH, Chain, format_time
+from mash_requests.audit.chain import GENESIS_HASH, RECORD_VERSION, Chain, format_time
 from mash_requests.audit.events import Event, EventFilter, StoredEvent
 from mash_requests.errors import ConfigError, LogError
 
@@ -113,6 +114,30 @@ _COLUMNS = "seq, recorded_at, prev_hash, hash, record, " + ", ".join(INDEXED_FIE
 _INSERT = (
     f"INSERT INTO events ({_COLUMNS}) "  # noqa: S608
     f"VALUES ({', '.join('?' * (5 + len(INDEXED_FIELDS)))})"
+)
+
+#: The largest seq SQLite can store: "no upper bound" for a range of rows.
+_MAX_SEQ = 2**63 - 1
+
+# For the verifier's fast path: SQLite parses each record once (in C) and compares what it
+# says with the columns. Both sides are rendered as JSON (the record's values as written, the
+# columns by json_array), so a type change (5 for "5") is a difference, as it is in Python.
+# A record that is not JSON text gives 0 without raising; a BLOB column makes json_array
+# raise, and the verifier then reads on without the fast path.
+_RECORD_PATHS = ", ".join(
+    ["'$.v'", "'$.seq'", "'$.prev_hash'", "'$.recorded_at'"]
+    + [f"'$.event.{name}'" for name in INDEXED_FIELDS]
+)
+_AGREES = (
+    "CASE WHEN typeof(record) = 'text' AND json_valid(record)"
+    " THEN json_type(record, '$.event') = 'object'"
+    f" AND json_extract(record, {_RECORD_PATHS})"
+    f" = json_array({RECORD_VERSION}, seq, prev_hash, recorded_at, {', '.join(INDEXED_FIELDS)})"
+    " ELSE 0 END"
+)
+_CHAIN_BATCHES = (
+    f"SELECT seq, CAST(record AS BLOB), hash, prev_hash, {_AGREES} FROM events"  # noqa: S608
+    " WHERE seq > ? AND seq <= ? ORDER BY seq"
 )
 
 
@@ -323,10 +348,14 @@ class SQLiteEventStore:
         for seq, hash_, record in self._stream(sql, params):
             yield stored_event(seq, hash_, record, location=self.location)
 
-    def chain_rows(self, after_seq: int = 0) -> Iterator[ChainRow]:
-        """Every stored row after ``after_seq``, in ``seq`` order, for the verifier."""
-        sql = f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq"  # noqa: S608
-        for row in self._stream(sql, [after_seq]):
+    #: :meth:`chain_batches` rows carry SQLite's own comparison of record and columns.
+    columns_checked_in_database = True
+
+    def chain_rows(self, after_seq: int = 0, upto_seq: int | None = None) -> Iterator[ChainRow]:
+        """Every stored row with ``after_seq < seq <= upto_seq``, in ``seq`` order, as stored."""
+        sql = f"SELECT {_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq"  # noqa: S608
+        upto = _MAX_SEQ if upto_seq is None else upto_seq
+        for row in self._stream(sql, [after_seq, upto]):
             yield ChainRow(
                 seq=row[0],
                 recorded_at=row[1],
@@ -335,6 +364,18 @@ class SQLiteEventStore:
                 record=row[4],
                 columns=tuple(row[5:]),
             )
+
+    def chain_batches(
+        self, after_seq: int = 0, upto_seq: int | None = None
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """``(seq, record bytes, hash, prev_hash, agrees)`` in batches (see ChainSource)."""
+        upto = _MAX_SEQ if upto_seq is None else upto_seq
+        return self._stream_batches(_CHAIN_BATCHES, [after_seq, upto], VERIFY_BATCH_SIZE)
+
+    def head_seq(self) -> int:
+        """The highest ``seq`` stored (0 for an empty log)."""
+        row = self._fetch_one("SELECT max(seq) FROM events", ())
+        return int(row[0]) if row and row[0] is not None else 0
 
     def last_event_for_key(self, request_key: str) -> StoredEvent | None:
         """The latest event of any kind for this request key (committed state)."""
@@ -380,6 +421,12 @@ class SQLiteEventStore:
             return row
 
     def _stream(self, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:
+        for rows in self._stream_batches(sql, params, BATCH_SIZE):
+            yield from rows
+
+    def _stream_batches(
+        self, sql: str, params: Sequence[object], size: int
+    ) -> Iterator[list[tuple[Any, ...]]]:
         # A connection of its own (from the pool): an unfinished read must not hold a
         # snapshot open on the connection that appends, and streams may be read side by side.
         with self._translate("read"):
@@ -390,10 +437,10 @@ class SQLiteEventStore:
                 cursor = conn.execute(sql, params)
             while True:
                 with self._translate("read"):
-                    rows = cursor.fetchmany(BATCH_SIZE)
+                    rows = cursor.fetchmany(size)
                 if not rows:
                     return
-                yield from rows
+                yield rows
         finally:
             if cursor is not None:
                 cursor.close()
