@@ -97,6 +97,11 @@ class ChainSource(Protocol):
         """The highest ``seq`` stored (0 for an empty log)."""
         ...
 
+    def worker_job(self) -> dict[str, Any]:
+        """JSON telling a verification worker process how to open this log (holds the DSN
+        and the key: it goes to the worker through a pipe, never a command line)."""
+        ...
+
 
 def stored_event(seq: int, hash_: str, record: str, *, location: str) -> StoredEvent:
     """A StoredEvent from a row: the record is the truth for everything it holds.

@@ -149,6 +149,7 @@ class PostgresEventStore:
         self._dsn = dsn
         self.location = _describe(dsn)
         self.chain = Chain(hmac_key)
+        self._hmac_key = hmac_key
         self._lock = threading.Lock()
         # The thread inside append_many's locked section, if any: its precondition's reads run
         # in the append's transaction without taking the lock again (no deadlock).
@@ -337,6 +338,15 @@ class PostgresEventStore:
         """``(seq, record, hash, prev_hash, recorded_at text, *indexed)`` (see ChainSource)."""
         upto = _MAX_SEQ if upto_seq is None else upto_seq
         return self._stream_batches(_CHAIN_BATCHES, [after_seq, upto], VERIFY_BATCH_SIZE)
+
+    def worker_job(self) -> dict[str, Any]:
+        """How a verification worker process opens this log (never printed: holds the key)."""
+        key = self._hmac_key
+        return {
+            "backend": "postgres",
+            "dsn": self._dsn,
+            "hmac_key": key.hex() if key is not None else None,
+        }
 
     def head_seq(self) -> int:
         """The highest ``seq`` stored (0 for an empty log)."""

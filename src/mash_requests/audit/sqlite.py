@@ -155,6 +155,7 @@ class SQLiteEventStore:
         self.path = Path(path)
         self.location = str(self.path)
         self.chain = Chain(hmac_key)
+        self._hmac_key = hmac_key
         self._lock = threading.Lock()
         # The thread inside append_many's locked section, if any: its precondition's reads go
         # to the writing connection (no second lock, no deadlock) and it may not append again.
@@ -371,6 +372,15 @@ class SQLiteEventStore:
         """``(seq, record bytes, hash, prev_hash, agrees)`` in batches (see ChainSource)."""
         upto = _MAX_SEQ if upto_seq is None else upto_seq
         return self._stream_batches(_CHAIN_BATCHES, [after_seq, upto], VERIFY_BATCH_SIZE)
+
+    def worker_job(self) -> dict[str, Any]:
+        """How a verification worker process opens this log (never printed: holds the key)."""
+        key = self._hmac_key
+        return {
+            "backend": "sqlite",
+            "path": str(self.path.resolve()),
+            "hmac_key": key.hex() if key is not None else None,
+        }
 
     def head_seq(self) -> int:
         """The highest ``seq`` stored (0 for an empty log)."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mash_requests.audit._files import atomic_write_text
 from mash_requests.audit._rows import INDEXED_FIELDS, ChainRow, ChainSource
@@ -38,6 +38,9 @@ from mash_requests.audit.chain import (
 )
 from mash_requests.audit.events import EventStore
 from mash_requests.errors import InputError, LogError
+
+if TYPE_CHECKING:
+    from mash_requests.audit._parallel import Verification
 
 CHECKPOINT_FORMAT = "mash-requests dispatch-log checkpoint"
 CHECKPOINT_VERSION = 1
@@ -99,15 +102,38 @@ class VerifyResult:
         return f"BROKEN at seq {self.broken_seq} ({self.problem}): {self.detail}"
 
 
-def verify_chain(store: EventStore, *, checkpoint: Checkpoint | None = None) -> VerifyResult:
+def verify_chain(
+    store: EventStore, *, checkpoint: Checkpoint | None = None, workers: int | None = None
+) -> VerifyResult:
     """Check every event's hash, seq and link, and (optionally) that ``checkpoint`` still holds.
 
-    Streams the log once in ``seq`` order with constant memory. Raises LogError when the log
-    cannot be read; a log that is readable but not intact is a result, not an exception.
+    Streams the log in ``seq`` order with constant memory. A log of 100,000 events or more is
+    split into ranges walked side by side by ``workers`` processes (default: one per CPU, at
+    most 4; ``workers=1``: this process alone); the result is the same either way. Raises
+    LogError when the log cannot be read; a log that is readable but not intact is a result,
+    not an exception.
     """
+    return start_verification(store, checkpoint=checkpoint, workers=workers).result()
+
+
+def start_verification(
+    store: EventStore,
+    *,
+    checkpoint: Checkpoint | None = None,
+    workers: int | None = None,
+    walk_first_here: bool = True,
+) -> Verification:
+    """Start :func:`verify_chain`'s work and return at once; ``.result()`` waits for it.
+
+    With ``walk_first_here=False`` every range goes to a worker process, so this one is free
+    for other work meanwhile (the report tallies its period). Close the returned object if
+    its result is never asked for.
+    """
+    from mash_requests.audit._parallel import Verification
+
     if not isinstance(store, ChainSource):
         raise TypeError(f"{type(store).__name__} does not expose its rows for verification")
-    return _Verifier(store, checkpoint).run()
+    return Verification(store, checkpoint, workers=workers, walk_first_here=walk_first_here)
 
 
 class _Verifier:
@@ -477,6 +503,7 @@ __all__ = [
     "VerifyResult",
     "make_checkpoint",
     "read_checkpoint",
+    "start_verification",
     "verify_chain",
     "write_checkpoint",
 ]
