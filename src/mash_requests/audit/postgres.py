@@ -30,7 +30,6 @@ from mash_requests.audit._rows import (
     BATCH_SIZE,
     INDEXED_FIELDS,
     OUTCOME_KINDS,
-    VERIFY_BATCH_SIZE,
     ChainRow,
     ReaderPool,
     check_meta,
@@ -337,7 +336,7 @@ class PostgresEventStore:
     ) -> Iterator[list[tuple[Any, ...]]]:
         """``(seq, record, hash, prev_hash, recorded_at text, *indexed)`` (see ChainSource)."""
         upto = _MAX_SEQ if upto_seq is None else upto_seq
-        return self._stream_batches(_CHAIN_BATCHES, [after_seq, upto], VERIFY_BATCH_SIZE)
+        return self._stream_batches(_CHAIN_BATCHES, [after_seq, upto], BATCH_SIZE)
 
     def worker_job(self) -> dict[str, Any]:
         """How a verification worker process opens this log (never printed: holds the key)."""

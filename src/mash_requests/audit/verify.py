@@ -1,7 +1,8 @@
 """Proving the dispatch log is as it was written: chain verification and checkpoints.
 
-:func:`verify_chain` reads every stored row once, in ``seq`` order, in constant memory, and
-stops at the first problem, naming the event and what happened to it:
+:func:`verify_chain` reads every stored row once, in ``seq`` order, in constant memory (a
+large log in ranges, one process per CPU: see :mod:`~mash_requests.audit._parallel`), and
+reports the first problem, naming the event and what happened to it:
 
 - ``changed``: a record no longer matches its hash, or a column disagrees with its record;
 - ``removed``: events are missing (a gap in ``seq``, or later events renumbered to hide one);
@@ -205,36 +206,91 @@ class _Verifier:
         self.head_hash = hash_
 
     def _walk_fast(self, after_seq: int, upto_seq: int | None) -> VerifyResult | None:
-        digest = self.chain.digest
-        cp_seq = self.checkpoint.seq if self.checkpoint is not None else -1
         batches = self.source.chain_batches(after_seq, upto_seq)
-        in_database = self.source.columns_checked_in_database
-        loads = json.loads
-        fields = INDEXED_FIELDS
+        passes = (
+            self._pass_checked_rows if self.source.columns_checked_in_database else self._pass_rows
+        )
         try:
             for batch in batches:
-                for row in batch:
-                    seq = row[0]
-                    # The head is re-read per row: a row judged exactly moves it too.
-                    if seq != self.head_seq + 1 or seq == cp_seq or row[3] != self.head_hash:
-                        passed = False
-                    elif in_database:
-                        # (seq, record bytes, hash, prev_hash, agrees): the database compared
-                        # v, seq, prev_hash, recorded_at and the indexed fields with the row.
-                        passed = bool(row[4]) and digest(row[1]) == row[2]
-                    else:
-                        passed = _agrees(row, loads, fields) and (
-                            digest(row[1].encode("utf-8")) == row[2]
-                        )
-                    if passed:
-                        self._advance(seq, row[2])
-                        continue
+                index = passes(batch, 0)
+                while index < len(batch):
+                    # batch[index] did not pass: judge it as stored, then go on after it.
                     broken = self._check_next_exactly()
                     if broken is not None:
                         return broken
+                    index = passes(batch, index + 1)
         finally:
             _close(batches)
         return None
+
+    def _pass_checked_rows(self, batch: list[tuple[Any, ...]], start: int) -> int:
+        """Move the head over the rows from ``start`` that pass; the index of the first that
+        does not. Rows are ``(seq, record bytes, hash, prev_hash, agrees)``, where the
+        database compared the record's v, seq, prev_hash, recorded_at and indexed fields
+        with the columns."""
+        digest = self.chain.digest
+        cp_seq = self.checkpoint.seq if self.checkpoint is not None else -1
+        head_seq, head_hash, before, count = (
+            self.head_seq,
+            self.head_hash,
+            self.before_head_hash,
+            self.count,
+        )
+        try:
+            for index in range(start, len(batch)):
+                seq, record, hash_, prev_hash, agrees = batch[index]
+                if not (
+                    agrees
+                    and seq == head_seq + 1
+                    and prev_hash == head_hash
+                    and seq != cp_seq
+                    and digest(record) == hash_
+                ):
+                    return index
+                before, head_seq, head_hash, count = head_hash, seq, hash_, count + 1
+            return len(batch)
+        finally:
+            self.head_seq, self.head_hash, self.before_head_hash, self.count = (
+                head_seq,
+                head_hash,
+                before,
+                count,
+            )
+
+    def _pass_rows(self, batch: list[tuple[Any, ...]], start: int) -> int:
+        """As :meth:`_pass_checked_rows`, for rows ``(seq, record text, hash, prev_hash,
+        recorded_at text, *indexed)`` whose record is compared with the columns here."""
+        digest = self.chain.digest
+        cp_seq = self.checkpoint.seq if self.checkpoint is not None else -1
+        loads = json.loads
+        fields = INDEXED_FIELDS
+        head_seq, head_hash, before, count = (
+            self.head_seq,
+            self.head_hash,
+            self.before_head_hash,
+            self.count,
+        )
+        try:
+            for index in range(start, len(batch)):
+                row = batch[index]
+                seq = row[0]
+                if not (
+                    seq == head_seq + 1
+                    and row[3] == head_hash
+                    and seq != cp_seq
+                    and _agrees(row, loads, fields)
+                    and digest(row[1].encode("utf-8")) == row[2]
+                ):
+                    return index
+                before, head_seq, head_hash, count = head_hash, seq, row[2], count + 1
+            return len(batch)
+        finally:
+            self.head_seq, self.head_hash, self.before_head_hash, self.count = (
+                head_seq,
+                head_hash,
+                before,
+                count,
+            )
 
     def _check_next_exactly(self) -> VerifyResult | None:
         """Read the row after the head as stored and judge it with :meth:`_check`."""
