@@ -223,6 +223,41 @@ def test_build_report_on_broken_log_says_broken(store: EventStore, raw: RawLog) 
     assert "BROKEN at event 2 (changed)" in page
 
 
+def test_build_report_verified_by_workers_says_the_same(
+    store: EventStore, raw: RawLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When worker processes verify the log (as for large logs) while the report tallies, the
+    report states the same result, break included."""
+    from mash_requests.audit import _parallel
+
+    store.append_many([prepared(), sent(), prepared("C-2"), sent("C-2"), sent("C-3")])
+    raw.set_column(4, "partner", "health")
+    expected = verify_chain(store, workers=1)
+    monkeypatch.setattr(_parallel, "PARALLEL_MIN_EVENTS", 0)
+    monkeypatch.setattr(_parallel, "default_workers", lambda: 2)
+    data = build_report(store)
+    assert data.verification == expected
+    assert "BROKEN at event 4 (changed)" in render_html(data)
+
+
+def test_build_report_can_reuse_a_verification(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given the result of verify_chain, build_report does not verify again and states it."""
+    from mash_requests.audit import report
+
+    store.append_many([prepared(), sent()])
+    result = verify_chain(store)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("verified again")
+
+    monkeypatch.setattr(report, "start_verification", refuse)
+    data = build_report(store, verification=result)
+    assert data.verification is result
+    assert f"All {result.count:,} events in the log verify" in render_html(data)
+
+
 def test_build_report_keeps_to_the_period(store: EventStore) -> None:
     """Only events recorded in [since, until) are counted."""
     store.append_many([prepared(), sent()])

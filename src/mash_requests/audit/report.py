@@ -24,7 +24,7 @@ from pathlib import Path
 from mash_requests.audit._files import atomic_write_text
 from mash_requests.audit.chain import format_time
 from mash_requests.audit.events import EventFilter, EventKind, EventStore, StoredEvent
-from mash_requests.audit.verify import VerifyResult, verify_chain
+from mash_requests.audit.verify import VerifyResult, start_verification
 from mash_requests.errors import LogError
 
 #: How far before the period the report looks for ``prepared`` events, so a request
@@ -174,11 +174,25 @@ def build_report(
     since: datetime | None = None,
     until: datetime | None = None,
     title: str = "Requests for information",
+    verification: VerifyResult | None = None,
 ) -> ReportData:
-    """Verify the whole log and tally the events recorded in [since, until)."""
-    verification = verify_chain(store)
-    read_from = since - PREPARED_LOOKBACK if since is not None else None
-    figures = tally(store.events(EventFilter(since=read_from, until=until)), since=since)
+    """Verify the whole log and tally the events recorded in [since, until).
+
+    The whole chain is verified whatever the period, in worker processes while this one
+    tallies the period (see :func:`~mash_requests.audit.verify.verify_chain`). To make several
+    reports from one verification, pass the ``verification`` that ``verify_chain(store)``
+    returned just before: the reports then state that result, head and count included.
+    """
+    running = start_verification(store, walk_first_here=False) if verification is None else None
+    try:
+        read_from = since - PREPARED_LOOKBACK if since is not None else None
+        figures = tally(store.events(EventFilter(since=read_from, until=until)), since=since)
+        if running is not None:
+            verification = running.result()
+    finally:
+        if running is not None:
+            running.close()
+    assert verification is not None
     return ReportData(
         title=title,
         since=since,
