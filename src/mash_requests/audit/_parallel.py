@@ -28,7 +28,7 @@ from typing import Any
 
 from mash_requests.audit._rows import ChainSource
 from mash_requests.audit.chain import format_time, parse_time
-from mash_requests.audit.verify import Break, Checkpoint, VerifyResult, _Verifier
+from mash_requests.audit.verify import Break, Checkpoint, VerifyResult, _close, _Verifier
 from mash_requests.errors import LogError, MashRequestsError
 
 #: Below this many events one process is quicker than starting others (~0.1-0.3 s each).
@@ -67,7 +67,11 @@ def walk_range(source: ChainSource, checkpoint: Checkpoint | None, span: Range) 
     after, upto = span
     walker = _Verifier(source, checkpoint)
     if after > 0:
-        start = next(iter(source.chain_rows(after - 1, after)), None)
+        rows = source.chain_rows(after - 1, after)
+        try:
+            start = next(rows, None)
+        finally:
+            _close(rows)
         if start is None or start.seq != after:
             return {"assumed": None}
         walker.head_seq, walker.head_hash, walker.before_head_hash = (
@@ -199,6 +203,8 @@ def _start_worker(
     # when the caller found the package through its own sys.path.
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    if not sys.executable:  # embedded: no interpreter to start
+        return None
     try:
         worker = subprocess.Popen(
             [sys.executable, "-m", "mash_requests.audit._parallel"],
