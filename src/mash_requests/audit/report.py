@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from mash_requests.audit._files import atomic_write_text
 from mash_requests.audit.chain import format_time
@@ -32,6 +33,8 @@ from mash_requests.errors import LogError
 PREPARED_LOOKBACK = timedelta(days=7)
 
 NO_PARTNER = "(no partner)"
+
+K = TypeVar("K")
 
 # Okabe–Ito: distinguishable with the common colour-vision deficiencies, and in greyscale print.
 PALETTE = (
@@ -129,12 +132,13 @@ def tally(events: Iterable[StoredEvent], *, since: datetime | None = None) -> Ta
         if since is not None and at < since:
             continue
         partner = event.partner or NO_PARTNER
-        month = at.astimezone(UTC).strftime("%Y-%m")
+        utc = at.astimezone(UTC)
+        month = f"{utc.year:04d}-{utc.month:02d}"
         groups = (
             result.totals,
-            result.by_partner.setdefault(partner, Figures()),
-            result.by_month.setdefault(month, Figures()),
-            result.by_partner_month.setdefault((partner, month), Figures()),
+            _group(result.by_partner, partner),
+            _group(result.by_month, month),
+            _group(result.by_partner_month, (partner, month)),
         )
         kind = event.kind
         sent = kind is EventKind.SENT or (
@@ -166,6 +170,14 @@ def tally(events: Iterable[StoredEvent], *, since: datetime | None = None) -> Ta
     result.by_partner = dict(sorted(result.by_partner.items()))
     result.by_month = dict(sorted(result.by_month.items()))
     return result
+
+
+def _group(groups: dict[K, Figures], key: K) -> Figures:
+    # Not setdefault(key, Figures()): that builds a Figures (a Counter and a list) per event.
+    figures = groups.get(key)
+    if figures is None:
+        figures = groups[key] = Figures()
+    return figures
 
 
 def build_report(
