@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from audit_helpers import RawLog, StoreFactory, prepared, sent
+from audit_helpers import RawLog, StoreFactory, canonical, prepared, sent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_properties import MUTATIONS, _different, events
@@ -118,6 +118,25 @@ def test_record_with_an_integer_where_a_column_holds_text_is_caught(
     result, exact, _ = both(store)
     assert result == exact
     assert (result.broken_seq, result.problem) == (2, Break.CHANGED)
+
+
+def test_record_with_whitespace_around_it_is_judged_as_by_the_full_check(
+    store: EventStore, raw: RawLog
+) -> None:
+    """A (re-hashed) record with whitespace around its JSON, which json.loads accepts but the
+    PostgreSQL fast path leaves to the full check, verifies and reads back as before."""
+    store.append_many([prepared("C-1"), sent("C-1"), prepared("C-2")])
+    text = " " + canonical(raw.record(2)) + "\n"
+    with raw.unguarded():
+        raw.execute(
+            "UPDATE events SET record = ?, hash = ? WHERE seq = 2",
+            [text, Chain().digest(text.encode())],
+        )
+    result, exact, _ = both(store)
+    assert result == exact
+    # Intact in itself; its new hash no longer matches what the next event links to.
+    assert (result.broken_seq, result.problem) == (3, Break.HASH_MISMATCH)
+    assert [e.event.case_ref for e in store.events()] == ["C-1", "C-1", "C-2"]
 
 
 SETTINGS = settings(

@@ -262,7 +262,7 @@ class _Verifier:
         recorded_at text, *indexed)`` whose record is compared with the columns here."""
         digest = self.chain.digest
         cp_seq = self.checkpoint.seq if self.checkpoint is not None else -1
-        loads = json.loads
+        loads = _RAW_DECODE
         fields = INDEXED_FIELDS
         head_seq, head_hash, before, count = (
             self.head_seq,
@@ -413,14 +413,22 @@ class _Verifier:
         )
 
 
-def _agrees(row: tuple[Any, ...], loads: Callable[[str], Any], fields: tuple[str, ...]) -> bool:
+#: json.loads without its whitespace handling (~20% quicker): a record with whitespace around
+#: it, which json.loads would accept, simply goes to the full check.
+_RAW_DECODE = json.JSONDecoder().raw_decode
+
+
+def _agrees(
+    row: tuple[Any, ...], raw_decode: Callable[[str], tuple[Any, int]], fields: tuple[str, ...]
+) -> bool:
     """Whether a ``(seq, record, hash, prev_hash, recorded_at, *indexed)`` row's record parses
     and says what its columns say: the same comparisons as :meth:`_Verifier._check`."""
+    record = row[1]
     try:
-        document = loads(row[1])
+        document, end = raw_decode(record)
     except (ValueError, TypeError):
         return False
-    if type(document) is not dict:
+    if end != len(record) or type(document) is not dict:
         return False
     event = document.get("event")
     return (
