@@ -253,18 +253,20 @@ mailbox = "mash@bench.gov.uk"
 
 # -- 6. memory -------------------------------------------------------------------------------
 
-MEMORY = r"""
-import resource, sys
+# Peak RSS is read from VmHWM: getrusage's ru_maxrss survives exec on Linux, so a child
+# started from this (large) process would report the parent's peak as its own.
+PEAK = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])"
+MEMORY = rf"""
+import sys
 from pathlib import Path
 from mash_requests.batch import send_batch
 from mash_requests.config import load_settings
 result = send_batch(load_settings(Path(sys.argv[1])), Path(sys.argv[2]), dry_run=True)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, sum(result.counts.values()))
+print({PEAK}, sum(result.counts.values()))
 """
-BASE_MEMORY = r"""
-import resource
+BASE_MEMORY = rf"""
 import mash_requests.batch, mash_requests.referral_form, jinja2, pypdf
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 0)
+print({PEAK}, 0)
 """
 
 
