@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from mash_requests.case import Case, load_case
+from mash_requests.case import Case, case_ref_for_log, load_case
 from mash_requests.config import Settings
 from mash_requests.dispatch import CaseResult, Dispatcher
 from mash_requests.errors import CaseFileError
@@ -46,13 +46,9 @@ def load_case_logged(dispatcher: Dispatcher, path: Path) -> Case:
 
 def _case_ref_if_readable(path: Path) -> str:
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-        ref = data.get("case_ref") if isinstance(data, dict) else None
-        if isinstance(ref, str) and 0 < len(ref) <= 64 and ref.isprintable():
-            return ref
+        return case_ref_for_log(json.loads(path.read_text(encoding="utf-8-sig")))
     except (OSError, ValueError):
-        pass
-    return "(unknown)"
+        return "(unknown)"
 
 
 def send_request(

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from mash_requests.case import Case, parse_case
+from mash_requests.case import Case, case_ref_for_log, parse_case
 from mash_requests.config import Settings
 from mash_requests.dispatch import Dispatcher, Outcome
 from mash_requests.errors import CaseFileError, InputError, RecipientError
@@ -209,7 +209,7 @@ def validate_batch(settings: Settings, path: Path) -> tuple[list[RowProblem], in
         try:
             case = _validate_row(settings, path, number, data)
         except InputError as exc:
-            problems.append(RowProblem(number, str(exc), _case_ref_of(data)))
+            problems.append(RowProblem(number, str(exc), case_ref_for_log(data)))
             continue
         valid += 1
         requests += len(case.partners)
@@ -321,10 +321,3 @@ def _refusal_reason(exc: InputError) -> str:
     if isinstance(exc, FormRefusedError):
         return str(exc.verdict.reason)
     return type(exc).__name__.removesuffix("Error").lower() or "refused"
-
-
-def _case_ref_of(data: dict[str, Any] | CaseFileError) -> str:
-    ref = data.get("case_ref") if isinstance(data, dict) else None
-    if isinstance(ref, str) and 0 < len(ref) <= 64 and ref.isprintable():
-        return ref
-    return "(unknown)"

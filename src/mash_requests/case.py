@@ -262,6 +262,18 @@ def parse_case(data: Any, *, source: str, base_dir: Path | None = None) -> Case:
     )
 
 
+def case_ref_for_log(data: object) -> str:
+    """The ``case_ref`` of an invalid case's raw JSON, if it is a plausible one, for the log.
+
+    A refusal is logged under the case it belongs to where that can be told; anything else
+    (missing, not text, too long, unprintable) is logged as ``(unknown)``.
+    """
+    ref = data.get("case_ref") if isinstance(data, dict) else None
+    if isinstance(ref, str) and 0 < len(ref) <= 64 and ref.isprintable():
+        return ref
+    return "(unknown)"
+
+
 def load_case(path: Path) -> Case:
     """Load and validate a case file; raises CaseFileError naming the file and field."""
     try:
