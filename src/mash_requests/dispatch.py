@@ -456,25 +456,9 @@ class Dispatcher:
         and record what is there; otherwise record ``unconfirmed``, so the request is never
         resent without a person deciding.
         """
-        from mash_requests.gateways.base import SentItemsLookup
-
-        gateway = self.gateway
-        fields = {f: getattr(last, f) for f in _REQUEST_FIELDS}
-        if isinstance(gateway, SentItemsLookup) and last.message_id and self._same_mailbox(last):
-            receipt = gateway.find_sent(last.message_id)
-            finding = "sent" if receipt else "not_found"
-            self.store.append(
-                Event(
-                    kind=EventKind.RECONCILED,
-                    gateway=last.gateway,
-                    gateway_id=receipt.gateway_id if receipt else None,
-                    operator=self.settings.operator,
-                    detail="interrupted request looked up in sent items",
-                    details={"outcome": finding},
-                    **fields,
-                )
-            )
+        if self._look_up(last, detail="interrupted request looked up in sent items"):
             return
+        fields = {f: getattr(last, f) for f in _REQUEST_FIELDS}
         self.store.append(
             Event(
                 kind=EventKind.UNCONFIRMED,
@@ -486,6 +470,34 @@ class Dispatcher:
                 **fields,
             )
         )
+
+    def _look_up(self, event: Event, *, detail: str | None = None) -> str | None:
+        """Look a request up in Sent Items and log a ``reconciled`` event with the finding.
+
+        Returns "sent" or "not_found", or None (nothing logged) when the configured gateway
+        cannot look, or is not the mailbox the request went through.
+        """
+        from mash_requests.gateways.base import SentItemsLookup
+
+        gateway = self.gateway
+        if not (
+            isinstance(gateway, SentItemsLookup) and event.message_id and self._same_mailbox(event)
+        ):
+            return None
+        receipt = gateway.find_sent(event.message_id)
+        finding = "sent" if receipt else "not_found"
+        self.store.append(
+            Event(
+                kind=EventKind.RECONCILED,
+                gateway=event.gateway,
+                gateway_id=receipt.gateway_id if receipt else None,
+                operator=self.settings.operator,
+                detail=detail,
+                details={"outcome": finding},
+                **{f: getattr(event, f) for f in _REQUEST_FIELDS},
+            )
+        )
+        return finding
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -679,7 +691,6 @@ class Dispatcher:
     def reconcile(self) -> list[ReconcileFinding]:
         """Look every unconfirmed request up in Sent Items and log what is found."""
         from mash_requests.audit.events import EventFilter
-        from mash_requests.gateways.base import SentItemsLookup
 
         latest: dict[str, Event] = {}
         kinds = [EventKind.SENT, EventKind.FAILED, EventKind.UNCONFIRMED, EventKind.RECONCILED]
@@ -693,30 +704,8 @@ class Dispatcher:
         ]  # fmt: skip
         findings: list[ReconcileFinding] = []
         for event in pending:
-            gateway = self.gateway
             assert event.request_ref is not None
-            if (
-                not isinstance(gateway, SentItemsLookup)
-                or event.message_id is None
-                or not self._same_mailbox(event)
-            ):
-                findings.append(
-                    ReconcileFinding(event.request_ref, event.partner or "-", "cannot_check")
-                )
-                continue
-            receipt = gateway.find_sent(event.message_id)
-            finding = "sent" if receipt else "not_found"
-            fields = {f: getattr(event, f) for f in _REQUEST_FIELDS}
-            self.store.append(
-                Event(
-                    kind=EventKind.RECONCILED,
-                    gateway=self.settings.gateway.kind,
-                    gateway_id=receipt.gateway_id if receipt else None,
-                    operator=self.settings.operator,
-                    details={"outcome": finding},
-                    **fields,
-                )
-            )
+            finding = self._look_up(event) or "cannot_check"
             findings.append(ReconcileFinding(event.request_ref, event.partner or "-", finding))
         return findings
 
