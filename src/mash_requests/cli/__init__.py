@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from mash_requests.cli._common import CONTEXT_SETTINGS
 from mash_requests.cli.audit import audit
 from mash_requests.cli.batch import send_batch
 from mash_requests.cli.form import form
@@ -16,7 +17,7 @@ from mash_requests.cli.send import reconcile, send_request
 
 
 @click.group(
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    context_settings=CONTEXT_SETTINGS,
     epilog="Run 'mash-requests COMMAND --help' for a command's options and examples. "
     "Exit codes: 0 done, 1 not all done (some not sent, form refused, log broken), "
     "2 bad input or configuration (nothing sent).",

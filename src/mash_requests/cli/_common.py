@@ -16,6 +16,9 @@ import click
 
 from mash_requests.errors import ConfigError, InputError, MashRequestsError
 
+#: Shared by every command: -h as well as --help, and help text wide enough for examples.
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
 EXIT_BAD_INPUT = 2

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mash_requests.cli._common import (
+    CONTEXT_SETTINGS,
     EXIT_BAD_INPUT,
     EXIT_INCOMPLETE,
     EXIT_OK,
@@ -29,7 +30,6 @@ from mash_requests.errors import LogError
 if TYPE_CHECKING:
     from mash_requests.audit import EventStore
 
-_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _CONFIG_HELP = (
     "Config file (TOML) whose [log] section says where the log is. Default: "
     "$MASH_REQUESTS_CONFIG, else ./mash-requests.toml, else the built-in defaults."
@@ -44,7 +44,7 @@ config_option = click.option(
 )
 
 
-@click.group("audit", context_settings=_CONTEXT)
+@click.group("audit", context_settings=CONTEXT_SETTINGS)
 def audit() -> None:
     """Prove the dispatch log is intact, and read it: what was sent, to whom, when, and
     whether the referral form went with it.
@@ -110,7 +110,7 @@ def _mash_name(config_path: Path | None) -> str:
 
 @audit.command(
     "verify",
-    context_settings=_CONTEXT,
+    context_settings=CONTEXT_SETTINGS,
     epilog="""\b
 Examples:
   mash-requests audit verify
@@ -153,7 +153,7 @@ def verify(checkpoint_path: Path | None, config_path: Path | None) -> None:
 
 @audit.command(
     "checkpoint",
-    context_settings=_CONTEXT,
+    context_settings=CONTEXT_SETTINGS,
     epilog="""\b
 Examples:
   mash-requests audit checkpoint --out /secure/mash-log-checkpoint.json
@@ -217,7 +217,7 @@ def _time_window(from_: str | None, to: str | None) -> tuple[datetime | None, da
 
 @audit.command(
     "query",
-    context_settings=_CONTEXT,
+    context_settings=CONTEXT_SETTINGS,
     epilog="""\b
 Examples:
   mash-requests audit query --case-ref MASH-2026-0412
@@ -306,7 +306,7 @@ def query(
 
 @audit.command(
     "report",
-    context_settings=_CONTEXT,
+    context_settings=CONTEXT_SETTINGS,
     epilog="""\b
 Examples:
   mash-requests audit report --from 2026-04-01 --to 2027-03-31 --out rfi-2026-27.html

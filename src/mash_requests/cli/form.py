@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mash_requests.cli._common import (
+    CONTEXT_SETTINGS,
     EXIT_BAD_INPUT,
     EXIT_INCOMPLETE,
     EXIT_OK,
@@ -23,7 +24,6 @@ from mash_requests.cli._common import (
 if TYPE_CHECKING:
     from mash_requests.referral_form import Verdict
 
-_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _CONFIG_HELP = (
     "Config file (TOML) whose [form] section sets the password, max_size_mb, case_ref_field "
     "and fill_mapping. Default: $MASH_REQUESTS_CONFIG, else ./mash-requests.toml, else the "
@@ -31,7 +31,7 @@ _CONFIG_HELP = (
 )
 
 
-@click.group("form", context_settings=_CONTEXT)
+@click.group("form", context_settings=CONTEXT_SETTINGS)
 def form() -> None:
     """Check a referral form PDF against a case, or fill a blank form from a case file.
 
@@ -41,7 +41,7 @@ def form() -> None:
 
 @form.command(
     "check",
-    context_settings=_CONTEXT,
+    context_settings=CONTEXT_SETTINGS,
     epilog="""\b
 Examples:
   mash-requests form check forms/MASH-2026-0412.pdf --case-ref MASH-2026-0412
@@ -129,7 +129,7 @@ def _print_verdict(pdf: Path, verdict: Verdict) -> None:
 
 @form.command(
     "fill",
-    context_settings=_CONTEXT,
+    context_settings=CONTEXT_SETTINGS,
     epilog="""\b
 Examples:
   mash-requests form fill --template forms/blank-referral-form.pdf \\

@@ -10,23 +10,22 @@ from pathlib import Path
 
 import click
 
-from mash_requests.cli._common import library_errors
+from mash_requests.cli._common import CONTEXT_SETTINGS, library_errors
 
-_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _CONFIG_HELP = (
     "Config file (TOML) whose [gateway] section names the gateway and its settings. "
     "Default: $MASH_REQUESTS_CONFIG, else ./mash-requests.toml, else the built-in defaults."
 )
 
 
-@click.group("gateway", context_settings=_CONTEXT)
+@click.group("gateway", context_settings=CONTEXT_SETTINGS)
 def gateway() -> None:
     """The mail gateway that takes the requests: outbox, SMTP, Exchange EWS or Microsoft Graph."""
 
 
 @gateway.command(
     "check",
-    context_settings=_CONTEXT,
+    context_settings=CONTEXT_SETTINGS,
     epilog="""\b
 Examples:
   mash-requests gateway check

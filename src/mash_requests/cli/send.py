@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from mash_requests.cli._common import EXIT_INCOMPLETE, EXIT_OK, CliError, library_errors
+from mash_requests.cli._common import (
+    CONTEXT_SETTINGS,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    CliError,
+    library_errors,
+)
 
 CONFIG_HELP = (
     "Config file (TOML). Default: $MASH_REQUESTS_CONFIG, else ./mash-requests.toml, "
@@ -36,7 +42,7 @@ def _print_outcomes(outcomes: list[object]) -> None:
 
 @click.command(
     "send-request",
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    context_settings=CONTEXT_SETTINGS,
     epilog="""\b
 Examples:
   send-request --case cases/MASH-2026-0412.json
