@@ -238,3 +238,40 @@ def test_rate_limit_holds_the_send_until_the_minute_has_room(workspace: Workspac
     with Dispatcher(settings, gateway=gateway, clock=clock, sleep=sleep) as second:
         assert second.send_case(case, ["education"]).all_sent
     assert 55 <= sum(slept) <= 65
+
+
+@dataclass
+class CountingGateway:
+    """A gateway double whose every send is refused as an authentication failure."""
+
+    name: str = "smtp"
+    calls: int = 0
+
+    def send(self, message: OutgoingMessage) -> Receipt:
+        from mash_requests.errors import Failure
+
+        self.calls += 1
+        raise PermanentGatewayError(
+            "the smtp server refused the credentials: 535 5.7.8 authentication failed",
+            server_message="535 5.7.8 authentication failed",
+            failure=Failure.AUTHENTICATION,
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def test_refused_credentials_end_the_runs_use_of_the_gateway(workspace: Workspace) -> None:
+    """After one refused login, later requests fail with the same reason and no new login."""
+    settings = mash_requests.load_settings(workspace.config)
+    gateway = CountingGateway()
+    with Dispatcher(settings, gateway=gateway, sleep=lambda s: None) as dispatcher:
+        first = mash_requests.load_case(workspace.write_case(workspace.example_case()))
+        result = dispatcher.send_case(first, ["police", "health", "education"])
+    assert gateway.calls == 1
+    assert [o.outcome for o in result.outcomes] == [Outcome.FAILED] * 3
+    reasons = {o.reason for o in result.outcomes}
+    assert len(reasons) == 1 and "535 5.7.8 authentication failed" in reasons.pop()
+    assert [o.attempts for o in result.outcomes] == [1, 0, 0]
+    failed = [e for e in workspace.events() if e.kind is EventKind.FAILED]
+    assert len(failed) == 3 and len({e.reason for e in failed}) == 1

@@ -17,6 +17,7 @@ last outcome was sent or unconfirmed again needs ``resend_reason``, which is log
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 import time
@@ -44,7 +45,7 @@ from mash_requests.rendering import Renderer
 if TYPE_CHECKING:
     from mash_requests.config import Settings
     from mash_requests.referral_form import Verdict
-    from mash_requests.retry import AttemptFailure
+    from mash_requests.retry import AttemptFailure, SendResult
 
 
 class Outcome(StrEnum):
@@ -157,6 +158,9 @@ class Dispatcher:
         self._sleep = sleep
         self._renderer: Renderer | None = None
         self._verdicts: dict[tuple[str, str, str], Verdict] = {}
+        # Set once the gateway refuses our credentials: no later request of this run is
+        # handed to it, so retries and partners never add up to an account lock-out.
+        self._login_refused: SendResult | None = None
 
     # -- resources -------------------------------------------------------------------------
 
@@ -551,6 +555,7 @@ class Dispatcher:
 
     def send(self, requests: Sequence[PreparedRequest]) -> list[RequestOutcome]:
         """Send prepared requests one by one; every step is in the log before the next."""
+        from mash_requests.errors import Failure
         from mash_requests.retry import SendStatus, send_with_retry
 
         outcomes: list[RequestOutcome] = []
@@ -587,6 +592,11 @@ class Dispatcher:
             )
             raise
         for request in requests:
+            if self._login_refused is not None:
+                # The credentials were refused earlier in this run: fail without a login.
+                result = dataclasses.replace(self._login_refused, attempts=0)
+                self._record_outcome(request, result, outcomes)
+                continue
             self._wait_for_rate_limit()
 
             def log_failure(failure: AttemptFailure, request: PreparedRequest = request) -> None:
@@ -608,38 +618,48 @@ class Dispatcher:
                 on_failure=log_failure,
                 sleep=self._sleep,
             )
-            kind = {
-                SendStatus.SENT: EventKind.SENT,
-                SendStatus.FAILED: EventKind.FAILED,
-                SendStatus.UNCONFIRMED: EventKind.UNCONFIRMED,
-            }[result.status]
-            gateway_id = result.receipt.gateway_id if result.receipt else None
-            self.store.append(
-                self._event(
-                    request,
-                    kind,
-                    gateway_id=gateway_id,
-                    reason=None if kind is EventKind.SENT else result.reason,
-                    error_class=result.error_class,
-                    server_message=result.server_message or None,
-                    attempt=result.attempts,
-                )
-            )
-            outcomes.append(
-                RequestOutcome(
-                    case_ref=request.case.case_ref,
-                    partner=request.partner.key,
-                    recipients=request.message.recipients,
-                    outcome=Outcome(str(result.status)),
-                    request_ref=request.request_ref,
-                    reason="" if kind is EventKind.SENT else result.reason,
-                    message_id=request.message.message_id,
-                    gateway_id=gateway_id,
-                    attempts=result.attempts,
-                    due=request.due,
-                )
-            )
+            if result.failure is Failure.AUTHENTICATION and result.status is SendStatus.FAILED:
+                self._login_refused = result
+            self._record_outcome(request, result, outcomes)
         return outcomes
+
+    def _record_outcome(
+        self, request: PreparedRequest, result: SendResult, outcomes: list[RequestOutcome]
+    ) -> None:
+        """Log how one request ended and add it to ``outcomes``."""
+        from mash_requests.retry import SendStatus
+
+        kind = {
+            SendStatus.SENT: EventKind.SENT,
+            SendStatus.FAILED: EventKind.FAILED,
+            SendStatus.UNCONFIRMED: EventKind.UNCONFIRMED,
+        }[result.status]
+        gateway_id = result.receipt.gateway_id if result.receipt else None
+        self.store.append(
+            self._event(
+                request,
+                kind,
+                gateway_id=gateway_id,
+                reason=None if kind is EventKind.SENT else result.reason,
+                error_class=result.error_class,
+                server_message=result.server_message or None,
+                attempt=result.attempts,
+            )
+        )
+        outcomes.append(
+            RequestOutcome(
+                case_ref=request.case.case_ref,
+                partner=request.partner.key,
+                recipients=request.message.recipients,
+                outcome=Outcome(str(result.status)),
+                request_ref=request.request_ref,
+                reason="" if kind is EventKind.SENT else result.reason,
+                message_id=request.message.message_id,
+                gateway_id=gateway_id,
+                attempts=result.attempts,
+                due=request.due,
+            )
+        )
 
     def send_case(
         self,

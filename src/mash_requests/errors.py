@@ -17,6 +17,13 @@
         │   └── PermanentGatewayError     refused; trying again will not help
         └── LogError                  the dispatch log cannot be read or written
 
+Every ``GatewayError`` also says *what* failed (:class:`Failure`): the connection, TLS, the
+credentials, a recipient, the message, or the server. Its message is the sentence a person
+acts on, with the server's (or the TLS library's) own words after it; ``server_message``
+holds those words alone. An ``authentication`` failure is always permanent, and ends a
+run's use of the gateway: no later request of the run is handed to it (one failed login
+per run, so a service account is never locked out by retries).
+
 ``ConfigError`` is deliberately *not* an ``OperationalError``: a batch that skips failed sends
 catches ``OperationalError`` and must never swallow a misconfiguration.
 
@@ -28,6 +35,7 @@ into these classes at the module boundary that calls the library, raised ``from`
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -74,11 +82,30 @@ class OperationalError(MashRequestsError):
     """Something failed while doing the work (gateway, log)."""
 
 
+class Failure(StrEnum):
+    """What failed when a gateway did not take a message; decides the words a person reads."""
+
+    #: The server could not be reached (refused, reset, timed out, name not found).
+    CONNECTION = "connection"
+    #: TLS could not be set up: certificate not trusted, wrong host name, protocol too old.
+    TLS = "tls"
+    #: The server refused the credentials (or the token request was refused).
+    AUTHENTICATION = "authentication"
+    #: The server refused a recipient address.
+    RECIPIENT = "recipient"
+    #: The server refused the message itself (too large, policy, content).
+    MESSAGE = "message"
+    #: The server failed, was busy or throttled, or answered something unexpected.
+    SERVER = "server"
+
+
 class GatewayError(OperationalError):
     """The mail gateway did not take the message.
 
-    ``server_message`` holds the server's own words (never credentials or message content);
-    ``retry_after`` is the server's hint in seconds, where it gave one.
+    ``str(error)`` is the sentence for a person: what failed, the server's words, the fix.
+    ``server_message`` holds the server's own words alone (never credentials or message
+    content); ``retry_after`` is the server's hint in seconds, where it gave one;
+    ``failure`` says what failed (see :class:`Failure`).
     """
 
     #: One word for the log: "transient", "ambiguous" or "permanent".
@@ -90,10 +117,12 @@ class GatewayError(OperationalError):
         *,
         server_message: str = "",
         retry_after: float | None = None,
+        failure: Failure = Failure.SERVER,
     ) -> None:
         super().__init__(message)
         self.server_message = server_message
         self.retry_after = retry_after
+        self.failure = failure
 
 
 class TransientGatewayError(GatewayError):

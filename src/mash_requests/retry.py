@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from mash_requests.errors import (
     AmbiguousGatewayError,
+    Failure,
     GatewayError,
     PermanentGatewayError,
     TransientGatewayError,
@@ -128,6 +129,8 @@ class SendResult:
     error_class: str | None
     #: The last failure's server words; "" when none.
     server_message: str
+    #: What failed last (connection, TLS, credentials …); None when sent.
+    failure: Failure | None = None
 
 
 class _Unconfirmed(Exception):
@@ -304,6 +307,7 @@ def send_with_retry(
             attempts=attempts,
             error_class=exc.error_class,
             server_message=exc.server_message,
+            failure=exc.failure,
         )
     except RetryError as exhausted:
         last = exhausted.last_attempt.exception()
@@ -333,6 +337,7 @@ def send_with_retry(
             attempts=attempts,
             error_class=last.error_class,
             server_message=last.server_message,
+            failure=last.failure,
         )
     return _sent(receipt, attempts, after_ambiguous=found_after_ambiguous)
 
@@ -396,4 +401,5 @@ def _unconfirmed(unconfirmed: _Unconfirmed, attempts: int) -> SendResult:
         attempts=attempts,
         error_class=AmbiguousGatewayError.error_class,
         server_message=unconfirmed.error.server_message,
+        failure=unconfirmed.error.failure,
     )
