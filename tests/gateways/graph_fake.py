@@ -38,7 +38,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
 import responses
-from gateway_helpers import RecordedResponse, recorded_response
+
+# Imported through the tests folder, so switch_helpers (one level up) can use this fake too.
+from gateways.gateway_helpers import RecordedResponse, recorded_response
 
 TENANT = "72aa88bf-76f0-494f-91ab-2d7cd730db47"
 CLIENT_ID = "client-id-1"
