@@ -289,13 +289,17 @@ def test_connection_refused_is_transient_and_names_graphs_host(
     graph: FakeGraph, gateway: GraphGateway, message: OutgoingMessage
 ) -> None:
     """A refused connection never reached Graph: transient, naming the host that failed."""
-    reason = NewConnectionError(None, "Failed to establish a new connection: refused")  # type: ignore[arg-type]
+    reason = NewConnectionError(
+        None, "Failed to establish a new connection: [Errno 111] Connection refused"
+    )  # type: ignore[arg-type]
     refused = requests.ConnectionError(MaxRetryError(None, "/sendMail", reason))  # type: ignore[arg-type]
     graph.fail("sendMail", Fault.lost(refused, done=False))
     with pytest.raises(TransientGatewayError) as caught:
         gateway.send(message)
     assert str(caught.value) == (
-        "cannot reach Graph at graph.microsoft.com for sending the message (ConnectionError)"
+        "cannot reach Graph at graph.microsoft.com for sending the message (Connection "
+        "refused); check base_url, and that this machine can reach it (set HTTPS_PROXY where "
+        "a proxy is needed)"
     )
     assert caught.value.failure is Failure.CONNECTION
 
@@ -620,8 +624,8 @@ def test_discovery_failure_names_the_host_that_failed_and_the_fix(
         Opened(authority=authority, instance_discovery=True).gateway.send(message)
     assert str(caught.value) == (
         "cannot reach the identity platform at login.microsoftonline.com (ConnectionError) "
-        "(asked by MSAL's instance discovery about authority https://login.test.example; for "
-        "an authority that is not Microsoft's, set instance_discovery = false)"
+        "(asked by MSAL's instance discovery about authority https://login.test.example); for "
+        "an authority that is not Microsoft's, set instance_discovery = false"
     )
     assert graph.token_requests == 0
 

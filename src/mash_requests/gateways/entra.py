@@ -273,13 +273,17 @@ class TokenSource:
     def _unreachable(self, exc: requests.RequestException) -> TransientGatewayError:
         c = self.credentials
         failed = _host_of(exc) or c.host
-        problem = "timed out" if _is_timeout(exc) else type(exc).__name__
-        detail = ""
+        problem = connection_problem(exc)
         if failed != c.host:
             # MSAL's instance discovery asked another host (the public cloud) about ours.
             detail = (
-                f" (asked by MSAL's instance discovery about authority {c.authority}; for an "
-                "authority that is not Microsoft's, set instance_discovery = false)"
+                f" (asked by MSAL's instance discovery about authority {c.authority}); for an "
+                "authority that is not Microsoft's, set instance_discovery = false"
+            )
+        else:
+            detail = (
+                "; check authority, and that this machine can reach it (set HTTPS_PROXY where "
+                "a proxy is needed)"
             )
         return TransientGatewayError(
             f"cannot reach the identity platform at {failed} ({problem}){detail}",
@@ -376,10 +380,15 @@ def _host_of(exc: requests.RequestException) -> str | None:
     return urlsplit(url).hostname if isinstance(url, str) else None
 
 
-def _is_timeout(exc: Exception) -> bool:
+def connection_problem(exc: Exception) -> str:
+    """What went wrong with a connection, in the system's words: "timed out", "Connection
+    refused", "Name or service not known" … (never the URL, which may name a mailbox)."""
     import requests
 
-    return isinstance(exc, requests.Timeout)
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    match = re.search(r"\[Errno -?\d+\] ([^)\"']+)", str(exc))
+    return match.group(1).strip() if match else type(exc).__name__
 
 
 def tls_reason(exc: Exception) -> str | None:

@@ -61,6 +61,7 @@ from mash_requests.gateways.entra import (
     DEFAULT_AUTHORITY,
     ClientCredentials,
     TokenSource,
+    connection_problem,
     retry_after,
     tls_reason,
 )
@@ -249,10 +250,12 @@ class GraphGateway:
                     getattr(exc.args[0] if exc.args else None, "reason", None), NewConnectionError
                 )
             )
-            problem = "timed out" if isinstance(exc, requests.Timeout) else type(exc).__name__
+            problem = connection_problem(exc)
             if never_sent:
                 raise TransientGatewayError(
-                    f"cannot reach Graph at {host} for {step} ({problem})",
+                    f"cannot reach Graph at {host} for {step} ({problem}); check base_url, "
+                    "and that this machine can reach it (set HTTPS_PROXY where a proxy is "
+                    "needed)",
                     server_message=problem,
                     failure=Failure.CONNECTION,
                 ) from exc
