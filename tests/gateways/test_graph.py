@@ -439,6 +439,16 @@ def test_lost_draft_creation_with_no_retry_left_leaves_no_draft(
     assert not graph.drafts and not graph.delivered
 
 
+def test_unreadable_answer_to_draft_creation_leaves_no_draft(
+    graph: FakeGraph, gateway: GraphGateway
+) -> None:
+    """A 201 without a JSON body is a lost answer: the draft made is found and deleted."""
+    graph.fail("createDraft", Fault(status=201, done=True))
+    with pytest.raises(TransientGatewayError, match="no JSON object"):
+        gateway.send(large_message())
+    assert not graph.drafts and graph.operations("delete") == 1
+
+
 def test_ambiguous_send_then_resend_leaves_no_first_draft(
     graph: FakeGraph, gateway: GraphGateway
 ) -> None:

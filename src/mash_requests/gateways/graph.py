@@ -4,7 +4,7 @@
 encoded, in one ``POST /users/{mailbox}/sendMail`` with ``Content-Type: text/plain``
 (``202 Accepted``, no body). Nothing is left behind in the mailbox but the Sent Items copy.
 Graph takes requests up to 4 MB, and base64 makes the MIME 4/3 larger, so forms of about
-2 MB and more (or a ``413`` to ``sendMail``) go the long way: a draft carrying our
+2.2 MB and more (or a ``413`` to ``sendMail``) go the long way: a draft carrying our
 ``internetMessageId``, the form through an upload session (up to 150 MB), then ``/send``.
 
 **Our Message-ID.** Exchange maps a MIME message's ``Message-ID`` header to the item's
@@ -26,8 +26,8 @@ gives the same kind of id.
 
 How failures are classed:
 
-- 429, and a 503 or 408 before anything could be sent: transient (Graph's ``Retry-After``,
-  fractional too, is kept as the wait);
+- 429, and any 5xx, 408 or lost answer before anything could be sent: transient (Graph's
+  ``Retry-After``, fractional too, is kept as the wait);
 - any 5xx (503 included), 408, a timeout or a lost connection once ``sendMail`` or ``/send``
   may have reached Graph: ambiguous. The retry policy looks in Sent Items before any resend;
 - 401 (the token refused) and 403 (no permission for the mailbox): permanent,
@@ -443,18 +443,15 @@ class GraphGateway:
             response = self._request(
                 "POST", f"{self._user}/messages", "creating the draft", json=_draft(message)
             )
+            draft_id = str(_json(response, "creating the draft").get("id") or "")
+            if not draft_id:
+                raise _AnswerLost(
+                    "Graph created a draft but gave no id for it",
+                    server_message=f"{response.status_code} without an id",
+                )
         except _AnswerLost as exc:
             # Graph may have made the draft: find it by our Message-ID and delete it.
             self._reraise(exc, self._delete_drafts_quietly(message.message_id))
-        draft_id = str(_json(response, "creating the draft").get("id") or "")
-        if not draft_id:
-            self._reraise(
-                TransientGatewayError(
-                    "Graph created a draft but gave no id for it",
-                    server_message=f"{response.status_code} without an id",
-                ),
-                self._delete_drafts_quietly(message.message_id),
-            )
         draft_url = f"{self._user}/messages/{quote(draft_id, safe='')}"
         try:
             self._attach(draft_url, message)
@@ -627,13 +624,14 @@ def _message_id_filter(message_id: str) -> str:
 
 
 def _json(response: Response, step: str) -> dict[str, Any]:
-    """The JSON object of a success response; anything else is a transient failure."""
+    """The JSON object of a success response; anything else is a lost answer (transient)."""
     try:
         body = response.json()
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        raise TransientGatewayError(
+        # The step may have been done: an answer that cannot be read is a lost answer.
+        raise _AnswerLost(
             f"Graph answered {step} with {response.status_code} but no JSON object",
             server_message=f"{response.status_code} {response.reason or ''}".strip(),
         )
