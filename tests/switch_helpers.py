@@ -7,8 +7,9 @@ the fake mail system, in order, whatever answer it was given).
 
 - outbox: the ``.eml`` files in a folder;
 - smtp: a real aiosmtpd server on 127.0.0.1 with STARTTLS (a trustme CA) and AUTH LOGIN;
-- graph: ``responses`` answering the Entra ID token endpoint and Graph's draft, attachment,
-  send and Sent Items calls in the recorded wire format (``../shared/reference/graph``);
+- graph: gateways/graph_fake.py: ``responses`` answering the Entra ID token endpoint and
+  Graph's sendMail, draft, upload and Sent Items calls in the recorded wire format
+  (``../shared/reference/graph``), keeping the mailbox's Drafts and Sent Items;
 - ews: ``responses`` answering exchangelib's SOAP calls with recorded Exchange answers
   (``../shared/reference/ews``), FindItem built in the same shape.
 
@@ -29,7 +30,6 @@ from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
 import responses
@@ -38,7 +38,9 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import Envelope, Session
 from defusedxml.ElementTree import fromstring
 
-from gateways.gateway_helpers import REFERENCE, RecordedResponse, recorded_response
+from gateways.gateway_helpers import REFERENCE
+from gateways.graph_fake import CLIENT_ID as GRAPH_CLIENT_ID
+from gateways.graph_fake import TENANT, FakeGraph, fake_graph
 from gateways.smtp_server import (
     PASSWORD,
     USER,
@@ -53,9 +55,9 @@ from gateways.smtp_server import (
 MAILBOX = "mash@testbury.gov.uk"
 GATEWAYS = ("outbox", "smtp", "graph", "ews")
 
-TENANT = "72aa88bf-76f0-494f-91ab-2d7cd730db47"
-LOGIN = f"https://login.microsoftonline.com/{TENANT}"
-GRAPH_USER = f"https://graph.microsoft.com/v1.0/users/{MAILBOX}"
+#: A ``responses`` callback's answer: status, headers, body.
+Reply = tuple[int, dict[str, str], str]
+
 GRAPH_SECRET = "graph-client-secret-never-shown"
 EWS_ENDPOINT = "https://mail.testbury.gov.uk/EWS/Exchange.asmx"
 EWS_PASSWORD = "ews-password-never-shown"
@@ -180,117 +182,32 @@ def smtp_fake(ca: trustme.CA, ca_file: Path) -> Iterator[SmtpFake]:
 
 # -- Microsoft Graph ----------------------------------------------------------------------
 
-_DRAFT_201 = RecordedResponse(
-    201, {"Content-Type": "application/json"}, json.dumps({"id": "AAMkADNlNYjSAAA="})
-)
-_ATTACHMENT_201 = RecordedResponse(
-    201, {"Content-Type": "application/json"}, json.dumps({"id": "AAMkADNkN2R"})
-)
-_ACCEPTED_202 = RecordedResponse(202, {}, "")
-
-Reply = tuple[int, dict[str, str], str]
-
 
 @dataclass
 class GraphFake:
-    """Graph for one mailbox: drafts, attachments, /send, and a Sent Items it keeps."""
+    """Graph for one mailbox and its identity platform: ``service`` is the fake itself
+    (see gateways/graph_fake.py) for tests that inject faults or count token requests."""
 
+    service: FakeGraph
     kind: str = "graph"
     secrets: dict[str, str] = field(default_factory=lambda: {"TEST_GRAPH_SECRET": GRAPH_SECRET})
-    drafts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    attachments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    #: Draft ids in the order their /send reached Graph (whatever the answer).
-    sends: list[str] = field(default_factory=list)
-    #: Statuses to answer the next /send calls with; 202 Accepted once empty.
-    send_answers: list[int] = field(default_factory=list)
-    #: Statuses to answer the next Sent Items searches with; a real search once empty.
-    lookup_answers: list[int] = field(default_factory=list)
 
     config = (
         '\n[gateway]\ntype = "graph"\n\n[gateway.graph]\n'
-        f'mailbox = "{MAILBOX}"\ntenant_id = "{TENANT}"\nclient_id = "client-id-1"\n'
+        f'mailbox = "{MAILBOX}"\ntenant_id = "{TENANT}"\nclient_id = "{GRAPH_CLIENT_ID}"\n'
         'client_secret_env = "TEST_GRAPH_SECRET"\ntimeout = 5\n'
+        # Sent Items is searched once, soon, for the sent item's id (the fake files at once).
+        "sent_item_wait = 0.01\n"
     )
-
-    def install(self, rsps: responses.RequestsMock) -> None:
-        rsps.add(
-            responses.GET,
-            f"{LOGIN}/v2.0/.well-known/openid-configuration",
-            json={
-                "token_endpoint": f"{LOGIN}/oauth2/v2.0/token",
-                "authorization_endpoint": f"{LOGIN}/oauth2/v2.0/authorize",
-                "issuer": f"{LOGIN}/v2.0",
-            },
-        )
-        rsps.add(
-            responses.POST,
-            f"{LOGIN}/oauth2/v2.0/token",
-            json={"token_type": "Bearer", "expires_in": 3599, "access_token": "graph-token"},
-        )
-        draft = re.escape(f"{GRAPH_USER}/messages/") + r"(?P<id>[^/?]+)"
-        rsps.add_callback(responses.POST, f"{GRAPH_USER}/messages", callback=self._create_draft)
-        rsps.add_callback(
-            responses.POST, re.compile(draft + "/attachments$"), callback=self._attach
-        )
-        rsps.add_callback(responses.POST, re.compile(draft + "/send$"), callback=self._send)
-        rsps.add(responses.DELETE, re.compile(draft + "$"), status=204)
-        rsps.add_callback(
-            responses.GET,
-            f"{GRAPH_USER}/mailFolders('SentItems')/messages",
-            callback=self._search_sent_items,
-        )
-
-    @staticmethod
-    def _draft_id(request: requests.PreparedRequest) -> str:
-        match = re.search(r"/messages/([^/?]+)/", str(request.url))
-        assert match is not None
-        return unquote(match.group(1))
-
-    def _create_draft(self, request: requests.PreparedRequest) -> Reply:
-        body = json.loads(request.body or b"{}")
-        # Ids end in '=' like Exchange's, so the gateway must quote them in URLs.
-        draft_id = f"AAMkADNlNYjSAA{len(self.drafts) + 1}A="
-        self.drafts[draft_id] = body
-        recorded = recorded_response("graph/11_create_draft_response_201.http", _DRAFT_201)
-        answer = {**json.loads(recorded.body), "id": draft_id, "isDraft": True}
-        return recorded.status, recorded.headers, json.dumps(answer)
-
-    def _attach(self, request: requests.PreparedRequest) -> Reply:
-        body = json.loads(request.body or b"{}")
-        self.attachments.setdefault(self._draft_id(request), []).append(body)
-        recorded = recorded_response(
-            "graph/13_add_small_attachment_response_201.http", _ATTACHMENT_201
-        )
-        return recorded.status, recorded.headers, recorded.body
-
-    def _send(self, request: requests.PreparedRequest) -> Reply:
-        self.sends.append(self._draft_id(request))
-        if self.send_answers:
-            return self.send_answers.pop(0), {}, ""
-        recorded = recorded_response("graph/30_send_draft_request_and_response.http", _ACCEPTED_202)
-        return recorded.status, recorded.headers, recorded.body
-
-    def _search_sent_items(self, request: requests.PreparedRequest) -> Reply:
-        headers = {"Content-Type": "application/json"}
-        if self.lookup_answers:
-            error = {"error": {"code": "InternalServerError", "message": "Something went wrong."}}
-            return self.lookup_answers.pop(0), headers, json.dumps(error)
-        [query] = parse_qs(urlsplit(str(request.url)).query)["$filter"]
-        match = re.fullmatch(r"internetMessageId eq '(.*)'", query)
-        assert match is not None
-        wanted = match.group(1).replace("''", "'")
-        found = [
-            {"id": f"SENT-{draft_id}", "internetMessageId": wanted}
-            for draft_id in dict.fromkeys(self.sends)
-            if self.drafts[draft_id]["internetMessageId"] == wanted
-        ]
-        return 200, headers, json.dumps({"value": found})
 
     def arrivals(self) -> list[Arrival]:
         arrived = []
-        for draft_id in self.sends:
-            draft = self.drafts[draft_id]
-            [form] = self.attachments[draft_id]
+        for item in self.service.delivered:
+            if item.mime is not None:
+                arrived.append(_from_mime(item.mime))
+                continue
+            draft = item.draft
+            assert draft is not None
             [ref] = [
                 h["value"]
                 for h in draft["internetMessageHeaders"]
@@ -302,19 +219,17 @@ class GraphFake:
                     message_id=draft["internetMessageId"],
                     recipients=tuple(r["emailAddress"]["address"] for r in draft["toRecipients"]),
                     subject=draft["subject"],
-                    form=base64.b64decode(form["contentBytes"]),
+                    form=self.service.form_of(item),
                 )
             )
         return arrived
 
 
 @contextmanager
-def graph_fake() -> Iterator[GraphFake]:
-    fake = GraphFake()
+def graph_fake(**options: Any) -> Iterator[GraphFake]:
     # Anything not mocked (another host, another path) fails the request: no network.
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        fake.install(rsps)
-        yield fake
+    with fake_graph(MAILBOX, GRAPH_SECRET, **options) as service:
+        yield GraphFake(service)
 
 
 # -- Exchange Web Services ----------------------------------------------------------------

@@ -16,6 +16,7 @@ import requests
 import trustme
 from click.testing import CliRunner, Result
 
+from gateways.graph_fake import Fault
 from mash_requests.audit.events import EventKind
 from mash_requests.cli import main
 from mash_requests.config import load_settings
@@ -199,9 +200,9 @@ def test_reconcile_over_smtp_reports_it_cannot_check(
 def test_graph_504_on_send_then_found_in_sent_items_is_sent_once(
     workspace: Workspace, fake: FakeMailSystem
 ) -> None:
-    """A 504 on /send, then the message in Sent Items: exit 0, sent, never posted twice."""
+    """A 504 on sendMail, then the message in Sent Items: exit 0, sent, never posted twice."""
     assert isinstance(fake, GraphFake)
-    fake.send_answers = [504]
+    fake.service.fail("sendMail", Fault.answer(504, done=True))
     result = send(workspace)
     assert result.exit_code == 0, result.output
     assert len(arrivals_of(workspace, fake, "police")) == 1
@@ -234,8 +235,8 @@ def test_graph_unconfirmed_request_is_settled_by_reconcile(
 ) -> None:
     """When Sent Items cannot be searched the request is unconfirmed; reconcile later finds it."""
     assert isinstance(fake, GraphFake)
-    fake.send_answers = [504]
-    fake.lookup_answers = [500]
+    fake.service.fail("sendMail", Fault.answer(504, done=True))
+    fake.service.fail("searchSentItems", Fault.answer(500, code="InternalServerError"))
     assert send(workspace).exit_code == 1
     result = cli(workspace, "reconcile")
     assert result.exit_code == 0, result.output
