@@ -31,7 +31,7 @@ from mash_requests.errors import (
 )
 from mash_requests.gateways.base import OutgoingMessage
 from mash_requests.gateways.graph import CHUNK_SIZE, ClientCredentials, GraphGateway, Settings
-from mash_requests.retry import AttemptFailure, RetryPolicy, SendStatus, send_with_retry
+from mash_requests.retry import AttemptFailure, RetryPolicy, SendStatus, WaitSource, send_with_retry
 
 TENANT = "72aa88bf-76f0-494f-91ab-2d7cd730db47"
 SECRET = "client-secret-value-never-logged"
@@ -246,7 +246,13 @@ def test_throttled_draft_waits_the_fractional_retry_after_then_sends(
     assert result.status is SendStatus.SENT
     assert sleeps == [2.128]
     assert failures == [
-        AttemptFailure(1, "transient", "429 TooManyRequests: Please retry again later.", 2.128)
+        AttemptFailure(
+            1,
+            "transient",
+            "429 TooManyRequests: Please retry again later.",
+            2.128,
+            WaitSource.SERVER,
+        )
     ]
     assert len(calls(rsps, "POST", f"{DRAFT}/send")) == 1
 
