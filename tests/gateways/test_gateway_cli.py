@@ -72,12 +72,12 @@ def test_check_smtp_wrong_password_exits_1_without_the_password(
     ca_file: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A refused login prints 'Error: … 535 …' and exits 1; the password is never shown."""
+    """A refused login prints 'Error: the SMTP server refused the credentials …' and exits 1."""
     monkeypatch.setenv("TEST_SMTP_PASSWORD", "not the password")
     config = smtp_config(tmp_path, starttls_server, ca_file)
     result = runner.invoke(gateway, ["check", "--config", str(config)])
     assert result.exit_code == 1
-    assert result.output.startswith("Error: SMTP server refused the connection or login")
+    assert result.output.startswith("Error: the SMTP server refused the credentials (")
     assert "535" in result.output and "not the password" not in result.output
 
 
