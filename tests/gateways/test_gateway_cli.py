@@ -46,6 +46,7 @@ def test_help_teaches_examples_and_exit_codes(runner: CliRunner) -> None:
     assert "mash-requests gateway check --config" in result.output
     assert "nothing is ever sent" in result.output
     assert "Exit codes: 0 the gateway works; 1 it does not" in result.output
+    assert "send-request's outcome and the dispatch log give the same sentence" in result.output
 
 
 def test_check_smtp_ok_prints_one_line_and_exits_0(
