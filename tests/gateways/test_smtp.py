@@ -31,6 +31,7 @@ from mash_requests._tables import Table
 from mash_requests.errors import (
     AmbiguousGatewayError,
     ConfigError,
+    Failure,
     PermanentGatewayError,
     TransientGatewayError,
 )
@@ -374,6 +375,7 @@ def test_password_smtplib_cannot_encode_is_permanent_naming_only_the_type(
     finally:
         gw.close()
     assert caught.value.server_message == "UnicodeEncodeError"
+    assert caught.value.failure is Failure.AUTHENTICATION  # the run logs in no more
     assert "pässwörd" not in str(caught.value)
     assert tls_server.handler.data_seen == 0
 

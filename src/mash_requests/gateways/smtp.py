@@ -333,6 +333,7 @@ class SmtpGateway:
     def _connect_error(self, exc: Exception, step: str) -> GatewayError:
         """What went wrong while connecting, securing (``starttls``) or logging in."""
         server = f"SMTP server {self._where}"
+        during = {"connect": "connecting", "starttls": "starting TLS", "login": "logging in"}
         if isinstance(exc, smtplib.SMTPAuthenticationError):
             return self._credentials_refused(exc.smtp_code, exc.smtp_error)
         if isinstance(exc, smtplib.SMTPResponseException):
@@ -352,7 +353,6 @@ class SmtpGateway:
             )
             return cls.explained(Failure.SERVER, f"{server} {what}", words)
         if isinstance(exc, smtplib.SMTPServerDisconnected):
-            during = {"connect": "connecting", "starttls": "starting TLS", "login": "logging in"}
             return TransientGatewayError.explained(
                 Failure.CONNECTION,
                 f"{server} closed the connection while {during[step]}",
@@ -364,10 +364,13 @@ class SmtpGateway:
             )
         if isinstance(exc, OSError):
             words = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+            what = (
+                f"could not connect to {server}"
+                if step == "connect"
+                else f"the connection to {server} was lost while {during[step]}"
+            )
             return TransientGatewayError.explained(
-                Failure.CONNECTION,
-                f"could not connect to {server}",
-                words or type(exc).__name__,
+                Failure.CONNECTION, what, words or type(exc).__name__
             )
         kind = type(exc).__name__
         if step == "login":
@@ -377,7 +380,9 @@ class SmtpGateway:
                 Failure.AUTHENTICATION,
                 f"the credentials could not be sent to {server}",
                 kind,
-                fix="AUTH PLAIN and LOGIN take only ASCII user names and passwords",
+                fix="AUTH PLAIN and LOGIN take only ASCII user names and passwords"
+                if isinstance(exc, UnicodeError)
+                else "",
             )
         # A bug, or an error smtplib does not class: nothing was sent, and trying again
         # will do the same. Its text is not kept.
