@@ -608,6 +608,8 @@ class Dispatcher:
                         error_class=failure.error_class,
                         server_message=failure.server_message,
                         wait_seconds=failure.wait_seconds,
+                        # Whether the server's hint or our [retry] policy set the wait.
+                        details={"wait_from": str(failure.wait_from)} if failure.wait_from else {},
                     )
                 )
 

@@ -18,11 +18,16 @@
         └── LogError                  the dispatch log cannot be read or written
 
 Every ``GatewayError`` also says *what* failed (:class:`Failure`): the connection, TLS, the
-credentials, a recipient, the message, or the server. Its message is the sentence a person
-acts on, with the server's (or the TLS library's) own words after it; ``server_message``
-holds those words alone. An ``authentication`` failure is always permanent, and ends a
-run's use of the gateway: no later request of the run is handed to it (one failed login
-per run, so a service account is never locked out by retries).
+credentials, a recipient, the message, or the server. ``str(error)`` is the whole sentence a
+person acts on: what failed, then the server's (or the TLS library's) own words, then the
+fix where there is one, e.g. "the certificate of SMTP server smtp.council.example:587 is not
+trusted: unable to get local issuer certificate; set ca_file to the CA that signed it".
+``server_message`` holds those words alone. :meth:`GatewayError.explained` builds both
+from their parts; the retry policy passes the sentence on unchanged as the reason a request
+failed, so the outcome, the dispatch log and ``gateway check`` say the same. An
+``authentication`` failure is always permanent, and ends a run's use of the gateway: no
+later request of the run is handed to it (one failed login per run, so a service account
+is never locked out by retries).
 
 ``ConfigError`` is deliberately *not* an ``OperationalError``: a batch that skips failed sends
 catches ``OperationalError`` and must never swallow a misconfiguration.
@@ -36,7 +41,7 @@ into these classes at the module boundary that calls the library, raised ``from`
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
     from mash_requests.referral_form import Verdict
@@ -123,6 +128,31 @@ class GatewayError(OperationalError):
         self.server_message = server_message
         self.retry_after = retry_after
         self.failure = failure
+
+    @classmethod
+    def explained(
+        cls,
+        failure: Failure,
+        what: str,
+        words: str = "",
+        *,
+        fix: str = "",
+        retry_after: float | None = None,
+    ) -> Self:
+        """The error whose message reads ``<what>: <words>; <fix>``.
+
+        ``what`` says what failed, naming the server ("could not connect to SMTP server
+        smtp.council.example:587"); ``words`` are the server's or TLS library's own (kept
+        alone in ``server_message``, white space collapsed); ``fix`` is what a person does
+        about it, where there is something to do. Never pass credentials or message content.
+        """
+        words = " ".join(words.split())
+        message = what
+        if words:
+            message += f": {words.rstrip('.')}"
+        if fix:
+            message += f"; {fix}"
+        return cls(message, server_message=words, retry_after=retry_after, failure=failure)
 
 
 class TransientGatewayError(GatewayError):

@@ -6,7 +6,8 @@ gateway error. What it does with each kind of failure:
 
 - transient (certainly not accepted): wait, then try again. The wait grows exponentially
   with jitter, and is never shorter than the server's own hint (``Retry-After``, EWS
-  ``BackOffMilliseconds``);
+  ``BackOffMilliseconds``); each reported failure says whether its wait came from the
+  server's hint or from the policy;
 - permanent (refused): stop at once, ``failed``;
 - ambiguous (may have been accepted): a gateway that can look in Sent Items is asked
   whether the message is there, twice: after a wait of at least ``lookup_delay`` and again
@@ -22,6 +23,12 @@ accepting it (Exchange can take well over the few seconds of a backoff); looking
 finds nothing and sends a duplicate. So a resend happens only when both lookups fit in
 ``max_seconds`` and another attempt is allowed; otherwise the message is looked up as often
 as the time left allows and, not found, ends ``unconfirmed``, never resent blindly.
+
+The reason a failed or unconfirmed result gives is built in one place, :func:`_reason`,
+from the gateway's error: its message is already the sentence a person acts on (what
+failed, the server's words, the fix; see :mod:`mash_requests.errors`), so a refusal reads
+exactly as ``gateway check`` prints it. Retries that ran out say how many attempts were
+made; an unconfirmed result adds what is unknown and what to check.
 """
 
 from __future__ import annotations
@@ -90,6 +97,15 @@ class RetryPolicy:
         return policy
 
 
+class WaitSource(StrEnum):
+    """Where the wait before the next attempt came from."""
+
+    #: The server's own hint (``Retry-After``, EWS ``BackOffMilliseconds``) set the wait.
+    SERVER = "server"
+    #: The ``[retry]`` policy set it (backoff, or ``lookup_delay`` before a Sent Items look).
+    POLICY = "policy"
+
+
 @dataclass(frozen=True)
 class AttemptFailure:
     """One failed attempt, as the dispatch log records it."""
@@ -101,6 +117,8 @@ class AttemptFailure:
     server_message: str
     #: Seconds until the next attempt; None when there is no further attempt.
     wait_seconds: float | None
+    #: Whether the server's hint or our policy set ``wait_seconds``; None with no wait.
+    wait_from: WaitSource | None = None
 
 
 class SendStatus(StrEnum):
@@ -134,16 +152,52 @@ class SendResult:
 
 
 class _Unconfirmed(Exception):
-    """Internal: the outcome is unknown and must not be retried."""
+    """Internal: the outcome is unknown and must not be retried.
 
-    def __init__(self, error: AmbiguousGatewayError, reason: str) -> None:
+    ``error`` is the failure whose words are recorded; ``reason`` the finished sentence.
+    """
+
+    def __init__(self, error: GatewayError, reason: str) -> None:
         super().__init__(reason)
         self.error = error
         self.reason = reason
 
 
 def _describe(error: GatewayError) -> str:
+    """The server's words of one attempt, for the attempt_failed event."""
     return error.server_message or str(error)
+
+
+def _sentence(error: GatewayError) -> str:
+    """The error's own sentence, with the server's words added if it left them out.
+
+    Gateways build the sentence (what failed, the server's words, the fix); one that
+    forgot the words still has them reach the person, in brackets at the end.
+    """
+    sentence = " ".join(str(error).split()) or f"{type(error).__name__} from the gateway"
+    words = error.server_message.strip().rstrip(".")
+    if words and words not in sentence:
+        sentence += f" ({words})"
+    return sentence
+
+
+def _reason(error: GatewayError, *, attempts: int = 0, unknown: str = "") -> str:
+    """The one sentence a failed or unconfirmed result gives as its reason.
+
+    Refused for good: the error's sentence as it is (``gateway check`` prints the same).
+    Retries ran out: the sentence after how many attempts were made. Unconfirmed: the
+    sentence, then ``unknown`` (what cannot be known and what to check).
+    """
+    sentence = _sentence(error)
+    if unknown:
+        return f"{sentence}; {unknown}"
+    if isinstance(error, PermanentGatewayError):
+        return sentence
+    return f"gave up after {attempts} attempt{'' if attempts == 1 else 's'}: {sentence}"
+
+
+#: The end of an unconfirmed reason from a gateway that can look in Sent Items.
+_CHECK_SENT_MAIL = "check the sent mail before resending"
 
 
 def send_with_retry(
@@ -177,6 +231,8 @@ def send_with_retry(
     found_after_ambiguous = False
     # The previous attempt's ambiguous failure: look in Sent Items before sending again.
     unresolved: AmbiguousGatewayError | None = None
+    # Who set the wait last computed: the server's hint or our policy.
+    wait_from = WaitSource.POLICY
 
     def time_left() -> float:
         return policy.max_seconds - (clock() - started)
@@ -186,13 +242,14 @@ def send_with_retry(
             sleep(seconds)
 
     def wait(state: RetryCallState) -> float:
-        seconds = backoff(state)
+        nonlocal wait_from
+        seconds, wait_from = backoff(state), WaitSource.POLICY
         error = _error_of(state)
-        if error is not None and error.retry_after is not None:
-            seconds = max(seconds, error.retry_after)
-        if isinstance(error, AmbiguousGatewayError):
+        if error is not None and error.retry_after is not None and error.retry_after >= seconds:
+            seconds, wait_from = error.retry_after, WaitSource.SERVER
+        if isinstance(error, AmbiguousGatewayError) and policy.lookup_delay > seconds:
             # Only a gateway that can look gets here: give Sent Items time to show it.
-            seconds = max(seconds, policy.lookup_delay)
+            seconds, wait_from = policy.lookup_delay, WaitSource.POLICY
         return seconds
 
     def until_next_attempt(state: RetryCallState) -> float:
@@ -218,6 +275,7 @@ def send_with_retry(
                     error_class=error.error_class,
                     server_message=_describe(error),
                     wait_seconds=wait_seconds,
+                    wait_from=None if wait_seconds is None else wait_from,
                 )
             )
 
@@ -230,17 +288,19 @@ def send_with_retry(
         error: AmbiguousGatewayError, lookup: SentItemsLookup
     ) -> Receipt | None:
         """Look twice (the wait before the first is over); None: not there, safe to resend."""
-        found = _find_sent(lookup, message, gateway.name)
+        found = _find_sent(lookup, message, gateway.name, error)
         if found is None:
             if policy.lookup_delay > time_left():
                 raise _Unconfirmed(
                     error,
-                    f"{gateway.name} may have accepted the message, it is not (yet) in Sent "
-                    "Items and no time is left to look again; check the sent mail before "
-                    "resending",
+                    _reason(
+                        error,
+                        unknown="it may have been accepted; it is not (yet) in Sent Items and "
+                        f"no time is left to look again: {_CHECK_SENT_MAIL}",
+                    ),
                 )
             pause(policy.lookup_delay)
-            found = _find_sent(lookup, message, gateway.name)
+            found = _find_sent(lookup, message, gateway.name, error)
         return found
 
     def attempt() -> Receipt:
@@ -266,22 +326,26 @@ def send_with_retry(
             if lookup is None:
                 raise _Unconfirmed(
                     error,
-                    f"{gateway.name} may have accepted the message but cannot say whether "
-                    f"it did ({_describe(error)}); check the sent mail before resending",
+                    _reason(
+                        error,
+                        unknown=f"it may have been accepted, and {gateway.name} cannot look "
+                        "messages up: check with the recipient or the mail server's log "
+                        "before resending",
+                    ),
                 ) from exc
             unresolved = error
             if error is exc:
                 raise
             raise error from exc
 
-    def last_looks(lookup: SentItemsLookup) -> Receipt | None:
+    def last_looks(error: GatewayError, lookup: SentItemsLookup) -> Receipt | None:
         """Look up to twice, lookup_delay apart, as the time left allows; no resend follows."""
         for look in range(2):
             if policy.lookup_delay <= time_left():
                 pause(policy.lookup_delay)
             elif look > 0:
                 break  # the first look happens even without time to wait for it
-            found = _find_sent(lookup, message, gateway.name)
+            found = _find_sent(lookup, message, gateway.name, error)
             if found is not None:
                 return found
         return None
@@ -300,15 +364,7 @@ def send_with_retry(
         return _unconfirmed(unconfirmed, attempts)
     except PermanentGatewayError as exc:
         report(exc, None)
-        return SendResult(
-            status=SendStatus.FAILED,
-            receipt=None,
-            reason=f"{gateway.name} refused the message: {_describe(exc)}",
-            attempts=attempts,
-            error_class=exc.error_class,
-            server_message=exc.server_message,
-            failure=exc.failure,
-        )
+        return _failed(exc, attempts)
     except RetryError as exhausted:
         last = exhausted.last_attempt.exception()
         assert isinstance(last, GatewayError)
@@ -316,29 +372,18 @@ def send_with_retry(
         if isinstance(last, AmbiguousGatewayError) and lookup is not None:
             # The last attempt may have been accepted: look before giving up.
             try:
-                found = last_looks(lookup)
+                found = last_looks(last, lookup)
             except _Unconfirmed as unconfirmed:
                 return _unconfirmed(unconfirmed, attempts)
             if found is not None:
                 return _sent(found, attempts, after_ambiguous=True)
-            reason = (
-                f"{gateway.name} may have accepted the message, it is not (yet) in Sent "
-                "Items and no attempts or time are left to resend it; check the sent mail "
-                "before resending"
+            reason = _reason(
+                last,
+                unknown="it may have been accepted; it is not (yet) in Sent Items and no "
+                f"attempts or time are left to resend it: {_CHECK_SENT_MAIL}",
             )
             return _unconfirmed(_Unconfirmed(last, reason), attempts)
-        return SendResult(
-            status=SendStatus.FAILED,
-            receipt=None,
-            reason=(
-                f"{gateway.name} did not take the message after {attempts} attempt(s): "
-                f"{_describe(last)}"
-            ),
-            attempts=attempts,
-            error_class=last.error_class,
-            server_message=last.server_message,
-            failure=last.failure,
-        )
+        return _failed(last, attempts)
     return _sent(receipt, attempts, after_ambiguous=found_after_ambiguous)
 
 
@@ -349,16 +394,25 @@ def _error_of(state: RetryCallState) -> GatewayError | None:
     return error if isinstance(error, GatewayError) else None
 
 
-def _find_sent(lookup: SentItemsLookup, message: OutgoingMessage, name: str) -> Receipt | None:
-    """Look the message up; a failed lookup makes the outcome unknowable, never a resend."""
+def _find_sent(
+    lookup: SentItemsLookup, message: OutgoingMessage, name: str, sending: GatewayError
+) -> Receipt | None:
+    """Look the message up; a failed lookup makes the outcome unknowable, never a resend.
+
+    ``sending`` is the failure that made the look necessary; the reason names both it and
+    why Sent Items could not be searched, and the lookup's words are the ones recorded.
+    """
     try:
         return lookup.find_sent(message.message_id)
     except Exception as exc:
         ambiguous = _unexpected(name, exc)
         raise _Unconfirmed(
             ambiguous,
-            "the gateway may have accepted the message and Sent Items could not be "
-            f"searched ({_describe(ambiguous)}); check the sent mail before resending",
+            _reason(
+                sending,
+                unknown="it may have been accepted and Sent Items could not be searched "
+                f"({_sentence(ambiguous)}): {_CHECK_SENT_MAIL}",
+            ),
         ) from exc
 
 
@@ -370,11 +424,24 @@ def _unexpected(name: str, exc: Exception) -> AmbiguousGatewayError:
     """
     if isinstance(exc, GatewayError):
         # The base class itself: the gateway did not say which kind; its words are ours.
-        return AmbiguousGatewayError(str(exc), server_message=exc.server_message)
+        return AmbiguousGatewayError(
+            str(exc), server_message=exc.server_message, failure=exc.failure
+        )
     kind = type(exc).__name__
     return AmbiguousGatewayError(
-        f"{name} failed with an unexpected {kind}; it may have sent the message",
-        server_message=kind,
+        f"the {name} gateway failed with an unexpected {kind}", server_message=kind
+    )
+
+
+def _failed(error: GatewayError, attempts: int) -> SendResult:
+    return SendResult(
+        status=SendStatus.FAILED,
+        receipt=None,
+        reason=_reason(error, attempts=attempts),
+        attempts=attempts,
+        error_class=error.error_class,
+        server_message=error.server_message,
+        failure=error.failure,
     )
 
 

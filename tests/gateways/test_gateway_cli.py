@@ -46,6 +46,7 @@ def test_help_teaches_examples_and_exit_codes(runner: CliRunner) -> None:
     assert "mash-requests gateway check --config" in result.output
     assert "nothing is ever sent" in result.output
     assert "Exit codes: 0 the gateway works; 1 it does not" in result.output
+    assert "send-request's outcome and the dispatch log give the same sentence" in result.output
 
 
 def test_check_smtp_ok_prints_one_line_and_exits_0(
@@ -72,12 +73,12 @@ def test_check_smtp_wrong_password_exits_1_without_the_password(
     ca_file: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A refused login prints 'Error: … 535 …' and exits 1; the password is never shown."""
+    """A refused login prints 'Error: the SMTP server refused the credentials …' and exits 1."""
     monkeypatch.setenv("TEST_SMTP_PASSWORD", "not the password")
     config = smtp_config(tmp_path, starttls_server, ca_file)
     result = runner.invoke(gateway, ["check", "--config", str(config)])
     assert result.exit_code == 1
-    assert result.output.startswith("Error: SMTP server refused the connection or login")
+    assert result.output.startswith("Error: the SMTP server refused the credentials (")
     assert "535" in result.output and "not the password" not in result.output
 
 

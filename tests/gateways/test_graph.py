@@ -43,7 +43,13 @@ from mash_requests.gateways.graph import (
     Settings,
     TokenSource,
 )
-from mash_requests.retry import AttemptFailure, RetryPolicy, SendResult, send_with_retry
+from mash_requests.retry import (
+    AttemptFailure,
+    RetryPolicy,
+    SendResult,
+    WaitSource,
+    send_with_retry,
+)
 
 SECRET = "client-secret-value-never-logged"
 MAILBOX = SENDER
@@ -206,7 +212,13 @@ def test_send_mail_throttled_waits_the_fractional_retry_after_then_sends_once(
     )
     assert result.status == "sent" and sleeps == [2.128]
     assert failures == [
-        AttemptFailure(1, "transient", "429 TooManyRequests: Please retry again later.", 2.128)
+        AttemptFailure(
+            1,
+            "transient",
+            "429 TooManyRequests: Please retry again later.",
+            2.128,
+            WaitSource.SERVER,
+        )
     ]
     assert len(graph.delivered) == 1 and not graph.drafts
 

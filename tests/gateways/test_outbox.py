@@ -14,7 +14,12 @@ from typing import Any
 import pytest
 
 from mash_requests._tables import Table
-from mash_requests.errors import ConfigError, PermanentGatewayError, TransientGatewayError
+from mash_requests.errors import (
+    ConfigError,
+    Failure,
+    PermanentGatewayError,
+    TransientGatewayError,
+)
 from mash_requests.gateways import Checkable, Gateway, SentItemsLookup, parse_gateway_settings
 from mash_requests.gateways.base import OutgoingMessage
 from mash_requests.gateways.outbox import OutboxGateway, Settings
@@ -111,8 +116,13 @@ def test_failed_write_leaves_nothing_and_is_transient(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("mash_requests.gateways.outbox.os.replace", no_space)
-    with pytest.raises(TransientGatewayError, match="No space left on device"):
+    with pytest.raises(TransientGatewayError) as caught:
         gateway.send(message)
+    assert str(caught.value) == (
+        f"writing the message to the outbox folder {folder} failed, and nothing was left: "
+        "No space left on device"
+    )
+    assert caught.value.failure is Failure.SERVER
     assert list(folder.iterdir()) == []
 
 
@@ -127,9 +137,38 @@ def test_send_creates_the_folder(
 
 def test_unwritable_folder_is_permanent(read_only: Path, message: OutgoingMessage) -> None:
     """Sending into a folder without write permission is permanent and names the folder."""
-    with pytest.raises(PermanentGatewayError, match="check the path and permissions") as caught:
+    with pytest.raises(PermanentGatewayError, match="may write there") as caught:
         OutboxGateway(read_only).send(message)
     assert str(read_only) in str(caught.value)
+
+
+def test_folder_under_a_file_says_what_failed_and_what_to_do(
+    tmp_path: Path, message: OutgoingMessage
+) -> None:
+    """An outbox path that cannot be a folder fails with the system's words and the fix."""
+    (tmp_path / "a-file").write_text("not a folder")
+    folder = tmp_path / "a-file" / "outbox"
+    with pytest.raises(PermanentGatewayError) as caught:
+        OutboxGateway(folder).send(message)
+    assert str(caught.value) == (
+        f"cannot write to the outbox folder {folder}: Not a directory; check [gateway.outbox] "
+        "folder, and that this account may write there"
+    )
+    assert caught.value.failure is Failure.CONNECTION
+    assert caught.value.server_message == "Not a directory"
+
+
+def test_check_and_send_say_the_same_about_an_unusable_folder(
+    tmp_path: Path, message: OutgoingMessage
+) -> None:
+    """gateway check fails with the very sentence a send into the same folder gives."""
+    (tmp_path / "a-file").write_text("not a folder")
+    gateway = OutboxGateway(tmp_path / "a-file" / "outbox")
+    with pytest.raises(PermanentGatewayError) as sending:
+        gateway.send(message)
+    with pytest.raises(PermanentGatewayError) as checking:
+        gateway.check()
+    assert str(checking.value) == str(sending.value)
 
 
 # -- finding sent messages ----------------------------------------------------------------
@@ -171,7 +210,7 @@ def test_check_on_a_writable_folder_says_so_and_leaves_nothing(
 
 def test_check_on_an_unwritable_folder_is_permanent(read_only: Path) -> None:
     """check() on a folder without write permission raises PermanentGatewayError."""
-    with pytest.raises(PermanentGatewayError, match="not writable"):
+    with pytest.raises(PermanentGatewayError, match="cannot write to the outbox folder"):
         OutboxGateway(read_only).check()
 
 

@@ -11,6 +11,7 @@ from mash_requests._tables import Table
 from mash_requests.errors import (
     AmbiguousGatewayError,
     ConfigError,
+    Failure,
     GatewayError,
     PermanentGatewayError,
     TransientGatewayError,
@@ -20,6 +21,7 @@ from mash_requests.retry import (
     AttemptFailure,
     RetryPolicy,
     SendStatus,
+    WaitSource,
     send_with_retry,
 )
 
@@ -123,8 +125,8 @@ def test_transient_failures_are_retried_with_exponential_waits(message: Outgoing
     assert result.status is SendStatus.SENT and result.attempts == 3
     assert time.sleeps == [1, 2]
     assert failures == [
-        AttemptFailure(1, "transient", "451 busy", 1),
-        AttemptFailure(2, "transient", "451 busy", 2),
+        AttemptFailure(1, "transient", "451 busy", 1, WaitSource.POLICY),
+        AttemptFailure(2, "transient", "451 busy", 2, WaitSource.POLICY),
     ]
     assert gateway.sent == [message.message_id]
 
@@ -257,7 +259,7 @@ def test_ambiguous_failure_report_counts_both_lookup_waits(message: OutgoingMess
         [AmbiguousGatewayError("504", server_message="504")], in_sent_items=False
     )
     _, failures, _ = run(gateway, message)
-    assert failures == [AttemptFailure(1, "ambiguous", "504", 60)]
+    assert failures == [AttemptFailure(1, "ambiguous", "504", 60, WaitSource.POLICY)]
 
 
 def test_lookup_delay_zero_looks_after_the_backoff_only(message: OutgoingMessage) -> None:
@@ -328,6 +330,99 @@ def test_ambiguous_on_last_attempt_is_looked_up_before_giving_up(
     missing = LookupGateway([AmbiguousGatewayError("504")], in_sent_items=False)
     result = run(missing, message, policy)[0]
     assert result.status is SendStatus.UNCONFIRMED and missing.calls == 1
+
+
+# -- where a wait came from ------------------------------------------------------------------
+
+
+def test_wait_set_by_the_servers_hint_is_reported_as_the_servers(message: OutgoingMessage) -> None:
+    """A Retry-After longer than the backoff is waited and reported as coming from the server."""
+    gateway = ScriptedGateway([TransientGatewayError("429", retry_after=7.5)])
+    _, failures, _ = run(gateway, message)
+    assert (failures[0].wait_seconds, failures[0].wait_from) == (7.5, WaitSource.SERVER)
+
+
+def test_wait_without_a_hint_is_reported_as_the_policys(message: OutgoingMessage) -> None:
+    """Without a server hint the backoff is waited and reported as coming from the policy."""
+    _, failures, _ = run(ScriptedGateway([TransientGatewayError("busy")]), message)
+    assert (failures[0].wait_seconds, failures[0].wait_from) == (1, WaitSource.POLICY)
+
+
+def test_hint_shorter_than_the_backoff_is_reported_as_the_policys(
+    message: OutgoingMessage,
+) -> None:
+    """A server hint shorter than the policy's backoff leaves the wait, and its source, to us."""
+    policy = RetryPolicy(max_attempts=2, initial_wait=4, max_wait=60, jitter=0)
+    gateway = ScriptedGateway([TransientGatewayError("busy", retry_after=0.5)])
+    _, failures, time = run(gateway, message, policy)
+    assert time.sleeps == [4] and failures[0].wait_from is WaitSource.POLICY
+
+
+def test_last_failure_has_no_wait_and_no_source(message: OutgoingMessage) -> None:
+    """The failure that ends the sending has neither a wait nor a source of one."""
+    _, failures, _ = run(ScriptedGateway([PermanentGatewayError("no", retry_after=3)]), message)
+    assert (failures[-1].wait_seconds, failures[-1].wait_from) == (None, None)
+
+
+# -- the reason a person reads -------------------------------------------------------------------
+
+
+def test_permanent_reason_is_the_errors_own_sentence(message: OutgoingMessage) -> None:
+    """A refusal's reason is the gateway's sentence unchanged, never "refused the message"."""
+    error = PermanentGatewayError.explained(
+        Failure.AUTHENTICATION,
+        "the SMTP server smtp.x.example:587 refused the credentials",
+        "535 5.7.8 Authentication credentials invalid",
+        fix="check username and the password",
+    )
+    result, _, _ = run(ScriptedGateway([error]), message)
+    assert result.reason == (
+        "the SMTP server smtp.x.example:587 refused the credentials: "
+        "535 5.7.8 Authentication credentials invalid; check username and the password"
+    )
+    assert result.failure is Failure.AUTHENTICATION
+    assert result.server_message == "535 5.7.8 Authentication credentials invalid"
+
+
+def test_exhausted_reason_says_how_many_attempts_were_made(message: OutgoingMessage) -> None:
+    """Retries that run out give the last error's sentence after the number of attempts."""
+    errors = [
+        TransientGatewayError.explained(
+            Failure.CONNECTION, "could not connect to SMTP server h:587", "Connection refused"
+        )
+    ] * 3
+    policy = RetryPolicy(max_attempts=3, initial_wait=1, max_wait=60, jitter=0)
+    result, _, _ = run(ScriptedGateway(errors), message, policy)
+    assert result.reason == (
+        "gave up after 3 attempts: could not connect to SMTP server h:587: Connection refused"
+    )
+    assert result.failure is Failure.CONNECTION
+
+
+def test_hand_built_sentence_without_the_servers_words_still_carries_them(
+    message: OutgoingMessage,
+) -> None:
+    """An error whose sentence leaves out the server's words gets them added to the reason."""
+    error = PermanentGatewayError("the message was refused", server_message="552 too big")
+    result, _, _ = run(ScriptedGateway([error]), message)
+    assert result.reason == "the message was refused (552 too big)"
+
+
+def test_unconfirmed_reason_says_what_is_unknown_and_what_to_check(
+    message: OutgoingMessage,
+) -> None:
+    """An unconfirmed result gives the failure's sentence, then that it may have been accepted."""
+    error = AmbiguousGatewayError.explained(
+        Failure.CONNECTION,
+        "SMTP server h:587 gave no answer after the whole message was sent",
+        "Connection unexpectedly closed",
+    )
+    result, _, _ = run(ScriptedGateway([error]), message)
+    assert result.reason == (
+        "SMTP server h:587 gave no answer after the whole message was sent: Connection "
+        "unexpectedly closed; it may have been accepted, and scripted cannot look messages "
+        "up: check with the recipient or the mail server's log before resending"
+    )
 
 
 # -- what a gateway should never raise ------------------------------------------------------

@@ -31,6 +31,7 @@ from mash_requests._tables import Table
 from mash_requests.errors import (
     AmbiguousGatewayError,
     ConfigError,
+    Failure,
     PermanentGatewayError,
     TransientGatewayError,
 )
@@ -197,7 +198,7 @@ def test_drop_after_data_raises_ambiguous(
 ) -> None:
     """send() itself raises AmbiguousGatewayError when the answer to DATA is lost."""
     starttls_server.handler.script = ["drop"]
-    with pytest.raises(AmbiguousGatewayError, match="may have accepted"):
+    with pytest.raises(AmbiguousGatewayError, match="gave no answer after the whole message"):
         gateway.send(message)
 
 
@@ -374,6 +375,7 @@ def test_password_smtplib_cannot_encode_is_permanent_naming_only_the_type(
     finally:
         gw.close()
     assert caught.value.server_message == "UnicodeEncodeError"
+    assert caught.value.failure is Failure.AUTHENTICATION  # the run logs in no more
     assert "pässwörd" not in str(caught.value)
     assert tls_server.handler.data_seen == 0
 

@@ -42,7 +42,14 @@ What each gateway checks (nothing is ever sent):
 \b
 On success one line says what was verified, e.g.
   ok: smtp: connected to smtp.council.example:587 over TLSv1.3, authenticated as mash@… (LOGIN)
-On failure: Error: <what failed, the server's words, and what to do>.
+On failure one line says what failed, then the server's (or OpenSSL's) own words, then
+what to do; send-request's outcome and the dispatch log give the same sentence, e.g.
+  Error: the certificate of SMTP server smtp.council.example:587 is not trusted: unable to
+  get local issuer certificate; set ca_file to the CA that signed it, or have the server's
+  certificate fixed
+  Error: the SMTP server refused the credentials (smtp.council.example:587, AUTH LOGIN as
+  mash@…): 535 5.7.8 Authentication credentials invalid; check username and the password
+  (password_env or password_file)
 
 \b
 Exit codes: 0 the gateway works; 1 it does not (unreachable, refused, certificate not

@@ -7,6 +7,12 @@ knows nothing of cases, partners or the dispatch log. It raises only the gateway
 - :class:`~mash_requests.errors.TransientGatewayError`: certainly not accepted, try again;
 - :class:`~mash_requests.errors.AmbiguousGatewayError`: may have been accepted;
 - :class:`~mash_requests.errors.PermanentGatewayError`: refused, do not try again.
+
+Each error's message is the whole sentence a person acts on (what failed, the server's own
+words, the fix) and its ``failure`` says what failed; build it with
+:meth:`~mash_requests.errors.GatewayError.explained`. The retry policy passes that sentence on
+unchanged as the request's reason, and ``gateway check`` prints it, so a failure reads the
+same wherever it is seen.
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ product with no mail server, and a script's tests can assert on real messages.
 
 Files are written atomically (temporary file, fsync, rename, fsync of the folder), so a
 crash never leaves half a message where a mail pickup process could read it.
+
+Failures read as the other gateways' do (what failed, the system's words, the fix): a folder
+that cannot be created or written to is the outbox's "could not connect", permanent (a
+person must fix the path or its permissions); a write that fails part-way (disk full, an
+I/O error) is transient, and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from mash_requests._tables import Table
-from mash_requests.errors import PermanentGatewayError, TransientGatewayError
+from mash_requests.errors import Failure, PermanentGatewayError, TransientGatewayError
 from mash_requests.gateways.base import OutgoingMessage, Receipt
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -67,11 +72,7 @@ class OutboxGateway:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, temp_name = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=self.folder)
         except OSError as exc:
-            raise PermanentGatewayError(
-                f"outbox folder {self.folder}: cannot write ({exc.strerror}); "
-                "check the path and permissions",
-                server_message=exc.strerror or "",
-            ) from exc
+            raise self._unusable(exc) from exc
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(message.as_bytes())
@@ -81,9 +82,11 @@ class OutboxGateway:
             _fsync_folder(self.folder)
         except OSError as exc:
             Path(temp_name).unlink(missing_ok=True)
-            raise TransientGatewayError(
-                f"outbox folder {self.folder}: write failed ({exc.strerror})",
-                server_message=exc.strerror or "",
+            raise TransientGatewayError.explained(
+                Failure.SERVER,
+                f"writing the message to the outbox folder {self.folder} failed, "
+                "and nothing was left",
+                exc.strerror or type(exc).__name__,
             ) from exc
         return Receipt(gateway=self.name, message_id=message.message_id, gateway_id=str(target))
 
@@ -99,10 +102,17 @@ class OutboxGateway:
             with tempfile.TemporaryFile(dir=self.folder):
                 pass
         except OSError as exc:
-            raise PermanentGatewayError(
-                f"outbox folder {self.folder}: not writable ({exc.strerror})"
-            ) from exc
+            raise self._unusable(exc) from exc
         return f"outbox folder {self.folder} is writable"
+
+    def _unusable(self, exc: OSError) -> PermanentGatewayError:
+        """The folder cannot be created or written to: the same words for send and check."""
+        return PermanentGatewayError.explained(
+            Failure.CONNECTION,
+            f"cannot write to the outbox folder {self.folder}",
+            exc.strerror or type(exc).__name__,
+            fix="check [gateway.outbox] folder, and that this account may write there",
+        )
 
     def close(self) -> None:
         """Nothing to release."""

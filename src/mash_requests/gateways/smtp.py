@@ -7,14 +7,23 @@ Where a failure leaves the message decides its class:
 
 - a 4xx reply, or a connection refused, dropped or timed out *before* the end-of-data
   ``.`` was sent: transient (the server cannot have taken a message it never saw end);
-- a 5xx reply (including ``535`` authentication failed): permanent;
+- a 5xx reply: permanent;
 - the connection dropped or timed out *after* the end-of-data ``.`` and before the reply:
   ambiguous: the server may have queued the message. SMTP cannot look in Sent Items, so
   the retry policy records it as unconfirmed and never sends it again by itself.
-- the server's certificate not trusted: permanent. Trying again in a minute will present
-  the same certificate; a person must set ``ca_file`` or fix the server's certificate;
+- any refusal of the credentials (AUTH answered with anything but success, a 530 that
+  asks for a login): permanent, so a run logs in once and a service account is never
+  locked out by retries;
+- TLS that waiting cannot mend (certificate not trusted, for another host name, expired
+  or too weak; the server offering only TLS older than 1.2; no TLS where TLS was
+  expected): permanent. Trying again in a minute meets the same server; a person must
+  set ``ca_file``, correct ``host`` or ``security``, or have the server fixed;
 - anything else smtplib raises (a bug, an address or password it cannot encode):
   permanent before ``DATA``, ambiguous after; only the exception's type is kept.
+
+Each error says what failed (:class:`~mash_requests.errors.Failure`) in the words a person
+acts on, then the server's or OpenSSL's own words, then the fix (see :func:`tls_failure`
+and :meth:`SmtpGateway._refused`); the README's Gateways section lists them.
 
 Certificate verification is always on (TLS 1.2 or later, host name checked); there is
 deliberately no switch to turn it off: a private CA is trusted with ``ca_file``.
@@ -30,10 +39,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, NoReturn
+from typing import TYPE_CHECKING, ClassVar
 
 from mash_requests.errors import (
     AmbiguousGatewayError,
+    Failure,
     GatewayError,
     PermanentGatewayError,
     TransientGatewayError,
@@ -145,12 +155,113 @@ def _reply_text(reply: bytes | str) -> str:
     return " ".join(text.split())
 
 
-def _from_reply(what: str, code: int, reply: bytes | str) -> GatewayError:
-    """A 4xx reply is transient, anything else (5xx, nonsense) permanent."""
-    words = f"{code} {_reply_text(reply)}".strip()
-    if 400 <= code < 500:
-        return TransientGatewayError(f"SMTP server deferred {what}: {words}", server_message=words)
-    return PermanentGatewayError(f"SMTP server refused {what}: {words}", server_message=words)
+def _reply_words(code: int, reply: bytes | str) -> str:
+    """The server's reply as it said it: code, enhanced status, text."""
+    return f"{code} {_reply_text(reply)}".strip()
+
+
+def _deferred(code: int) -> bool:
+    return 400 <= code < 500
+
+
+# OpenSSL's certificate verification codes (X509_V_ERR_*) that call for their own fix.
+_CERT_NOT_YET_VALID, _CERT_EXPIRED = 9, 10
+_HOST_MISMATCH = {62, 64}  # HOSTNAME_MISMATCH, IP_ADDRESS_MISMATCH
+_CERT_TOO_WEAK = {66, 67, 68}  # EE_KEY_TOO_SMALL, CA_KEY_TOO_SMALL, CA_MD_TOO_WEAK
+# OpenSSL's reasons when the two ends share no TLS version: the server offers only
+# versions older than the TLS 1.2 this client requires.
+_VERSION_TOO_OLD = {
+    "UNSUPPORTED_PROTOCOL",
+    "TLSV1_ALERT_PROTOCOL_VERSION",
+    "NO_PROTOCOLS_AVAILABLE",
+    "VERSION_TOO_LOW",
+}
+# ... when they share no cipher (or signature algorithm) allowed with TLS 1.2 or later.
+_NO_SHARED_CIPHER = {
+    "SSLV3_ALERT_HANDSHAKE_FAILURE",
+    "NO_SHARED_CIPHER",
+    "NO_CIPHERS_AVAILABLE",
+    "NO_SUITABLE_SIGNATURE_ALGORITHM",
+    "DH_KEY_TOO_SMALL",
+}
+_SSL_LOCATION = re.compile(r"\s*\(_ssl\.c:\d+\)$")
+
+
+def _openssl_words(exc: ssl.SSLError) -> str:
+    """OpenSSL's own words for the failure, without the C source location."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return str(exc.verify_message)
+    text = exc.strerror if isinstance(exc.strerror, str) else str(exc)
+    return _SSL_LOCATION.sub("", text) or type(exc).__name__
+
+
+def tls_failure(exc: ssl.SSLError, where: str, *, host: str, security: str) -> GatewayError:
+    """Translate a TLS failure with the SMTP server at ``where`` into a gateway error.
+
+    What waiting cannot change is permanent: the certificate (not trusted, for another
+    name, expired, too weak), a server that offers only TLS older than 1.2 or no cipher
+    allowed with 1.2, a port that does not speak TLS. Anything else (the connection cut
+    during the handshake) is transient. Each says what to do.
+    """
+    words = _openssl_words(exc)
+    server = f"SMTP server {where}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = exc.verify_code
+        if code in _HOST_MISMATCH:
+            return PermanentGatewayError.explained(
+                Failure.TLS,
+                f"the certificate of {server} is not valid for the host name {host}",
+                words,
+                fix="set host to a name the certificate was issued for, "
+                f"or have the certificate reissued for {host}",
+            )
+        if code in (_CERT_EXPIRED, _CERT_NOT_YET_VALID):
+            return PermanentGatewayError.explained(
+                Failure.TLS,
+                f"the certificate of {server} is out of date",
+                words,
+                fix="have the server's certificate renewed (or this computer's clock corrected)",
+            )
+        if code in _CERT_TOO_WEAK:
+            return PermanentGatewayError.explained(
+                Failure.TLS,
+                f"the certificate of {server} is too weak to trust",
+                words,
+                fix="have the server's certificate reissued with a stronger key and signature",
+            )
+        return PermanentGatewayError.explained(
+            Failure.TLS,
+            f"the certificate of {server} is not trusted",
+            words,
+            fix="set ca_file to the CA that signed it, or have the server's certificate fixed",
+        )
+    reason = exc.reason or ""
+    if reason in _VERSION_TOO_OLD:
+        return PermanentGatewayError.explained(
+            Failure.TLS,
+            f"the server offers TLS older than 1.2 ({server})",
+            words,
+            fix="have the server upgraded to TLS 1.2 or later; older versions are never used",
+        )
+    if reason in _NO_SHARED_CIPHER:
+        return PermanentGatewayError.explained(
+            Failure.TLS,
+            f"TLS could not be agreed with {server}",
+            words,
+            fix="have the server's TLS settings checked: it must offer TLS 1.2 or later "
+            "with current ciphers",
+        )
+    if reason == "WRONG_VERSION_NUMBER":
+        fix = (
+            "security = 'tls' needs a port that speaks TLS from the first byte (usually "
+            "465); for port 587 use security = 'starttls'"
+            if security == "tls"
+            else "check host and port: something other than an SMTP server answered STARTTLS"
+        )
+        return PermanentGatewayError.explained(
+            Failure.TLS, f"{server} did not answer in TLS", words, fix=fix
+        )
+    return TransientGatewayError.explained(Failure.TLS, f"TLS with {server} failed", words)
 
 
 class SmtpGateway:
@@ -182,6 +293,7 @@ class SmtpGateway:
         """Open, secure and authenticate a connection; raise a gateway error if not."""
         s = self.settings
         smtp: smtplib.SMTP | None = None
+        step = "connect"  # which step failed decides what an error means
         try:
             if s.security == "tls":
                 smtp = smtplib.SMTP_SSL(
@@ -191,13 +303,9 @@ class SmtpGateway:
                 smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
             smtp.ehlo()
             if s.security == "starttls":
-                if not smtp.has_extn("starttls"):
-                    raise PermanentGatewayError(
-                        f"SMTP server {self._where} does not offer STARTTLS; refusing to send "
-                        "in clear (use security = 'tls' if it expects TLS from the start)"
-                    )
-                smtp.starttls(context=self._tls_context())
-                smtp.ehlo()
+                step = "starttls"
+                self._start_tls(smtp)
+            step = "login"
             self._login(smtp)
         except GatewayError:
             if smtp is not None:
@@ -206,52 +314,102 @@ class SmtpGateway:
         except Exception as exc:
             if smtp is not None:
                 smtp.close()
-            self._raise_connect_error(exc)
+            raise self._connect_error(exc, step) from exc
         sock = smtp.sock
         self._tls_version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
         return smtp
 
-    def _raise_connect_error(self, exc: Exception) -> NoReturn:
-        where = self._where
+    def _start_tls(self, smtp: smtplib.SMTP) -> None:
+        if not smtp.has_extn("starttls"):
+            raise PermanentGatewayError.explained(
+                Failure.TLS,
+                f"SMTP server {self._where} does not offer STARTTLS, and nothing is sent in clear",
+                fix="use security = 'tls' if the server expects TLS from the first byte "
+                "(usually port 465)",
+            )
+        smtp.starttls(context=self._tls_context())
+        smtp.ehlo()
+
+    def _connect_error(self, exc: Exception, step: str) -> GatewayError:
+        """What went wrong while connecting, securing (``starttls``) or logging in."""
+        server = f"SMTP server {self._where}"
+        during = {"connect": "connecting", "starttls": "starting TLS", "login": "logging in"}
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            return self._credentials_refused(exc.smtp_code, exc.smtp_error)
         if isinstance(exc, smtplib.SMTPResponseException):
-            raise _from_reply(
-                f"the connection or login at {where}", exc.smtp_code, exc.smtp_error
-            ) from exc
+            words = _reply_words(exc.smtp_code, exc.smtp_error)
+            cls = TransientGatewayError if _deferred(exc.smtp_code) else PermanentGatewayError
+            if step == "starttls":
+                what = "could not start TLS now" if _deferred(exc.smtp_code) else "refused STARTTLS"
+                return cls.explained(Failure.TLS, f"{server} {what}", words)
+            if step == "login":
+                return PermanentGatewayError.explained(
+                    Failure.AUTHENTICATION, f"{server} did not complete the login", words
+                )
+            what = (
+                "is not taking connections now"
+                if _deferred(exc.smtp_code)
+                else "refused the connection"
+            )
+            return cls.explained(Failure.SERVER, f"{server} {what}", words)
         if isinstance(exc, smtplib.SMTPServerDisconnected):
-            raise TransientGatewayError(
-                f"SMTP server {where} closed the connection while connecting: {exc}",
-                server_message=str(exc),
-            ) from exc
-        if isinstance(exc, smtplib.SMTPException):
-            raise PermanentGatewayError(
-                f"SMTP server {where} cannot be used: {exc}", server_message=str(exc)
-            ) from exc
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            raise PermanentGatewayError(
-                f"the certificate of SMTP server {where} is not trusted "
-                f"({exc.verify_message}); set ca_file to the CA that signed it, "
-                "or have the server's certificate fixed",
-                server_message=str(exc.verify_message),
-            ) from exc
+            return TransientGatewayError.explained(
+                Failure.CONNECTION,
+                f"{server} closed the connection while {during[step]}",
+                str(exc),
+            )
         if isinstance(exc, ssl.SSLError):
-            raise TransientGatewayError(
-                f"TLS with SMTP server {where} failed: {exc.reason or exc}",
-                server_message=str(exc.reason or exc),
-            ) from exc
+            return tls_failure(
+                exc, self._where, host=self.settings.host, security=self.settings.security
+            )
         if isinstance(exc, OSError):
-            problem = exc.strerror or type(exc).__name__
-            if isinstance(exc, TimeoutError):
-                problem = "timed out"
-            raise TransientGatewayError(
-                f"cannot connect to SMTP server {where}: {problem}", server_message=problem
-            ) from exc
-        # A bug, or an error smtplib does not class (e.g. a password it cannot encode):
-        # nothing was sent, and trying again will do the same. Its text is not kept.
+            words = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+            what = (
+                f"could not connect to {server}"
+                if step == "connect"
+                else f"the connection to {server} was lost while {during[step]}"
+            )
+            return TransientGatewayError.explained(
+                Failure.CONNECTION, what, words or type(exc).__name__
+            )
         kind = type(exc).__name__
-        raise PermanentGatewayError(
-            f"SMTP server {where} cannot be used: unexpected {kind} while connecting",
-            server_message=kind,
-        ) from exc
+        if step == "login":
+            # E.g. UnicodeEncodeError: AUTH PLAIN and LOGIN carry ASCII only. Its text
+            # could quote the password, so only the type is kept.
+            return PermanentGatewayError.explained(
+                Failure.AUTHENTICATION,
+                f"the credentials could not be sent to {server}",
+                kind,
+                fix="AUTH PLAIN and LOGIN take only ASCII user names and passwords"
+                if isinstance(exc, UnicodeError)
+                else "",
+            )
+        # A bug, or an error smtplib does not class: nothing was sent, and trying again
+        # will do the same. Its text is not kept.
+        return PermanentGatewayError.explained(
+            Failure.SERVER, f"{server} cannot be used: unexpected error while connecting", kind
+        )
+
+    def _credentials_refused(self, code: int, reply: bytes | str) -> PermanentGatewayError:
+        """AUTH refused: permanent whatever the code, so a run logs in only once."""
+        s = self.settings
+        user = s.username or s.mailbox
+        if s.auth == "xoauth2":
+            fix = (
+                "check tenant_id and client_id, and that the app may send as "
+                f"{s.mailbox} (SMTP.SendAsApp, and the service principal added in Exchange)"
+            )
+        else:
+            fix = "check username and the password (password_env or password_file)"
+        if _deferred(code):
+            fix = "the server could not check them now; try again later"
+        return PermanentGatewayError.explained(
+            Failure.AUTHENTICATION,
+            f"the SMTP server refused the credentials ({self._where}, "
+            f"AUTH {s.auth.upper()} as {user})",
+            _reply_words(code, reply),
+            fix=fix,
+        )
 
     def _login(self, smtp: smtplib.SMTP) -> None:
         s = self.settings
@@ -260,9 +418,13 @@ class SmtpGateway:
         mechanism = s.auth.upper()
         offered = smtp.esmtp_features.get("auth", "").upper().split()
         if mechanism not in offered:
-            raise PermanentGatewayError(
-                f"SMTP server {self._where} does not offer AUTH {mechanism} "
-                f"(it offers: {', '.join(offered) or 'no AUTH at all'}); change auth"
+            raise PermanentGatewayError.explained(
+                Failure.AUTHENTICATION,
+                f"SMTP server {self._where} does not offer AUTH {mechanism}",
+                f"it offers {'AUTH ' + ' '.join(offered) if offered else 'no AUTH at all'}",
+                fix="set auth to a mechanism it offers"
+                if offered
+                else "check host, port and security: this server takes no logins",
             )
         if s.auth == "xoauth2":
             assert self._token is not None
@@ -311,12 +473,14 @@ class SmtpGateway:
 
     def send(self, message: OutgoingMessage) -> Receipt:
         """Submit the message once; see the module docstring for how failures are classed."""
+        server = f"SMTP server {self._where}"
         try:
             data = message.as_bytes()
         except Exception as exc:
-            raise PermanentGatewayError(
-                f"the message cannot be written for SMTP ({type(exc).__name__}); nothing was sent",
-                server_message=type(exc).__name__,
+            raise PermanentGatewayError.explained(
+                Failure.MESSAGE,
+                "the message could not be written for SMTP; nothing was sent",
+                type(exc).__name__,
             ) from exc
         smtp = self._connection()
         try:
@@ -327,31 +491,34 @@ class SmtpGateway:
             raise
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
-            raise TransientGatewayError(
-                f"connection to SMTP server {self._where} lost before the message was sent: {exc}",
-                server_message=str(exc),
+            raise TransientGatewayError.explained(
+                Failure.CONNECTION,
+                f"the connection to {server} was lost before the message was sent",
+                str(exc) or type(exc).__name__,
             ) from exc
         except Exception as exc:
             # E.g. UnicodeEncodeError for an address smtplib cannot write: before DATA,
             # so certainly not sent, and the same message would fail the same way.
             self._drop()
-            raise PermanentGatewayError(
-                f"SMTP could not send the envelope to {self._where} ({type(exc).__name__}); "
-                "nothing was sent",
-                server_message=type(exc).__name__,
+            raise PermanentGatewayError.explained(
+                Failure.MESSAGE,
+                f"an address could not be written for {server}; nothing was sent",
+                type(exc).__name__,
+                fix="the server does not take addresses that are not ASCII",
             ) from exc
         if code != 354:
             self._reset()
-            raise _from_reply("the message (DATA)", code, reply)
+            raise self._refused("the message", code, reply)
         try:
             smtp.send(_dot_stuffed(data))
         except (smtplib.SMTPException, OSError) as exc:
             # The end-of-data line was not (completely) sent: the server cannot take it.
             self._drop()
-            raise TransientGatewayError(
-                f"connection to SMTP server {self._where} lost while sending the message; "
-                "it was not completed, so not accepted",
-                server_message=str(exc),
+            raise TransientGatewayError.explained(
+                Failure.CONNECTION,
+                f"the connection to {server} was lost while sending the message, "
+                "before its end, so it was not accepted",
+                str(exc) or type(exc).__name__,
             ) from exc
         except Exception as exc:
             # Not a socket failure: whether the end-of-data line went cannot be told.
@@ -361,17 +528,18 @@ class SmtpGateway:
             code, reply = smtp.getreply()
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
-            raise AmbiguousGatewayError(
-                f"SMTP server {self._where} gave no answer after the whole message was sent; "
-                "it may have accepted it: check the sent mail before resending",
-                server_message=str(exc),
+            words = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            raise AmbiguousGatewayError.explained(
+                Failure.CONNECTION,
+                f"{server} gave no answer after the whole message was sent",
+                words or type(exc).__name__,
             ) from exc
         except Exception as exc:
             self._drop()
             raise self._unexpected_after_data(exc) from exc
         if code != 250:
             self._reset()
-            raise _from_reply("the message", code, reply)
+            raise self._refused("the message", code, reply)
         self._last_reply = time.monotonic()
         return Receipt(
             gateway=self.name,
@@ -381,11 +549,54 @@ class SmtpGateway:
         )
 
     def _unexpected_after_data(self, exc: Exception) -> AmbiguousGatewayError:
-        kind = type(exc).__name__
-        return AmbiguousGatewayError(
-            f"SMTP sending to {self._where} failed unexpectedly ({kind}) after the message "
-            "began; it may have been accepted: check the sent mail before resending",
-            server_message=kind,
+        return AmbiguousGatewayError.explained(
+            Failure.SERVER,
+            f"sending to SMTP server {self._where} failed unexpectedly after the message began",
+            type(exc).__name__,
+        )
+
+    def _refused(
+        self, what: str, code: int, reply: bytes | str, *, address: str = ""
+    ) -> GatewayError:
+        """A reply other than the one hoped for to MAIL, RCPT or DATA.
+
+        ``what`` is "the sender", "the recipient" (``address`` names which) or "the
+        message". 4xx: deferred, try
+        again. 530: the server wants a login first (permanent, as any credential
+        failure). Anything else: refused for good, saying which part was refused.
+        """
+        server = f"SMTP server {self._where}"
+        if address:
+            server += f" (RCPT TO {address})"
+        words = _reply_words(code, reply)
+        if _deferred(code):
+            failure = Failure.RECIPIENT if what == "the recipient" else Failure.SERVER
+            return TransientGatewayError.explained(failure, f"{server} deferred {what}", words)
+        if code == 530:
+            return PermanentGatewayError.explained(
+                Failure.AUTHENTICATION,
+                f"{server} requires a login before it takes mail",
+                words,
+                fix="set auth, username and password_env (or password_file) in [gateway.smtp]"
+                if self.settings.auth == "none"
+                else "check that username may send through this server",
+            )
+        if what == "the recipient":
+            return PermanentGatewayError.explained(
+                Failure.RECIPIENT,
+                f"the recipient was refused by {server}",
+                words,
+                fix="check the partner's address in the partner directory",
+            )
+        if what == "the sender":
+            return PermanentGatewayError.explained(
+                Failure.MESSAGE,
+                f"the sender was refused by {server}",
+                words,
+                fix="check that the account may send as [mash] sender",
+            )
+        return PermanentGatewayError.explained(
+            Failure.MESSAGE, f"the message was refused by {server}", words
         )
 
     def _envelope(self, smtp: smtplib.SMTP, message: OutgoingMessage, data: bytes) -> None:
@@ -397,11 +608,11 @@ class SmtpGateway:
             options.append("BODY=8BITMIME")
         code, reply = smtp.mail(message.sender, options)
         if code != 250:
-            raise _from_reply(f"the sender {message.sender}", code, reply)
+            raise self._refused("the sender", code, reply)
         for recipient in message.recipients:
             code, reply = smtp.rcpt(recipient)
             if code not in (250, 251):
-                raise _from_reply(f"the recipient {recipient}", code, reply)
+                raise self._refused("the recipient", code, reply, address=recipient)
 
     def _reset(self) -> None:
         """Clear a half-made transaction so the connection can carry the next message."""
