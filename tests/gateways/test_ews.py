@@ -342,10 +342,12 @@ def test_gateway_error_after_create_item_is_ambiguous(
     exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage, status: int
 ) -> None:
     """A 502/504 from a proxy after the CreateItem was posted is ambiguous."""
-    exchange.on("CreateItem", (status, "<html>Bad Gateway</html>"))
+    page = f"<html><head><title>{status} Proxy Error</title></head><body>Upstream</body></html>"
+    exchange.on("CreateItem", (status, page))
     with pytest.raises(AmbiguousGatewayError) as caught:
         gateway.send(message)
-    assert caught.value.server_message == f"HTTP {status}"
+    reason = {502: "Bad Gateway", 504: "Gateway Timeout"}[status]
+    assert caught.value.server_message == f"HTTP {status} {reason}: {status} Proxy Error"
     assert len(exchange.ops("CreateItem")) == 1
 
 
@@ -380,7 +382,7 @@ def test_connection_refused_is_transient(
     """A refused connection before anything was sent is transient."""
     refused = requests.ConnectionError(NewConnectionError(None, "Connection refused"))  # type: ignore[arg-type]
     exchange.on("GetFolder", refused)
-    with pytest.raises(TransientGatewayError, match="could not be reached"):
+    with pytest.raises(TransientGatewayError, match="could not connect to Exchange at https://"):
         gateway.send(message)
 
 
