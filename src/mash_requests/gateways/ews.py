@@ -445,6 +445,12 @@ def _network_problem(network: BaseException) -> tuple[str, bool]:
     return type(network).__name__, False
 
 
+def _quoted_status(exc: BaseException) -> int | None:
+    """The HTTP status an exchangelib error quotes ("Unknown failure … Code: 401 …")."""
+    match = re.search(r"\b(?:Code:|HTTP|[Ss]tatus(?: code)?:?)\s*(\d{3})\b", str(exc))
+    return int(match.group(1)) if match else None
+
+
 def _tls_words(exc: BaseException) -> str:
     """The TLS library's own words, e.g. 'certificate verify failed: unable to get …'."""
     match = re.search(r"\[SSL(?:: [A-Z_]+)?\] ([^(')\]]+)", str(exc))
@@ -559,10 +565,14 @@ class _Translator:
             )
             return _explained(TransientGatewayError, Failure.CONNECTION, what, problem)
 
-        if isinstance(exc, ews.UnauthorizedError):
-            # No answer kept (e.g. during autodiscover): exchangelib's class is all we have.
+        # No answer kept (it never reached the policy, e.g. during autodiscover, or a layer
+        # below raised): exchangelib's class and the status it quotes are all there is.
+        status = _quoted_status(exc) if isinstance(exc, ews.TransportError) else None
+        if isinstance(exc, ews.UnauthorizedError) or status == 401:
+            locked_out = "currently locked out" in str(exc)
+            words = "The referenced account is currently locked out" if locked_out else ""
             return self._credentials_refused(
-                step, "401 Unauthorized", locked_out="locked out" in str(exc)
+                step, words or (f"HTTP {status}" if status else ""), locked_out=locked_out
             )
         exc = self._unwrap(exc)
         if isinstance(exc, ews.ErrorServerBusy):
@@ -579,9 +589,8 @@ class _Translator:
         if isinstance(exc, ews.ResponseMessageError):
             return self._response_code(exc, step)
         if isinstance(exc, ews.MalformedResponseError):
-            # Without a kept answer: only the status code is kept, never the content.
-            match = re.search(r"Code: (\d{3})", str(exc))
-            words = f"HTTP {match.group(1)}" if match else "an answer that is not EWS"
+            # Only the status code is kept, never the content (it may quote anything).
+            words = f"HTTP {status}" if status else "an answer that is not EWS"
             if sending:
                 return self._maybe_sent(f"Exchange answered {step} unexpectedly", words)
             return _explained(
