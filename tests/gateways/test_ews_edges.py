@@ -223,6 +223,24 @@ def test_after_a_refused_login_the_gateway_contacts_nothing(
     assert len(exchange.requests) == 1
 
 
+def test_refused_login_is_recognised_by_a_gateway_sharing_its_protocol(
+    exchange: FakeExchange, message: OutgoingMessage
+) -> None:
+    """Two gateways for one account share exchangelib's protocol; each still sees the 401."""
+    first, second = basic_settings().open(), basic_settings().open()
+    try:
+        first.send(message)
+        second.send(build_message(request_ref="RFI-2026-0002"))  # now the protocol's policy
+        exchange.on("CreateItem", refusal())
+        with pytest.raises(PermanentGatewayError) as caught:
+            first.send(build_message(request_ref="RFI-2026-0003"))
+    finally:
+        first.close()
+        second.close()
+    assert caught.value.failure is Failure.AUTHENTICATION
+    assert caught.value.server_message == REFUSED_WORDS
+
+
 # -- OAuth ----------------------------------------------------------------------------------
 
 

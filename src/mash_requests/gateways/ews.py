@@ -7,21 +7,36 @@ header (an InternetHeaders extended property) and the form as a ``FileAttachment
 A copy goes to Sent Items, where :meth:`EwsGateway.find_sent` looks the Message-ID up.
 
 exchangelib runs with its FailFast policy: it must never re-POST by itself, because a
-re-POST after a lost answer sends a second copy. Its errors are classed here:
+re-POST after a lost answer sends a second copy. Our subclass of it also keeps the HTTP
+answer each error is about, because exchangelib's errors do not carry it and some misname
+it (a 401 with ``Connection: close`` arrives as "ErrorServerBusy: Caused by closed
+connection"). An answer exchangelib refused is classed by its HTTP status, and quoted by
+it and its own text (an IIS page's title or first line, bounded), never by a library
+internal. Errors are classed here:
 
-- ``ErrorServerBusy`` with ``BackOffMilliseconds``, HTTP 429, HTTP 503/408 to any request
-  but the sending one, and failures before the request left (connection refused, connect
-  timeout): transient, with the server's hint;
+- a refused login in any form (HTTP 401 with or without ``Connection: close``, a locked-out
+  account, NTLM without a challenge, the identity platform refusing the app's token):
+  permanent, ``Failure.AUTHENTICATION``; after one, the gateway contacts nothing more and
+  every later call fails with the same error (one failed login, never a lock-out);
+- ``ErrorServerBusy`` (a SOAP fault or inside a response message), HTTP 429, HTTP 503/408
+  to any request but the sending one, and failures before the request left (connection
+  refused, connect timeout): transient. The wait is the server's hint only where the
+  server sent one (``BackOffMilliseconds`` read from its answer, ``Retry-After``); never
+  exchangelib's own default, which it puts in ``ErrorServerBusy.back_off`` when there is
+  none;
 - a timeout, reset or HTTP 5xx (503 included: a front end can answer it after the mailbox
   server sent the message) *after* the CreateItem was sent: ambiguous (Exchange may have
   sent it; the retry policy looks in Sent Items);
-- 401 and other refused credentials, an untrusted certificate, and the server's refusals
-  (``ErrorInvalidRecipients``, ``ErrorSendAsDenied``, ``ErrorMessageSizeExceeded`` …):
-  permanent, with the server's own words;
+- an untrusted certificate, and the server's refusals (``ErrorInvalidRecipients``,
+  ``ErrorSendAsDenied``, ``ErrorMessageSizeExceeded`` …): permanent, with the server's own
+  words;
 - a message exchangelib cannot build (e.g. a subject over 255 characters): permanent,
   naming the field but never its value;
 - anything else (a bug, an error exchangelib does not class): ambiguous while sending,
   permanent before; only the exception's type is kept, as its text may quote the message.
+
+Every error's message is the sentence a person acts on: what failed, the server's own
+words (also kept alone as ``server_message``), then the fix where there is one.
 
 Exchange 2010 and older are refused at configuration: they need a save/attach/send
 sequence that can leave a half-sent draft.
@@ -382,7 +397,9 @@ MESSAGE_CODES = frozenset(
     }
 )
 #: OAuth errors that say the identity platform could not answer now, rather than "no".
-_OAUTH_NOT_NOW = frozenset({"temporarily_unavailable", "server_error", "missing_token"})
+_OAUTH_NOT_NOW = frozenset(
+    {"temporarily_unavailable", "server_error", "missing_token", "token_expired"}
+)
 
 E = TypeVar("E", bound=GatewayError)
 
@@ -575,6 +592,12 @@ class _Translator:
                 step, words or (f"HTTP {status}" if status else ""), locked_out=locked_out
             )
         exc = self._unwrap(exc)
+        if isinstance(exc, ews.ErrorServerBusy) and str(exc).startswith("Caused by "):
+            # exchangelib's name for an HTTP answer it refused, whose status was not kept.
+            what = f"Exchange gave an error answer and closed the connection while {step}"
+            if sending:
+                return self._maybe_sent(what, "")
+            return _explained(TransientGatewayError, Failure.SERVER, what)
         if isinstance(exc, ews.ErrorServerBusy):
             # A SOAP fault or a response message. The wait is the server's BackOffMilliseconds
             # when it sent one, read from its answer; never exchangelib's own default.
@@ -864,8 +887,9 @@ class EwsGateway:
             raise PermanentGatewayError(
                 str(refused), server_message=refused.server_message, failure=refused.failure
             )
-        if self._policy is not None:
-            self._policy.forget()
+        answers = self._answers()
+        if answers is not None:
+            answers.forget()
         try:
             return action()
         except GatewayError:
@@ -880,13 +904,25 @@ class EwsGateway:
         endpoint = self.settings.endpoint
         if endpoint is None and self._account is not None:
             endpoint = str(self._account.protocol.service_endpoint)
-        policy = self._policy
+        policy = self._answers()
         return _Translator(
             settings=self.settings,
             endpoint=endpoint or "the autodiscovered endpoint",
             last=policy.last if policy is not None else None,
             refused=policy.refused if policy is not None else None,
         )
+
+    def _answers(self) -> Any:
+        """The policy keeping HTTP answers that this gateway's protocol uses now.
+
+        exchangelib shares one protocol per endpoint and credentials, so a later gateway
+        for the same account may have put its own policy there.
+        """
+        if self._account is not None:
+            policy = self._account.protocol.retry_policy
+            if isinstance(policy, _policy_class()):
+                return policy
+        return self._policy
 
     def _connect(self) -> Any:
         if self._account is None:
