@@ -303,6 +303,10 @@ class EwsFake:
     creates: list[str] = field(default_factory=list)
     #: Exceptions to raise for the next CreateItem calls; success once empty.
     create_faults: list[Exception] = field(default_factory=list)
+    #: Requests that carried credentials (Basic auth: every request is a login).
+    logins: int = 0
+    #: Answer a refused login with ``Connection: close``, as IIS or a proxy in front may.
+    close_on_refusal: bool = True
 
     config = (
         '\n[gateway]\ntype = "ews"\n\n[gateway.ews]\n'
@@ -317,6 +321,9 @@ class EwsFake:
         match = re.search(r"<m:(\w+)[ >]", body)
         operation = match.group(1) if match else "?"
         headers = {"Content-Type": "text/xml; charset=utf-8"}
+        refused = self._refuse_login(request)
+        if refused is not None:
+            return refused
         if operation == "GetFolder":
             if 'Id="root"' in body:
                 return 200, headers, _get_folder("ROOT-ID", "Top of Information Store")
@@ -336,6 +343,28 @@ class EwsFake:
             ]
             return 200, headers, _find_item(*found[:1])
         return 500, headers, f"unexpected EWS operation {operation}"
+
+    def _refuse_login(self, request: requests.PreparedRequest) -> Reply | None:
+        """IIS's answer to wrong Basic credentials (401, its challenges, its page), or None."""
+        scheme, _, token = str(request.headers.get("Authorization", "")).partition(" ")
+        if scheme == "Basic":
+            self.logins += 1
+            _, _, password = base64.b64decode(token).decode().partition(":")
+            if password == EWS_PASSWORD:
+                return None
+        headers = {
+            "Content-Type": "text/html",
+            "WWW-Authenticate": 'Negotiate, NTLM, Basic realm="mail.testbury.gov.uk"',
+            "X-FEServer": "EX01",
+        }
+        if self.close_on_refusal:
+            headers["Connection"] = "close"
+        page = (
+            "<html><head><title>401 - Unauthorized: Access is denied due to invalid "
+            "credentials.</title></head><body><h2>You do not have permission to view this "
+            "directory or page using the credentials that you supplied.</h2></body></html>"
+        )
+        return 401, headers, page
 
     def arrivals(self) -> list[Arrival]:
         arrived = []

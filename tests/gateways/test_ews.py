@@ -6,7 +6,7 @@ import base64
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,18 @@ import pytest
 import requests
 import responses
 from defusedxml.ElementTree import fromstring
+from ews_fake import (
+    CREATED,
+    ENDPOINT,
+    MAILBOX,
+    NS,
+    PASSWORD,
+    TENANT,
+    FakeExchange,
+    basic_settings,
+    find_item,
+    recorded,
+)
 from gateway_helpers import REPLY_TO, build_message, reference_file
 from urllib3.exceptions import NewConnectionError
 
@@ -28,110 +40,7 @@ from mash_requests.gateways.base import OutgoingMessage
 from mash_requests.gateways.ews import EwsGateway, Settings
 from mash_requests.retry import AttemptFailure, RetryPolicy, SendStatus, send_with_retry
 
-ENDPOINT = "https://mail.council.example/EWS/Exchange.asmx"
-MAILBOX = "mash@council.example"
-PASSWORD = "ews-password-never-logged"
-TENANT = "72aa88bf-76f0-494f-91ab-2d7cd730db47"
 POLICY = RetryPolicy(max_attempts=5, max_seconds=600, initial_wait=1, max_wait=60, jitter=0)
-NS = {
-    "s": "http://schemas.xmlsoap.org/soap/envelope/",
-    "m": "http://schemas.microsoft.com/exchange/services/2006/messages",
-    "t": "http://schemas.microsoft.com/exchange/services/2006/types",
-}
-
-SERVER_VERSION = (
-    '<s:Header><h:ServerVersionInfo xmlns:h="http://schemas.microsoft.com/exchange/services/'
-    '2006/types" MajorVersion="15" MinorVersion="1" MajorBuildNumber="2375" '
-    'MinorBuildNumber="7" Version="V2017_07_11"/></s:Header>'
-)
-
-
-def envelope(body: str) -> str:
-    return (
-        '<?xml version="1.0" encoding="utf-8"?><s:Envelope '
-        f'xmlns:s="{NS["s"]}">{SERVER_VERSION}<s:Body>{body}</s:Body></s:Envelope>'
-    )
-
-
-def get_folder(folder_id: str, name: str) -> str:
-    """A GetFolder answer (the shape of the MS docs sample, from an Exchange 2016 server)."""
-    return envelope(
-        f'<m:GetFolderResponse xmlns:m="{NS["m"]}" xmlns:t="{NS["t"]}"><m:ResponseMessages>'
-        '<m:GetFolderResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
-        f'</m:ResponseCode><m:Folders><t:Folder><t:FolderId Id="{folder_id}" ChangeKey="AQAAAB"/>'
-        f"<t:DisplayName>{name}</t:DisplayName><t:TotalCount>7</t:TotalCount>"
-        "<t:ChildFolderCount>0</t:ChildFolderCount><t:UnreadCount>0</t:UnreadCount></t:Folder>"
-        "</m:Folders></m:GetFolderResponseMessage></m:ResponseMessages></m:GetFolderResponse>"
-    )
-
-
-def find_item(*item_ids: str) -> str:
-    """A FindItem answer listing messages by id (Sent Items search)."""
-    items = "".join(
-        f'<t:Message><t:ItemId Id="{i}" ChangeKey="CQAAAB"/>'
-        "<t:DateTimeSent>2026-11-02T10:00:00Z</t:DateTimeSent></t:Message>"
-        for i in item_ids
-    )
-    return envelope(
-        f'<m:FindItemResponse xmlns:m="{NS["m"]}" xmlns:t="{NS["t"]}"><m:ResponseMessages>'
-        '<m:FindItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
-        f'</m:ResponseCode><m:RootFolder TotalItemsInView="{len(item_ids)}" '
-        f'IncludesLastItemInRange="true"><t:Items>{items}</t:Items></m:RootFolder>'
-        "</m:FindItemResponseMessage></m:ResponseMessages></m:FindItemResponse>"
-    )
-
-
-#: An empty CreateItem success, inline, so the happy path runs without ../shared.
-CREATED = envelope(
-    f'<m:CreateItemResponse xmlns:m="{NS["m"]}" xmlns:t="{NS["t"]}"><m:ResponseMessages>'
-    '<m:CreateItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
-    "</m:ResponseCode><m:Items/></m:CreateItemResponseMessage></m:ResponseMessages>"
-    "</m:CreateItemResponse>"
-)
-
-
-def recorded(relative: str) -> str:
-    """A recorded answer; the 2007-era MS samples report version 8, which a 2016 fake must not."""
-    return reference_file(relative).replace('MajorVersion="8"', 'MajorVersion="15"')
-
-
-Answer = tuple[int, str] | Exception
-
-
-@dataclass
-class FakeExchange:
-    """Answers EWS operations from per-operation queues (the last answer repeats)."""
-
-    answers: dict[str, list[Answer]] = field(default_factory=dict)
-    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.answers.setdefault("GetFolder", [])
-        self.answers.setdefault("CreateItem", [(200, CREATED)])
-        self.answers.setdefault("FindItem", [(200, find_item())])
-
-    def on(self, operation: str, *answers: Answer) -> None:
-        self.answers[operation] = list(answers)
-
-    def ops(self, name: str) -> list[str]:
-        return [body for op, body, _ in self.requests if op == name]
-
-    def __call__(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
-        raw = request.body or b""
-        body = raw.decode() if isinstance(raw, bytes) else str(raw)
-        match = re.search(r"<m:(\w+)[ >]", body)
-        operation = match.group(1) if match else "?"
-        self.requests.append((operation, body, dict(request.headers)))
-        if operation == "GetFolder" and not self.answers["GetFolder"]:
-            if 'Id="root"' in body:
-                return 200, {}, get_folder("ROOT-ID", "Top of Information Store")
-            return 200, {}, get_folder("SENT-ID", "Sent Items")
-        queue = self.answers[operation]
-        answer = queue.pop(0) if len(queue) > 1 else queue[0]
-        if isinstance(answer, Exception):
-            raise answer
-        status, text = answer
-        return status, {"Content-Type": "text/xml; charset=utf-8"}, text
 
 
 @pytest.fixture(autouse=True)
@@ -153,21 +62,9 @@ def exchange() -> Iterator[FakeExchange]:
         yield fake
 
 
-def ntlm_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "mailbox": MAILBOX,
-        "endpoint": ENDPOINT,
-        "auth": "basic",
-        "username": "COUNCIL\\svc-mash",
-        "password": PASSWORD,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
 @pytest.fixture
 def gateway() -> Iterator[EwsGateway]:
-    gw = ntlm_settings().open()
+    gw = basic_settings().open()
     yield gw
     gw.close()
 
@@ -342,10 +239,12 @@ def test_gateway_error_after_create_item_is_ambiguous(
     exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage, status: int
 ) -> None:
     """A 502/504 from a proxy after the CreateItem was posted is ambiguous."""
-    exchange.on("CreateItem", (status, "<html>Bad Gateway</html>"))
+    page = f"<html><head><title>{status} Proxy Error</title></head><body>Upstream</body></html>"
+    exchange.on("CreateItem", (status, page))
     with pytest.raises(AmbiguousGatewayError) as caught:
         gateway.send(message)
-    assert caught.value.server_message == f"HTTP {status}"
+    reason = {502: "Bad Gateway", 504: "Gateway Timeout"}[status]
+    assert caught.value.server_message == f"HTTP {status} {reason}: {status} Proxy Error"
     assert len(exchange.ops("CreateItem")) == 1
 
 
@@ -380,7 +279,7 @@ def test_connection_refused_is_transient(
     """A refused connection before anything was sent is transient."""
     refused = requests.ConnectionError(NewConnectionError(None, "Connection refused"))  # type: ignore[arg-type]
     exchange.on("GetFolder", refused)
-    with pytest.raises(TransientGatewayError, match="could not be reached"):
+    with pytest.raises(TransientGatewayError, match="could not connect to Exchange at https://"):
         gateway.send(message)
 
 
