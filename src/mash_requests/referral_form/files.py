@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import stat
-import tempfile
 from pathlib import Path
 
+from mash_requests._files import PRIVATE, atomic_write_bytes
 from mash_requests.errors import InputError
 
 
@@ -30,48 +27,16 @@ def read_form(path: Path) -> bytes:
 def write_form(path: Path, data: bytes) -> None:
     """Write a filled form so that ``path`` holds either the old file or all of ``data``.
 
-    The bytes go to a temporary file in the same folder (so the rename cannot cross file
-    systems), are flushed to disk, and the file is renamed over ``path``; the rename is
-    flushed too. A new file is readable by its owner only: it holds a child's details. A
-    file it replaces keeps its permissions. Raises InputError naming the path when the
-    folder is missing or not writable; no temporary file is left behind.
+    Written atomically (:func:`mash_requests._files.atomic_write_bytes`: a synced temporary
+    file in the same folder, renamed over ``path``, the rename synced too). A new file is
+    readable by its owner only: it holds a child's details. A file it replaces keeps its
+    permissions. Raises InputError naming the path when the folder is missing or not
+    writable; no temporary file is left behind.
     """
-    folder = path.parent
     try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        atomic_write_bytes(path, data, new_mode=PRIVATE, keep_mode=True)
     except OSError as exc:
-        raise _unwritable(path, exc) from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
-        os.replace(temporary, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        if isinstance(exc, OSError):
-            raise _unwritable(path, exc) from exc
-        raise
-    _fsync_folder(folder)
-
-
-def _unwritable(path: Path, exc: OSError) -> InputError:
-    return InputError(
-        f"referral form {path}: cannot be written ({exc.strerror or type(exc).__name__}); "
-        "check the folder exists and is writable"
-    )
-
-
-def _fsync_folder(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on Windows, where it is not needed.
-    if os.name != "posix":
-        return
-    with contextlib.suppress(OSError):  # the form is written; only durability is at stake
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        raise InputError(
+            f"referral form {path}: cannot be written ({exc.strerror or type(exc).__name__}); "
+            "check the folder exists and is writable"
+        ) from exc
