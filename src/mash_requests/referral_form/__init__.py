@@ -39,7 +39,7 @@ log records are re-logged at DEBUG on this module's logger so they never reach a
 
 from __future__ import annotations
 
-from mash_requests.referral_form.binding import TEXT_PAGE_LIMIT, contains_case_ref
+from mash_requests.referral_form.binding import TEXT_BYTE_LIMIT, TEXT_PAGE_LIMIT, contains_case_ref
 from mash_requests.referral_form.check import (
     CHECK_TIME_LIMIT,
     DEFAULT_CASE_REF_FIELD,
@@ -55,6 +55,7 @@ __all__ = [
     "DEFAULT_CASE_REF_FIELD",
     "DEFAULT_FILL_MAPPING",
     "DEFAULT_MAX_SIZE",
+    "TEXT_BYTE_LIMIT",
     "TEXT_PAGE_LIMIT",
     "Reason",
     "Verdict",

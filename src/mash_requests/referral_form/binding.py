@@ -11,19 +11,25 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mash_requests.referral_form.reading import Deadline, get, log
+from mash_requests.referral_form.reading import Guard, get, log
 from mash_requests.referral_form.verdict import Reason, Refusal
 
 if TYPE_CHECKING:
     from pypdf import PdfReader
 
-#: Page text is searched on at most this many pages; referral forms put the reference on the
-#: first page or two, and the bound keeps a 500-page upload within the time budget.
+#: Page text is searched on at most this many pages; referral forms put the reference in a
+#: field or on the first page or two.
 TEXT_PAGE_LIMIT = 50
-# Page text is not searched on a page whose content streams decode to more than this.
-_MAX_PAGE_CONTENT = 512 * 1024
+#: Page text is searched within this many decoded bytes of page content in all (content
+#: streams, form XObjects, fonts' character maps): pypdf extracts text at a few microseconds
+#: a byte, so this bounds the search to a fraction of a second, whatever the machine.
+TEXT_BYTE_LIMIT = 128 * 1024
+# What a font costs pypdf per page beyond its character maps (reading its dictionary,
+# widths and encoding), counted as this many bytes of content.
+_FONT_CHARGE = 2048
 # A value we are willing to repeat back in a refusal: it looks like a reference, so it is
 # not a name, address or free text about a child.
 _SHOWABLE_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,63}$")
@@ -136,6 +142,14 @@ def contains_case_ref(text: str, case_ref: str) -> bool:
 # Binding
 
 
+@dataclass(frozen=True)
+class Found:
+    """Where the reference was found, and how many pages' text was searched to find it."""
+
+    where: str
+    pages_searched: int
+
+
 def bind(
     reader: PdfReader,
     fields: list[tuple[str, str]],
@@ -144,11 +158,15 @@ def bind(
     case_ref_field: str | None,
     pages: int,
     text_page_limit: int,
-    deadline: Deadline,
-) -> str:
+    text_byte_limit: int,
+    guard: Guard,
+) -> Found:
     """Where ``case_ref`` is found (``"field …"``, ``"page N"``); raise Refusal if nowhere.
 
     ``fields`` are the (name, value) pairs the safety walk found; ``case_ref`` is stripped.
+    Page text is searched on the first ``text_page_limit`` pages, within ``text_byte_limit``
+    decoded bytes of their content in all (see :class:`TextSearch`): bounds on work, so the
+    verdict is the same on any machine.
     """
     ref = case_ref
     if not any(c.isalnum() for c in ref):
@@ -171,58 +189,111 @@ def bind(
                     Reason.WRONG_CASE,
                     f"The form's {name} field holds {other}, not this case's reference "
                     f"{ref}; this looks like another case's form, so attach the right one.",
+                    pages_searched=0,
                 )
         if mine:
-            return f"field {mine[0][0]}"
+            return Found(f"field {mine[0][0]}", 0)
     for name, value in fields:
         if contains_case_ref(value, ref):
-            return f"field {name}"
-    unread: list[int] = []
-    searched = min(pages, text_page_limit)
-    for number, text in page_texts(reader, searched, unread, deadline):
+            return Found(f"field {name}", 0)
+    search = TextSearch(reader, pages, text_page_limit, text_byte_limit, guard)
+    for number, text in search.texts():
         if contains_case_ref(text, ref):
-            return f"page {number}"
-    notes = ""
-    if unread:
-        notes += f" (the text of page {unread[0]} could not be read or is too large)"
-    if pages > searched:
-        notes += f" (only the first {searched} pages' text was searched)"
+            return Found(f"page {number}", number)
     raise Refusal(
         Reason.CASE_REF_MISSING,
-        f"The case reference {ref} is not in the form's fields or text{notes}; attach this "
+        f"The case reference {ref} was not found: searched {search.summary()}; attach this "
         f"case's referral form, with the reference in its {wanted or 'case reference'} "
         "field.",
+        pages_searched=search.searched,
     )
 
 
-def page_texts(
-    reader: PdfReader, count: int, unread: list[int], deadline: Deadline
-) -> Iterator[tuple[int, str]]:
-    """Yield (page number, extracted text) for the first ``count`` pages; note failures."""
+class TextSearch:
+    """The page text searched for the reference, bounded by work, not by time.
 
-    def tick(*_: Any) -> None:
-        deadline.check()
+    Pages are read in order, at most ``page_limit`` of them, while their content fits in
+    ``byte_limit`` decoded bytes in all (content streams, the form XObjects they draw and
+    the fonts' character maps: what pypdf's text extraction reads). A page costing more
+    than the whole budget is skipped and named; the first page that does not fit in what
+    is left ends the search. ``searched`` counts the pages looked at.
+    """
 
-    for index in range(count):
-        deadline.check()
-        try:
-            page = reader.pages[index]
-            # pypdf parses a whole content stream before extracting, beyond our clock's
-            # reach; a page with more than this is not a form page, so it is not searched.
-            if _content_size(page) > _MAX_PAGE_CONTENT:
-                log.debug("page %d has too much content to search", index + 1)
-                unread.append(index + 1)
+    def __init__(
+        self, reader: PdfReader, pages: int, page_limit: int, byte_limit: int, guard: Guard
+    ) -> None:
+        self.reader = reader
+        self.pages = pages
+        self.page_limit = max(1, page_limit)
+        self.byte_limit = byte_limit
+        self.left = byte_limit
+        self.guard = guard
+        self.searched = 0
+        #: Pages looked at whose text could not be read or was too large to search.
+        self.unread: list[int] = []
+
+    def texts(self) -> Iterator[tuple[int, str]]:
+        """Yield (page number, extracted text) for each page searched, in order."""
+
+        def tick(*_: Any) -> None:
+            self.guard.check()
+
+        for index in range(min(self.pages, self.page_limit)):
+            self.guard.check()
+            number = index + 1
+            try:
+                page = self.reader.pages[index]
+                cost = _page_cost(page, self.byte_limit)
+            except Exception as exc:  # fuzzed pages raise ValueError and friends
+                log.debug("page %d cannot be measured: %s", number, type(exc).__name__)
+                self.searched = number
+                self.unread.append(number)
                 continue
-            text = page.extract_text(visitor_operand_before=tick)
-        except Exception as exc:  # fuzzed content streams raise ValueError and friends
-            log.debug("no text from page %d: %s", index + 1, type(exc).__name__)
-            unread.append(index + 1)
-            continue
-        yield index + 1, text
+            if cost > self.byte_limit:
+                log.debug("page %d has too much content to search", number)
+                self.searched = number
+                self.unread.append(number)
+                continue
+            if cost > self.left:
+                return
+            self.left -= cost
+            self.searched = number
+            try:
+                text = page.extract_text(visitor_operand_before=tick)
+            except Exception as exc:  # fuzzed content streams raise ValueError and friends
+                log.debug("no text from page %d: %s", number, type(exc).__name__)
+                self.unread.append(number)
+                continue
+            yield number, text
+
+    def summary(self) -> str:
+        """What was searched, for a person: "every form field and the text of …"."""
+        if self.searched == self.pages:
+            pages = "its page" if self.pages == 1 else f"all {self.pages} pages"
+            text = f"every form field and the text of {pages}"
+        else:
+            text = (
+                f"every form field and the text of the first {self.searched} of "
+                f"{self.pages} pages (a check reads at most {self.page_limit} pages and "
+                f"{self.byte_limit // 1024:,} KB of page content)"
+            )
+        if self.unread:
+            which = f"page {self.unread[0]}'s text"
+            if len(self.unread) > 1:
+                which = f"the text of pages {', '.join(map(str, self.unread[:3]))}"
+                which += " and more" if len(self.unread) > 3 else ""
+            text += f" ({which} could not be read or is too large to search)"
+        return text
 
 
-def _content_size(page: Any) -> int:
-    """Decoded bytes of a page's content streams and the form XObjects they may draw."""
+def _page_cost(page: Any, cap: int) -> int:
+    """What extracting a page's text reads, in decoded bytes; stops counting past ``cap``.
+
+    The page's content streams, the form XObjects they may draw (each once; pypdf's own
+    limit bounds how often one is drawn), and for every font in their resources the
+    character maps pypdf parses (``/ToUnicode``, an ``/Encoding`` stream) plus a flat
+    charge for the font dictionary itself.
+    """
     from pypdf.generic import ArrayObject, DictionaryObject, StreamObject
 
     total = 0
@@ -234,10 +305,13 @@ def _content_size(page: Any) -> int:
             total += len(item.get_data())
     resources: list[tuple[Any, int]] = [(get(page, "/Resources"), 0)]
     seen: set[int] = set()
-    while resources and total <= _MAX_PAGE_CONTENT:
+    while resources and total <= cap:
         resource, depth = resources.pop()
-        xobjects = get(resource, "/XObject") if isinstance(resource, DictionaryObject) else None
-        if not isinstance(xobjects, DictionaryObject) or depth > 8:
+        if not isinstance(resource, DictionaryObject) or depth > 8:
+            continue
+        total += _fonts_cost(get(resource, "/Font"), seen)
+        xobjects = get(resource, "/XObject")
+        if not isinstance(xobjects, DictionaryObject):
             continue
         for name in list(xobjects.keys()):
             xobject = get(xobjects, name)
@@ -247,4 +321,33 @@ def _content_size(page: Any) -> int:
             if get(xobject, "/Subtype") == "/Form":
                 total += len(xobject.get_data())
                 resources.append((get(xobject, "/Resources"), depth + 1))
+            if total > cap:
+                break
+    return total
+
+
+def _fonts_cost(fonts: Any, seen: set[int]) -> int:
+    """Decoded bytes of the character maps of a resource dictionary's fonts, plus a flat charge."""
+    from pypdf.generic import ArrayObject, DictionaryObject, StreamObject
+
+    if not isinstance(fonts, DictionaryObject):
+        return 0
+    total = 0
+    for name in list(fonts.keys()):
+        font = get(fonts, name)
+        if not isinstance(font, DictionaryObject) or id(font) in seen:
+            continue
+        seen.add(id(font))
+        total += _FONT_CHARGE
+        parts = [font]
+        descendants = get(font, "/DescendantFonts")
+        if isinstance(descendants, ArrayObject):
+            parts += [d.get_object() for d in descendants[:4] if d is not None]
+        for part in parts:
+            if not isinstance(part, DictionaryObject):
+                continue
+            for key in ("/ToUnicode", "/Encoding"):
+                stream = get(part, key)
+                if isinstance(stream, StreamObject):
+                    total += len(stream.get_data())
     return total

@@ -1,8 +1,10 @@
 """The safety walk: active content, embedded files and field values, anywhere in a PDF.
 
 :func:`walk` visits every object reachable from the catalogue once and notes the first
-JavaScript or Launch action (OpenAction, ``/Names /JavaScript``, document and page ``/AA``,
-annotation and widget actions, bookmarks, ``/Next`` chains), XFA scripts, the first
+JavaScript or Launch action, or action that reaches outside the document (SubmitForm,
+ImportData, GoToR, GoToE), wherever a viewer may run it (OpenAction, ``/Names`` trees,
+document and page ``/AA``, annotation and widget actions, form fields, bookmarks, ``/Next``
+chains), XFA scripts, the first
 embedded file (an ``EmbeddedFiles`` entry, a file specification with ``/EF``, a
 FileAttachment annotation), and every form field's value for the case binding.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mash_requests.referral_form.reading import MAX_OBJECTS, Deadline, get
+from mash_requests.referral_form.reading import MAX_OBJECTS, Guard, get
 from mash_requests.referral_form.verdict import Reason, Refusal
 
 if TYPE_CHECKING:
@@ -38,11 +40,12 @@ class Findings:
     fields: list[tuple[str, str]] = field(default_factory=list)
 
 
-def walk(reader: PdfReader, deadline: Deadline) -> Findings:
+def walk(reader: PdfReader, guard: Guard) -> Findings:
     """Visit every object reachable from the catalogue once, noting actions, files and fields.
 
     Iterative, with a visited set of indirect objects, so cycles and deep chains cannot hang
-    or overflow it; refuses (unreadable) beyond ``MAX_OBJECTS`` objects.
+    or overflow it; refuses (unreadable, too complex to check) beyond ``MAX_OBJECTS``
+    objects, a bound on work rather than time, so the verdict is the same on any machine.
     """
     from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, StreamObject
 
@@ -73,12 +76,13 @@ def walk(reader: PdfReader, deadline: Deadline) -> Findings:
             continue
         visited += 1
         if visited % 256 == 0:
-            deadline.check()
+            guard.check()
         if visited > MAX_OBJECTS:
             raise Refusal(
                 Reason.UNREADABLE,
-                "The PDF has too many objects to check; re-save or re-export the form, then "
-                "check it again.",
+                f"The PDF is too complex to check: it has more than {MAX_OBJECTS:,} objects "
+                "(a referral form has hundreds); re-save or re-export the form, then check it "
+                "again.",
             )
         page = where.page if where is not None else None
         if isinstance(obj, DictionaryObject):
@@ -97,6 +101,17 @@ def walk(reader: PdfReader, deadline: Deadline) -> Findings:
     return findings
 
 
+# Actions that reach outside the document: a click could post the child's details to a URL,
+# load data from a file, or open another document. URI links, named actions (Print) and
+# GoTo within the document stay allowed.
+_REACHING_OUT = {
+    "/SubmitForm": "a SubmitForm action (it sends the form's contents outside the document)",
+    "/ImportData": "an ImportData action (it loads form data from outside the document)",
+    "/GoToR": "a GoToR action (it opens another file)",
+    "/GoToE": "a GoToE action (it opens an embedded or another document)",
+}
+
+
 def _inspect(obj: Any, where: Location | None, findings: Findings) -> None:
     """Note active content, embedded files and field values in one dictionary."""
     action = get(obj, "/S")
@@ -105,6 +120,8 @@ def _inspect(obj: Any, where: Location | None, findings: Findings) -> None:
             findings.active = f"JavaScript in {_describe(where)}"
         elif action == "/Launch":
             findings.active = f"a Launch action in {_describe(where)}"
+        elif action in _REACHING_OUT:
+            findings.active = f"{_REACHING_OUT[action]} in {_describe(where)}"
         elif "/XFA" in obj and _xfa_has_script(get(obj, "/XFA")):
             findings.active = "XFA form scripts"
     subtype = get(obj, "/Subtype")

@@ -13,13 +13,15 @@ class Reason(StrEnum):
     #: Not a PDF at all (no ``%PDF-`` header), including empty files.
     NOT_PDF = "not_pdf"
     #: A PDF that cannot be read or checked: cut off, broken beyond repair, cyclic page tree,
-    #: fuzzed, or too costly to check within the time limit.
+    #: fuzzed, or too complex to check (more objects or pages than the check's bounds, or so
+    #: damaged that repairing it ran past the last-resort time limit).
     UNREADABLE = "unreadable"
     #: Needs a password that was not given, or the given one is wrong.
     ENCRYPTED = "encrypted"
     #: Opens, but has no pages.
     NO_PAGES = "no_pages"
-    #: JavaScript or a Launch action somewhere in the document.
+    #: JavaScript, a Launch action, or an action that reaches outside the document
+    #: (SubmitForm, ImportData, GoToR, GoToE) somewhere in the document, or XFA scripts.
     ACTIVE_CONTENT = "active_content"
     #: Carries an embedded file (name tree or file-attachment annotation).
     EMBEDDED_FILE = "embedded_file"
@@ -37,7 +39,9 @@ class Verdict:
 
     ``detail`` is one sentence for a person (what is wrong and what to do); it never holds
     child details. ``found_in`` says where the case reference was found (``"field
-    case_reference"``, ``"page 2"``), or None when it was not.
+    case_reference"``, ``"page 2"``), or None when it was not. ``pages_searched`` is how many
+    pages' text (from the first) the case binding searched: 0 when a field decided, None when
+    the check stopped before the binding.
     """
 
     reason: Reason
@@ -46,6 +50,7 @@ class Verdict:
     size: int
     pages: int | None
     found_in: str | None
+    pages_searched: int | None = None
 
     @property
     def accepted(self) -> bool:
@@ -62,16 +67,18 @@ class Verdict:
             "size": self.size,
             "pages": self.pages,
             "found_in": self.found_in,
+            "pages_searched": self.pages_searched,
         }
 
 
 class Refusal(Exception):
     """Internal to the check: stop checking with this reason and sentence."""
 
-    def __init__(self, reason: Reason, detail: str) -> None:
+    def __init__(self, reason: Reason, detail: str, *, pages_searched: int | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.pages_searched = pages_searched
 
 
 #: The sentence for a file pypdf cannot read, whatever the exact failure.
