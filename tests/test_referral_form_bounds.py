@@ -33,7 +33,7 @@ SENTENCE = (
 WORDS = SENTENCE.split(" ")
 
 
-def long_report(pages: int = 117, lines: int = 78, text_on_last: str = "") -> bytes:
+def long_report(pages: int = 117, lines: int = 80, text_on_last: str = "") -> bytes:
     """A valid text-heavy PDF as a word processor exports it: ~1.8 MB for 117 pages."""
     from reportlab.lib.pagesizes import A4
     from reportlab.pdfgen import canvas
