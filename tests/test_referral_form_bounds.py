@@ -175,3 +175,27 @@ def test_misplaced_objects_arm_the_guard_and_are_bounded() -> None:
     data = build_pdf((f"Case {REF}",), catalog="/Junk 100 0 R", objects={100: f"[{refs}]"})
     assert check_form(data, REF, time_limit=86_400.0).accepted
     assert check_form(data, REF, time_limit=0.0).reason is Reason.UNREADABLE
+
+
+def test_a_page_drawing_one_form_xobject_over_and_over_is_bounded() -> None:
+    """Text extraction runs out of operators, not time, on a page that redraws an XObject."""
+    from test_referral_form import stream
+
+    drawing = b"BT /F1 9 Tf " + b"(filler text) Tj " * 2000 + b"ET"
+    content = b"q /X1 Do Q " * 500 + f"BT /F1 9 Tf 72 72 Td (Case {REF}) Tj ET".encode()
+    data = build_pdf(
+        objects={
+            10: "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 11 0 R "
+            "/Resources << /Font << /F1 3 0 R >> /XObject << /X1 100 0 R >> >> >>",
+            11: stream(content),
+            100: stream(
+                drawing,
+                "/Type /XObject /Subtype /Form /BBox [0 0 595 842] "
+                "/Resources << /Font << /F1 3 0 R >> >> ",
+            ),
+        }
+    )
+    starved = check_form(data, REF, time_limit=0.0)
+    assert starved == check_form(data, REF, time_limit=86_400.0)
+    assert starved.reason is Reason.CASE_REF_MISSING
+    assert "page 1's text could not be read or is too large to search" in starved.detail

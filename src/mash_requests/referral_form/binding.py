@@ -30,6 +30,18 @@ TEXT_BYTE_LIMIT = 128 * 1024
 # What a font costs pypdf per page beyond its character maps (reading its dictionary,
 # widths and encoding), counted as this many bytes of content.
 _FONT_CHARGE = 2048
+# Text operators run in all, per byte of the budget: pypdf extracts a form XObject again
+# each time a page draws it, which the byte count cannot see. An operator costs pypdf some
+# 20-100 microseconds and a text page has a few hundred, so only a page that draws the
+# same content over and over, or an unusually dense one, meets this (10,922 for 128 KB).
+_BYTES_PER_OPERATOR = 12
+
+
+class _OperatorsSpent(BaseException):
+    """Internal: the text search ran its operators out (a BaseException, as pypdf catches
+    every Exception while it extracts a form XObject and would carry on)."""
+
+
 # A value we are willing to repeat back in a refusal: it looks like a reference, so it is
 # not a name, address or free text about a child.
 _SHOWABLE_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,63}$")
@@ -216,7 +228,8 @@ class TextSearch:
     ``byte_limit`` decoded bytes in all (content streams, the form XObjects they draw and
     the fonts' character maps: what pypdf's text extraction reads). A page costing more
     than the whole budget is skipped and named; the first page that does not fit in what
-    is left ends the search. ``searched`` counts the pages looked at.
+    is left ends the search, as does running out of text operators (a page drawing the
+    same form XObject over and over). ``searched`` counts the pages looked at.
     """
 
     def __init__(
@@ -234,8 +247,13 @@ class TextSearch:
 
     def texts(self) -> Iterator[tuple[int, str]]:
         """Yield (page number, extracted text) for each page searched, in order."""
+        operators_left = max(1000, self.byte_limit // _BYTES_PER_OPERATOR)
 
         def tick(*_: Any) -> None:
+            nonlocal operators_left
+            operators_left -= 1
+            if operators_left < 0:
+                raise _OperatorsSpent
             self.guard.check()
 
         for index in range(min(self.pages, self.page_limit)):
@@ -260,6 +278,10 @@ class TextSearch:
             self.searched = number
             try:
                 text = page.extract_text(visitor_operand_before=tick)
+            except _OperatorsSpent:
+                log.debug("page %d draws more text operators than a search runs", number)
+                self.unread.append(number)
+                return
             except Exception as exc:  # fuzzed content streams raise ValueError and friends
                 log.debug("no text from page %d: %s", number, type(exc).__name__)
                 self.unread.append(number)

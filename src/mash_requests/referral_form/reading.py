@@ -45,7 +45,10 @@ _PYPDF_LIMITS = {
     "lzw_maximum_output_length": 32 * 1024 * 1024,
     "run_length_maximum_output_length": 32 * 1024 * 1024,
     "array_based_stream_maximum_output_length": 32 * 1024 * 1024,
-    "page_tree_maximum_entries": MAX_PAGES,
+    # Intermediate /Pages nodes count too; the exact page count is checked afterwards.
+    "page_tree_maximum_entries": 2 * MAX_PAGES,
+    # pypdf extracts a form XObject's text again each time a page draws it.
+    "xform_maximum_invocations_per_extraction": 256,
 }
 
 
