@@ -13,20 +13,27 @@ The checks, in order (the first that fails is the verdict):
 1. ``not_pdf``: no ``%PDF-`` header in the first KiB (empty files too);
 2. ``too_large``: over ``max_size`` bytes (default 10 MiB), before any parsing;
 3. ``unreadable``: cut off (no ``%%EOF`` in the last KiB), pypdf cannot open it, its page
-   tree or objects are broken (cycles too), or checking it would take over
-   ``CHECK_TIME_LIMIT`` seconds (only files built to exhaust a parser do);
+   tree or objects are broken (cycles too), or it is too complex to check: more objects
+   or pages than the walk's bounds, or, for a damaged or unusually bulky file only, a
+   check running past ``CHECK_TIME_LIMIT`` seconds (the last-resort guard);
 4. ``encrypted``: it needs a password that was not given, or the given one does not open it
    (an empty user password opens silently, as in every viewer);
 5. ``no_pages``;
-6. ``active_content``: a JavaScript or Launch action anywhere reachable from the catalogue
-   (OpenAction, ``/Names /JavaScript``, document and page ``/AA``, annotation and widget
-   actions, bookmarks, ``/Next`` chains) or XFA scripts. A plain OpenAction destination
-   and Named actions such as Print are not active content;
+6. ``active_content``: a JavaScript or Launch action, or one that reaches outside the
+   document (SubmitForm, ImportData, GoToR, GoToE), anywhere reachable from the catalogue
+   (OpenAction, ``/Names`` trees, document and page ``/AA``, annotation and widget actions,
+   form fields, bookmarks, ``/Next`` chains) or XFA scripts. A plain OpenAction
+   destination, URI links, GoTo and Named actions such as Print are not active content;
 7. ``embedded_file``: an ``EmbeddedFiles`` name tree entry, a file specification carrying
    ``/EF``, or a FileAttachment annotation;
 8. case binding: the case reference must be in the configured case-reference field, another
-   field value, or the page text; the configured field holding another reference is
-   ``wrong_case``, no reference at all is ``case_ref_missing``.
+   field value, or the text of the first ``TEXT_PAGE_LIMIT`` pages within
+   ``TEXT_BYTE_LIMIT`` bytes of their content; the configured field holding another
+   reference is ``wrong_case``, no reference at all is ``case_ref_missing``.
+
+Every bound counts work (objects, pages, decoded bytes, operators), not time, so a
+well-formed file gets the same verdict on any machine under any load; the wall-clock
+guard is consulted only once a file shows damage or unusual bulk.
 
 The parts, one module each: :mod:`.verdict` (the value returned), :mod:`.check` (the checks
 in order), :mod:`.reading` (opening a PDF within bounds), :mod:`.safety` (the structure walk),
