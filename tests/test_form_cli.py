@@ -9,8 +9,15 @@ import pytest
 from click.testing import CliRunner, Result
 
 from mash_requests.cli import main
-from mash_requests.referral_form import DEFAULT_FILL_MAPPING, check_form, fill_form
+from mash_requests.referral_form import (
+    DEFAULT_FILL_MAPPING,
+    TEXT_BYTE_LIMIT,
+    TEXT_PAGE_LIMIT,
+    check_form,
+    fill_form,
+)
 from test_referral_form import JS, build_pdf, rewrite
+from test_referral_form_bounds import long_report
 
 REPO = Path(__file__).resolve().parents[1]
 BLANK = REPO / "examples" / "forms" / "blank-referral-form.pdf"
@@ -211,6 +218,49 @@ def test_check_help_teaches_with_examples() -> None:
     )
     assert "wrong_case" in result.stdout
     assert "Exit codes: 0 accepted; 1 refused; 2" in result.stdout
+
+
+def test_a_long_document_says_how_many_pages_were_searched(tmp_path: Path) -> None:
+    """The 117-page report without the reference exits 1 and says how many pages were searched."""
+    path = tmp_path / "report.pdf"
+    path.write_bytes(long_report())
+    verdict = check_form(path.read_bytes(), REF)
+    result = run("form", "check", path, "--case-ref", REF)
+    assert result.exit_code == 1
+    assert "refused (case_ref_missing)" in result.stdout
+    assert (
+        f"  searched  the form fields and the text of {verdict.pages_searched} of 117 pages"
+        in result.stdout
+    )
+    assert f"the first {verdict.pages_searched} of 117 pages" in result.stdout
+
+
+def test_json_carries_the_pages_searched(tmp_path: Path) -> None:
+    """--json gives pages_searched: 0 when a field bound the form."""
+    result = run("form", "check", form_for(tmp_path), "--case-ref", REF, "--json")
+    assert json.loads(result.stdout)["pages_searched"] == 0
+
+
+def test_a_form_that_submits_itself_is_refused_naming_the_action(tmp_path: Path) -> None:
+    """A form whose button posts its contents to a URL exits 1 as active_content, naming it."""
+    submit = (
+        "<< /Type /Annot /Subtype /Widget /FT /Btn /T (send) /Rect [0 0 9 9] "
+        "/A << /S /SubmitForm /F << /FS /URL /F (https://collect.example.org) >> >> >>"
+    )
+    path = tmp_path / "submits.pdf"
+    path.write_bytes(build_pdf((f"Case {REF}",), annots=[submit]))
+    result = run("form", "check", path, "--case-ref", REF)
+    assert result.exit_code == 1
+    assert "refused (active_content)" in result.stdout
+    assert "SubmitForm action" in result.stdout
+
+
+def test_check_help_names_the_bounds_and_the_outside_actions() -> None:
+    """form check --help says what is searched and which outside-reaching actions are refused."""
+    result = run("form", "check", "--help")
+    assert "SubmitForm, ImportData, GoToR, GoToE" in result.stdout
+    assert "too complex to check" in result.stdout
+    assert f"first {TEXT_PAGE_LIMIT} pages, within {TEXT_BYTE_LIMIT // 1024} KB" in result.stdout
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,10 +41,7 @@ into these classes at the module boundary that calls the library, raised ``from`
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING, Self
-
-if TYPE_CHECKING:
-    from mash_requests.referral_form import Verdict
+from typing import Generic, Protocol, Self, TypeVar
 
 
 class MashRequestsError(Exception):
@@ -71,10 +68,35 @@ class RecipientError(InputError):
     """An address or partner is not in the partner directory or its domain allow-list."""
 
 
-class FormRefusedError(InputError):
-    """The referral form was refused by the check; ``verdict`` says why."""
+class RefusedForm(Protocol):
+    """What a refused form's verdict tells (``mash_requests.referral_form.Verdict`` is one).
 
-    def __init__(self, message: str, verdict: Verdict) -> None:
+    A protocol, so that this module, the ground floor of the package, imports nothing of ours.
+    """
+
+    @property
+    def reason(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def pages(self) -> int | None: ...
+
+
+_V = TypeVar("_V", bound=RefusedForm)
+
+
+class FormRefusedError(InputError, Generic[_V]):
+    """The referral form was refused by the check; ``verdict`` says why.
+
+    ``verdict`` is the check's :class:`~mash_requests.referral_form.Verdict` (its
+    ``reason``, ``detail`` and fingerprint).
+    """
+
+    def __init__(self, message: str, verdict: _V) -> None:
         super().__init__(message)
         self.verdict = verdict
 

@@ -50,10 +50,16 @@ Examples:
 
 \b
 What is refused, with the reason code printed (and in --json):
-  not_pdf, unreadable (damaged or cut off), encrypted (no or wrong password), no_pages,
-  active_content (JavaScript or Launch actions), embedded_file, too_large,
-  case_ref_missing (the reference is in no field and not in the text),
-  wrong_case (the case-reference field holds another case's reference).
+  not_pdf, unreadable (damaged, cut off, or too complex to check), encrypted (no or
+  wrong password), no_pages, active_content (JavaScript, Launch, or an action that
+  reaches outside the document: SubmitForm, ImportData, GoToR, GoToE), embedded_file,
+  too_large, case_ref_missing (the reference is in no field and not in the text
+  searched), wrong_case (the case-reference field holds another case's reference).
+
+\b
+Page text is searched on the first 50 pages, within 128 KB of their content; the
+verdict says how many pages were searched ("searched", pages_searched in --json).
+These bounds count work, not time: a form gets the same verdict on any machine.
 
 \b
 Exit codes: 0 accepted; 1 refused; 2 bad usage, unreadable file path or bad config.""",
@@ -94,7 +100,8 @@ def check(
     """Check the referral form PDF for case REF: would it be sent?
 
     Prints the verdict, the reason and the fingerprint (SHA-256, size, pages, and where
-    the case reference was found) that the dispatch log records.
+    the case reference was found) that the dispatch log records, and what the case
+    binding searched (how many pages' text).
     """
     from mash_requests.config import load_settings
     from mash_requests.referral_form import check_form, read_form
@@ -125,6 +132,20 @@ def _print_verdict(pdf: Path, verdict: Verdict) -> None:
     click.echo(f"  size      {verdict.size:,} bytes{pages}")
     if verdict.found_in:
         click.echo(f"  found in  {verdict.found_in}")
+    searched = _searched(verdict)
+    if searched:
+        click.echo(f"  searched  {searched}")
+
+
+def _searched(verdict: Verdict) -> str | None:
+    """What the case binding searched, in a few words; None when it did not run."""
+    if verdict.pages_searched is None or verdict.pages is None:
+        return None
+    if verdict.pages_searched == 0:
+        return "the form fields (no page text was needed)"
+    of = "" if verdict.pages_searched == verdict.pages else f" of {verdict.pages}"
+    pages = "page" if verdict.pages_searched == 1 else "pages"
+    return f"the form fields and the text of {verdict.pages_searched}{of} {pages}"
 
 
 @form.command(
