@@ -249,6 +249,7 @@ def _timescales(table: Table) -> Timescales:
             holidays.add(date.fromisoformat(text))
         except ValueError:
             raise table.error("holidays", f"expected YYYY-MM-DD dates, got {text!r}") from None
+    region = table.choice("holidays_region", ("ENG", "WLS", "SCT", "NIR", "none"), "ENG")
     zone_name = table.string("timezone", "Europe/London") or "Europe/London"
     try:
         zone = ZoneInfo(zone_name)
@@ -263,6 +264,7 @@ def _timescales(table: Table) -> Timescales:
         working_days=frozenset(days),
         holidays=frozenset(holidays),
         timezone=zone,
+        holidays_region=None if region == "none" else region,
     )
 
 
