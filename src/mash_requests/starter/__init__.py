@@ -49,6 +49,8 @@ class Starter:
 
         With ``replace``, existing files are overwritten. Returns the files written.
         """
+        if self.folder.exists() and not self.folder.is_dir():
+            raise InputError(f"{self.folder}: is a file, not a folder; name a folder for the files")
         existing = self.existing()
         if existing and not replace:
             names = ", ".join(str(path) for path in existing)
