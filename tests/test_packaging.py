@@ -7,7 +7,6 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
-from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -82,7 +81,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with the wheel installed; dependencies come from this venv's site-packages.
 
     A plain path line in a .pth does not run the editable install's own .pth, so the
@@ -101,7 +100,7 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
          str(wheel)],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
-    yield venv / "bin"
+    return venv / "bin"
 
 
 @pytest.mark.slow
