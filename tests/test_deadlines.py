@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mash_requests.case import Rag
-from mash_requests.deadlines import Timescales
+from mash_requests.deadlines import Timescales, bank_holidays
 
 WORKING = replace(Timescales.defaults(), working_hours=frozenset({Rag.AMBER}))
 
@@ -43,6 +46,7 @@ def test_sent_out_of_hours_starts_next_working_morning() -> None:
     assert (due.date(), due.hour) == (date(2026, 11, 27), 11)
 
 
+@settings(deadline=None)  # the first example may import the holidays package
 @given(
     start=st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2030, 1, 1)),
     hours=st.floats(min_value=0.25, max_value=200),
@@ -115,3 +119,36 @@ def test_timescale_descriptions() -> None:
     """describe() names working hours only for the ratings counted that way."""
     assert WORKING.describe(Rag.AMBER) == "24 working hours"
     assert WORKING.describe(Rag.RED) == "4 hours"
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty holiday cache folder, and no dates remembered in this process."""
+    monkeypatch.setenv("MASH_CACHE_DIR", str(tmp_path))
+    bank_holidays.cache_clear()
+    yield tmp_path
+    bank_holidays.cache_clear()
+
+
+def test_bank_holidays_are_cached_on_disk_for_the_next_process(cache_dir: Path) -> None:
+    """Dates computed once are written to the cache, keyed by the holidays package's version."""
+    assert date(2027, 3, 29) in bank_holidays("ENG", 2027)
+    cached = json.loads((cache_dir / "bank-holidays.json").read_text())
+    assert cached["version"] == version("holidays")
+    assert "2027-03-29" in cached["ENG/2027"]
+
+
+def test_the_cache_is_read_when_its_version_matches(cache_dir: Path) -> None:
+    """A cache of the installed version is used as it is (no recomputation)."""
+    entries = {"version": version("holidays"), "ENG/2031": ["2031-06-17"]}
+    (cache_dir / "bank-holidays.json").write_text(json.dumps(entries))
+    assert bank_holidays("ENG", 2031) == frozenset({date(2031, 6, 17)})
+
+
+@pytest.mark.parametrize("content", ['{"version": "0.1", "ENG/2031": ["2031-06-17"]}', "{broken"])
+def test_a_stale_or_broken_cache_is_recomputed(cache_dir: Path, content: str) -> None:
+    """A cache from another holidays version, or unreadable, is ignored and replaced."""
+    (cache_dir / "bank-holidays.json").write_text(content)
+    dates = bank_holidays("ENG", 2031)
+    assert date(2031, 6, 17) not in dates and date(2031, 12, 25) in dates
+    assert json.loads((cache_dir / "bank-holidays.json").read_text())["version"] != "0.1"

@@ -12,10 +12,16 @@ Monday 28 December is the holiday), plus the local closures the config lists.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
+import os
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from mash_requests.case import Rag
@@ -76,12 +82,88 @@ class Timescales:
 def bank_holidays(region: str, year: int) -> frozenset[date]:
     """The bank holidays of a UK region (ENG, WLS, SCT, NIR) in one year, substitutes included.
 
-    From the ``holidays`` package, imported here only: it takes a tenth of a second, paid
-    only by a process that counts working hours.
+    From the ``holidays`` package. Importing it takes a tenth of a second (it loads every
+    country's rules), so the dates are also kept in a small per-user cache file, keyed by
+    the package's version: a new version (new announcements) is computed afresh. The cache
+    is only a speed-up: if it cannot be read or written, the dates are computed.
     """
-    import holidays
+    cache = _HolidayCache.load()
+    dates = cache.get(region, year)
+    if dates is None:
+        import holidays
 
-    return frozenset(holidays.country_holidays("GB", subdiv=region, years=year))
+        dates = frozenset(holidays.country_holidays("GB", subdiv=region, years=year))
+        cache.put(region, year, dates)
+    return dates
+
+
+class _HolidayCache:
+    """``{"version": "<holidays version>", "ENG/2026": ["2026-01-01", …], …}`` in one file."""
+
+    def __init__(self, path: Path | None, version: str | None, entries: dict[str, Any]) -> None:
+        self.path = path
+        self.version = version
+        self.entries = entries
+
+    @classmethod
+    def load(cls) -> _HolidayCache:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed: str | None = version("holidays")
+        except PackageNotFoundError:  # pragma: no cover - a dependency; nothing to key by
+            installed = None
+        path = _cache_path()
+        entries: dict[str, Any] = {}
+        if path is not None and installed is not None:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(data, dict) and data.get("version") == installed:
+                    entries = data
+            except (OSError, ValueError):
+                pass
+        return cls(path, installed, entries)
+
+    def get(self, region: str, year: int) -> frozenset[date] | None:
+        found = self.entries.get(f"{region}/{year}")
+        if not isinstance(found, list):
+            return None
+        try:
+            return frozenset(date.fromisoformat(text) for text in found)
+        except (TypeError, ValueError):
+            return None
+
+    def put(self, region: str, year: int, dates: frozenset[date]) -> None:
+        if self.path is None or self.version is None:
+            return
+        self.entries["version"] = self.version
+        self.entries[f"{region}/{year}"] = sorted(day.isoformat() for day in dates)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+        except OSError:
+            return
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self.entries, handle)
+            os.replace(temporary, self.path)  # whole or not at all, for concurrent runs
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+
+
+def _cache_path() -> Path | None:
+    """``$MASH_CACHE_DIR``, else the user's cache folder (``%LOCALAPPDATA%`` on Windows)."""
+    explicit = os.environ.get("MASH_CACHE_DIR")
+    if explicit:
+        return Path(explicit) / "bank-holidays.json"
+    if os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    if not base or base.startswith("~"):
+        return None
+    return Path(base) / "mash-requests" / "bank-holidays.json"
 
 
 def describe_hours(hours: float, *, working: bool = False) -> str:
