@@ -111,7 +111,7 @@ def _standalone(command: click.Command, name: str) -> click.Command:
 
     standalone.callback = callback
     standalone.params = list(command.params)
-    logging_options(version_option(standalone))
+    version_option(logging_options(standalone))
     return standalone
 
 

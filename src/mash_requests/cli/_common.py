@@ -70,34 +70,43 @@ def version_text() -> str:
     return f"mash-requests, version {mash_requests.__version__}"
 
 
-def logging_options(function: F) -> F:
-    """``-v/--verbose``, ``-q/--quiet``, ``--log-file`` and ``--log-format`` on a command.
-
-    The decorated callback receives ``verbose``, ``quiet``, ``log_file`` and ``log_format``
-    and passes them to :func:`start_logging`.
-    """
-    function = click.option(
+_LOG_OPTIONS = (
+    click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        help="Log each step (each request being sent, sent, failed or refused); -vv adds "
+        "debug detail. Default: warnings only.",
+    ),
+    click.option("-q", "--quiet", is_flag=True, help="Log only errors."),
+    click.option(
+        "--log-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        metavar="PATH",
+        help="Append the log to PATH instead of writing it to stderr.",
+    ),
+    click.option(
         "--log-format",
         type=click.Choice(["text", "json"]),
         default="text",
         show_default=True,
         help="Log lines as text, or as one JSON object a line (for a SIEM or a scheduled "
         "task's history). Logs never hold message bodies, child details or secrets.",
-    )(function)
-    function = click.option(
-        "--log-file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        metavar="PATH",
-        help="Append the log to PATH instead of writing it to stderr.",
-    )(function)
-    function = click.option("-q", "--quiet", is_flag=True, help="Log only errors.")(function)
-    function = click.option(
-        "-v",
-        "--verbose",
-        count=True,
-        help="Log each step (requests prepared, sent, failed); -vv adds debug detail. "
-        "Default: warnings only.",
-    )(function)
+    ),
+)
+
+
+def logging_options(function: F) -> F:
+    """``-v/--verbose``, ``-q/--quiet``, ``--log-file`` and ``--log-format`` on a command.
+
+    Works on a callback (as a decorator) and on a built command (whose parameter list it
+    extends). The callback receives ``verbose``, ``quiet``, ``log_file`` and ``log_format``
+    and passes them to :func:`start_logging`.
+    """
+    # A decorator stack is applied bottom-up; a built command's list grows in call order.
+    order = _LOG_OPTIONS if isinstance(function, click.Command) else reversed(_LOG_OPTIONS)
+    for option in order:
+        function = option(function)
     return function
 
 
