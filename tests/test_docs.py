@@ -50,3 +50,43 @@ def test_every_example_config_key_is_documented() -> None:
             if isinstance(value, dict):
                 continue
             assert key in reference, f"[{section}] {key} is not in the README"
+
+
+def test_every_starter_config_key_is_documented() -> None:
+    """Every key in the config that `init` writes appears in the configuration reference."""
+    import tomllib
+
+    starter = Path(__file__).parents[1] / "src" / "mash_requests" / "starter"
+    data = tomllib.loads((starter / "mash-requests.toml").read_text(encoding="utf-8"))
+    reference = README.split("## Configuration reference", 1)[1]
+    missing = [
+        f"[{section}] {key}"
+        for section, table in data.items()
+        if section != "partners"
+        for key, value in table.items()
+        if not isinstance(value, dict) and key not in reference
+    ]
+    assert missing == []
+
+
+def test_every_option_of_the_group_and_send_request_is_documented() -> None:
+    """The log options and --version, on the group and on send-request, are in the README."""
+    from mash_requests.cli import _standalone, send_request
+
+    options = {
+        name
+        for command in (main, _standalone(send_request, "send-request"))
+        for param in command.params
+        for name in param.opts
+        if name.startswith("--") and name != "--help"
+    }
+    assert {"--verbose", "--quiet", "--log-file", "--log-format", "--version"} <= options
+    assert [name for name in sorted(options) if name not in README] == []
+
+
+def test_development_section_says_how_to_run_the_benchmarks() -> None:
+    """The Development section names benchmarks/run.py and every benchmark script."""
+    section = README.split("## Development", 1)[1]
+    assert ".venv/bin/python benchmarks/run.py" in section
+    for script in (Path(__file__).parents[1] / "benchmarks").glob("bench_*.py"):
+        assert f"benchmarks/{script.name}" in section, script.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 from email import policy
 
@@ -62,3 +63,78 @@ def test_injected_subject_is_refused() -> None:
     rendered = RenderedRequest("OFFICIAL: x\nBcc: spy@example.com", "t", "h", "police", "abc")
     with pytest.raises(InputError, match="line break"):
         build(rendered=rendered)
+
+
+# -- what partners' mail systems see ----------------------------------------------------
+
+
+def wire(outgoing: object) -> bytes:
+    return outgoing.as_bytes()  # type: ignore[attr-defined,no-any-return]
+
+
+def test_from_carries_the_mash_name_as_display_name() -> None:
+    """From reads "Eastbury MASH" <mash@…> when the rendered request names the MASH."""
+    outgoing = build(rendered=dataclasses.replace(RENDERED, sender_name="Eastbury MASH"))
+    parsed = email.message_from_bytes(wire(outgoing), policy=policy.default)
+    assert parsed["From"].addresses[0].display_name == "Eastbury MASH"
+    assert parsed["From"].addresses[0].addr_spec == "mash@testbury.gov.uk"
+
+
+def test_non_ascii_display_name_is_encoded_and_reads_back() -> None:
+    """A display name outside ASCII travels RFC 2047 encoded and decodes to the same text."""
+    name = "Ynys Môn MASH – Łódź"
+    outgoing = build(rendered=dataclasses.replace(RENDERED, sender_name=name))
+    raw = wire(outgoing)
+    from_line = next(line for line in raw.split(b"\r\n") if line.startswith(b"From:"))
+    assert from_line.isascii() and b"=?utf-8?" in from_line
+    parsed = email.message_from_bytes(raw, policy=policy.default)
+    assert parsed["From"].addresses[0].display_name == name
+
+
+def test_red_request_is_marked_high_importance() -> None:
+    """A RED request carries Importance: high and X-Priority: 1, and says so to gateways."""
+    outgoing = build(rendered=dataclasses.replace(RENDERED, importance="high"))
+    parsed = email.message_from_bytes(wire(outgoing), policy=policy.default)
+    assert parsed["Importance"] == "high"
+    assert parsed["X-Priority"] == "1"
+    assert outgoing.importance == "high"
+
+
+def test_other_requests_carry_no_priority_headers() -> None:
+    """An AMBER or GREEN request has neither Importance nor X-Priority."""
+    parsed = email.message_from_bytes(wire(build()), policy=policy.default)
+    assert parsed["Importance"] is None
+    assert parsed["X-Priority"] is None
+
+
+def test_text_parts_are_quoted_printable_and_readable_on_the_wire() -> None:
+    """Both text parts are quoted-printable: their words appear as they are in the raw bytes."""
+    text = "Request reference: MASH-1-POLICE-ABCDE\nChild: Zoë Brontë\n"
+    html = "<p>Request reference: MASH-1-POLICE-ABCDE</p>"
+    raw = wire(build(rendered=RenderedRequest("OFFICIAL: s MASH-1", text, html, "police", "a")))
+    assert b"Content-Transfer-Encoding: base64\r\n\r\nUmVx" not in raw
+    assert raw.count(b"Content-Transfer-Encoding: quoted-printable") == 2
+    assert b"Request reference: MASH-1-POLICE-ABCDE\r\n" in raw
+    assert b"<p>Request reference: MASH-1-POLICE-ABCDE</p>" in raw
+    parsed = email.message_from_bytes(raw, policy=policy.default)
+    plain = parsed.get_body(preferencelist=("plain",))
+    assert plain is not None
+    assert plain.get_content().replace("\r\n", "\n") == text
+
+
+def test_message_id_stays_on_one_line_with_a_long_sender_name() -> None:
+    """The Message-ID header is never folded, whatever the other headers hold."""
+    outgoing = build(
+        rendered=dataclasses.replace(RENDERED, sender_name="A" * 120),
+        request_ref="MASH-2026-0412-EDUCATION-" + "X" * 40,
+    )
+    lines = wire(outgoing).split(b"\r\n")
+    index = next(i for i, line in enumerate(lines) if line.startswith(b"Message-ID:"))
+    assert lines[index] == b"Message-ID: " + outgoing.message_id.encode()
+    assert not lines[index + 1].startswith((b" ", b"\t"))
+
+
+def test_line_break_in_the_mash_name_is_refused() -> None:
+    """A MASH name with a line break cannot inject a header through From."""
+    with pytest.raises(InputError, match="line break"):
+        build(rendered=dataclasses.replace(RENDERED, sender_name="MASH\r\nBcc: spy@x.example"))

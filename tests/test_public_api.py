@@ -25,3 +25,34 @@ def test_cli_import_loads_no_heavy_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == ""
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    """mash_requests.__version__ is the installed distribution's version."""
+    from importlib.metadata import version
+
+    assert mash_requests.__version__ == version("mash-requests")
+
+
+def test_version_is_read_only_when_asked_for() -> None:
+    """Importing the package does not load importlib.metadata; asking for __version__ does."""
+    code = (
+        "import sys, mash_requests; before = 'importlib.metadata' in sys.modules; "
+        "mash_requests.__version__; print(before, 'importlib.metadata' in sys.modules)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert loaded == ["False", "True"]
+
+
+def test_send_request_has_version_like_the_group() -> None:
+    """send-request --version prints what mash-requests --version prints."""
+    from click.testing import CliRunner
+
+    from mash_requests.cli import _standalone, main, send_request
+
+    group = CliRunner().invoke(main, ["--version"])
+    single = CliRunner().invoke(_standalone(send_request, "send-request"), ["--version"])
+    assert group.exit_code == single.exit_code == 0
+    assert single.output == group.output == f"mash-requests, version {mash_requests.__version__}\n"

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mash_requests.case import Case, parse_case
+from mash_requests.case import Case, Rag, parse_case
+from mash_requests.deadlines import Timescales, describe_hours
 from mash_requests.errors import TemplateError
 from mash_requests.partners import Partner
-from mash_requests.rendering import Renderer, format_due
+from mash_requests.rendering import Renderer, format_date, format_due, wrap_text
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "cases" / "MASH-2026-0412.json"
 POLICE = Partner("police", "Testshire Police", ("mash@testshire.police.uk",), "police")
@@ -51,10 +53,11 @@ def test_every_shipped_template_renders(renderer: Renderer, template: str) -> No
     assert "MASH-2026-0412" in rendered.subject
     assert "MASH-2026-0412-POLICE-ABCDE" in rendered.subject
     for body in (rendered.text, rendered.html):
-        assert format_due(DUE) in body
+        words = " ".join(body.split())  # the plain text is wrapped at 76 columns
+        assert format_due(DUE) in words
         assert "Consent" in body
         assert "Information sharing" in body
-        assert "quote the request reference" in body
+        assert "quote the request reference" in words
 
 
 def test_missing_variable_is_an_error_naming_it(tmp_path: Path) -> None:
@@ -139,3 +142,85 @@ def test_template_that_is_not_utf8_is_a_template_error(tmp_path: Path) -> None:
     renderer = Renderer(marking="OFFICIAL", mash_name="M", override_dir=tmp_path)
     with pytest.raises(TemplateError, match="not UTF-8"):
         render(renderer)
+
+
+# -- how the request reads ---------------------------------------------------------------
+
+
+def test_timescale_reads_as_people_say_it(renderer: Renderer) -> None:
+    """24 hours reads "AMBER (24 hours)" in both bodies, never "24.0 hours"."""
+    rendered = render(renderer)
+    for body in (rendered.text, rendered.html):
+        assert "AMBER (24 hours)" in body
+        assert "24.0" not in body
+
+
+def test_working_hours_are_named_as_such() -> None:
+    """A rating counted in working hours reads "AMBER (24 working hours)"."""
+    timescales = replace(Timescales.defaults(), working_hours=frozenset({Rag.AMBER}))
+    renderer = Renderer(marking="OFFICIAL", mash_name="M", timescales=timescales)
+    rendered = render(renderer)
+    assert "AMBER (24 working hours)" in rendered.text
+    assert "AMBER (24 working hours)" in rendered.html
+
+
+def test_red_reads_in_hours_and_is_high_importance(renderer: Renderer) -> None:
+    """A RED case reads "RED (4 hours)" and its request is marked high importance."""
+    rendered = renderer.render(
+        case=parse_case({**json.loads(EXAMPLE.read_text()), "rag": "red"}, source="t"),
+        partner=POLICE,
+        request_ref="MASH-2026-0412-POLICE-ABCDE",
+        due=DUE,
+        rag_hours=4.0,
+        form_filename="f.pdf",
+    )
+    assert "RED (4 hours)" in rendered.text
+    assert rendered.importance == "high"
+    assert render(renderer).importance == "normal"
+
+
+@pytest.mark.parametrize(
+    ("hours", "working", "text"),
+    [(1, False, "1 hour"), (2.5, False, "2.5 hours"), (0.5, True, "30 working minutes"),
+     (72, False, "72 hours"), (24.0, True, "24 working hours")],
+)  # fmt: skip
+def test_describe_hours(hours: float, working: bool, text: str) -> None:
+    """Hours are written without a needless decimal, minutes below an hour."""
+    assert describe_hours(hours, working=working) == text
+
+
+def test_dates_read_the_same_everywhere(renderer: Renderer) -> None:
+    """The date of birth and the deadline use one format: "9 April 2016", "27 November 2026"."""
+    rendered = render(renderer)
+    for body in (rendered.text, rendered.html):
+        assert "9 April 2016" in body
+        assert "04/2016" not in body and "2016-04-09" not in body
+        assert "27 November 2026" in body
+    assert format_date(date(2016, 4, 9)) == "9 April 2016"
+
+
+def test_plain_text_is_wrapped_within_78_columns(renderer: Renderer) -> None:
+    """Every line of the plain text fits 78 columns, long concerns and names included."""
+    long_case = case(address="Flat 12, " * 20 + "Eastbury EB3 2QT")
+    rendered = render(renderer, long_case)
+    assert max(len(line) for line in rendered.text.splitlines()) <= 78
+    assert "Flat 12, Flat 12," in rendered.text  # the words are all there, re-flowed
+
+
+def test_wrapping_never_breaks_a_reference_or_a_url() -> None:
+    """A request reference and a URL longer than the line stay whole on a line of their own."""
+    url = "https://safeguarding.example/cases/" + "x" * 80
+    text = "  Reply quoting MASH-2026-0412-EDUCATION-C7BCD, see " + url + " and thanks " * 8
+    wrapped = wrap_text(text)
+    assert "MASH-2026-0412-EDUCATION-C7BCD" in wrapped.split("\n")[0]
+    assert any(line.strip() == url for line in wrapped.split("\n"))
+    assert " ".join(wrapped.split()) == " ".join(text.split())
+
+
+def test_wrapped_lines_hang_under_their_label() -> None:
+    """A wrapped "Address:" line continues under the value, a bullet under its text."""
+    wrapped = wrap_text("  Address:       " + "word " * 30 + "\n  - " + "ask " * 30)
+    lines = wrapped.split("\n")
+    assert lines[1].startswith(" " * 17) and not lines[1].startswith(" " * 18)
+    bullet = lines.index(next(line for line in lines if line.startswith("  - ")))
+    assert lines[bullet + 1].startswith("    ask")

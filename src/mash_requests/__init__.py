@@ -41,6 +41,9 @@ if TYPE_CHECKING:
     )
     from mash_requests.gateways.base import Gateway, OutgoingMessage, Receipt
 
+    #: The installed version, from the package metadata (read on first use).
+    __version__: str
+
 # Names are imported on first use (PEP 562), so ``mash-requests --help`` does not pay for
 # the whole library; ``import mash_requests`` still offers exactly ``__all__``.
 _WHERE: dict[str, str] = {
@@ -74,12 +77,24 @@ _WHERE: dict[str, str] = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = _version()
+        return globals()[name]
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'mash_requests' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mash-requests")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
 
 
 def __dir__() -> list[str]:

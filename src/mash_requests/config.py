@@ -119,8 +119,28 @@ def _read_toml(source: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(f"config {source}: is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config {source}: not valid TOML: {exc}") from None
+        hint = _windows_path_hint(raw.decode("utf-8", "replace"), str(exc))
+        raise ConfigError(f"config {source}: not valid TOML: {exc}{hint}") from None
     return data
+
+
+def _windows_path_hint(text: str, error: str) -> str:
+    """Advice when the TOML error is a backslash in a double-quoted string, as in a Windows path.
+
+    In TOML "C:\\Users\\mash" is an escape sequence, not a path; '…' strings take it literally.
+    """
+    where = re.search(r"at line (\d+)", error)
+    lines = text.splitlines()
+    if where is None or not 0 < int(where.group(1)) <= len(lines):
+        return ""
+    quoted = re.search(r'"([^"]*\\[^"]*)"?', lines[int(where.group(1)) - 1])
+    if quoted is None:
+        return ""
+    value = quoted.group(1)
+    return (
+        f'. A backslash starts an escape in a TOML "..." string; for a Windows path use '
+        f"single quotes ('{value}') or forward slashes (\"{value.replace(chr(92), '/')}\")"
+    )
 
 
 def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path) -> Settings:
@@ -249,6 +269,7 @@ def _timescales(table: Table) -> Timescales:
             holidays.add(date.fromisoformat(text))
         except ValueError:
             raise table.error("holidays", f"expected YYYY-MM-DD dates, got {text!r}") from None
+    region = table.choice("holidays_region", ("ENG", "WLS", "SCT", "NIR", "none"), "ENG")
     zone_name = table.string("timezone", "Europe/London") or "Europe/London"
     try:
         zone = ZoneInfo(zone_name)
@@ -263,6 +284,7 @@ def _timescales(table: Table) -> Timescales:
         working_days=frozenset(days),
         holidays=frozenset(holidays),
         timezone=zone,
+        holidays_region=None if region == "none" else region,
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     from mash_requests.config import Settings
     from mash_requests.referral_form import Verdict
     from mash_requests.retry import AttemptFailure, SendResult
+
+logger = logging.getLogger(__name__)
 
 
 class Outcome(StrEnum):
@@ -185,6 +188,7 @@ class Dispatcher:
                 marking=self.settings.marking,
                 mash_name=self.settings.mash_name,
                 override_dir=self.settings.templates_dir,
+                timescales=self.settings.timescales,
             )
         return self._renderer
 
@@ -223,6 +227,9 @@ class Dispatcher:
         detail = _loggable(detail)
         source = _loggable(source) if source else None
         case_ref = _loggable(case_ref)
+        logger.info(
+            "case refused before sending", extra={"case_ref": case_ref, "outcome": "rejected"}
+        )
         events = [
             Event(
                 kind=EventKind.REJECTED,
@@ -600,6 +607,7 @@ class Dispatcher:
             self._wait_for_rate_limit()
 
             def log_failure(failure: AttemptFailure, request: PreparedRequest = request) -> None:
+                logger.info("attempt failed", extra=_log_fields(request, "attempt_failed"))
                 self.store.append(
                     self._event(
                         request,
@@ -613,6 +621,7 @@ class Dispatcher:
                     )
                 )
 
+            logger.info("sending request", extra=_log_fields(request, "sending"))
             result = send_with_retry(
                 self.gateway,
                 request.message,
@@ -637,6 +646,12 @@ class Dispatcher:
             SendStatus.UNCONFIRMED: EventKind.UNCONFIRMED,
         }[result.status]
         gateway_id = result.receipt.gateway_id if result.receipt else None
+        logger.log(
+            logging.INFO if kind is EventKind.SENT else logging.WARNING,
+            "request %s",
+            result.status,
+            extra=_log_fields(request, str(result.status)),
+        )
         self.store.append(
             self._event(
                 request,
@@ -788,6 +803,16 @@ _REQUEST_FIELDS = (
     "form_filename", "form_sha256", "form_size", "form_pages", "form_found_in", "template",
     "template_version",
 )  # fmt: skip
+
+
+def _log_fields(request: PreparedRequest, outcome: str) -> dict[str, str]:
+    """What an operational log line may say of a request: references, partner, outcome."""
+    return {
+        "case_ref": request.case.case_ref,
+        "request_ref": request.request_ref,
+        "partner": request.partner.key,
+        "outcome": outcome,
+    }
 
 
 def _loggable(text: str) -> str:

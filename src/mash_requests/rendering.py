@@ -12,21 +12,35 @@ Guarantees, enforced here rather than hoped for in the templates:
 - strict undefined: a missing variable is a TemplateError naming it, never a blank;
 - the subject starts with the protective marking (added here) and must carry the case
   reference and the request reference; subjects are one line;
-- the body must carry the request reference and the deadline (the base templates do).
+- the body must carry the request reference and the deadline (the base templates do);
+- the plain text is wrapped within 78 columns (RFC 5322's line length) for mail readers and
+  journaling, never inside a word, so a request reference or a URL stays whole.
+
+Dates read one way everywhere (``9 April 2016``, ``Thursday 26 November 2026 at 13:15
+(GMT)``) and timescales as people say them (``AMBER (24 working hours)``, ``RED (4 hours)``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
+import textwrap
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mash_requests.case import Case, ConsentStatus
+from mash_requests.case import Case, ConsentStatus, Rag
+from mash_requests.deadlines import describe_hours
 from mash_requests.errors import TemplateError
 from mash_requests.partners import Partner
+
+if TYPE_CHECKING:
+    from mash_requests.deadlines import Timescales
+
+logger = logging.getLogger(__name__)
 
 PART_SUFFIXES = ("subject.j2", "txt.j2", "html.j2")
 CONSENT_TEXT = {
@@ -34,6 +48,11 @@ CONSENT_TEXT = {
     ConsentStatus.NOT_GIVEN: "Consent has NOT been given; information is requested without consent",
     ConsentStatus.NOT_SOUGHT: "Consent has NOT been sought",
 }
+
+
+#: Plain text lines are wrapped within RFC 5322's 78 columns, at 76 so that quoted-printable
+#: (which breaks longer lines with a soft "=") carries every ASCII line whole on the wire.
+TEXT_WIDTH = 76
 
 
 @dataclass(frozen=True)
@@ -45,16 +64,92 @@ class RenderedRequest:
     html: str
     template: str
     template_version: str
+    #: "high" for a RED request (partners' mail clients flag it), else "normal".
+    importance: str = "normal"
+    #: The display name for From: the MASH's name.
+    sender_name: str = ""
 
 
 def shipped_templates() -> Path:
-    """The folder of templates that ship with the package."""
-    return Path(str(resources.files("mash_requests.templates")))
+    """The folder of templates that ship with the package.
+
+    An installed wheel carries them as the ``mash_requests.templates`` package. An editable
+    install (``pip install -e .``) reads them from the checkout's top-level ``templates/``,
+    which is not mapped into the package so that type checkers can follow the install.
+    """
+    try:
+        return Path(str(resources.files("mash_requests.templates")))
+    except ModuleNotFoundError:
+        checkout = Path(__file__).resolve().parents[2] / "templates"
+        if (checkout / "_base.txt.j2").is_file():
+            return checkout
+        raise TemplateError(
+            "the shipped templates are missing from this installation; reinstall mash-requests"
+        ) from None
 
 
 def format_due(due: datetime) -> str:
     """A deadline as people read it: ``Thursday 26 November 2026 at 13:15 (GMT)``."""
-    return f"{due:%A} {due.day} {due:%B %Y at %H:%M} ({due.tzname()})"
+    return f"{due:%A} {format_date(due)} at {due:%H:%M} ({due.tzname()})"
+
+
+def format_date(day: date) -> str:
+    """A date as people read it, the same in every request: ``9 April 2016``."""
+    return f"{day.day} {day:%B %Y}"
+
+
+# A line's hanging indent: its leading spaces, plus a list bullet ("- ") or a label
+# ("Date of birth: ") so that continuation lines line up under the text, not the label.
+_HANG = re.compile(r"^ *(?:[-*] +|[A-Za-z][A-Za-z /()'-]{0,30}: +)?")
+
+
+def _hang(line: str, width: int) -> int:
+    match = _HANG.match(line)
+    indent = len(line) - len(line.lstrip(" "))
+    return match.end() if match and match.end() <= width // 2 else indent
+
+
+def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
+    """Wrap lines longer than ``width`` at spaces, keeping each line's indent.
+
+    A line that is too long is joined with the lines that continue its paragraph (same
+    indent, not blank, not a new bullet or label) and the paragraph is filled again, so
+    the result does not leave one word on a line of its own. Never breaks inside a word
+    or at a hyphen: a request reference (``MASH-2026-0412-POLICE-1BAC7``) or a URL longer
+    than the line stays whole.
+    """
+    source = text.split("\n")
+    lines: list[str] = []
+    index = 0
+    while index < len(source):
+        line = source[index]
+        index += 1
+        if len(line) <= width:
+            lines.append(line)
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        hang = _hang(line, width)
+        paragraph = [line]
+        while index < len(source):
+            following = source[index]
+            stripped = following.lstrip(" ")
+            if not stripped or len(following) - len(stripped) != indent:
+                break
+            if _hang(following, width) != indent:
+                break  # a new bullet or label starts here
+            paragraph.append(stripped)
+            index += 1
+        lines.extend(
+            textwrap.wrap(
+                " ".join(paragraph),
+                width=width,
+                subsequent_indent=" " * hang,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            or [line]
+        )
+    return "\n".join(lines)
 
 
 def _template_line(exc: BaseException, filename: str) -> str:
@@ -71,7 +166,15 @@ def _template_line(exc: BaseException, filename: str) -> str:
 class Renderer:
     """Compiles templates once and renders requests; safe to reuse across a batch."""
 
-    def __init__(self, *, marking: str, mash_name: str, override_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        marking: str,
+        mash_name: str,
+        override_dir: Path | None = None,
+        timescales: Timescales | None = None,
+    ) -> None:
+        """``timescales`` tells which ratings count working hours (for ``timescale``)."""
         from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -90,8 +193,10 @@ class Renderer:
             auto_reload=False,
         )
         self._env.filters["due"] = format_due
+        self._env.filters["date"] = format_date
         self.marking = marking
         self.mash_name = mash_name
+        self._working = timescales.working_hours if timescales is not None else frozenset()
         self._versions: dict[str, str] = {}
 
     def template_version(self, name: str) -> str:
@@ -181,7 +286,9 @@ class Renderer:
             "mash_name": self.mash_name,
             "rag": str(case.rag),
             "rag_upper": str(case.rag).upper(),
-            "rag_hours": rag_hours,
+            # 24, not 24.0: older templates print it as it is.
+            "rag_hours": int(rag_hours) if float(rag_hours).is_integer() else rag_hours,
+            "timescale": describe_hours(rag_hours, working=case.rag in self._working),
             "due": due,
             "due_text": format_due(due),
             "consent_text": CONSENT_TEXT[case.consent.status],
@@ -210,10 +317,16 @@ class Renderer:
                     f"template {filename}: the body must show the request reference and the "
                     "response deadline; extend the _base template rather than replacing it"
                 )
+        logger.debug(
+            "request rendered",
+            extra={"case_ref": case.case_ref, "request_ref": request_ref, "template": name},
+        )
         return RenderedRequest(
             subject=subject,
-            text=text,
+            text=wrap_text(text),
             html=html,
             template=name,
             template_version=self.template_version(name),
+            importance="high" if case.rag is Rag.RED else "normal",
+            sender_name=self.mash_name,
         )

@@ -1,29 +1,70 @@
 """The ``mash-requests`` command group and the ``send-request`` shortcut.
 
 Thin by design: each command parses its options, calls the library, and turns library
-errors into ``Error: …`` and an exit code (see :mod:`mash_requests.cli._common`).
+errors into ``Error: …`` and an exit code (see :mod:`mash_requests.cli._common`). The log
+options (``--verbose``, ``--quiet``, ``--log-file``, ``--log-format``) belong to the group,
+before the subcommand, and to ``send-request`` itself.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
+from pathlib import Path
+from typing import Any
+
 import click
 
-from mash_requests.cli._common import CONTEXT_SETTINGS
+from mash_requests.cli._common import (
+    CONTEXT_SETTINGS,
+    logging_options,
+    make_console_safe,
+    start_logging,
+    version_text,
+)
 from mash_requests.cli.audit import audit
 from mash_requests.cli.batch import send_batch
 from mash_requests.cli.form import form
 from mash_requests.cli.gateway import gateway
+from mash_requests.cli.init import init, schema
 from mash_requests.cli.send import reconcile, send_request
 
 
+class _Group(click.Group):
+    """The top-level group: makes the console safe before click prints anything."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        make_console_safe()
+        return super().main(*args, **kwargs)
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(version_text())
+        ctx.exit()
+
+
+version_option = click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
+
+
 @click.group(
+    cls=_Group,
     context_settings=CONTEXT_SETTINGS,
     epilog="Run 'mash-requests COMMAND --help' for a command's options and examples. "
-    "Exit codes: 0 done, 1 not all done (some not sent, form refused, log broken), "
-    "2 bad input or configuration (nothing sent).",
+    "Log options go before the command: mash-requests --verbose --log-format json "
+    "--log-file mash.log send-batch today.jsonl. Exit codes: 0 done, 1 not all done "
+    "(some not sent, form refused, log broken), 2 bad input or configuration (nothing sent).",
 )
-@click.version_option(package_name="mash-requests")
-def main() -> None:
+@version_option
+@logging_options
+def main(verbose: int, quiet: bool, log_file: Path | None, log_format: str) -> None:
     """Send MASH requests for information to partner agencies, with the referral form
     attached and every step recorded in a tamper-evident dispatch log.
 
@@ -34,7 +75,13 @@ def main() -> None:
       mash-requests form check form.pdf --case-ref REF     check a referral form
       mash-requests audit query --case-ref REF             what was sent for a case
       mash-requests audit verify                           prove the log is intact
+      mash-requests init my-mash                           a starter config and example case
     """
+    ctx = click.get_current_context()
+    command = ctx.invoked_subcommand or "mash-requests"
+    start_logging(
+        verbose=verbose, quiet=quiet, log_file=log_file, log_format=log_format, command=command
+    )
 
 
 main.add_command(send_request)
@@ -43,8 +90,32 @@ main.add_command(reconcile)
 main.add_command(form)
 main.add_command(audit)
 main.add_command(gateway)
+main.add_command(init)
+main.add_command(schema)
+
+
+def _standalone(command: click.Command, name: str) -> click.Command:
+    """A copy of ``command`` run on its own: with --version and the log options."""
+    standalone = copy.copy(command)
+    original = command.callback
+    assert original is not None
+
+    @functools.wraps(original)
+    def callback(
+        *args: Any, verbose: int, quiet: bool, log_file: Path | None, log_format: str, **kw: Any
+    ) -> Any:
+        start_logging(
+            verbose=verbose, quiet=quiet, log_file=log_file, log_format=log_format, command=name
+        )
+        return original(*args, **kw)
+
+    standalone.callback = callback
+    standalone.params = list(command.params)
+    version_option(logging_options(standalone))
+    return standalone
 
 
 def send_request_main() -> None:
     """Entry point of the ``send-request`` command (same as ``mash-requests send-request``)."""
-    send_request.main(prog_name="send-request")
+    make_console_safe()
+    _standalone(send_request, "send-request").main(prog_name="send-request")

@@ -57,6 +57,9 @@ class OutgoingMessage:
     extra_headers: tuple[tuple[str, str], ...] = ()
     #: Where partners' replies go (the requesting worker's secure address), if not the sender.
     reply_to: str | None = None
+    #: "high" for a RED request, else "normal"; gateways that build their own message set
+    #: their importance from it (the MIME carries Importance and X-Priority headers).
+    importance: str = "normal"
 
     def as_bytes(self) -> bytes:
         """The message as RFC 5322 bytes with CRLF line endings."""
