@@ -13,6 +13,8 @@ from mash_requests.cli.audit import audit
 from mash_requests.cli.batch import send_batch
 from mash_requests.cli.form import form
 from mash_requests.cli.gateway import gateway
+from mash_requests.cli.overdue import overdue
+from mash_requests.cli.replies import replies
 from mash_requests.cli.send import reconcile, send_request
 
 
@@ -43,6 +45,8 @@ main.add_command(reconcile)
 main.add_command(form)
 main.add_command(audit)
 main.add_command(gateway)
+main.add_command(replies)
+main.add_command(overdue)
 
 
 def send_request_main() -> None:
