@@ -48,6 +48,10 @@ _REQUEST_REF_TAIL = re.compile(r"-[A-Za-z0-9_-]{1,32}-[0-9A-Fa-f]{5}$")
 _OUR_MESSAGE_ID = re.compile(r"^<(?P<local>.+)\.[0-9a-f]{16}@[^<>@\s]+>$")
 
 
+#: Automatic replies that are delivery reports, sent by mail systems rather than partners.
+DELIVERY_REPORTS = ("delivery_delayed", "delivery_report")
+
+
 @dataclass(frozen=True)
 class RequestRecord:
     """What the log says of one request, as matching and recording need it."""
@@ -263,7 +267,7 @@ def _why_not_counted(
 ) -> str | None:
     if not record.handed_over:
         return "request_not_sent"
-    if message.kind is MessageKind.BOUNCE:
+    if message.kind is MessageKind.BOUNCE or message.auto_type in DELIVERY_REPORTS:
         return None  # from a mail system; flags the request, never stops its clock
     if message.from_address is None:
         return "no_sender"
