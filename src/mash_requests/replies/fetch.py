@@ -216,7 +216,7 @@ class _Fetch:
         self.seen_since = since - OVERLAP if since is not None else None
         self._read_seen()
         try:
-            for raw in self.source.messages(since, self._known):
+            for raw in self.source.messages(since, self._skip):
                 self._take(raw)
                 if len(self.batch) >= BATCH_SIZE:
                     self._flush()
@@ -278,6 +278,13 @@ class _Fetch:
             self.seen_upto = max(self.seen_upto, stored.seq)
         self.seen |= found
         return found
+
+    def _skip(self, message_id: str) -> bool:
+        """For sources that list Message-IDs first: True (and counted) when already seen."""
+        if self._known(message_id):
+            self.result.already_seen += 1
+            return True
+        return False
 
     def _known(self, message_id: str) -> bool:
         return message_id in self.seen or message_id in self.batch_ids

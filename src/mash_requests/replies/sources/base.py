@@ -59,8 +59,9 @@ class ReplySource(Protocol):
         """Messages received at or after ``since`` (every message when None).
 
         ``known(message_id)`` says a Message-ID was already recorded: a source that can
-        list Message-IDs before downloading (Graph, EWS, IMAP) skips those messages. A
-        source may yield messages from a little before ``since`` (date granularity).
+        list Message-IDs before downloading (Graph, EWS, IMAP) calls it once per message
+        and does not yield a message it is True for. A source may yield messages from a
+        little before ``since`` (IMAP searches by date).
         """
         ...
 
