@@ -140,19 +140,27 @@ class EwsSource:
             chunk = wanted[start : start + GET_CHUNK]
 
             def download(account: Any, chunk: list[tuple[str, ...]] = chunk) -> list[Any]:
-                items = list(
-                    account.fetch(ids=chunk, only_fields=["mime_content", "datetime_received"])
-                )
-                for item in items:
+                from exchangelib.errors import ErrorItemNotFound
+
+                items = []
+                for item in account.fetch(
+                    ids=chunk, only_fields=["mime_content", "datetime_received"]
+                ):
+                    if isinstance(item, ErrorItemNotFound):
+                        continue  # deleted or moved since it was listed: nothing to read
                     if isinstance(item, Exception):
                         raise item
+                    items.append(item)
                 return items
 
             for item in self._call("downloading messages", download):
                 received = item.datetime_received
                 yield RawMessage(
                     data=bytes(item.mime_content or b""),
-                    received_at=received.astimezone(UTC) if received is not None else None,
+                    # An EWSDateTime refuses datetime's own UTC: go through the timestamp.
+                    received_at=(
+                        datetime.fromtimestamp(received.timestamp(), UTC) if received else None
+                    ),
                     where=f"item {str(item.id)[:24]}…",
                 )
 
