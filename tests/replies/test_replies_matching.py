@@ -259,3 +259,36 @@ def test_a_longer_reference_never_yields_the_shorter_one(ref: str, noise: str) -
     text = f"RE: {ref}{noise}"
     assert ref not in reference_candidates(text)
     assert not mentions(text, ref)
+
+
+@given(
+    ref=REFS,
+    before=st.text(alphabet="ab9 -_./:[]()é", max_size=4),
+    after=st.text(alphabet="ab9 -_./:[]()é", max_size=4),
+    upper=st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_mentions_agrees_with_the_case_reference_matcher(
+    ref: str, before: str, after: str, upper: bool
+) -> None:
+    """On one-line text, subject matching gives exactly contains_case_ref's answer."""
+    from mash_requests.referral_form import contains_case_ref
+
+    text = f"RE: {before}{ref}{after}"
+    text = text.upper() if upper else text
+    assert mentions(text, ref) == contains_case_ref(text, ref)
+
+
+@given(
+    message_id=st.from_regex(r"<[A-Za-z0-9.$_-]{1,40}@[a-z0-9.-]{1,20}>", fullmatch=True),
+    folded=st.booleans(),
+    case=st.sampled_from(["Message-ID", "Message-Id", "MESSAGE-ID"]),
+)
+def test_the_fast_message_id_is_the_parsed_one(message_id: str, folded: bool, case: str) -> None:
+    """Deciding "already seen" from the header block gives the same id as a full parse."""
+    from mash_requests.replies.classify import message_id_of
+
+    separator = "\r\n " if folded else " "
+    head = f"From: a@testshire.police.uk\r\n{case}:{separator}{message_id}\r\nSubject: x\r\n"
+    data = (head + "\r\nbody\r\n").encode()
+    assert message_id_of(data) == parse_message(data).message_id == message_id

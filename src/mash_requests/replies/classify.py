@@ -139,12 +139,30 @@ _TAG = re.compile(r"^\s*(?:\[[^\]]{0,40}\]\s*)+")
 _SYSTEM_SENDERS = ("postmaster", "mailer-daemon", "microsoftexchange")
 
 
+class _Head:
+    """A message's top-level headers by lower-cased name: ``Message.get`` scans them all on
+    every call, and a message is asked for some fifteen."""
+
+    def __init__(self, message: Message) -> None:
+        self._values: dict[str, list[object]] = {}
+        for name, value in message.items():
+            self._values.setdefault(name.lower(), []).append(value)
+
+    def get(self, name: str) -> object:
+        values = self._values.get(name.lower())
+        return values[0] if values else None
+
+    def get_all(self, name: str) -> list[object]:
+        return self._values.get(name.lower(), [])
+
+
 def parse_message(data: bytes) -> IncomingMessage:
     """Read one message's bytes; never fails on malformed mail (missing parts are None)."""
     message = BytesParser(policy=compat32).parsebytes(data)
-    message_id, synthesised = _message_id(message.get("Message-ID"), data)
-    subject = _decoded(message.get("Subject"))
-    from_address = _address(message.get("From"))
+    head = _Head(message)
+    message_id, synthesised = _message_id(_header_text(head.get("Message-ID")) or None, data)
+    subject = _decoded(head.get("Subject"))
+    from_address = _address(head.get("From"))
     report = _report_type(message)
     bounce_status: str | None = None
     auto_type: str | None = None
@@ -159,14 +177,14 @@ def parse_message(data: bytes) -> IncomingMessage:
             auto_type = "delivery_delayed" if "delayed" in actions else "delivery_report"
             bounce_status = None
     elif report == "disposition-notification" or (
-        (message.get("Content-Class") or "").strip().lower() == "urn:content-classes:mdn"
+        _header_text(head.get("Content-Class")).strip().lower() == "urn:content-classes:mdn"
     ):
         kind = MessageKind.READ_RECEIPT
-    elif _is_ndr(message, subject, from_address):
+    elif _is_ndr(head, subject, from_address):
         kind = MessageKind.BOUNCE
         bounce_status = _first_status(message)
     else:
-        auto_type = _auto_type(message, subject)
+        auto_type = _auto_type(head, subject)
         kind = MessageKind.AUTO_REPLY if auto_type else MessageKind.REPLY
 
     if kind in (MessageKind.BOUNCE, MessageKind.READ_RECEIPT, MessageKind.AUTO_REPLY):
@@ -176,26 +194,34 @@ def parse_message(data: bytes) -> IncomingMessage:
         message_id=message_id,
         message_id_synthesised=synthesised,
         from_address=from_address,
-        sent_at=_date(message.get("Date")),
-        received_header_at=_received_at(message),
+        sent_at=_date(head.get("Date")),
+        received_header_at=_received_at(head),
         kind=kind,
         auto_type=auto_type,
         subject=subject,
-        in_reply_to=tuple(_MSGID.findall(message.get("In-Reply-To") or "")),
-        references=tuple(_MSGID.findall(message.get("References") or "")),
+        in_reply_to=tuple(_MSGID.findall(_header_text(head.get("In-Reply-To")))),
+        references=tuple(_MSGID.findall(_header_text(head.get("References")))),
         attachments=tuple(_attachment_hashes(message, report is not None)),
         reported_message_ids=tuple(dict.fromkeys(reported_ids)),
         reported_request_refs=tuple(dict.fromkeys(reported_refs)),
         reported_subject=reported_subject,
         bounce_status=bounce_status,
-        authentication_failed=_dmarc_failed(message),
+        authentication_failed=_dmarc_failed(head),
     )
 
 
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_MESSAGE_ID_HEADER = re.compile(rb"^message-id[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
+
+
 def message_id_of(data: bytes) -> str:
-    """The Message-ID :func:`parse_message` would give, reading the headers only (fast)."""
-    headers = BytesParser(policy=compat32).parsebytes(data, headersonly=True)
-    return _message_id(headers.get("Message-ID"), data)[0]
+    """The Message-ID :func:`parse_message` would give, from the header block alone (fast:
+    deciding that a message was already seen must not cost a parse)."""
+    end = _HEADER_END.search(data)
+    head = data[: end.start()] if end else data
+    found = _MESSAGE_ID_HEADER.search(head)
+    value = found.group(1).decode("latin-1") if found else None
+    return _message_id(value, data)[0]
 
 
 def normalise_message_id(value: str | None) -> str | None:
@@ -239,8 +265,20 @@ def _decoded(value: object) -> str:
     return " ".join(decoded.split())
 
 
+_ANGLE_ADDRESS = re.compile(r"<([^<>\s@]+@[^<>\s@]+)>\s*$")
+
+
 def _address(value: object) -> str | None:
-    pairs = getaddresses([_header_text(value)])
+    text = _header_text(value)
+    simple = _ANGLE_ADDRESS.search(text)
+    if simple and text.count("<") == 1 and text.count("@") == 1:
+        # "Name <addr>", as nearly every From is: no need for the full address parser.
+        try:
+            local, domain = split_address(simple.group(1))
+        except ValueError:
+            return None
+        return f"{local}@{domain}".lower()
+    pairs = getaddresses([text])
     for _, address in pairs:
         try:
             local, domain = split_address(address)
@@ -263,8 +301,8 @@ def _date(value: object) -> datetime | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-def _received_at(message: Message) -> datetime | None:
-    received = message.get_all("Received") or []
+def _received_at(message: _Head) -> datetime | None:
+    received = message.get_all("Received")
     if not received:
         return None
     top = " ".join(_header_text(received[0]).split())
@@ -300,7 +338,7 @@ def _delivery_status(message: Message) -> tuple[set[str], str | None]:
     return actions, status
 
 
-def _is_ndr(message: Message, subject: str, from_address: str | None) -> bool:
+def _is_ndr(message: _Head, subject: str, from_address: str | None) -> bool:
     folded = strip_subject_tags(subject).casefold()
     if not folded.startswith(NDR_PREFIXES):
         return False
@@ -317,12 +355,12 @@ def _is_ndr(message: Message, subject: str, from_address: str | None) -> bool:
     )
 
 
-def _auto_submitted(message: Message) -> bool:
+def _auto_submitted(message: _Head) -> bool:
     value = _header_text(message.get("Auto-Submitted")).strip().lower()
     return bool(value) and value.split(";")[0].strip() != "no"
 
 
-def _auto_type(message: Message, subject: str) -> str | None:
+def _auto_type(message: _Head, subject: str) -> str | None:
     if _auto_submitted(message):
         return "auto_submitted"
     precedence = _header_text(message.get("Precedence")).strip().lower()
@@ -409,11 +447,16 @@ def _attachment_hashes(message: Message, is_report: bool) -> Iterator[str]:
             "message/rfc822",
         ):
             continue  # the report itself and the returned original, not attachments
-        disposition = _header_text(part.get("Content-Disposition")).split(";")[0].strip().lower()
-        if disposition != "attachment" and not (
-            part.get_filename() is not None and disposition != "inline"
-        ):
+        raw_disposition = _header_text(part.get("Content-Disposition"))
+        disposition = raw_disposition.split(";")[0].strip().lower()
+        if disposition == "inline":
             continue
+        if disposition != "attachment":
+            # A part with a file name and no disposition is an attachment too; most parts
+            # have neither, and parsing parameters is costly, so look for "name=" first.
+            named = "name" in raw_disposition or "name" in _header_text(part.get("Content-Type"))
+            if not named or part.get_filename() is None:
+                continue
         if kind == "message/rfc822":
             inner = part.get_payload()
             data = (
@@ -427,8 +470,8 @@ def _attachment_hashes(message: Message, is_report: bool) -> Iterator[str]:
         yield hashlib.sha256(data).hexdigest()
 
 
-def _dmarc_failed(message: Message) -> bool:
-    for value in message.get_all("Authentication-Results") or []:
+def _dmarc_failed(message: _Head) -> bool:
+    for value in message.get_all("Authentication-Results"):
         if re.search(r"\bdmarc\s*=\s*fail\b", _header_text(value), re.IGNORECASE):
             return True
     return False
