@@ -1,7 +1,7 @@
 """Run every benchmark in this folder, one after another, with the same Python.
 
     .venv/bin/python benchmarks/run.py            # default sizes (a few minutes)
-    .venv/bin/python benchmarks/run.py --full     # the issue's sizes: 1,000,000 audit events
+    .venv/bin/python benchmarks/run.py --full     # the issues' sizes: 1,000,000-event logs
 
 Each script prints its figures beside a baseline measured in the same run; see README.md here.
 """
@@ -18,13 +18,16 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--full", action="store_true", help="audit benchmark on 1,000,000 events")
+    parser.add_argument(
+        "--full", action="store_true", help="audit and overdue benchmarks on 1,000,000 events"
+    )
     args = parser.parse_args()
     runs: list[list[str]] = [
         ["bench_product.py"],
         ["bench_form_check.py"],
         ["bench_message.py"],
         ["bench_audit.py", *(["--events", "1000000"] if args.full else [])],
+        ["bench_replies.py", *(["--events", "1000000"] if args.full else [])],
     ]
     failed = 0
     for script, *script_args in runs:

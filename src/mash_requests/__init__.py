@@ -40,6 +40,14 @@ if TYPE_CHECKING:
         TransientGatewayError,
     )
     from mash_requests.gateways.base import Gateway, OutgoingMessage, Receipt
+    from mash_requests.replies import (
+        FetchResult,
+        OverdueRequest,
+        RecordedReply,
+        fetch_replies,
+        overdue,
+        record_reply,
+    )
 
     #: The installed version, from the package metadata (read on first use).
     __version__: str
@@ -54,6 +62,7 @@ _WHERE: dict[str, str] = {
     "ConfigError": "mash_requests.errors",
     "Dispatcher": "mash_requests.dispatch",
     "DuplicateRequestError": "mash_requests.errors",
+    "FetchResult": "mash_requests.replies",
     "FormRefusedError": "mash_requests.errors",
     "Gateway": "mash_requests.gateways.base",
     "GatewayError": "mash_requests.errors",
@@ -63,15 +72,20 @@ _WHERE: dict[str, str] = {
     "OperationalError": "mash_requests.errors",
     "Outcome": "mash_requests.dispatch",
     "OutgoingMessage": "mash_requests.gateways.base",
+    "OverdueRequest": "mash_requests.replies",
     "PermanentGatewayError": "mash_requests.errors",
     "Receipt": "mash_requests.gateways.base",
     "RecipientError": "mash_requests.errors",
+    "RecordedReply": "mash_requests.replies",
     "RequestOutcome": "mash_requests.dispatch",
     "Settings": "mash_requests.config",
     "TemplateError": "mash_requests.errors",
     "TransientGatewayError": "mash_requests.errors",
+    "fetch_replies": "mash_requests.replies",
     "load_case": "mash_requests.case",
     "load_settings": "mash_requests.config",
+    "overdue": "mash_requests.replies",
+    "record_reply": "mash_requests.replies",
     "send_request": "mash_requests.api",
 }
 
@@ -109,6 +123,7 @@ __all__ = [
     "ConfigError",
     "Dispatcher",
     "DuplicateRequestError",
+    "FetchResult",
     "FormRefusedError",
     "Gateway",
     "GatewayError",
@@ -118,14 +133,19 @@ __all__ = [
     "OperationalError",
     "Outcome",
     "OutgoingMessage",
+    "OverdueRequest",
     "PermanentGatewayError",
     "Receipt",
     "RecipientError",
+    "RecordedReply",
     "RequestOutcome",
     "Settings",
     "TemplateError",
     "TransientGatewayError",
+    "fetch_replies",
     "load_case",
     "load_settings",
+    "overdue",
+    "record_reply",
     "send_request",
 ]

@@ -29,6 +29,7 @@ from mash_requests.referral_form import DEFAULT_FILL_MAPPING
 if TYPE_CHECKING:
     from mash_requests.audit import LogSettings
     from mash_requests.gateways import GatewaySettings
+    from mash_requests.replies.settings import ReplySettings
     from mash_requests.retry import RetryPolicy
 
 ENV_CONFIG = "MASH_REQUESTS_CONFIG"
@@ -67,6 +68,8 @@ class Settings:
     retry: RetryPolicy
     rate_limit_per_minute: int
     log: LogSettings
+    #: Where partners' replies arrive (``[replies]``); None when the config has no such table.
+    replies: ReplySettings | None = None
 
 
 def find_config(explicit: Path | None) -> Path | None:
@@ -198,6 +201,12 @@ def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path)
             gateway_table.table(other)  # other gateways' tables may stay for switching back
     gateway_table.reject_unknown()
 
+    from mash_requests.replies.settings import parse_reply_settings
+
+    replies = parse_reply_settings(
+        _section(root, "replies"), gateway=gateway_table, data_dir=data_dir
+    )
+
     from mash_requests.retry import RetryPolicy
 
     retry = RetryPolicy.from_table(_section(root, "retry"))
@@ -221,6 +230,7 @@ def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path)
         retry=retry,
         rate_limit_per_minute=per_minute,
         log=log,
+        replies=replies,
         **settings_fields,
     )
 

@@ -40,11 +40,57 @@ class EventKind(StrEnum):
     #: ``outcome`` in ``details`` is "sent" or "not_found".
     RECONCILED = "reconciled"
 
+    # -- after sending: what came back (``mash-requests replies``) and reminders --------------
+    # These follow-up events carry the request's case_ref, request_ref, partner, recipients,
+    # sender, message_id and form_sha256, but never the ``request_key`` column (it is in
+    # ``details`` instead): the dispatcher reads the last event of a key as its send state.
+    # Their ``details`` hold scalars only: ``received_at`` (ISO 8601, UTC), ``from_address``,
+    # ``reply_message_id``, ``attachments`` (a count) and ``attachments_sha256`` (the
+    # attachments' SHA-256s, comma-separated), ``source`` (folder, imap, graph, ews, or
+    # manual) and ``request_key``; never the message's subject or body.
+
+    #: A partner answered the request: an email matched to it from one of the partner's
+    #: addresses or domains (``channel`` "email", ``matched_by``), or an answer a person
+    #: recorded (``replies record``: ``channel`` phone, email, meeting or system). Stops the
+    #: clock.
+    REPLIED = "replied"
+    #: An automatic reply to a request (RFC 3834 ``Auto-Submitted``, an out-of-office, a
+    #: delivery delay notice); ``auto_type`` says which. Never stops the clock.
+    AUTO_REPLY = "auto_reply"
+    #: A delivery failure report (RFC 3464 delivery-status, an Exchange NDR) for a request:
+    #: the partner never got it, a person must act. ``status`` holds the report's status code.
+    BOUNCED = "bounced"
+    #: A read receipt (RFC 8098 disposition notification) for a request. Not an answer.
+    READ_RECEIPT = "read_receipt"
+    #: A message in the replies mailbox that is not counted for any request (no reference,
+    #: unknown request, or a sender outside the partner's addresses and domains): a person
+    #: must look at it. ``reason`` says why; ``claimed_request_ref`` in ``details`` names the
+    #: request it seemed to be about, if any. ``case_ref`` is "(unmatched)".
+    UNMATCHED = "unmatched"
+    #: A reminder sent for an overdue request (reserved for ``mash-requests chase``);
+    #: counted as chasers by ``mash-requests overdue``.
+    CHASED = "chased"
+
 
 #: The outcome a request ends in, from its last terminal event.
 TERMINAL_KINDS = frozenset(
     {EventKind.SENT, EventKind.FAILED, EventKind.UNCONFIRMED, EventKind.REJECTED}
 )
+
+#: Kinds recorded for messages read from the replies mailbox, one event per message.
+REPLY_KINDS = frozenset(
+    {
+        EventKind.REPLIED,
+        EventKind.AUTO_REPLY,
+        EventKind.BOUNCED,
+        EventKind.READ_RECEIPT,
+        EventKind.UNMATCHED,
+    }
+)
+
+#: Kinds that come after a request was sent and are not steps of sending it: they never
+#: change a request's send outcome.
+FOLLOW_UP_KINDS = REPLY_KINDS | {EventKind.CHASED}
 
 JSONScalar = str | int | float | bool | None
 
@@ -121,6 +167,8 @@ class EventFilter:
     form_sha256: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    #: Only events with a ``seq`` greater than this (what is new since an earlier read).
+    after_seq: int | None = None
 
 
 class EventStore(Protocol):

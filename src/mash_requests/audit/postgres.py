@@ -552,4 +552,7 @@ def _where(where: EventFilter) -> tuple[str, list[object]]:
         format_time(where.until)
         terms.append("recorded_at < %s")
         params.append(where.until)
+    if where.after_seq is not None:
+        terms.append("seq > %s")
+        params.append(where.after_seq)
     return (" WHERE " + " AND ".join(terms) if terms else ""), params

@@ -17,7 +17,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from mash_requests.audit.events import EventFilter, EventKind, EventStore, StoredEvent
+from mash_requests.audit.events import (
+    FOLLOW_UP_KINDS,
+    EventFilter,
+    EventKind,
+    EventStore,
+    StoredEvent,
+)
 
 #: The outcomes a request state can have.
 #: pending: prepared (perhaps retrying), no outcome yet; not_found: an unconfirmed send that a
@@ -98,6 +104,8 @@ def request_states(
 def fold(state: RequestState, stored: StoredEvent) -> None:
     """Apply one event (the next in seq order) to a request's state."""
     event = stored.event
+    if event.kind in FOLLOW_UP_KINDS:
+        return  # replies and reminders come after sending; they do not change its outcome
     at = stored.recorded_at
     if state.events == 0:
         state.first_seq = stored.seq

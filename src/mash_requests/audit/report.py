@@ -24,7 +24,13 @@ from typing import TypeVar
 
 from mash_requests.audit._files import atomic_write_text
 from mash_requests.audit.chain import format_time
-from mash_requests.audit.events import EventFilter, EventKind, EventStore, StoredEvent
+from mash_requests.audit.events import (
+    FOLLOW_UP_KINDS,
+    EventFilter,
+    EventKind,
+    EventStore,
+    StoredEvent,
+)
 from mash_requests.audit.verify import VerifyResult, start_verification
 from mash_requests.errors import LogError
 
@@ -129,6 +135,8 @@ def tally(events: Iterable[StoredEvent], *, since: datetime | None = None) -> Ta
             if event.request_ref is not None:
                 prepared_at.setdefault(event.request_ref, at)
             continue
+        if event.kind in FOLLOW_UP_KINDS:
+            continue  # replies and reminders are not steps of sending
         if since is not None and at < since:
             continue
         partner = event.partner or NO_PARTNER

@@ -559,4 +559,7 @@ def _where(where: EventFilter) -> tuple[str, list[object]]:
     if where.until is not None:
         terms.append("recorded_at < ?")
         params.append(format_time(where.until))
+    if where.after_seq is not None:
+        terms.append("seq > ?")
+        params.append(where.after_seq)
     return (" WHERE " + " AND ".join(terms) if terms else ""), params

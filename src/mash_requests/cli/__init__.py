@@ -27,6 +27,8 @@ from mash_requests.cli.batch import send_batch
 from mash_requests.cli.form import form
 from mash_requests.cli.gateway import gateway
 from mash_requests.cli.init import init, schema
+from mash_requests.cli.overdue import overdue
+from mash_requests.cli.replies import replies
 from mash_requests.cli.send import reconcile, send_request
 
 
@@ -92,6 +94,8 @@ main.add_command(audit)
 main.add_command(gateway)
 main.add_command(init)
 main.add_command(schema)
+main.add_command(replies)
+main.add_command(overdue)
 
 
 def _standalone(command: click.Command, name: str) -> click.Command:

@@ -924,6 +924,15 @@ class EwsGateway:
                 return policy
         return self._policy
 
+    def call_with_account(self, step: str, action: Callable[[Any], T]) -> T:
+        """Run ``action(account)`` on this gateway's connection, errors translated as a send's.
+
+        For readers of the same mailbox (the replies source): one way to reach EWS, one
+        translation of its errors, the same one-login-per-run rule.
+        """
+        account = self._connect()
+        return self._call(step, lambda: action(account))
+
     def _connect(self) -> Any:
         if self._account is None:
             self._account = self._call("connecting", self._make_account)

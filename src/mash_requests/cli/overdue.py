@@ -1,0 +1,77 @@
+"""``mash-requests overdue``: requests sent and not answered, past due or due soon.
+
+Thin: :func:`mash_requests.replies.overdue` does the work; this module parses options,
+writes the list and picks the exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mash_requests.cli._common import CONTEXT_SETTINGS, EXIT_INCOMPLETE, EXIT_OK, library_errors
+
+# A copy of mash_requests.replies.overdue.FORMATS, so that --help imports nothing more.
+_FORMATS = ("table", "csv", "jsonl")
+
+
+@click.command(
+    "overdue",
+    context_settings=CONTEXT_SETTINGS,
+    epilog="""\b
+Examples:
+  mash-requests overdue
+  mash-requests overdue --within 4
+  mash-requests overdue --format csv > overdue.csv
+  mash-requests overdue --format jsonl | jq -r 'select(.state == "bounced") | .request_ref'
+
+\b
+Lists requests recorded sent whose partner has not answered (no matched email reply, no
+answer recorded with 'replies record'): 'overdue' once the due time set by the RAG rating
+has passed, 'due_soon' within --within HOURS, and 'bounced' whatever the due time (the
+partner never got it). Most urgent first: bounced, overdue, due soon; earliest due first.
+LATE is in working hours where [timescales] working_hours names the rating, else in hours.
+CHASERS counts reminders sent. Run 'mash-requests replies fetch' first so that answers that
+arrived by email are counted. jsonl: one object per request with request_ref, case_ref,
+partner, partner_name, rag, due (ISO 8601), state, hours_late, hours_basis, chasers,
+bounced, bounce_status, sent_at, message_id.
+
+\b
+Exit codes: 0 nothing overdue or bounced (due soon is fine); 1 something is overdue or
+bounced; 2 bad option, configuration or unreadable log.""",
+)
+@click.option(
+    "--within",
+    "within_hours",
+    type=click.FloatRange(min=0),
+    metavar="HOURS",
+    help="Also list requests due within HOURS from now (state due_soon).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(_FORMATS),
+    default="table",
+    show_default=True,
+    help="table for people, csv for spreadsheets, jsonl for scripts.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="Config file (TOML). Default: $MASH_REQUESTS_CONFIG, else ./mash-requests.toml.",
+)
+def overdue(within_hours: float | None, output_format: str, config_path: Path | None) -> None:
+    """List requests sent and not answered that are past due, bounced, or due soon."""
+    from mash_requests.config import load_settings
+    from mash_requests.replies import overdue as list_overdue
+    from mash_requests.replies import write_overdue
+
+    with library_errors():
+        settings = load_settings(config_path)
+        items = list_overdue(settings, within_hours=within_hours)
+    write_overdue(items, sys.stdout, output_format=output_format)
+    late = any(item.state in ("overdue", "bounced") for item in items)
+    click.get_current_context().exit(EXIT_INCOMPLETE if late else EXIT_OK)

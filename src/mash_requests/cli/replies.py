@@ -1,0 +1,171 @@
+"""``mash-requests replies``: fetch partners' replies, record answers that came another way.
+
+Thin: the work is in :mod:`mash_requests.replies`; this module parses options, prints the
+summary (never a subject or body) and picks exit codes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from mash_requests.cli._common import CONTEXT_SETTINGS, EXIT_INCOMPLETE, EXIT_OK, library_errors
+
+if TYPE_CHECKING:
+    from mash_requests.replies.fetch import FetchResult
+
+_CONFIG_HELP = (
+    "Config file (TOML) whose [replies] table says where replies arrive. Default: "
+    "$MASH_REQUESTS_CONFIG, else ./mash-requests.toml."
+)
+# A copy of mash_requests.replies.record.CHANNELS, so that --help imports nothing more.
+_CHANNELS = ("phone", "email", "meeting", "system")
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), help=_CONFIG_HELP
+)
+
+
+@click.group("replies", context_settings=CONTEXT_SETTINGS)
+def replies() -> None:
+    """Partners' answers: read them from the replies mailbox, or record those that came
+    another way. What is still unanswered: 'mash-requests overdue'.
+
+    The dispatch log gets one event per message (replied, auto_reply, bounced, read_receipt
+    or unmatched) with times, the sender's address, the Message-ID and the attachments'
+    SHA-256; never the subject or the body.
+    """
+
+
+@replies.command(
+    "fetch",
+    context_settings=CONTEXT_SETTINGS,
+    epilog="""\b
+Examples:
+  mash-requests replies fetch
+  mash-requests replies fetch --dry-run
+  mash-requests replies fetch --config /etc/mash/mash-requests.toml
+
+\b
+Reads the messages that arrived since the last fetch from the source in [replies]
+(a folder of .eml files, IMAP, Microsoft Graph or EWS) and never changes the mailbox.
+A message counts as the partner's answer only when it refers to a request (In-Reply-To or
+References carrying the request's Message-ID, or the request reference in the subject) and
+comes from one of that partner's addresses or domains. Automatic replies and read receipts
+are recorded but never count as answers. Run it as often as you like: each message is
+recorded once, by its Message-ID, even by runs at the same time.
+
+\b
+Exit codes: 0 done, nothing needs a person; 1 some messages need a person (a bounce: the
+partner never got the request; or an unmatched message: look at it in the mailbox), or the
+mailbox could not be read; 2 bad configuration or no [replies] table.""",
+)
+@click.option("--dry-run", is_flag=True, help="Read, classify and match, and record nothing.")
+@config_option
+def fetch(dry_run: bool, config_path: Path | None) -> None:
+    """Read new messages from the replies mailbox and record each in the dispatch log."""
+    from mash_requests.config import load_settings
+    from mash_requests.replies import fetch_replies
+
+    with library_errors():
+        settings = load_settings(config_path)
+        result = fetch_replies(settings, dry_run=dry_run)
+    _print_summary(result)
+    click.get_current_context().exit(EXIT_INCOMPLETE if result.needs_attention else EXIT_OK)
+
+
+def _print_summary(result: FetchResult) -> None:
+    from mash_requests.audit.events import EventKind
+
+    verb = "would record" if result.dry_run else "recorded"
+    since = f" since {result.since:%Y-%m-%d %H:%M} UTC" if result.since else ""
+    click.echo(
+        f"{result.source}: {len(result.messages)} new message(s){since}, {verb}; "
+        f"{result.already_seen} already seen"
+    )
+    labels = (
+        (EventKind.REPLIED, "replies from partners"),
+        (EventKind.AUTO_REPLY, "automatic replies (not answers)"),
+        (EventKind.READ_RECEIPT, "read receipts (not answers)"),
+        (EventKind.BOUNCED, "bounced: the partner did not get the request"),
+        (EventKind.UNMATCHED, "unmatched: a person must look at them"),
+    )
+    for kind, label in labels:
+        count = result.count(kind)
+        if count:
+            click.echo(f"  {count:>4}  {label}")
+    for message in result.messages:
+        if message.kind is EventKind.REPLIED:
+            click.echo(
+                f"  replied   {message.request_ref}  {message.partner}  "
+                f"from {message.from_address}  received {message.received_at:%Y-%m-%d %H:%M} UTC"
+            )
+    for message in result.needs_attention:
+        when = f"{message.received_at:%Y-%m-%d %H:%M} UTC"
+        if message.kind is EventKind.BOUNCED:
+            status = f" (status {message.bounce_status})" if message.bounce_status else ""
+            click.echo(
+                f"  BOUNCED   {message.request_ref}  {message.partner}  received {when}{status}: "
+                "find another way to reach the partner, then resend"
+            )
+        else:
+            click.echo(
+                f"  UNMATCHED from {message.sender_domain or 'an unknown sender'}, received "
+                f"{when}: {message.describe_reason()} (Message-ID {message.message_id})"
+            )
+
+
+@replies.command(
+    "record",
+    context_settings=CONTEXT_SETTINGS,
+    epilog="""\b
+Examples:
+  mash-requests replies record MASH-2026-0412-POLICE-1BAC7 \
+      --received "2026-04-13 10:15" --channel phone
+  mash-requests replies record MASH-2026-0412-HEALTH-88FB6 \
+      --received 2026-04-13T15:40:00+01:00 --channel meeting
+
+\b
+For answers that did not come as an email reply to the request: a phone call, a strategy
+meeting, an answer in the partner's own system, an email to someone else. The answer is
+recorded with you as the operator and stops the request's clock like an email reply.
+TIME is "YYYY-MM-DD HH:MM" in [timescales] timezone, or ISO 8601 with an offset; it may not
+be in the future or before the request was sent.
+
+\b
+Exit codes: 0 recorded (or already recorded); 2 unknown or unsent request, bad time or
+channel, bad configuration: nothing recorded.""",
+)
+@click.argument("request_ref", metavar="REQUEST_REF")
+@click.option(
+    "--received",
+    "received_text",
+    required=True,
+    metavar="TIME",
+    help='When the answer came: "YYYY-MM-DD HH:MM" (local) or ISO 8601.',
+)
+@click.option(
+    "--channel",
+    required=True,
+    type=click.Choice(_CHANNELS),
+    help="How the answer came.",
+)
+@config_option
+def record(request_ref: str, received_text: str, channel: str, config_path: Path | None) -> None:
+    """Record that a partner answered a request another way (phone, meeting, system …)."""
+    from mash_requests.config import load_settings
+    from mash_requests.replies import parse_received, record_reply
+
+    with library_errors():
+        settings = load_settings(config_path)
+        received = parse_received(received_text, settings.timescales.timezone)
+        recorded = record_reply(settings, request_ref, received=received, channel=channel)
+    local = recorded.received_at.astimezone(settings.timescales.timezone)
+    what = "recorded" if recorded.recorded else "already recorded (nothing added)"
+    click.echo(
+        f"{what}: {recorded.request_ref} ({recorded.partner}, case {recorded.case_ref}) "
+        f"answered by {recorded.channel} at {local:%Y-%m-%d %H:%M %Z}, "
+        f"operator {recorded.operator}"
+    )

@@ -1,0 +1,122 @@
+"""The ``[replies]`` table: where partners' replies arrive and how to read them.
+
+::
+
+    [replies]
+    source = "folder"                 # folder | imap | graph | ews
+    folder = "replies"                # source = "folder": a folder of .eml files
+
+    [replies.imap]                    # source = "imap"
+    host = "imap.council.example"
+    username = "mash-replies"
+    password_env = "MASH_IMAP_PASSWORD"
+
+    [replies.graph]                   # source = "graph": keys as [gateway.graph], which
+    folder = "inbox"                  # supplies any left out (mailbox, tenant, client …)
+
+    [replies.ews]                     # source = "ews": keys as [gateway.ews], likewise
+    folder = "inbox"
+
+Every key is validated when the config loads, the unused sources' tables included; unknown
+keys are errors; secrets are ``*_env`` / ``*_file`` only, as for the gateways.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mash_requests._tables import Table
+
+if TYPE_CHECKING:
+    from mash_requests.replies.sources.base import SourceSettings
+
+#: ``[replies] source`` → the module that reads it.
+SOURCE_MODULES: dict[str, str] = {
+    "folder": "mash_requests.replies.sources.folder",
+    "imap": "mash_requests.replies.sources.imap",
+    "graph": "mash_requests.replies.sources.graph",
+    "ews": "mash_requests.replies.sources.ews",
+}
+
+#: Client libraries each source needs, and the extra that installs them.
+_NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "ews": (("exchangelib",), "ews"),
+    "graph": (("requests", "msal"), "graph"),
+}
+
+#: Keys of a [replies.graph] / [replies.ews] table that are secrets (given as _env or _file).
+_SECRETS = ("password", "client_secret")
+
+
+@dataclass(frozen=True)
+class ReplySettings:
+    """Where replies arrive (validated ``[replies]``)."""
+
+    #: "folder", "imap", "graph" or "ews".
+    source: str
+    #: The chosen source's validated settings; ``reader.open(policy)`` gives the source.
+    reader: SourceSettings
+    #: Where each source's last successful fetch is remembered (a speed-up only).
+    state_file: Path
+
+
+def parse_reply_settings(table: Table, *, gateway: Table, data_dir: Path) -> ReplySettings | None:
+    """Validate ``[replies]`` (None when the config has no such table).
+
+    ``gateway`` is the ``[gateway]`` table: ``[replies.graph]`` and ``[replies.ews]`` take
+    any key they leave out from ``[gateway.graph]`` / ``[gateway.ews]``.
+    """
+    if not table.data:
+        table.reject_unknown()
+        return None
+    if "source" not in table.data:
+        raise table.error("source", f"is required: one of {', '.join(SOURCE_MODULES)}")
+    source = table.choice("source", tuple(SOURCE_MODULES), "folder")
+    folder = table.path("folder")
+    if source == "folder" and folder is None:
+        raise table.error("folder", 'is required with source = "folder": a folder of .eml files')
+    readers: dict[str, SourceSettings] = {}
+    if folder is not None:
+        from mash_requests.replies.sources.folder import Settings as FolderSettings
+
+        readers["folder"] = FolderSettings(folder=folder)
+    for kind in ("imap", "graph", "ews"):
+        sub = table.table(kind)
+        if kind != source and not sub.data:
+            continue
+        if kind in ("graph", "ews"):
+            sub = _with_gateway_defaults(sub, gateway.table(kind))
+        module = importlib.import_module(SOURCE_MODULES[kind])
+        readers[kind] = module.Settings.from_table(sub)
+        if kind == source:
+            _require_client_libraries(kind, table)
+    state_file = table.path("state_file") or data_dir / "replies-state.json"
+    table.reject_unknown()
+    return ReplySettings(source=source, reader=readers[source], state_file=state_file)
+
+
+def _with_gateway_defaults(table: Table, gateway: Table) -> Table:
+    """``[replies.X]`` with every key it leaves out taken from ``[gateway.X]``."""
+    inherited = {k: v for k, v in gateway.data.items() if k not in table.data}
+    for secret in _SECRETS:
+        # A secret given here in one form replaces the gateway's in either form.
+        if any(f"{secret}{suffix}" in table.data for suffix in ("", "_env", "_file")):
+            for suffix in ("", "_env", "_file"):
+                inherited.pop(f"{secret}{suffix}", None)
+    return Table({**inherited, **table.data}, where=table.where, base_dir=table.base_dir)
+
+
+def _require_client_libraries(kind: str, table: Table) -> None:
+    import importlib.util
+
+    modules, extra = _NEEDS.get(kind, ((), ""))
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise table.error(
+            "source",
+            f"reading replies with {kind} needs {', '.join(missing)} (not installed); "
+            f"run: pip install 'mash-requests[{extra}]'",
+        )
