@@ -12,7 +12,9 @@ The flow for one case, the same from the CLI, the Python API and a batch:
    then the outcome: ``sent``, ``failed`` or ``unconfirmed``.
 
 A request's *key* is (case reference, contact id, partner, form SHA-256): sending a key whose
-last outcome was sent or unconfirmed again needs ``resend_reason``, which is logged.
+last outcome was sent or unconfirmed again needs ``resend_reason``, which is logged. Who may
+send a key, and what becomes of one left in flight by a run that died, is
+:mod:`mash_requests.claims`.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mash_requests.audit.events import Event, EventKind, EventStore, StoredEvent
+from mash_requests.audit.events import Event, EventKind, EventStore
 from mash_requests.case import Case
+from mash_requests.claims import Claims, Holder, duplicate_error
 from mash_requests.errors import (
     DuplicateRequestError,
     FormRefusedError,
@@ -157,6 +160,7 @@ class Dispatcher:
         self._clock = clock
         self._sleep = sleep
         self._renderer: Renderer | None = None
+        self._claims: Claims | None = None
         self._verdicts: dict[tuple[str, str, str], Verdict] = {}
         # Set once the gateway refuses our credentials: no later request of this run is
         # handed to it, so retries and partners never add up to an account lock-out.
@@ -177,6 +181,19 @@ class Dispatcher:
         if self._gateway is None:
             self._gateway = self.settings.gateway.open()
         return self._gateway
+
+    @property
+    def claims(self) -> Claims:
+        """Who may send which request, read from (and settled in) the log."""
+        if self._claims is None:
+            self._claims = Claims(
+                self.settings,
+                self.store,
+                clock=self._clock,
+                gateway=lambda: self.gateway,
+                gateway_kind=self._gateway_kind,
+            )
+        return self._claims
 
     @property
     def renderer(self) -> Renderer:
@@ -327,10 +344,10 @@ class Dispatcher:
                 )
                 for partner in partners
             ]
-            duplicates = [p for p in prepared if isinstance(p, _Duplicate)]
-            if duplicates and not skip_sent:
-                raise _duplicate_error(case, duplicates, partners)
-            result = [p.as_outcome(case) if isinstance(p, _Duplicate) else p for p in prepared]
+            held = [p for p in prepared if isinstance(p, Holder)]
+            if held and not skip_sent:
+                raise duplicate_error(case, held, partners)
+            result = [_skipped(case, p) if isinstance(p, Holder) else p for p in prepared]
         except FormRefusedError as exc:
             if not log_rejections:
                 raise
@@ -375,14 +392,11 @@ class Dispatcher:
         resend_reason: str | None,
         *,
         settle: bool,
-    ) -> PreparedRequest | _Duplicate:
+    ) -> PreparedRequest | Holder:
         key = request_key(case, partner.key, verdict.sha256)
-        state, last = self._prior(key)
-        if state == "in_flight" and settle and last is not None and self._lease_expired(last):
-            self._settle_interrupted(last.event)
-            state, last = self._prior(key)
-        if last is not None and (state == "in_flight" or (state == "sent" and not resend_reason)):
-            return _Duplicate(partner, state, last, self._lease_end(last))
+        holder = self.claims.holder(partner, key, resend_reason, settle=settle)
+        if holder is not None:
+            return holder
         now = self._clock()
         rag_hours = self.settings.timescales.hours[case.rag]
         due = self.settings.timescales.due(case.rag, now)
@@ -420,88 +434,6 @@ class Dispatcher:
             due=due,
             resend_reason=resend_reason,
         )
-
-    def _same_mailbox(self, event: Event) -> bool:
-        """Whether the configured gateway is the one the request went through.
-
-        Looking for a message in a different system's Sent Items proves nothing: after a
-        gateway switch, a request may only be settled by a person.
-        """
-        return event.gateway == self._gateway_kind() and event.sender == self.settings.sender
-
-    def _prior(self, key: str) -> tuple[str, StoredEvent | None]:
-        """What the log says of a request key: new, sent, in_flight or retryable.
-
-        ``sent`` covers sent, unconfirmed and reconciled-as-sent: none may go again without
-        a resend reason. ``in_flight`` is prepared (or mid-retry) with no outcome yet.
-        """
-        stored = self.store.last_event_for_key(key)
-        if stored is None:
-            return "new", None
-        if stored.event.kind in (EventKind.PREPARED, EventKind.ATTEMPT_FAILED):
-            return "in_flight", stored
-        if _counts_as_sent(stored.event):
-            return "sent", stored
-        return "retryable", stored
-
-    def _lease_end(self, stored: StoredEvent) -> datetime:
-        """Until when a request in flight belongs to the run that prepared it."""
-        return stored.recorded_at + timedelta(seconds=self.settings.retry.max_seconds + 120)
-
-    def _lease_expired(self, stored: StoredEvent) -> bool:
-        return self._clock() >= self._lease_end(stored)
-
-    def _settle_interrupted(self, last: Event) -> None:
-        """Decide a request left in flight by a run that died: prepared, never an outcome.
-
-        Called only once the run's lease has expired, so a run still sending is never
-        second-guessed. The gateway may have taken the message before the run died. Where
-        the gateway can look in Sent Items (and is the one the request went through), look
-        and record what is there; otherwise record ``unconfirmed``, so the request is never
-        resent without a person deciding.
-        """
-        if self._look_up(last, detail="interrupted request looked up in sent items"):
-            return
-        fields = {f: getattr(last, f) for f in _REQUEST_FIELDS}
-        self.store.append(
-            Event(
-                kind=EventKind.UNCONFIRMED,
-                gateway=last.gateway,
-                operator=self.settings.operator,
-                reason="interrupted",
-                detail="the previous run stopped while sending this request and the gateway "
-                "cannot look in sent items; check the mailbox before resending",
-                **fields,
-            )
-        )
-
-    def _look_up(self, event: Event, *, detail: str | None = None) -> str | None:
-        """Look a request up in Sent Items and log a ``reconciled`` event with the finding.
-
-        Returns "sent" or "not_found", or None (nothing logged) when the configured gateway
-        cannot look, or is not the mailbox the request went through.
-        """
-        from mash_requests.gateways.base import SentItemsLookup
-
-        gateway = self.gateway
-        if not (
-            isinstance(gateway, SentItemsLookup) and event.message_id and self._same_mailbox(event)
-        ):
-            return None
-        receipt = gateway.find_sent(event.message_id)
-        finding = "sent" if receipt else "not_found"
-        self.store.append(
-            Event(
-                kind=EventKind.RECONCILED,
-                gateway=event.gateway,
-                gateway_id=receipt.gateway_id if receipt else None,
-                operator=self.settings.operator,
-                detail=detail,
-                details={"outcome": finding},
-                **{f: getattr(event, f) for f in _REQUEST_FIELDS},
-            )
-        )
-        return finding
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -563,24 +495,12 @@ class Dispatcher:
             return outcomes
         self.gateway  # noqa: B018 - open it now: a gateway that cannot open strands nothing
 
-        def claim() -> None:
-            # Runs under the log's write lock: no other run can claim these keys meanwhile.
-            duplicates = []
-            for request in requests:
-                state, last = self._prior(request.request_key)
-                if last is not None and (
-                    state == "in_flight" or (state == "sent" and not request.resend_reason)
-                ):
-                    duplicates.append(
-                        _Duplicate(request.partner, state, last, self._lease_end(last))
-                    )
-            if duplicates:
-                raise _duplicate_error(requests[0].case, duplicates, [r.partner for r in requests])
-
         # One durable transaction claims every request (as prepared) before the first send.
         try:
-            self.store.append_many(
-                [self._prepared_event(request) for request in requests], precondition=claim
+            self.claims.claim(
+                requests[0].case,
+                [(r.partner, r.request_key, r.resend_reason) for r in requests],
+                [self._prepared_event(request) for request in requests],
             )
         except DuplicateRequestError as exc:
             self.log_rejection(
@@ -725,67 +645,22 @@ class Dispatcher:
         findings: list[ReconcileFinding] = []
         for event in pending:
             assert event.request_ref is not None
-            finding = self._look_up(event) or "cannot_check"
+            finding = self.claims.look_up(event) or "cannot_check"
             findings.append(ReconcileFinding(event.request_ref, event.partner or "-", finding))
         return findings
 
 
-@dataclass(frozen=True)
-class _Duplicate:
-    """A partner whose request the log shows as sent, or being sent by another run."""
-
-    partner: Partner
-    state: str
-    last: StoredEvent
-    lease_end: datetime
-
-    def describe(self) -> str:
-        event = self.last.event
-        when = f"{self.last.recorded_at:%Y-%m-%d %H:%M} UTC"
-        if self.state == "in_flight":
-            return (
-                f"{self.partner.key} is being sent by another run (prepared {when} by "
-                f"{event.operator or 'unknown'}; if that run died, this is settled after "
-                f"{self.lease_end:%H:%M} UTC)"
-            )
-        return f"{self.partner.key} was already {event.kind} {when} (request {event.request_ref})"
-
-    def as_outcome(self, case: Case) -> RequestOutcome:
-        return RequestOutcome(
-            case_ref=case.case_ref,
-            partner=self.partner.key,
-            recipients=self.partner.addresses,
-            outcome=Outcome.SKIPPED,
-            request_ref=self.last.event.request_ref,
-            reason=self.state if self.state == "in_flight" else str(self.last.event.kind),
-            message_id=self.last.event.message_id,
-        )
-
-
-def _duplicate_error(
-    case: Case, duplicates: Sequence[_Duplicate], asked: Sequence[Partner]
-) -> DuplicateRequestError:
-    """One error naming every duplicate, and the way to ask only the others."""
-    named = {d.partner.key for d in duplicates}
-    others = [p.key for p in asked if p.key not in named]
-    advice = (
-        f"to ask only the others use {' '.join(f'--partner {k}' for k in others)}; "
-        if others
-        else ""
+def _skipped(case: Case, holder: Holder) -> RequestOutcome:
+    """A batch's outcome for a request it found held: already sent, or in flight elsewhere."""
+    return RequestOutcome(
+        case_ref=case.case_ref,
+        partner=holder.partner.key,
+        recipients=holder.partner.addresses,
+        outcome=Outcome.SKIPPED,
+        request_ref=holder.last.event.request_ref,
+        reason=holder.state if holder.state == "in_flight" else str(holder.last.event.kind),
+        message_id=holder.last.event.message_id,
     )
-    return DuplicateRequestError(
-        f"case {case.case_ref} (this referral form): "
-        + "; ".join(d.describe() for d in duplicates)
-        + f". Nothing was sent: {advice}to send again what was sent, add --resend --reason TEXT"
-    )
-
-
-#: The fields that identify a request, copied from its earlier events onto later ones.
-_REQUEST_FIELDS = (
-    "case_ref", "request_ref", "request_key", "partner", "recipients", "sender", "message_id",
-    "form_filename", "form_sha256", "form_size", "form_pages", "form_found_in", "template",
-    "template_version",
-)  # fmt: skip
 
 
 def _loggable(text: str) -> str:
@@ -795,12 +670,6 @@ def _loggable(text: str) -> str:
     """
     text = text.encode("utf-8", "replace").decode("utf-8")
     return "".join(ch if ch.isprintable() or ch in "\n\t" else "\ufffd" for ch in text)
-
-
-def _counts_as_sent(event: Event) -> bool:
-    if event.kind in (EventKind.SENT, EventKind.UNCONFIRMED):
-        return True
-    return event.kind is EventKind.RECONCILED and event.details.get("outcome") == "sent"
 
 
 def _reason_code(exc: InputError) -> str:
