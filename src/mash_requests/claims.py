@@ -1,37 +1,62 @@
 """Claims on requests, and their settlement: who may send a request, and what became of it.
 
 A request's *key* is (case reference, contact id, partner, form SHA-256). What the dispatch
-log says of a key decides what a run may do with it:
+log says of a key is its :class:`Standing`:
 
-- ``new`` or ``retryable`` (its last outcome was failed, or not found in Sent Items): the
-  run may claim it;
-- ``sent`` (sent, unconfirmed, or found in Sent Items): only with a resend reason;
-- ``in_flight`` (prepared, no outcome yet): it belongs to the run that claimed it.
+- ``new``, or ``retryable`` (it failed, was not found in Sent Items, or was never handed
+  to the gateway by a run that died): a run may claim it;
+- ``sent`` (sent, or found in Sent Items) and ``unconfirmed`` (may have been delivered):
+  only with a resend reason;
+- ``in_flight``: claimed by a run and without an outcome yet.
 
-A run *claims* the requests of a case by appending their ``prepared`` events in one
-transaction whose precondition re-reads every key under the log's write lock, so two runs
-can never both decide to send one request. A request left in flight by a run that died is
-*settled* once that run's lease has expired: looked up in Sent Items where the gateway can,
-else recorded ``unconfirmed``.
+**Runs.** Every run that sends holds a lock of its own (:mod:`mash_requests.audit.runs`)
+and names it in each event it writes (``details["run"]``, ``details["run_lock"]``). A
+request in flight whose run still holds its lock belongs to that run, however long it
+takes: it is never second-guessed. Where the run's lock is released (the process died, even
+by ``kill -9``), the request is *abandoned* and the next run settles it at once. Only a run
+that could take no lock is judged by a lease (``retry.max_seconds`` + 120 s after its last
+event); so are requests logged before runs had locks.
+
+**Handing over.** The invariant that makes settling exact, kept by :meth:`Claims.hand_over`
+and the one call site of the gateway in :mod:`mash_requests.dispatch`:
+
+    A message is handed to the gateway only after a ``handing_over`` event for its request
+    is durable in the log, written by the run that claimed it while that run still holds
+    its lock and the request is still its own.
+
+So a request whose last event is ``prepared`` certainly never reached the gateway: an
+abandoned one is settled ``reconciled`` with outcome ``not_sent`` and sent again. One whose
+last event is ``handing_over`` or ``attempt_failed`` may have reached it: where the gateway
+can look in Sent Items (outbox, EWS, Graph; the same mailbox), it is looked up, after
+``retry.lookup_delay`` and again that long after, and the finding recorded; elsewhere (SMTP)
+it is recorded ``unconfirmed`` for a person. The invariant holds whatever overlaps with the
+send (the log commit of the previous request's outcome may): it speaks only of the mark.
+
+**Claiming.** A run claims the requests of a case by appending their ``prepared`` events
+in one transaction whose precondition re-reads every key under the log's write lock, so
+two runs can never both decide to send one request. Each settlement and each handing-over
+mark is appended under the same lock with the precondition that the key's last event is
+still the one it was decided on, so a run that lost its lock can never send a request that
+another run has taken over, and two runs never settle one request twice.
 
 Everything here reads and writes the log; the gateway is used only to look in Sent Items.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from mash_requests.audit.events import Event, EventKind, EventStore, StoredEvent
-from mash_requests.errors import DuplicateRequestError
+from mash_requests.audit.events import Event, EventKind, EventStore, JSONScalar, StoredEvent
+from mash_requests.audit.runs import ADVISORY, FILE, RunLocks
 
 if TYPE_CHECKING:
-    from mash_requests.case import Case
     from mash_requests.config import Settings
     from mash_requests.gateways.base import Gateway
-    from mash_requests.partners import Partner
 
 
 #: The fields that identify a request, copied from its earlier events onto later ones.
@@ -41,33 +66,63 @@ REQUEST_FIELDS = (
     "template_version",
 )  # fmt: skip
 
+#: Event kinds that leave a request in flight (no outcome yet).
+IN_FLIGHT_KINDS = frozenset({EventKind.PREPARED, EventKind.HANDING_OVER, EventKind.ATTEMPT_FAILED})
+
+
+class State(StrEnum):
+    """What the log says of a request key."""
+
+    NEW = "new"
+    #: Sent, or found in Sent Items.
+    SENT = "sent"
+    #: May have been delivered; a person must check before it goes again.
+    UNCONFIRMED = "unconfirmed"
+    #: Claimed by a run, no outcome yet.
+    IN_FLIGHT = "in_flight"
+    #: Failed, not found in Sent Items, or never handed over by a run that died.
+    RETRYABLE = "retryable"
+
 
 @dataclass(frozen=True)
-class Holder:
-    """A partner whose request the log shows as sent, or being sent by another run."""
+class Standing:
+    """A request key's state, with the event that decides it."""
 
-    partner: Partner
-    state: str
-    last: StoredEvent
-    lease_end: datetime
+    key: str
+    state: State
+    last: StoredEvent | None = None
+    #: In flight, and its run is known to be dead (or its lease is over): settle it.
+    abandoned: bool = False
+    #: In flight, and the message may have reached the gateway (it was handed over).
+    handed_over: bool = False
+    #: In flight under a lease (its run has no lock): when the lease ends.
+    lease_end: datetime | None = None
 
-    def describe(self) -> str:
-        event = self.last.event
-        when = f"{self.last.recorded_at:%Y-%m-%d %H:%M} UTC"
-        if self.state == "in_flight":
-            return (
-                f"{self.partner.key} is being sent by another run (prepared {when} by "
-                f"{event.operator or 'unknown'}; if that run died, this is settled after "
-                f"{self.lease_end:%H:%M} UTC)"
-            )
-        return f"{self.partner.key} was already {event.kind} {when} (request {event.request_ref})"
+    def blocks(self, resend_reason: str | None) -> bool:
+        """Whether this standing stops a run from claiming the key."""
+        if self.state is State.IN_FLIGHT:
+            return True
+        return self.state in (State.SENT, State.UNCONFIRMED) and not resend_reason
+
+
+class Conflict(Exception):
+    """A key was taken between preflight and claim (or while a run waited); decide afresh.
+
+    Not an error a caller sees: the dispatcher reads the log again and decides with what
+    is there now.
+    """
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        super().__init__(", ".join(keys))
+        self.keys = tuple(keys)
 
 
 class Claims:
-    """Reads what the log says of request keys, claims them, and settles interrupted ones.
+    """Reads what the log says of request keys, claims them, marks them handed over, and
+    settles those that runs which died left in flight.
 
-    ``gateway`` and ``gateway_kind`` are called only when needed (a Sent Items lookup, the
-    name written into events), so a dispatcher can open its gateway lazily.
+    ``runs`` and ``gateway`` are called only when needed (the run's lock is taken at the
+    first claim; the gateway only to look in Sent Items), so a dry run takes neither.
     """
 
     def __init__(
@@ -75,108 +130,244 @@ class Claims:
         settings: Settings,
         store: EventStore,
         *,
+        runs: Callable[[], RunLocks],
         clock: Callable[[], datetime],
+        sleep: Callable[[float], None],
         gateway: Callable[[], Gateway],
         gateway_kind: Callable[[], str],
     ) -> None:
         self.settings = settings
         self.store = store
+        self._runs = runs
         self._clock = clock
+        self._sleep = sleep
         self._gateway = gateway
         self._gateway_kind = gateway_kind
+        self._run_details: dict[str, JSONScalar] | None = None
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def run_details(self) -> dict[str, JSONScalar]:
+        """``details`` naming this run and its lock, taking the lock on first use."""
+        if self._run_details is None:
+            runs = self._runs()
+            run_id = runs.acquire()
+            self._run_details = {"run": run_id, "run_lock": runs.kind}
+        return dict(self._run_details)
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a request in flight of a run without a lock belongs to it."""
+        return self.settings.retry.max_seconds + 120
 
     # -- what the log says ------------------------------------------------------------------
 
-    def prior(self, key: str) -> tuple[str, StoredEvent | None]:
-        """What the log says of a request key: new, sent, in_flight or retryable.
+    def standing(self, key: str) -> Standing:
+        """What the log says of a request key now, with the liveness of its run."""
+        return self._standing_of(key, self.store.last_event_for_key(key))
 
-        ``sent`` covers sent, unconfirmed and reconciled-as-sent: none may go again without
-        a resend reason. ``in_flight`` is prepared (or mid-retry) with no outcome yet.
+    def _standing_of(self, key: str, last: StoredEvent | None) -> Standing:
+        if last is None:
+            return Standing(key, State.NEW)
+        event = last.event
+        if event.kind in IN_FLIGHT_KINDS:
+            handed_over = event.kind is not EventKind.PREPARED
+            alive = self._run_alive(event)
+            if alive is not None:
+                return Standing(
+                    key, State.IN_FLIGHT, last, abandoned=not alive, handed_over=handed_over
+                )
+            lease_end = last.recorded_at + timedelta(seconds=self.lease_seconds)
+            return Standing(
+                key,
+                State.IN_FLIGHT,
+                last,
+                abandoned=self._clock() >= lease_end,
+                handed_over=handed_over or "run" not in event.details,
+                lease_end=lease_end,
+            )
+        if event.kind is EventKind.SENT:
+            return Standing(key, State.SENT, last)
+        if event.kind is EventKind.UNCONFIRMED:
+            return Standing(key, State.UNCONFIRMED, last)
+        if event.kind is EventKind.RECONCILED and event.details.get("outcome") == "sent":
+            return Standing(key, State.SENT, last)
+        return Standing(key, State.RETRYABLE, last)
+
+    def _run_alive(self, event: Event) -> bool | None:
+        """Whether the run that wrote ``event`` holds its lock; None: judge by a lease.
+
+        A request logged before runs had locks carries no run: it may have been handed
+        over, so a lease, then the gateway's way of settling it, decide (as they did).
         """
-        stored = self.store.last_event_for_key(key)
-        if stored is None:
-            return "new", None
-        if stored.event.kind in (EventKind.PREPARED, EventKind.ATTEMPT_FAILED):
-            return "in_flight", stored
-        if counts_as_sent(stored.event):
-            return "sent", stored
-        return "retryable", stored
-
-    def holder(
-        self, partner: Partner, key: str, resend_reason: str | None, *, settle: bool
-    ) -> Holder | None:
-        """Who holds this partner's request, if anyone: None means it may be claimed.
-
-        With ``settle``, a request left in flight by a run whose lease has expired is
-        settled first (see :meth:`settle_interrupted`).
-        """
-        state, last = self.prior(key)
-        if state == "in_flight" and settle and last is not None and self.lease_expired(last):
-            self.settle_interrupted(last.event)
-            state, last = self.prior(key)
-        if last is not None and (state == "in_flight" or (state == "sent" and not resend_reason)):
-            return Holder(partner, state, last, self.lease_end(last))
-        return None
-
-    def lease_end(self, stored: StoredEvent) -> datetime:
-        """Until when a request in flight belongs to the run that prepared it."""
-        return stored.recorded_at + timedelta(seconds=self.settings.retry.max_seconds + 120)
-
-    def lease_expired(self, stored: StoredEvent) -> bool:
-        return self._clock() >= self.lease_end(stored)
+        run_id = event.details.get("run")
+        lock = event.details.get("run_lock")
+        if not isinstance(run_id, str) or lock not in (FILE, ADVISORY):
+            return None
+        runs = self._runs()
+        if runs.family != lock:
+            return None  # a log moved between backends: its old runs cannot be asked
+        return runs.is_alive(run_id)
 
     # -- claiming ---------------------------------------------------------------------------
 
-    def claim(
-        self,
-        case: Case,
-        keys: Sequence[tuple[Partner, str, str | None]],
-        prepared: Sequence[Event],
-    ) -> None:
-        """Append ``prepared`` in one durable transaction if no key is held meanwhile.
+    def claim(self, wanted: Mapping[str, str | None], prepared: Sequence[Event]) -> None:
+        """Append ``prepared`` in one durable transaction unless a key is held meanwhile.
 
-        ``keys`` holds (partner, request key, resend reason) per request. Runs the check
+        ``wanted`` maps each request key to its resend reason (or None). The check runs
         under the log's write lock: no other run can claim these keys at the same moment.
-        Raises DuplicateRequestError (nothing appended) naming every key held.
+        Raises :class:`Conflict` (nothing appended) naming the keys that are held now.
         """
 
         def precondition() -> None:
-            held = []
-            for partner, key, resend_reason in keys:
-                state, last = self.prior(key)
-                if last is not None and (
-                    state == "in_flight" or (state == "sent" and not resend_reason)
-                ):
-                    held.append(Holder(partner, state, last, self.lease_end(last)))
+            held = [
+                key for key, reason in wanted.items() if self._quick_standing(key).blocks(reason)
+            ]
             if held:
-                raise duplicate_error(case, held, [partner for partner, _, _ in keys])
+                raise Conflict(held)
 
         self.store.append_many(list(prepared), precondition=precondition)
 
+    def _quick_standing(self, key: str) -> Standing:
+        """The state alone, without asking whether a run is alive (for preconditions)."""
+        last = self.store.last_event_for_key(key)
+        if last is not None and last.event.kind in IN_FLIGHT_KINDS:
+            return Standing(key, State.IN_FLIGHT, last)
+        return self._standing_of(key, last)
+
+    def hand_over(self, mark: Event) -> None:
+        """Durably record that ``mark``'s request is about to be handed to the gateway.
+
+        Only while this run holds its lock (LogError otherwise: stop sending) and the
+        request is still the one this run claimed: :class:`Conflict` if another run has
+        taken it over meanwhile (it decided this run was dead), and then it must not be
+        sent. See the invariant in the module docstring.
+        """
+        assert mark.kind is EventKind.HANDING_OVER and mark.request_key is not None
+        key, request_ref = mark.request_key, mark.request_ref
+
+        def precondition() -> None:
+            self._runs().check_held()
+            last = self.store.last_event_for_key(key)
+            if (
+                last is None
+                or last.event.kind is not EventKind.PREPARED
+                or last.event.request_ref != request_ref
+            ):
+                raise Conflict([key])
+
+        self.store.append(mark, precondition=precondition)
+
     # -- settling ---------------------------------------------------------------------------
 
-    def settle_interrupted(self, last: Event) -> None:
-        """Decide a request left in flight by a run that died: prepared, never an outcome.
+    def settle(self, standing: Standing) -> Standing:
+        """Settle an abandoned request (see the module docstring); return the new standing.
 
-        Called only once the run's lease has expired, so a run still sending is never
-        second-guessed. The gateway may have taken the message before the run died. Where
-        the gateway can look in Sent Items (and is the one the request went through), look
-        and record what is there; otherwise record ``unconfirmed``, so the request is never
-        resent without a person deciding.
+        Never called for a request of a live run. Appends under the precondition that the
+        key's last event is still ``standing.last``: if another run settled or claimed it
+        meanwhile, nothing is appended and what the log says now is returned.
         """
-        if self.look_up(last, detail="interrupted request looked up in sent items"):
-            return
-        fields = {f: getattr(last, f) for f in REQUEST_FIELDS}
-        self.store.append(
-            Event(
-                kind=EventKind.UNCONFIRMED,
-                gateway=last.gateway,
-                operator=self.settings.operator,
+        assert standing.abandoned and standing.last is not None
+        last = standing.last.event
+        if not standing.handed_over:
+            settlement = self._event_after(
+                last,
+                EventKind.RECONCILED,
                 reason="interrupted",
-                detail="the previous run stopped while sending this request and the gateway "
-                "cannot look in sent items; check the mailbox before resending",
-                **fields,
+                detail="the run that prepared this request stopped before handing it to the "
+                "gateway; it was never sent",
+                details={"outcome": "not_sent"},
             )
+        else:
+            settlement = self._settle_handed_over(standing.last)
+        with contextlib.suppress(Conflict):  # another run settled or claimed it meanwhile
+            self.store.append(settlement, precondition=self._unchanged(standing))
+        return self.standing(standing.key)
+
+    def _settle_handed_over(self, last: StoredEvent) -> Event:
+        """The settlement of a request that may have reached the gateway before its run died."""
+        from mash_requests.errors import GatewayError
+
+        event = last.event
+        if not self.can_look(event):
+            return self._event_after(
+                event,
+                EventKind.UNCONFIRMED,
+                reason="interrupted",
+                detail="the run sending this request stopped after handing it to the gateway, "
+                "which cannot look in sent items; check the partner's mailbox before resending",
+            )
+        # A mail system files a message in Sent Items some time after taking it: look no
+        # sooner than lookup_delay after the hand-over, and once more that long after.
+        delay = self.settings.retry.lookup_delay
+        ready = last.recorded_at.astimezone(UTC) + timedelta(seconds=delay)
+        try:
+            self._wait_until(ready)
+            finding = self._find(event)
+            if finding is None and delay > 0:
+                self._sleep(delay)
+                finding = self._find(event)
+        except GatewayError as exc:
+            return self._event_after(
+                event,
+                EventKind.UNCONFIRMED,
+                reason="interrupted",
+                detail="the run sending this request stopped after handing it to the gateway, "
+                f"and sent items could not be searched ({exc.server_message or exc.failure}); "
+                "check the mailbox before resending",
+            )
+        return self._event_after(
+            event,
+            EventKind.RECONCILED,
+            gateway_id=finding,
+            detail="interrupted request looked up in sent items",
+            details={"outcome": "sent" if finding is not None else "not_found"},
+        )
+
+    def _wait_until(self, moment: datetime) -> None:
+        while (left := (moment - self._clock()).total_seconds()) > 0:
+            self._sleep(min(left, 1.0))
+
+    def _find(self, event: Event) -> str | None:
+        """The gateway id of the message found in Sent Items, or None."""
+        from mash_requests.gateways.base import SentItemsLookup
+
+        gateway = self._gateway()
+        assert isinstance(gateway, SentItemsLookup) and event.message_id
+        receipt = gateway.find_sent(event.message_id)
+        return None if receipt is None else (receipt.gateway_id or event.message_id)
+
+    def _unchanged(self, standing: Standing) -> Callable[[], None]:
+        assert standing.last is not None
+        seq = standing.last.seq
+
+        def precondition() -> None:
+            last = self.store.last_event_for_key(standing.key)
+            if last is None or last.seq != seq:
+                raise Conflict([standing.key])
+
+        return precondition
+
+    def wait_for(self, keys: Sequence[str], *, until: datetime) -> None:
+        """Sleep until none of ``keys`` is in flight in a live run, or until ``until``."""
+        while self._clock() < until:
+            if not any(
+                (s := self.standing(key)).state is State.IN_FLIGHT and not s.abandoned
+                for key in keys
+            ):
+                return
+            self._sleep(0.5)
+
+    # -- looking in Sent Items ---------------------------------------------------------------
+
+    def can_look(self, event: Event) -> bool:
+        """Whether the configured gateway can look this request up in its Sent Items."""
+        from mash_requests.gateways.base import SentItemsLookup
+
+        return bool(
+            event.message_id
+            and self.same_mailbox(event)
+            and isinstance(self._gateway(), SentItemsLookup)
         )
 
     def look_up(self, event: Event, *, detail: str | None = None) -> str | None:
@@ -185,24 +376,17 @@ class Claims:
         Returns "sent" or "not_found", or None (nothing logged) when the configured gateway
         cannot look, or is not the mailbox the request went through.
         """
-        from mash_requests.gateways.base import SentItemsLookup
-
-        gateway = self._gateway()
-        if not (
-            isinstance(gateway, SentItemsLookup) and event.message_id and self.same_mailbox(event)
-        ):
+        if not self.can_look(event):
             return None
-        receipt = gateway.find_sent(event.message_id)
-        finding = "sent" if receipt else "not_found"
+        found = self._find(event)
+        finding = "sent" if found is not None else "not_found"
         self.store.append(
-            Event(
-                kind=EventKind.RECONCILED,
-                gateway=event.gateway,
-                gateway_id=receipt.gateway_id if receipt else None,
-                operator=self.settings.operator,
+            self._event_after(
+                event,
+                EventKind.RECONCILED,
+                gateway_id=found,
                 detail=detail,
                 details={"outcome": finding},
-                **{f: getattr(event, f) for f in REQUEST_FIELDS},
             )
         )
         return finding
@@ -215,27 +399,21 @@ class Claims:
         """
         return event.gateway == self._gateway_kind() and event.sender == self.settings.sender
 
-
-def counts_as_sent(event: Event) -> bool:
-    """Whether this outcome means the request may not go again without a resend reason."""
-    if event.kind in (EventKind.SENT, EventKind.UNCONFIRMED):
-        return True
-    return event.kind is EventKind.RECONCILED and event.details.get("outcome") == "sent"
-
-
-def duplicate_error(
-    case: Case, held: Sequence[Holder], asked: Sequence[Partner]
-) -> DuplicateRequestError:
-    """One error naming every duplicate, and the way to ask only the others."""
-    named = {h.partner.key for h in held}
-    others = [p.key for p in asked if p.key not in named]
-    advice = (
-        f"to ask only the others use {' '.join(f'--partner {k}' for k in others)}; "
-        if others
-        else ""
-    )
-    return DuplicateRequestError(
-        f"case {case.case_ref} (this referral form): "
-        + "; ".join(h.describe() for h in held)
-        + f". Nothing was sent: {advice}to send again what was sent, add --resend --reason TEXT"
-    )
+    def _event_after(
+        self,
+        event: Event,
+        kind: EventKind,
+        *,
+        details: Mapping[str, JSONScalar] | None = None,
+        **fields: object,
+    ) -> Event:
+        """An event about the same request as ``event``, written by this process."""
+        values: dict[str, object] = {f: getattr(event, f) for f in REQUEST_FIELDS}
+        values.update(fields)
+        return Event(
+            kind=kind,
+            gateway=event.gateway,
+            operator=self.settings.operator,
+            details=dict(details or {}),
+            **values,  # type: ignore[arg-type]
+        )
