@@ -129,14 +129,12 @@ def send_request(
 
     with library_errors():
         settings = load_settings(config_path)
-        selected: list[str] | None = list(partners) or None
-        if all_partners:
-            selected = settings.directory.keys()
         try:
             result = api_send_request(
                 settings,
                 case_path,
-                selected,
+                list(partners) or None,
+                all_partners=all_partners,
                 form_path=form_path,
                 form_password=form_password,
                 resend_reason=resend_reason,
