@@ -301,9 +301,17 @@ class AdvisoryRunLocks:
 
     def release(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()  # closing the session releases the lock
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            # Unlocked before closing: the server ends a closed session a moment later.
+            if self.run_id is not None and not conn.closed:
+                conn.execute(
+                    "SELECT pg_advisory_unlock(%s, %s)",
+                    (_ADVISORY_NAMESPACE, _key(self.run_id)),
+                )
+        with contextlib.suppress(Exception):
+            conn.close()
 
 
 def _key(run_id: str) -> int:
