@@ -23,6 +23,7 @@ def main() -> int:
     runs: list[list[str]] = [
         ["bench_product.py"],
         ["bench_form_check.py"],
+        ["bench_handover.py"],
         ["bench_audit.py", *(["--events", "1000000"] if args.full else [])],
     ]
     failed = 0

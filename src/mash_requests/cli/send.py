@@ -52,9 +52,10 @@ Examples:
   send-request --case cases/MASH-2026-0412.json --partner police --resend --reason "bounced"
 
 \b
-Exit codes: 0 every request sent; 1 some not sent (failed or unconfirmed; see the table);
-2 bad case file, partner, form, template or config: nothing was sent and the refusal is
-in the dispatch log.""",
+Exit codes: 0 every request sent; 1 some not sent (failed or unconfirmed; see the table),
+or another run is still sending one; 2 bad case file, partner, form, template or config,
+or already sent: nothing was sent and the refusal is in the dispatch log. The error says
+exactly which partners to name next (--partner KEY), never more.""",
 )
 @click.option(
     "--case",
