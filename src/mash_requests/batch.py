@@ -469,9 +469,13 @@ class BatchLogError(LogError):
     ``error`` is the log's error (a SendLogError says what of the case went out)."""
 
     def __init__(self, error: LogError, result: BatchResult, row: int) -> None:
-        super().__init__(
-            f"{error}. The batch stopped at row {row}; every case before it is recorded"
+        where = (
+            f"The batch stopped at row {row}; the cases it had finished are recorded and "
+            "counted in the summary"
+            if row
+            else "The batch stopped before sending anything"
         )
+        super().__init__(f"{error}. {where}")
         self.error = error
         self.result = result
         self.row = row

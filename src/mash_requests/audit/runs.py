@@ -95,7 +95,8 @@ class FileRunLocks:
     """Run locks as files beside a SQLite log, one per run, locked by the operating system."""
 
     def __init__(self, log_path: Path) -> None:
-        log_path = Path(log_path).absolute()
+        # Resolved, so runs that name one log by different paths share one folder of locks.
+        log_path = Path(log_path).resolve()
         self.folder = log_path.parent / f"{log_path.name}-runs"
         self.family = self.kind = FILE
         self.run_id: str | None = None
