@@ -26,6 +26,7 @@ def main() -> int:
         ["bench_product.py"],
         ["bench_form_check.py"],
         ["bench_message.py"],
+        ["bench_handover.py"],
         ["bench_audit.py", *(["--events", "1000000"] if args.full else [])],
         ["bench_replies.py", *(["--events", "1000000"] if args.full else [])],
     ]

@@ -125,3 +125,81 @@ def test_log_settings_load_without_gateway_secrets(
     with pytest.raises(ConfigError, match="NO_SUCH_SECRET"):
         load_settings(path)
     assert load_log_settings(path).path == tmp_path / "evidence" / "log.sqlite3"
+
+
+# -- the operator ([mash] operator, $MASH_OPERATOR) -------------------------------------------
+
+OK = BASE.format(address="mash@testshire.police.uk")
+
+
+@pytest.mark.parametrize(
+    "value", ["\r=1+1", "jsmith\nadmin", "tab\there", "x" * 101, "   "], ids=repr
+)
+def test_bad_operator_in_the_environment_is_refused_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """An operator name that is not one short printable line is refused at load, naming
+    $MASH_OPERATOR as its source."""
+    monkeypatch.setenv("MASH_OPERATOR", value)
+    with pytest.raises(ConfigError, match="environment variable MASH_OPERATOR"):
+        load_settings(write(tmp_path, OK))
+
+
+def test_bad_operator_in_the_config_names_the_key(tmp_path: Path) -> None:
+    """A multi-line [mash] operator is refused, naming the file and key."""
+    text = OK.replace("[mash]\n", '[mash]\noperator = "a\\nb"\n')
+    with pytest.raises(ConfigError, match=r"mash-requests\.toml: \[mash\] operator: .*one line"):
+        load_settings(write(tmp_path, text))
+
+
+def test_good_operator_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain name from the environment is the operator, trimmed."""
+    monkeypatch.setenv("MASH_OPERATOR", " Sam Okafor ")
+    assert load_settings(write(tmp_path, OK)).operator == "Sam Okafor"
+
+
+# -- gateway tables that are not in use ---------------------------------------------------------
+
+SMTP_UNUSED = """
+[gateway]
+type = "outbox"
+
+[gateway.smtp]
+host = "smtp.council.example"
+mailbox = "mash@testbury.gov.uk"
+auth = "plain"
+username = "mash"
+"""
+
+
+def test_typo_in_an_unused_gateway_table_is_refused(tmp_path: Path) -> None:
+    """A mistyped key in [gateway.smtp] is refused even while the outbox is in use."""
+    text = OK + SMTP_UNUSED + 'password_env = "SMTP_PASSWORD"\nprot = 587\n'
+    with pytest.raises(ConfigError, match=r"\[gateway\.smtp\] prot: unknown key"):
+        load_settings(write(tmp_path, text))
+
+
+def test_inline_password_in_an_unused_gateway_table_is_refused(tmp_path: Path) -> None:
+    """A password written into an unused [gateway.smtp] is refused at load."""
+    text = OK + SMTP_UNUSED + 'password = "hunter2"\n'
+    with pytest.raises(ConfigError, match=r"\[gateway\.smtp\] password: secrets are not written"):
+        load_settings(write(tmp_path, text))
+
+
+def test_unused_gateway_needs_no_secret_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unused gateway's *_env variable is checked for shape but need not be set."""
+    monkeypatch.delenv("SMTP_PASSWORD", raising=False)
+    text = OK + SMTP_UNUSED + 'password_env = "SMTP_PASSWORD"\n'
+    assert load_settings(write(tmp_path, text)).gateway.kind == "outbox"
+
+
+def test_unused_gateway_with_a_bad_value_is_refused(tmp_path: Path) -> None:
+    """A wrong type in an unused [gateway.graph] is refused, naming the key."""
+    text = OK + (
+        '[gateway.graph]\nmailbox = "mash@testbury.gov.uk"\ntenant_id = "t"\n'
+        'client_id = "c"\nclient_secret_env = "GRAPH_SECRET"\ntimeout = "soon"\n'
+    )
+    with pytest.raises(ConfigError, match=r"\[gateway\.graph\] timeout: expected a number"):
+        load_settings(write(tmp_path, text))

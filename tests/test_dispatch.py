@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import mash_requests
-from mash_requests.audit.events import EventKind
-from mash_requests.dispatch import Dispatcher, Outcome
+from mash_requests.audit.events import Event, EventKind
+from mash_requests.claims import REQUEST_FIELDS
+from mash_requests.dispatch import CaseResult, Dispatcher, Outcome, PreparedRequest
 from mash_requests.errors import FormRefusedError, PermanentGatewayError, TransientGatewayError
 from mash_requests.gateways.base import OutgoingMessage, Receipt
 from workspace import Workspace
@@ -66,7 +67,12 @@ def test_transient_failure_then_success_is_sent_once(workspace: Workspace) -> No
     assert result.outcomes[0].outcome is Outcome.SENT
     assert len(gateway.sent) == 1
     kinds = [e.kind for e in workspace.events()]
-    assert kinds == [EventKind.PREPARED, EventKind.ATTEMPT_FAILED, EventKind.SENT]
+    assert kinds == [
+        EventKind.PREPARED,
+        EventKind.HANDING_OVER,
+        EventKind.ATTEMPT_FAILED,
+        EventKind.SENT,
+    ]
 
 
 def test_permanent_failure_is_failed_not_retried(workspace: Workspace) -> None:
@@ -95,93 +101,211 @@ def test_failed_request_can_be_sent_again_without_resend(workspace: Workspace) -
     assert result.outcomes[0].outcome is Outcome.SENT
 
 
-def _crash_after_prepare(workspace: Workspace, gateway: object) -> None:
-    """Leave a request prepared with no outcome, as a killed process would."""
+def _run_that_stops(
+    workspace: Workspace, gateway: object, *, handed_over: bool = True
+) -> Dispatcher:
+    """A run that claimed the police request and (by default) handed it to the gateway,
+    and has logged no outcome: still alive until the returned dispatcher is closed, which
+    releases its lock as the death of its process would."""
     settings = mash_requests.load_settings(workspace.config)
-    with Dispatcher(settings, gateway=gateway) as dispatcher:  # type: ignore[arg-type]
-        case = mash_requests.load_case(workspace.write_case(workspace.example_case()))
-        (prepared,) = dispatcher.prepare(case, ["police"])
-        assert not isinstance(prepared, mash_requests.RequestOutcome)
-        dispatcher.store.append(dispatcher._prepared_event(prepared))
-        dispatcher.gateway.send(prepared.message)  # the gateway took it; then the "crash"
+    dispatcher = Dispatcher(settings, gateway=gateway)  # type: ignore[arg-type]
+    case = mash_requests.load_case(workspace.write_case(workspace.example_case()))
+    (prepared,) = dispatcher.prepare(case, ["police"])
+    assert isinstance(prepared, PreparedRequest)
+    dispatcher.claims.claim({prepared.request_key: None}, [dispatcher._prepared_event(prepared)])
+    if handed_over:
+        dispatcher.claims.hand_over(dispatcher._event(prepared, EventKind.HANDING_OVER))
+        dispatcher.gateway.send(prepared.message)
+    return dispatcher
 
 
-def later() -> datetime:
-    """A clock an hour ahead: the crashed run's lease on its requests has expired."""
-    return datetime.now(UTC) + timedelta(hours=1)
-
-
-def test_request_in_flight_in_another_run_is_not_sent_again(workspace: Workspace) -> None:
-    """While another run holds a request (prepared, no outcome yet), it is refused, not sent."""
-    gateway = RecordingGateway(name="smtp")
-    _crash_after_prepare(workspace, gateway)
+def _send_police(workspace: Workspace, **kwargs: object) -> CaseResult:
     settings = mash_requests.load_settings(workspace.config)
     case_path = workspace.write_case(workspace.example_case())
-    with (
-        Dispatcher(settings, gateway=gateway) as dispatcher,
-        pytest.raises(mash_requests.DuplicateRequestError, match="being sent by another run"),
-    ):
-        mash_requests.send_request(settings, case_path, ["police"], dispatcher=dispatcher)
+    with Dispatcher(settings, **kwargs) as dispatcher:  # type: ignore[arg-type]
+        return mash_requests.send_request(settings, case_path, ["police"], dispatcher=dispatcher)
+
+
+def test_request_in_flight_in_a_live_run_is_waited_for_then_refused(workspace: Workspace) -> None:
+    """A request a live run is sending is waited for, then refused as in flight; not sent."""
+    gateway = RecordingGateway(name="smtp")
+    alive = _run_that_stops(workspace, gateway)
+    try:
+        with pytest.raises(mash_requests.DuplicateRequestError) as caught:
+            _send_police(workspace, gateway=gateway, in_flight_wait=0.3)
+    finally:
+        alive.close()
+    assert caught.value.reason == "in_flight_elsewhere"
+    assert caught.value.states == {"police": "in_flight"}
+    assert "still running" in str(caught.value)
     assert len(gateway.sent) == 1
-    assert EventKind.UNCONFIRMED not in [e.kind for e in workspace.events()]
+    kinds = [e.kind for e in workspace.events()]
+    assert EventKind.UNCONFIRMED not in kinds and EventKind.RECONCILED not in kinds
+    rejected = [e for e in workspace.events() if e.kind is EventKind.REJECTED]
+    assert [e.reason for e in rejected] == ["in_flight_elsewhere"]
+
+
+def test_a_live_run_is_never_second_guessed_however_old(workspace: Workspace) -> None:
+    """Even a day after its last step, a request of a run that holds its lock is not settled."""
+    gateway = RecordingGateway(name="smtp")
+    alive = _run_that_stops(workspace, gateway)
+
+    def tomorrow() -> datetime:
+        return datetime.now(UTC) + timedelta(days=1)
+
+    try:
+        with pytest.raises(mash_requests.DuplicateRequestError, match="still running"):
+            _send_police(workspace, gateway=gateway, clock=tomorrow, in_flight_wait=0)
+    finally:
+        alive.close()
+    assert [e.kind for e in workspace.events()].count(EventKind.UNCONFIRMED) == 0
+
+
+def test_waiting_run_sees_the_other_runs_outcome(workspace: Workspace) -> None:
+    """A run that waits for another live run's request ends with what that run recorded."""
+    gateway = RecordingGateway(name="smtp")
+    alive = _run_that_stops(workspace, gateway, handed_over=False)
+    (prepared,) = [e for e in workspace.events() if e.kind is EventKind.PREPARED]
+    finished: list[str] = []
+
+    def finish_the_other_run(seconds: float) -> None:
+        # While the second run waits, the first one hands over and records its outcome.
+        if not finished:
+            finished.append("done")
+            request_fields = {f: getattr(prepared, f) for f in REQUEST_FIELDS}
+            run = alive.claims.run_details()
+            for kind in (EventKind.HANDING_OVER, EventKind.SENT):
+                alive.store.append(Event(kind=kind, details=run, **request_fields))
+
+    try:
+        with pytest.raises(mash_requests.DuplicateRequestError) as caught:
+            _send_police(workspace, gateway=gateway, sleep=finish_the_other_run)
+    finally:
+        alive.close()
+    assert caught.value.states == {"police": "sent"}
+    assert caught.value.reason == "duplicate"
+    assert gateway.sent == []
+
+
+def test_request_of_a_dead_run_never_handed_over_is_sent_at_once(workspace: Workspace) -> None:
+    """A request claimed by a run that died before handing it over is sent by the next run."""
+    gateway = RecordingGateway(name="smtp")
+    _run_that_stops(workspace, gateway, handed_over=False).close()
+    result = _send_police(workspace, gateway=gateway)
+    assert [o.outcome for o in result.outcomes] == [Outcome.SENT]
+    assert len(gateway.sent) == 1
+    reconciled = [e for e in workspace.events() if e.kind is EventKind.RECONCILED]
+    assert [(e.reason, e.details["outcome"]) for e in reconciled] == [("interrupted", "not_sent")]
 
 
 def test_interrupted_request_without_lookup_becomes_unconfirmed(workspace: Workspace) -> None:
-    """After a crash and its lease, a gateway that cannot look never resends: unconfirmed."""
+    """A request handed to SMTP by a run that died is unconfirmed at once, never resent."""
     gateway = RecordingGateway(name="smtp")
-    _crash_after_prepare(workspace, gateway)
-    settings = mash_requests.load_settings(workspace.config)
-    case_path = workspace.write_case(workspace.example_case())
-    with (
-        Dispatcher(settings, gateway=gateway, clock=later) as dispatcher,
-        pytest.raises(mash_requests.DuplicateRequestError, match="unconfirmed"),
-    ):
-        mash_requests.send_request(settings, case_path, ["police"], dispatcher=dispatcher)
+    _run_that_stops(workspace, gateway).close()
+    with pytest.raises(mash_requests.DuplicateRequestError, match="unconfirmed") as caught:
+        _send_police(workspace, gateway=gateway)
+    assert caught.value.states == {"police": "unconfirmed"}
     assert len(gateway.sent) == 1
-    assert EventKind.UNCONFIRMED in [e.kind for e in workspace.events()]
+    unconfirmed = [e for e in workspace.events() if e.kind is EventKind.UNCONFIRMED]
+    assert [e.reason for e in unconfirmed] == ["interrupted"]
 
 
 def test_interrupted_request_found_in_outbox_counts_as_sent(workspace: Workspace) -> None:
-    """After a crash and its lease, the outbox finds the message and the log records it sent."""
+    """A request handed to the outbox by a run that died is found there and recorded sent."""
     settings = mash_requests.load_settings(workspace.config)
-    _crash_after_prepare(workspace, settings.gateway.open())
-    case_path = workspace.write_case(workspace.example_case())
-    with (
-        Dispatcher(settings, clock=later) as dispatcher,
-        pytest.raises(mash_requests.DuplicateRequestError),
-    ):
-        mash_requests.send_request(settings, case_path, ["police"], dispatcher=dispatcher)
+    _run_that_stops(workspace, settings.gateway.open()).close()
+    with pytest.raises(mash_requests.DuplicateRequestError) as caught:
+        _send_police(workspace)
+    assert caught.value.states == {"police": "sent"}
     reconciled = [e for e in workspace.events() if e.kind is EventKind.RECONCILED]
     assert reconciled[0].details["outcome"] == "sent"
     assert len(workspace.outbox_files()) == 1
 
 
+def test_lookup_of_an_interrupted_request_waits_for_sent_items(workspace: Workspace) -> None:
+    """Sent Items is given lookup_delay after the hand-over before it is searched, twice."""
+    workspace.config.write_text(
+        workspace.config.read_text().replace("lookup_delay = 0", "lookup_delay = 30"),
+        encoding="utf-8",
+    )
+    settings = mash_requests.load_settings(workspace.config)
+    _run_that_stops(workspace, settings.gateway.open(), handed_over=False).close()
+    for path in workspace.outbox_files():
+        path.unlink()
+    slept: list[float] = []
+    offset = 0.0
+
+    def sleep(seconds: float) -> None:
+        nonlocal offset
+        offset += seconds
+        slept.append(seconds)
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=offset)
+
+    # Handed over (mark only) but nothing in the outbox: not found twice, so sent again.
+    (prepared,) = [e for e in workspace.events() if e.kind is EventKind.PREPARED]
+    run = {k: v for k, v in prepared.details.items() if k in ("run", "run_lock")}
+    fields = {f: getattr(prepared, f) for f in REQUEST_FIELDS}
+    with Dispatcher(settings) as writer:
+        writer.store.append(
+            Event(kind=EventKind.HANDING_OVER, gateway="outbox", details=run, **fields)
+        )
+    result = _send_police(workspace, clock=clock, sleep=sleep)
+    assert 59 <= sum(slept) <= 62
+    assert [o.outcome for o in result.outcomes] == [Outcome.SENT]
+    reconciled = [e for e in workspace.events() if e.kind is EventKind.RECONCILED]
+    assert [e.details["outcome"] for e in reconciled] == ["not_found"]
+
+
+def test_request_logged_before_run_locks_waits_out_the_lease(workspace: Workspace) -> None:
+    """A request in flight with no run named (an older log) is settled only after the lease."""
+    gateway = RecordingGateway(name="smtp")
+    _run_that_stops(workspace, gateway, handed_over=False).close()
+    (prepared,) = [e for e in workspace.events() if e.kind is EventKind.PREPARED]
+    fields = {f: getattr(prepared, f) for f in REQUEST_FIELDS}
+    settings = mash_requests.load_settings(workspace.config)
+    with Dispatcher(settings) as writer:  # an older version's event: no run in its details
+        writer.store.append(Event(kind=EventKind.ATTEMPT_FAILED, **fields))
+    with pytest.raises(mash_requests.DuplicateRequestError, match="has no lock"):
+        _send_police(workspace, gateway=gateway, in_flight_wait=0)
+
+    def later() -> datetime:
+        return datetime.now(UTC) + timedelta(hours=1)
+
+    with pytest.raises(mash_requests.DuplicateRequestError, match="unconfirmed"):
+        _send_police(workspace, gateway=gateway, clock=later)
+    assert gateway.sent == []
+
+
 def test_dry_run_does_not_settle_an_interrupted_request(workspace: Workspace) -> None:
     """A dry run never writes to the log, not even to settle a crashed run's request."""
     settings = mash_requests.load_settings(workspace.config)
-    _crash_after_prepare(workspace, settings.gateway.open())
+    _run_that_stops(workspace, settings.gateway.open()).close()
     before = len(workspace.events())
     case_path = workspace.write_case(workspace.example_case())
-    with (
-        Dispatcher(settings, clock=later) as dispatcher,
-        pytest.raises(mash_requests.DuplicateRequestError),
-    ):
-        mash_requests.send_request(
-            settings, case_path, ["police"], dispatcher=dispatcher, dry_run=True
-        )
+    with pytest.raises(mash_requests.DuplicateRequestError, match="stopped"):
+        mash_requests.send_request(settings, case_path, ["police"], dry_run=True)
     assert len(workspace.events()) == before
 
 
-def test_duplicate_error_names_the_partners_and_the_way_out(workspace: Workspace) -> None:
-    """Asking police (sent) and education (not) names police and suggests --partner education."""
+def test_duplicate_error_carries_fields_and_no_command_line(workspace: Workspace) -> None:
+    """Asking police (sent) and education (not): the error names police, lists education as
+    askable alone, gives the earlier reference, and mentions no command-line option."""
     settings = mash_requests.load_settings(workspace.config)
     case_path = workspace.write_case(workspace.example_case())
-    mash_requests.send_request(settings, case_path, ["police"])
+    first = mash_requests.send_request(settings, case_path, ["police"])
     with pytest.raises(mash_requests.DuplicateRequestError) as caught:
         mash_requests.send_request(settings, case_path, ["police", "education"])
-    message = str(caught.value)
-    assert "police was already sent" in message
-    assert "--partner education" in message
+    error = caught.value
+    assert "police was already sent" in str(error)
+    assert "--" not in str(error)
+    assert (error.reason, error.partners, error.others) == (
+        "duplicate",
+        ("police",),
+        ("education",),
+    )
+    assert error.earlier == {"police": first.outcomes[0].request_ref}
     assert len(workspace.outbox_files()) == 1
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mash_requests.api import send_request
+    from mash_requests.batch import BatchResult, send_batch
     from mash_requests.case import Case, load_case
     from mash_requests.config import Settings, load_settings
     from mash_requests.dispatch import CaseResult, Dispatcher, Outcome, RequestOutcome
@@ -30,12 +31,14 @@ if TYPE_CHECKING:
         DuplicateRequestError,
         FormRefusedError,
         GatewayError,
+        HandedOver,
         InputError,
         LogError,
         MashRequestsError,
         OperationalError,
         PermanentGatewayError,
         RecipientError,
+        SendLogError,
         TemplateError,
         TransientGatewayError,
     )
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
 # the whole library; ``import mash_requests`` still offers exactly ``__all__``.
 _WHERE: dict[str, str] = {
     "AmbiguousGatewayError": "mash_requests.errors",
+    "BatchResult": "mash_requests.batch",
     "Case": "mash_requests.case",
     "CaseFileError": "mash_requests.errors",
     "CaseResult": "mash_requests.dispatch",
@@ -66,6 +70,7 @@ _WHERE: dict[str, str] = {
     "FormRefusedError": "mash_requests.errors",
     "Gateway": "mash_requests.gateways.base",
     "GatewayError": "mash_requests.errors",
+    "HandedOver": "mash_requests.errors",
     "InputError": "mash_requests.errors",
     "LogError": "mash_requests.errors",
     "MashRequestsError": "mash_requests.errors",
@@ -78,6 +83,7 @@ _WHERE: dict[str, str] = {
     "RecipientError": "mash_requests.errors",
     "RecordedReply": "mash_requests.replies",
     "RequestOutcome": "mash_requests.dispatch",
+    "SendLogError": "mash_requests.errors",
     "Settings": "mash_requests.config",
     "TemplateError": "mash_requests.errors",
     "TransientGatewayError": "mash_requests.errors",
@@ -86,6 +92,7 @@ _WHERE: dict[str, str] = {
     "load_settings": "mash_requests.config",
     "overdue": "mash_requests.replies",
     "record_reply": "mash_requests.replies",
+    "send_batch": "mash_requests.batch",
     "send_request": "mash_requests.api",
 }
 
@@ -117,6 +124,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AmbiguousGatewayError",
+    "BatchResult",
     "Case",
     "CaseFileError",
     "CaseResult",
@@ -127,6 +135,7 @@ __all__ = [
     "FormRefusedError",
     "Gateway",
     "GatewayError",
+    "HandedOver",
     "InputError",
     "LogError",
     "MashRequestsError",
@@ -139,6 +148,7 @@ __all__ = [
     "RecipientError",
     "RecordedReply",
     "RequestOutcome",
+    "SendLogError",
     "Settings",
     "TemplateError",
     "TransientGatewayError",
@@ -147,5 +157,6 @@ __all__ = [
     "load_settings",
     "overdue",
     "record_reply",
+    "send_batch",
     "send_request",
 ]

@@ -10,52 +10,113 @@
     for outcome in result.outcomes:
         print(outcome.partner, outcome.outcome, outcome.request_ref)
 
+A case may be given as a path to a case file, as a mapping shaped like a case file (e.g.
+``json.loads`` of one, or built by the script), or as a :class:`~mash_requests.case.Case`.
+Each is validated by the same rules with the same errors; nothing needs writing to disk. A
+mapping's relative ``referral_form`` is resolved against ``base_dir`` (default: the current
+folder), a case file's against the file's folder.
+
 Every refusal is in the dispatch log before the error is raised.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any, TypeAlias
 
-from mash_requests.case import Case, case_ref_for_log, load_case
+from mash_requests.case import Case, case_ref_for_log, load_case, parse_case
 from mash_requests.config import Settings
 from mash_requests.dispatch import CaseResult, Dispatcher
-from mash_requests.errors import CaseFileError
+from mash_requests.errors import CaseFileError, InputError
+
+#: What a case may be given as: a case file's path, a mapping like a case file, a Case.
+CaseLike: TypeAlias = "Case | Mapping[str, Any] | Path | str | os.PathLike[str]"
+
+#: How a mapping or a Case is named in errors and in the log (they have no file name).
+MAPPING_SOURCE = "(mapping)"
+CASE_SOURCE = "(Case object)"
 
 
-def load_case_logged(dispatcher: Dispatcher, path: Path) -> Case:
-    """Load a case file; if it is invalid, log the refusal and raise CaseFileError.
+def as_case(case: CaseLike, *, base_dir: Path | None = None) -> Case:
+    """Validate a case given in any of the accepted forms; CaseFileError names the field.
 
-    The log entry names the file and the problem, and the case reference when the file
-    had a readable one; it never copies the file's other contents.
+    A ``Case`` is validated again (it may have been built by hand), as if it were the
+    mapping of its fields.
+    """
+    if isinstance(case, str | os.PathLike):
+        return load_case(Path(case))
+    if isinstance(case, Case):
+        return parse_case(_case_data(case), source=CASE_SOURCE, base_dir=None)
+    if isinstance(case, Mapping):
+        return parse_case(dict(case), source=MAPPING_SOURCE, base_dir=base_dir or Path.cwd())
+    raise CaseFileError(
+        f"a case is a path to a case file, a mapping or a Case, not {type(case).__name__}",
+        reason="invalid_case",
+    )
+
+
+def load_case_logged(
+    dispatcher: Dispatcher, case: CaseLike, *, base_dir: Path | None = None
+) -> Case:
+    """Validate a case; if it is invalid, log the refusal and raise CaseFileError.
+
+    The log entry names the file (or "(mapping)") and the problem, and the case reference
+    when it had a readable one; it never copies the case's other contents.
     """
     try:
-        return load_case(path)
+        return as_case(case, base_dir=base_dir)
     except CaseFileError as exc:
         dispatcher.log_rejection(
-            case_ref=_case_ref_if_readable(path),
+            case_ref=_case_ref_if_readable(case),
             partners=[],
-            reason="invalid_case",
+            reason=exc.reason,
             detail=str(exc),
-            source=str(path),
+            source=_source_of(case),
         )
         raise
 
 
-def _case_ref_if_readable(path: Path) -> str:
+def _source_of(case: object) -> str:
+    if isinstance(case, str | os.PathLike):
+        return str(case)
+    return CASE_SOURCE if isinstance(case, Case) else MAPPING_SOURCE
+
+
+def _case_ref_if_readable(case: object) -> str:
+    if isinstance(case, Case):
+        return case_ref_for_log({"case_ref": case.case_ref})
+    if isinstance(case, Mapping):
+        return case_ref_for_log(dict(case))
     try:
+        path = Path(case)  # type: ignore[arg-type]
         return case_ref_for_log(json.loads(path.read_text(encoding="utf-8-sig")))
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         return "(unknown)"
+
+
+def _case_data(case: Case) -> dict[str, Any]:
+    """A Case as the mapping a case file would hold (``referral_form`` kept as is)."""
+    data = asdict(case)
+    data.pop("source")
+    data["rag"] = str(case.rag)
+    data["child"]["date_of_birth"] = case.child.date_of_birth.isoformat()
+    data["consent"]["status"] = str(case.consent.status)
+    data["partners"] = list(case.partners)
+    data["referral_form"] = str(case.referral_form) if case.referral_form else None
+    return data
 
 
 def send_request(
     settings: Settings,
-    case_path: Path,
+    case: CaseLike,
     partners: Sequence[str] | None = None,
     *,
+    all_partners: bool = False,
+    base_dir: Path | None = None,
     form_path: Path | None = None,
     form_password: str | None = None,
     resend_reason: str | None = None,
@@ -64,16 +125,31 @@ def send_request(
 ) -> CaseResult:
     """Send one case's requests for information; one outcome per partner.
 
-    ``partners`` defaults to the case file's list. Raises InputError (nothing sent, refusal
-    logged) when the case, a partner, the form or a template is wrong; gateway failures do
-    not raise, they are outcomes (``failed``, ``unconfirmed``).
+    ``case`` is a case file's path, a mapping shaped like a case file, or a Case (see
+    the module docstring; ``base_dir`` resolves a mapping's relative ``referral_form``).
+    ``partners`` defaults to the case's list; ``all_partners=True`` asks every partner in
+    the directory. Raises InputError (nothing sent, refusal logged) when the case, a
+    partner, the form or a template is wrong, or the request was already sent
+    (DuplicateRequestError, whose fields say which partners and their earlier request
+    references). Gateway failures do not raise, they are outcomes (``failed``,
+    ``unconfirmed``).
     """
+    if all_partners and partners:
+        raise InputError(
+            "give partners or all_partners, not both", reason="usage", field="partners"
+        )
+    if all_partners:
+        partners = settings.directory.keys()
     owned = dispatcher is None
     dispatcher = dispatcher or Dispatcher(settings)
     try:
-        case = load_case_logged(dispatcher, case_path) if not dry_run else load_case(case_path)
+        checked = (
+            as_case(case, base_dir=base_dir)
+            if dry_run
+            else load_case_logged(dispatcher, case, base_dir=base_dir)
+        )
         return dispatcher.send_case(
-            case,
+            checked,
             partners,
             form_path=form_path,
             form_password=form_password,

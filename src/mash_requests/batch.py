@@ -6,9 +6,13 @@ Two passes over the file, both streaming (a case is held in memory only while it
    report every bad row (row number, field, problem). Unless ``skip_invalid``, one bad row
    stops the batch before anything is sent.
 2. **Send** each valid case through the same :class:`~mash_requests.dispatch.Dispatcher` as
-   ``send-request``, so the same checks and log apply. Requests whose key the log already
-   shows as sent are skipped, so running a batch again after a crash or Ctrl-C sends only
-   what was not sent, never a duplicate.
+   ``send-request``, so the same checks and log apply. What the log holds decides what is
+   sent: a request recorded sent is not sent again (``already_sent``); one an earlier run
+   left ``unconfirmed`` stays so (a person checks it); one another live run is sending is
+   come back to once the rest is done, and waited for (bounded); one left in flight by a
+   run that died is settled at once (see :mod:`mash_requests.claims`). So running a batch
+   again after a crash, ``kill -9`` or Ctrl-C sends exactly what was not sent, and two runs
+   of one batch at once share the work and both end with everything sent once.
 
 Formats:
 
@@ -16,26 +20,35 @@ Formats:
 - CSV (``.csv``): a header row with the columns in :data:`CSV_COLUMNS`; ``partners`` is a list
   of keys separated by ``;``. Empty optional cells may be left blank.
 
+Files are read as UTF-8, with or without a byte-order mark, unless another ``encoding`` is
+given (Excel's "CSV (Comma delimited)" on a Western-European Windows is ``cp1252``).
 ``referral_form`` paths are relative to the batch file's folder.
+
+Instead of a file, :func:`send_batch` takes any iterable of cases, each a case file's path,
+a mapping shaped like a case file, or a :class:`~mash_requests.case.Case` (held in memory;
+a mapping's relative ``referral_form`` resolves against ``base_dir`` or the current folder).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
+import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from mash_requests.api import CaseLike, as_case
 from mash_requests.case import Case, case_ref_for_log, parse_case
 from mash_requests.config import Settings
 from mash_requests.dispatch import Dispatcher, Outcome
-from mash_requests.errors import CaseFileError, InputError, RecipientError
+from mash_requests.errors import CaseFileError, InputError, LogError, RecipientError
 
 #: CSV column -> case field path. ``partners`` is split on ";".
 CSV_COLUMNS: dict[str, str] = {
@@ -56,6 +69,21 @@ CSV_COLUMNS: dict[str, str] = {
     "referral_form": "referral_form",
 }
 _OPTIONAL_CSV = {"consent_reason", "consent_given_by", "referral_form"}
+
+#: The default encoding: UTF-8, with or without the byte-order mark Excel writes.
+DEFAULT_ENCODING = "utf-8-sig"
+
+#: The summary's categories, in the order they are reported. Every request of the batch is
+#: in exactly one.
+SUMMARY_ORDER = (
+    Outcome.SENT,
+    Outcome.SKIPPED,
+    Outcome.IN_FLIGHT,
+    Outcome.UNCONFIRMED,
+    Outcome.FAILED,
+    Outcome.REJECTED,
+    Outcome.DRY_RUN,
+)
 
 
 @dataclass(frozen=True)
@@ -90,18 +118,28 @@ class BatchProgress:
 
 @dataclass
 class BatchResult:
-    """What a batch did. ``interrupted`` means it stopped early on request (Ctrl-C)."""
+    """What a batch did. ``interrupted`` means it stopped early on request (Ctrl-C).
+
+    ``counts`` has one entry per request of the valid rows, by :class:`Outcome`: ``sent``
+    (by this run), ``already_sent`` (recorded sent by an earlier or a concurrent run),
+    ``in_flight`` (another live run was still sending it when this one stopped waiting),
+    ``unconfirmed`` (this run's, or left so by an earlier run), ``failed``, ``rejected``
+    (refused before sending), ``dry_run``.
+    """
 
     problems: list[RowProblem] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     refusals: Counter[str] = field(default_factory=Counter)
     #: (row, case reference, reason) of each case refused while sending.
     refused: list[tuple[int, str, str]] = field(default_factory=list)
+    #: (row, case reference, partner, request reference) of each unconfirmed request.
+    unconfirmed: list[tuple[int, str, str, str]] = field(default_factory=list)
     interrupted: bool = False
     validated_rows: int = 0
 
     @property
     def all_sent(self) -> bool:
+        """Every request of every row is recorded sent (by this run or another)."""
         not_sent = sum(
             n for k, n in self.counts.items() if k not in (Outcome.SENT, Outcome.SKIPPED)
         )
@@ -111,7 +149,10 @@ class BatchResult:
 def _csv_row_to_case(row: dict[str, str], source: str) -> dict[str, Any]:
     missing = [c for c in CSV_COLUMNS if c not in row and c not in _OPTIONAL_CSV]
     if missing:
-        raise CaseFileError(f"{source}: no column {missing[0]!r}; see the README's CSV columns")
+        raise CaseFileError(
+            f"{source}: no column {missing[0]!r}; see the README's CSV columns",
+            field=missing[0],
+        )
     data: dict[str, Any] = {}
     for column, path in CSV_COLUMNS.items():
         value: Any = (row.get(column) or "").strip()
@@ -126,15 +167,87 @@ def _csv_row_to_case(row: dict[str, str], source: str) -> dict[str, Any]:
     return data
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | CaseFileError]]:
+class BatchEncodingError(InputError):
+    """The batch file is not in the encoding it was read with.
+
+    ``encoding`` is the one tried; ``suggestion`` an encoding the file does decode in
+    (``cp1252`` for a Windows/Excel export), or None.
+    """
+
+    default_reason = "encoding"
+
+    def __init__(self, message: str, *, encoding: str, suggestion: str | None) -> None:
+        super().__init__(message, field="encoding")
+        self.encoding = encoding
+        self.suggestion = suggestion
+
+
+def check_encoding(encoding: str) -> str:
+    """The codec to read a batch with; InputError for a name Python does not know.
+
+    Any spelling of UTF-8 reads with or without a byte-order mark.
+    """
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise BatchEncodingError(
+            f"unknown text encoding {encoding!r}; use e.g. utf-8 or cp1252",
+            encoding=encoding,
+            suggestion=None,
+        ) from None
+    return DEFAULT_ENCODING if name in ("utf-8", "utf-8-sig") else name
+
+
+def _encoding_error(path: Path, encoding: str) -> BatchEncodingError:
+    """Where the file stops decoding, and the encoding it most likely is in."""
+    raw = path.read_bytes()
+    try:
+        raw.decode(encoding)
+        where = ""
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        where = f" (byte 0x{raw[exc.start]:02x} on line {line})"
+    shown = "UTF-8" if encoding == DEFAULT_ENCODING else encoding
+    suggestion = None
+    for candidate in ("cp1252",):
+        if candidate == encoding:
+            continue
+        try:
+            raw.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+        suggestion = candidate
+    if suggestion:
+        advice = (
+            f"it reads as {suggestion} (Windows-1252), which Excel's 'CSV (Comma delimited)' "
+            f"writes: read it with the encoding {suggestion}, or save it from Excel as "
+            "'CSV UTF-8 (Comma delimited)'"
+        )
+    else:
+        advice = "give the encoding it was saved in, or save it as UTF-8"
+    return BatchEncodingError(
+        f"batch file {path}: is not {shown} text{where}; {advice}",
+        encoding=encoding,
+        suggestion=suggestion,
+    )
+
+
+def read_rows(
+    path: Path, *, encoding: str = DEFAULT_ENCODING
+) -> Iterator[tuple[int, dict[str, Any] | CaseFileError]]:
     """Stream ``(row number, case data or the error that row has)`` from a batch file."""
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".ndjson", ".csv"):
-        raise InputError(f"batch file {path}: expected a .jsonl or .csv file")
+        raise InputError(
+            f"batch file {path}: expected a .jsonl or .csv file", reason="batch_unreadable"
+        )
+    codec = check_encoding(encoding)
     try:
-        handle = path.open(encoding="utf-8-sig", newline="")
+        handle = path.open(encoding=codec, newline="")
     except OSError as exc:
-        raise InputError(f"batch file {path}: cannot be read ({exc.strerror})") from exc
+        raise InputError(
+            f"batch file {path}: cannot be read ({exc.strerror})", reason="batch_unreadable"
+        ) from exc
     with handle:
         try:
             if suffix == ".csv":
@@ -144,7 +257,9 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | CaseFileError]
                 if missing:
                     raise InputError(
                         f"batch file {path}: the header has no column {', '.join(missing)}; "
-                        "see the README's batch file columns"
+                        "see the README's batch file columns",
+                        reason="batch_unreadable",
+                        field=missing[0],
                     )
                 for number, row in enumerate(reader, start=2):  # row 1 is the header
                     source = f"{path} row {number}"
@@ -174,42 +289,102 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | CaseFileError]
                         ),
                     )
         except UnicodeDecodeError:
-            raise InputError(f"batch file {path}: is not UTF-8 text; save it as UTF-8") from None
+            raise _encoding_error(path, codec) from None
         except csv.Error as exc:
             raise InputError(
-                f"batch file {path}: not readable as CSV ({exc}); check for an unclosed quote"
+                f"batch file {path}: not readable as CSV ({exc}); check for an unclosed quote",
+                reason="batch_unreadable",
             ) from None
 
 
-def _validate_row(
-    settings: Settings, path: Path, number: int, data: dict[str, Any] | CaseFileError
-) -> Case:
-    if isinstance(data, CaseFileError):
-        raise data
-    case = parse_case(data, source=f"{path} row {number}", base_dir=path.parent)
+class _Source:
+    """Where a batch's cases come from: a file (streamed) or cases given in memory."""
+
+    def __init__(
+        self,
+        source: Path | str | os.PathLike[str] | Iterable[CaseLike],
+        *,
+        encoding: str,
+        base_dir: Path | None,
+    ) -> None:
+        self.path: Path | None = None
+        self.cases: list[CaseLike] = []
+        if isinstance(source, str | os.PathLike):
+            self.path = Path(source)
+            check_encoding(encoding)
+        else:
+            self.cases = list(source)
+        self.encoding = encoding
+        self.base_dir = base_dir
+
+    def name(self, number: int) -> str:
+        return f"{self.path} row {number}" if self.path is not None else f"case {number}"
+
+    def rows(self) -> Iterator[tuple[int, Any]]:
+        if self.path is not None:
+            yield from read_rows(self.path, encoding=self.encoding)
+        else:
+            yield from enumerate(self.cases, start=1)
+
+    def case(self, number: int, data: Any) -> Case:
+        """The row's case, validated (InputError naming the row otherwise)."""
+        if isinstance(data, CaseFileError):
+            raise data
+        if self.path is not None:
+            return parse_case(data, source=self.name(number), base_dir=self.path.parent)
+        try:
+            return as_case(data, base_dir=self.base_dir)
+        except CaseFileError as exc:
+            raise CaseFileError(f"{self.name(number)}: {exc}", field=exc.field) from None
+
+
+def _validate_row(settings: Settings, source: _Source, number: int, data: Any) -> Case:
+    case = source.case(number, data)
+    where = source.name(number)
     for key in case.partners:
         settings.directory.get(key)
     if not case.partners:
-        raise RecipientError(f"{path} row {number}: no partners listed")
+        raise RecipientError(f"{where}: no partners listed", reason="no_partners", field="partners")
     if case.referral_form is None:
-        raise InputError(f"{path} row {number}: no referral_form; every request needs one")
+        raise InputError(
+            f"{where}: no referral_form; every request needs one",
+            reason="no_form",
+            field="referral_form",
+        )
     if not case.referral_form.is_file():
         raise InputError(
-            f"{path} row {number}: referral form {case.referral_form} not found; check the "
-            "referral_form path (relative to the batch file)"
+            f"{where}: referral form {case.referral_form} not found; check the "
+            "referral_form path (relative to the batch file)",
+            reason="no_form",
+            field="referral_form",
         )
     return case
 
 
-def validate_batch(settings: Settings, path: Path) -> tuple[list[RowProblem], int, int]:
+def _log_ref(data: Any) -> str:
+    if isinstance(data, Case):
+        return case_ref_for_log({"case_ref": data.case_ref})
+    return case_ref_for_log(dict(data) if isinstance(data, dict) else data)
+
+
+def validate_batch(
+    settings: Settings,
+    path: Path,
+    *,
+    encoding: str = DEFAULT_ENCODING,
+) -> tuple[list[RowProblem], int, int]:
     """Check every row; return the problems, the number of valid rows and their requests."""
+    return _validate(settings, _Source(path, encoding=encoding, base_dir=None))
+
+
+def _validate(settings: Settings, source: _Source) -> tuple[list[RowProblem], int, int]:
     problems: list[RowProblem] = []
     valid = requests = 0
-    for number, data in read_rows(path):
+    for number, data in source.rows():
         try:
-            case = _validate_row(settings, path, number, data)
+            case = _validate_row(settings, source, number, data)
         except InputError as exc:
-            problems.append(RowProblem(number, str(exc), case_ref_for_log(data)))
+            problems.append(RowProblem(number, str(exc), _log_ref(data)))
             continue
         valid += 1
         requests += len(case.partners)
@@ -240,25 +415,96 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
+class _Run:
+    """One pass of sending: counts every request once, when its outcome is final."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        result: BatchResult,
+        state: BatchProgress,
+        *,
+        dry_run: bool,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.result = result
+        self.state = state
+        self.dry_run = dry_run
+
+    def count(self, outcome: str, n: int = 1) -> None:
+        self.result.counts[outcome] += n
+        self.state.counts[outcome] += n
+        self.state.done += n
+
+    def send(
+        self, number: int, case: Case, partners: Sequence[str] | None, *, final: bool
+    ) -> list[str]:
+        """Send a case (or some of its partners); return the partners another live run
+        holds, which are counted only when ``final``."""
+        asked = list(partners) if partners else list(case.partners)
+        try:
+            outcome = self.dispatcher.send_case(
+                case, partners, dry_run=self.dry_run, skip_sent=True
+            )
+        except InputError as exc:
+            self.count(Outcome.REJECTED, len(asked))
+            self.result.refusals[exc.reason] += len(asked)
+            self.result.refused.append((number, case.case_ref, exc.reason))
+            return []
+        held = []
+        for request in outcome.outcomes:
+            if request.outcome is Outcome.IN_FLIGHT and not final:
+                held.append(request.partner)
+                continue
+            if request.outcome is Outcome.UNCONFIRMED:
+                self.result.unconfirmed.append(
+                    (number, case.case_ref, request.partner, request.request_ref or "-")
+                )
+            self.count(request.outcome)
+        return held
+
+
+class BatchLogError(LogError):
+    """The dispatch log failed during a batch. ``result`` holds what was counted before;
+    ``error`` is the log's error (a SendLogError says what of the case went out)."""
+
+    def __init__(self, error: LogError, result: BatchResult, row: int) -> None:
+        where = (
+            f"The batch stopped at row {row}; the cases it had finished are recorded and "
+            "counted in the summary"
+            if row
+            else "The batch stopped before sending anything"
+        )
+        super().__init__(f"{error}. {where}")
+        self.error = error
+        self.result = result
+        self.row = row
+
+
 def send_batch(
     settings: Settings,
-    path: Path,
+    source: Path | str | os.PathLike[str] | Iterable[CaseLike],
     *,
     skip_invalid: bool = False,
     dry_run: bool = False,
     progress: Callable[[BatchProgress], None] | None = None,
     dispatcher: Dispatcher | None = None,
+    encoding: str = DEFAULT_ENCODING,
+    base_dir: Path | None = None,
 ) -> BatchResult:
-    """Validate then send every case in a batch file; resumable. See the module docstring.
+    """Validate then send every case of a batch file, or of an iterable of cases; resumable.
 
-    Raises InputError, before sending anything, when the file has bad rows and
-    ``skip_invalid`` is false (``.problems`` of the error's result lists them: catch
-    :class:`BatchInvalidError`).
+    See the module docstring. Raises InputError, before sending anything, when the file has
+    bad rows and ``skip_invalid`` is false (``.problems`` of the error's result lists them:
+    catch :class:`BatchInvalidError`), or cannot be read (:class:`BatchEncodingError` when
+    it is not in ``encoding``). Raises :class:`BatchLogError` if the log fails mid-way.
     """
-    problems, valid, total = validate_batch(settings, path)
+    where = _Source(source, encoding=encoding, base_dir=base_dir)
+    problems, valid, total = _validate(settings, where)
     result = BatchResult(problems=problems, validated_rows=valid)
     owned = dispatcher is None
     dispatcher = dispatcher or Dispatcher(settings)
+    number = 0
     try:
         for problem in problems:
             if not dry_run:
@@ -267,36 +513,43 @@ def send_batch(
                     partners=[],
                     reason="invalid_case",
                     detail=problem.message,
-                    source=f"{path} row {problem.row}",
+                    source=where.name(problem.row),
                 )
         if problems and not skip_invalid:
             raise BatchInvalidError(result)
-        state = BatchProgress(total_requests=total)
+        run = _Run(dispatcher, result, BatchProgress(total_requests=total), dry_run=dry_run)
+        # Cases with a request another live run is sending: come back to them at the end.
+        later: list[tuple[int, Case, list[str]]] = []
         with _StopFlag() as flag:
-            for number, data in read_rows(path):
+            for number, data in where.rows():
                 if flag.stop:
                     result.interrupted = True
                     break
                 try:
-                    case = _validate_row(settings, path, number, data)
+                    case = _validate_row(settings, where, number, data)
                 except InputError:
                     continue  # reported and logged in the validation pass
-                try:
-                    outcome = dispatcher.send_case(case, dry_run=dry_run, skip_sent=True)
-                except InputError as exc:
-                    reason = _refusal_reason(exc)
-                    result.counts[Outcome.REJECTED] += len(case.partners)
-                    result.refusals[reason] += len(case.partners)
-                    result.refused.append((number, case.case_ref, reason))
-                    state.done += len(case.partners)
-                    state.counts[Outcome.REJECTED] += len(case.partners)
-                else:
-                    for request in outcome.outcomes:
-                        result.counts[request.outcome] += 1
-                        state.counts[request.outcome] += 1
-                        state.done += 1
+                held = run.send(number, case, None, final=dry_run)
+                if held:
+                    later.append((number, case, held))
                 if progress is not None:
-                    progress(state)
+                    progress(run.state)
+            until = time.monotonic() + dispatcher.in_flight_wait
+            while later and not flag.stop:
+                final = time.monotonic() >= until
+                waiting, later = later, []
+                for number, case, partners in waiting:
+                    held = run.send(number, case, partners, final=final)
+                    if held:
+                        later.append((number, case, held))
+                    if progress is not None:
+                        progress(run.state)
+                if later:
+                    time.sleep(0.5)
+            if flag.stop and (later or result.interrupted):
+                result.interrupted = True
+    except LogError as exc:
+        raise BatchLogError(exc, result, number) from exc
     finally:
         if owned:
             dispatcher.close()
@@ -306,18 +559,9 @@ def send_batch(
 class BatchInvalidError(InputError):
     """The batch file has bad rows; nothing was sent. ``result.problems`` lists them."""
 
+    default_reason = "batch_invalid"
+
     def __init__(self, result: BatchResult) -> None:
         count = len(result.problems)
-        super().__init__(
-            f"{count} bad row(s); nothing was sent. Fix them, or pass --skip-invalid to send "
-            "the valid rows"
-        )
+        super().__init__(f"{count} bad row(s); nothing was sent")
         self.result = result
-
-
-def _refusal_reason(exc: InputError) -> str:
-    from mash_requests.errors import FormRefusedError
-
-    if isinstance(exc, FormRefusedError):
-        return str(exc.verdict.reason)
-    return type(exc).__name__.removesuffix("Error").lower() or "refused"

@@ -130,7 +130,10 @@ class _Reader:
         self.prefix = prefix
 
     def error(self, key: str, problem: str) -> CaseFileError:
-        return CaseFileError(f"case file {self.source}: field {self.prefix}{key}: {problem}")
+        return CaseFileError(
+            f"case file {self.source}: field {self.prefix}{key}: {problem}",
+            field=f"{self.prefix}{key}",
+        )
 
     def raw(self, key: str) -> Any:
         if key not in self.data or self.data[key] is None:

@@ -114,7 +114,9 @@ def _read_toml(source: Path) -> dict[str, Any]:
     try:
         raw = source.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"config {source}: not found; check --config or ${ENV_CONFIG}") from None
+        raise ConfigError(
+            f"config {source}: not found; check the path given, or ${ENV_CONFIG}"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"config {source}: cannot be read ({exc.strerror})") from exc
     try:
@@ -162,7 +164,7 @@ def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path)
     sender = mash.string("sender", "mash@localhost.invalid") or ""
     if "@" not in sender or any(ch in sender for ch in "\r\n <>"):
         raise mash.error("sender", f"expected the MASH's secure mailbox address, got {sender!r}")
-    operator = mash.string("operator") or os.environ.get("MASH_OPERATOR") or _login_name()
+    operator = _operator(mash, name)
     settings_fields: dict[str, Any] = {
         "mash_name": mash.string("name", "MASH") or "MASH",
         "marking": marking,
@@ -197,8 +199,9 @@ def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path)
             f"must be the mailbox the {kind} gateway sends as ({gateway.mailbox}), got {sender!r}",
         )
     for other in ("outbox", "smtp", "ews", "graph"):
-        if other != kind:
-            gateway_table.table(other)  # other gateways' tables may stay for switching back
+        if other != kind and other in gateway_table.data:
+            # Kept for switching back, and checked now, so a switch never meets a typo.
+            _check_inactive_gateway(other, gateway_table.table(other), data_dir)
     gateway_table.reject_unknown()
 
     from mash_requests.replies.settings import parse_reply_settings
@@ -233,6 +236,94 @@ def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path)
         replies=replies,
         **settings_fields,
     )
+
+
+#: The longest operator name accepted: it is a person or service account, not a text.
+MAX_OPERATOR_LENGTH = 100
+
+
+def _operator(mash: Table, config_name: str) -> str:
+    """Who is sending: ``[mash] operator``, else ``$MASH_OPERATOR``, else the login name.
+
+    It is written into every log event and export, so it must be one printable line.
+    """
+    configured = mash.string("operator")
+    if configured is not None:
+        where = f"{config_name}: [mash] operator"
+        value = configured
+    elif os.environ.get("MASH_OPERATOR"):
+        where = "environment variable MASH_OPERATOR"
+        value = os.environ["MASH_OPERATOR"]
+    else:
+        return _login_name()
+    if not value.isprintable():  # before trimming: a leading CR is not whitespace to keep
+        raise ConfigError(
+            f"{where}: must be one line of printable characters (it holds a line break or "
+            "control character); give the name of the person or service sending"
+        )
+    value = value.strip()
+    if not value:
+        raise ConfigError(f"{where}: is empty; give the name of the person or service sending")
+    if len(value) > MAX_OPERATOR_LENGTH:
+        raise ConfigError(
+            f"{where}: is {len(value)} characters long; give a name of at most "
+            f"{MAX_OPERATOR_LENGTH}"
+        )
+    return value
+
+
+class _ShapeOnly(Table):
+    """A table whose secrets are checked for shape, never read.
+
+    For a gateway that is configured but not in use: its ``*_env`` variables need not be
+    set and its ``*_file`` files need not exist on this machine until it is switched to.
+    """
+
+    def secret(self, key: str, *, required: bool = True) -> str | None:
+        self._read.update({key, f"{key}_env", f"{key}_file"})
+        if key in self.data:
+            raise self.error(
+                key,
+                f'secrets are not written in the config; use {key}_env = "VARIABLE" '
+                f'or {key}_file = "path/to/file"',
+            )
+        env_name = self.string(f"{key}_env")
+        file_path = self.string(f"{key}_file")
+        if env_name is not None and file_path is not None:
+            raise self.error(key, f"give {key}_env or {key}_file, not both")
+        if env_name is not None and not _ENV_NAME.match(env_name):
+            raise self.error(
+                f"{key}_env", f"expected an environment variable name, got {env_name!r}"
+            )
+        if env_name is None and file_path is None:
+            if required:
+                raise self.error(key, f"is required: set {key}_env or {key}_file")
+            return None
+        return "(not read: gateway not in use)"
+
+    def table(self, key: str) -> Table:
+        inner = super().table(key)
+        return _ShapeOnly(inner.data, where=inner.where, base_dir=inner.base_dir)
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_inactive_gateway(kind: str, table: Table, data_dir: Path) -> None:
+    """Validate a ``[gateway.<kind>]`` table that is not in use: keys, types and shapes.
+
+    Secrets are not read (see :class:`_ShapeOnly`) and the gateway's client library need
+    not be installed; both are checked when it becomes ``[gateway] type``.
+    """
+    import importlib
+
+    from mash_requests.gateways import GATEWAY_MODULES
+
+    data = dict(table.data)
+    if kind == "outbox":
+        data.setdefault("folder", str(data_dir / "outbox"))
+    shape = _ShapeOnly(data, where=table.where, base_dir=table.base_dir)
+    importlib.import_module(GATEWAY_MODULES[kind]).Settings.from_table(shape)
 
 
 def _section(root: Table, key: str) -> Table:

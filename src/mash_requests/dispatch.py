@@ -7,12 +7,19 @@ The flow for one case, the same from the CLI, the Python API and a batch:
    every partner's request renders, the message builds, and no request repeats one already
    sent. If anything is wrong, a ``rejected`` event is logged for each partner asked and an
    InputError is raised: *nothing* of the case is sent.
-2. **Send** (:meth:`Dispatcher.send`): for each request, a durable ``prepared`` event, the
-   per-mailbox rate limit, the gateway with the retry policy (each failed attempt logged),
-   then the outcome: ``sent``, ``failed`` or ``unconfirmed``.
+2. **Send** (:meth:`Dispatcher.send`): the case's requests are claimed (durable ``prepared``
+   events), then for each: the per-mailbox rate limit, a durable ``handing_over`` mark, the
+   gateway with the retry policy (each failed attempt logged), then the outcome: ``sent``,
+   ``failed`` or ``unconfirmed``.
 
 A request's *key* is (case reference, contact id, partner, form SHA-256): sending a key whose
-last outcome was sent or unconfirmed again needs ``resend_reason``, which is logged.
+last outcome was sent or unconfirmed again needs ``resend_reason``, which is logged. Who may
+send a key, what becomes of one left in flight by a run that died, and the invariant that
+lets the next run tell what reached the gateway, are :mod:`mash_requests.claims`.
+
+A request in flight in another live run is waited for (up to ``retry.max_seconds`` + 120 s)
+by :meth:`Dispatcher.send_case`; with ``skip_sent`` (a batch) it comes back at once as an
+``in_flight`` outcome and the batch comes back to it later.
 """
 
 from __future__ import annotations
@@ -22,21 +29,25 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mash_requests.audit.events import Event, EventKind, EventStore, StoredEvent
+from mash_requests.audit.events import Event, EventFilter, EventKind, EventStore, JSONScalar
 from mash_requests.case import Case
+from mash_requests.claims import Claims, Conflict, Standing, State
 from mash_requests.errors import (
     DuplicateRequestError,
     FormRefusedError,
+    HandedOver,
     InputError,
+    LogError,
     RecipientError,
-    TemplateError,
+    SendLogError,
 )
 from mash_requests.gateways.base import Gateway, OutgoingMessage
 from mash_requests.message import build_message, form_filename
@@ -44,6 +55,7 @@ from mash_requests.partners import Partner
 from mash_requests.rendering import Renderer
 
 if TYPE_CHECKING:
+    from mash_requests.audit.runs import RunLocks
     from mash_requests.config import Settings
     from mash_requests.referral_form import Verdict
     from mash_requests.retry import AttemptFailure, SendResult
@@ -52,21 +64,25 @@ logger = logging.getLogger(__name__)
 
 
 class Outcome(StrEnum):
-    """How one request ended."""
+    """How one request ended, in this run."""
 
     #: The gateway accepted it (outbox: written; SMTP: 250 to DATA; Graph/EWS: sent).
     SENT = "sent"
     #: The gateway refused it, or retries ran out. Nothing was delivered.
     FAILED = "failed"
     #: It may have been delivered and that could not be proved; a person must check
-    #: (``mash-requests reconcile`` or the mailbox) before anything is resent.
+    #: (``mash-requests reconcile`` or the mailbox) before anything is resent. In a batch,
+    #: also a request an earlier run left unconfirmed (``reason`` says so).
     UNCONFIRMED = "unconfirmed"
     #: Refused before sending (bad form, partner, template, duplicate). Nothing was sent.
     REJECTED = "rejected"
     #: ``--dry-run``: rendered and checked, deliberately not sent.
     DRY_RUN = "dry_run"
-    #: A batch found this request already sent (or unconfirmed) and did not send it again.
+    #: A batch found this request recorded sent (by an earlier or a concurrent run) and did
+    #: not send it again.
     SKIPPED = "already_sent"
+    #: Another run that is still alive is sending it; this run did not.
+    IN_FLIGHT = "in_flight"
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,7 @@ class CaseResult:
 
     @property
     def all_sent(self) -> bool:
+        """Every request is recorded sent (by this run or another), or was a dry run."""
         return bool(self.outcomes) and all(
             o.outcome in (Outcome.SENT, Outcome.DRY_RUN, Outcome.SKIPPED) for o in self.outcomes
         )
@@ -138,11 +155,24 @@ class ReconcileFinding:
     finding: str
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """A case that passed the checks that do not depend on the log: partners and form."""
+
+    partners: list[Partner]
+    asked: list[str]
+    data: bytes
+    verdict: Verdict
+
+
 class Dispatcher:
-    """Prepares and sends requests for information; one per process or batch.
+    """Prepares and sends requests for information; one per process or batch (one *run*).
 
     ``gateway`` and ``store`` default to the ones the settings name, opened lazily; pass
-    your own (e.g. a recording gateway) in tests. Close with :meth:`close` or use ``with``.
+    your own (e.g. a recording gateway) in tests. The run's lock
+    (:mod:`mash_requests.audit.runs`) is taken at the first send and released by
+    :meth:`close`; use ``with``. ``in_flight_wait`` bounds how long :meth:`send_case` waits
+    for another live run's request (default ``retry.max_seconds`` + 120 s).
     """
 
     def __init__(
@@ -153,6 +183,7 @@ class Dispatcher:
         store: EventStore | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], None] = time.sleep,
+        in_flight_wait: float | None = None,
     ) -> None:
         self.settings = settings
         self._gateway = gateway
@@ -160,7 +191,12 @@ class Dispatcher:
         self._clock = clock
         self._sleep = sleep
         self._renderer: Renderer | None = None
+        self._claims: Claims | None = None
+        self._runs: RunLocks | None = None
         self._verdicts: dict[tuple[str, str, str], Verdict] = {}
+        self.in_flight_wait = (
+            in_flight_wait if in_flight_wait is not None else settings.retry.max_seconds + 120
+        )
         # Set once the gateway refuses our credentials: no later request of this run is
         # handed to it, so retries and partners never add up to an account lock-out.
         self._login_refused: SendResult | None = None
@@ -182,6 +218,30 @@ class Dispatcher:
         return self._gateway
 
     @property
+    def runs(self) -> RunLocks:
+        """This run's lock, and the way to ask about other runs' (opened lazily)."""
+        if self._runs is None:
+            from mash_requests.audit.runs import open_run_locks
+
+            self._runs = open_run_locks(self.settings.log)
+        return self._runs
+
+    @property
+    def claims(self) -> Claims:
+        """Who may send which request, read from (and settled in) the log."""
+        if self._claims is None:
+            self._claims = Claims(
+                self.settings,
+                self.store,
+                runs=lambda: self.runs,
+                clock=self._clock,
+                sleep=self._sleep,
+                gateway=lambda: self.gateway,
+                gateway_kind=self._gateway_kind,
+            )
+        return self._claims
+
+    @property
     def renderer(self) -> Renderer:
         if self._renderer is None:
             self._renderer = Renderer(
@@ -197,8 +257,12 @@ class Dispatcher:
             if self._gateway is not None:
                 self._gateway.close()
         finally:
-            if self._store is not None:
-                self._store.close()
+            try:
+                if self._runs is not None:
+                    self._runs.release()
+            finally:
+                if self._store is not None:
+                    self._store.close()
 
     def __enter__(self) -> Dispatcher:
         return self
@@ -222,7 +286,13 @@ class Dispatcher:
         verdict: Verdict | None = None,
         source: str | None = None,
     ) -> None:
-        """Record a refusal before sending, one event per partner asked (or one without)."""
+        """Record a refusal before sending, one event per partner asked (or one without).
+
+        A refusal identical to the case's last events (same reason, words, partners, form
+        and source, nothing else logged for the case since) is not logged again: running a
+        batch twice does not count one refusal twice. A case without a readable reference
+        is always logged.
+        """
         targets: list[str | None] = list(partners) or [None]
         detail = _loggable(detail)
         source = _loggable(source) if source else None
@@ -230,6 +300,22 @@ class Dispatcher:
         logger.info(
             "case refused before sending", extra={"case_ref": case_ref, "outcome": "rejected"}
         )
+        fingerprint = hashlib.sha256(
+            "\x1f".join(
+                (
+                    reason,
+                    detail,
+                    source or "",
+                    verdict.sha256 if verdict else "",
+                    *(p or "" for p in targets),
+                )
+            ).encode()
+        ).hexdigest()[:32]
+        if case_ref != "(unknown)" and self._last_refusal(case_ref) == fingerprint:
+            return
+        details: dict[str, JSONScalar] = {"refusal": fingerprint}
+        if source:
+            details["source"] = source
         events = [
             Event(
                 kind=EventKind.REJECTED,
@@ -244,11 +330,48 @@ class Dispatcher:
                 form_size=verdict.size if verdict else None,
                 form_pages=verdict.pages if verdict else None,
                 form_found_in=verdict.found_in if verdict else None,
-                details={"source": source} if source else {},
+                details=details,
             )
             for partner in targets
         ]
         self.store.append_many(events)
+
+    def _last_refusal(self, case_ref: str) -> JSONScalar:
+        """The refusal fingerprint of the case's last event, if that was a refusal."""
+        last = None
+        for last in self.store.events(EventFilter(case_ref=case_ref)):  # noqa: B007
+            pass
+        if last is None or last.event.kind is not EventKind.REJECTED:
+            return None
+        return last.event.details.get("refusal")
+
+    @contextmanager
+    def _refusals_logged(
+        self, case: Case, asked: Sequence[str], verdict: Verdict | None, log: bool
+    ) -> Iterator[None]:
+        """Log an InputError raised inside as a refusal for every partner asked."""
+        try:
+            yield
+        except FormRefusedError as exc:
+            if log:
+                self.log_rejection(
+                    case_ref=case.case_ref,
+                    partners=asked,
+                    reason=str(exc.verdict.reason),
+                    detail=str(exc),
+                    verdict=exc.verdict,
+                )
+            raise
+        except InputError as exc:
+            if log:
+                self.log_rejection(
+                    case_ref=case.case_ref,
+                    partners=asked,
+                    reason=exc.reason,
+                    detail=str(exc),
+                    verdict=verdict,
+                )
+            raise
 
     # -- preflight -------------------------------------------------------------------------
 
@@ -256,14 +379,15 @@ class Dispatcher:
         keys = list(dict.fromkeys(partner_keys if partner_keys else case.partners))
         if not keys:
             raise RecipientError(
-                f"case {case.case_ref}: no partners to ask; list them in the case file's "
-                '"partners" or pass --partner KEY'
+                f'case {case.case_ref}: no partners to ask; list them in the case\'s "partners"',
+                reason="no_partners",
+                field="partners",
             )
         if len(self.settings.directory) == 0 and self.settings.source is None:
             raise RecipientError(
-                "no partner directory: no config file was found (looked for --config, "
-                "$MASH_REQUESTS_CONFIG and ./mash-requests.toml); pass --config FILE, e.g. "
-                "examples/mash-requests.toml"
+                "no partner directory: no config file was found (looked for an explicit "
+                "path, $MASH_REQUESTS_CONFIG and ./mash-requests.toml)",
+                reason="no_directory",
             )
         return [self.settings.directory.get(key) for key in keys]
 
@@ -276,7 +400,9 @@ class Dispatcher:
         if path is None:
             raise InputError(
                 f'case {case.case_ref}: no referral form; set "referral_form" in the case '
-                "file or pass --form PDF"
+                "or give a form",
+                reason="no_form",
+                field="referral_form",
             )
         data = read_form(path)
         password = password if password is not None else self.settings.form.password
@@ -298,10 +424,72 @@ class Dispatcher:
                     self._verdicts.clear()
                 self._verdicts[cache_key] = verdict
         if not verdict.accepted:
-            raise FormRefusedError(
+            error = FormRefusedError(
                 f"referral form {path}: refused ({verdict.reason}): {verdict.detail}", verdict
             )
+            error.reason = str(verdict.reason)
+            error.field = "referral_form"
+            raise error
         return data, verdict
+
+    def _check(
+        self,
+        case: Case,
+        partner_keys: Sequence[str] | None,
+        form_path: Path | None,
+        form_password: str | None,
+        *,
+        log: bool,
+    ) -> _Checked:
+        """The checks that do not depend on the log; refusals logged (with ``log``)."""
+        asked = list(partner_keys) if partner_keys else list(case.partners)
+        with self._refusals_logged(case, asked, None, log):
+            partners = self._partners(case, partner_keys)
+            self._check_reply_to(case)
+            data, verdict = self._check_form(case, form_path, form_password)
+        return _Checked(partners, asked, data, verdict)
+
+    def _standings(self, case: Case, checked: _Checked, *, settle: bool) -> list[Standing]:
+        """What the log says of each partner's request, settling abandoned ones first."""
+        standings = []
+        for partner in checked.partners:
+            standing = self.claims.standing(request_key(case, partner.key, checked.verdict.sha256))
+            if standing.abandoned and settle:
+                standing = self.claims.settle(standing)
+            standings.append(standing)
+        return standings
+
+    def _build(
+        self,
+        case: Case,
+        checked: _Checked,
+        standings: Sequence[Standing],
+        resend_reason: str | None,
+        *,
+        skip_sent: bool,
+        log: bool,
+    ) -> list[PreparedRequest | RequestOutcome]:
+        """Render the requests the log lets this run claim; the others become outcomes.
+
+        Without ``skip_sent``, any request held (sent, unconfirmed, in flight) refuses the
+        whole case with DuplicateRequestError.
+        """
+        held = [
+            (partner, standing)
+            for partner, standing in zip(checked.partners, standings, strict=True)
+            if standing.blocks(resend_reason)
+        ]
+        with self._refusals_logged(case, checked.asked, checked.verdict, log):
+            if held and not skip_sent:
+                raise _duplicate_error(case, held, checked.partners)
+            return [
+                _held_outcome(case, partner, standing)
+                if standing.blocks(resend_reason)
+                else self._prepare_one(
+                    case, partner, standing.key, checked.data, checked.verdict, resend_reason
+                )
+                for partner, standing in zip(checked.partners, standings, strict=True)
+            ]
 
     def prepare(
         self,
@@ -319,48 +507,16 @@ class Dispatcher:
         On any problem, logs ``rejected`` for each partner asked (unless ``log_rejections``
         is false, as in a dry run) and raises an InputError (FormRefusedError,
         RecipientError, TemplateError, DuplicateRequestError). With ``skip_sent`` (a batch
-        being resumed), a request already sent is returned as a ``SKIPPED`` outcome instead
-        of raising DuplicateRequestError.
+        being resumed), a request the log holds comes back as an outcome instead of
+        raising DuplicateRequestError: ``already_sent``, ``unconfirmed`` (left so by an
+        earlier run) or ``in_flight`` (another live run is sending it). Requests left in
+        flight by a run that died are settled first (not in a dry run).
         """
-        asked = list(partner_keys) if partner_keys else list(case.partners)
-        verdict: Verdict | None = None
-        try:
-            partners = self._partners(case, partner_keys)
-            self._check_reply_to(case)
-            data, verdict = self._check_form(case, form_path, form_password)
-            prepared = [
-                self._prepare_one(
-                    case, partner, data, verdict, resend_reason, settle=log_rejections
-                )
-                for partner in partners
-            ]
-            duplicates = [p for p in prepared if isinstance(p, _Duplicate)]
-            if duplicates and not skip_sent:
-                raise _duplicate_error(case, duplicates, partners)
-            result = [p.as_outcome(case) if isinstance(p, _Duplicate) else p for p in prepared]
-        except FormRefusedError as exc:
-            if not log_rejections:
-                raise
-            self.log_rejection(
-                case_ref=case.case_ref,
-                partners=asked,
-                reason=str(exc.verdict.reason),
-                detail=str(exc),
-                verdict=exc.verdict,
-            )
-            raise
-        except InputError as exc:
-            if not log_rejections:
-                raise
-            self.log_rejection(
-                case_ref=case.case_ref,
-                partners=asked,
-                reason=_reason_code(exc),
-                detail=str(exc),
-                verdict=verdict,
-            )
-            raise
-        return result
+        checked = self._check(case, partner_keys, form_path, form_password, log=log_rejections)
+        standings = self._standings(case, checked, settle=log_rejections)
+        return self._build(
+            case, checked, standings, resend_reason, skip_sent=skip_sent, log=log_rejections
+        )
 
     def _check_reply_to(self, case: Case) -> None:
         """Replies carry safeguarding detail: they may only go to a secure address."""
@@ -370,26 +526,20 @@ class Dispatcher:
             raise RecipientError(
                 f"case {case.case_ref}: worker.email {case.worker.email!r} is neither at the "
                 f"MASH's domain ({sender_domain}) nor on the allow-list; partners' replies "
-                "would leave secure email. Use the worker's secure address"
+                "would leave secure email. Use the worker's secure address",
+                reason="reply_to_refused",
+                field="worker.email",
             )
 
     def _prepare_one(
         self,
         case: Case,
         partner: Partner,
+        key: str,
         data: bytes,
         verdict: Verdict,
         resend_reason: str | None,
-        *,
-        settle: bool,
-    ) -> PreparedRequest | _Duplicate:
-        key = request_key(case, partner.key, verdict.sha256)
-        state, last = self._prior(key)
-        if state == "in_flight" and settle and last is not None and self._lease_expired(last):
-            self._settle_interrupted(last.event)
-            state, last = self._prior(key)
-        if last is not None and (state == "in_flight" or (state == "sent" and not resend_reason)):
-            return _Duplicate(partner, state, last, self._lease_end(last))
+    ) -> PreparedRequest:
         now = self._clock()
         rag_hours = self.settings.timescales.hours[case.rag]
         due = self.settings.timescales.due(case.rag, now)
@@ -428,88 +578,6 @@ class Dispatcher:
             resend_reason=resend_reason,
         )
 
-    def _same_mailbox(self, event: Event) -> bool:
-        """Whether the configured gateway is the one the request went through.
-
-        Looking for a message in a different system's Sent Items proves nothing: after a
-        gateway switch, a request may only be settled by a person.
-        """
-        return event.gateway == self._gateway_kind() and event.sender == self.settings.sender
-
-    def _prior(self, key: str) -> tuple[str, StoredEvent | None]:
-        """What the log says of a request key: new, sent, in_flight or retryable.
-
-        ``sent`` covers sent, unconfirmed and reconciled-as-sent: none may go again without
-        a resend reason. ``in_flight`` is prepared (or mid-retry) with no outcome yet.
-        """
-        stored = self.store.last_event_for_key(key)
-        if stored is None:
-            return "new", None
-        if stored.event.kind in (EventKind.PREPARED, EventKind.ATTEMPT_FAILED):
-            return "in_flight", stored
-        if _counts_as_sent(stored.event):
-            return "sent", stored
-        return "retryable", stored
-
-    def _lease_end(self, stored: StoredEvent) -> datetime:
-        """Until when a request in flight belongs to the run that prepared it."""
-        return stored.recorded_at + timedelta(seconds=self.settings.retry.max_seconds + 120)
-
-    def _lease_expired(self, stored: StoredEvent) -> bool:
-        return self._clock() >= self._lease_end(stored)
-
-    def _settle_interrupted(self, last: Event) -> None:
-        """Decide a request left in flight by a run that died: prepared, never an outcome.
-
-        Called only once the run's lease has expired, so a run still sending is never
-        second-guessed. The gateway may have taken the message before the run died. Where
-        the gateway can look in Sent Items (and is the one the request went through), look
-        and record what is there; otherwise record ``unconfirmed``, so the request is never
-        resent without a person deciding.
-        """
-        if self._look_up(last, detail="interrupted request looked up in sent items"):
-            return
-        fields = {f: getattr(last, f) for f in _REQUEST_FIELDS}
-        self.store.append(
-            Event(
-                kind=EventKind.UNCONFIRMED,
-                gateway=last.gateway,
-                operator=self.settings.operator,
-                reason="interrupted",
-                detail="the previous run stopped while sending this request and the gateway "
-                "cannot look in sent items; check the mailbox before resending",
-                **fields,
-            )
-        )
-
-    def _look_up(self, event: Event, *, detail: str | None = None) -> str | None:
-        """Look a request up in Sent Items and log a ``reconciled`` event with the finding.
-
-        Returns "sent" or "not_found", or None (nothing logged) when the configured gateway
-        cannot look, or is not the mailbox the request went through.
-        """
-        from mash_requests.gateways.base import SentItemsLookup
-
-        gateway = self.gateway
-        if not (
-            isinstance(gateway, SentItemsLookup) and event.message_id and self._same_mailbox(event)
-        ):
-            return None
-        receipt = gateway.find_sent(event.message_id)
-        finding = "sent" if receipt else "not_found"
-        self.store.append(
-            Event(
-                kind=EventKind.RECONCILED,
-                gateway=event.gateway,
-                gateway_id=receipt.gateway_id if receipt else None,
-                operator=self.settings.operator,
-                detail=detail,
-                details={"outcome": finding},
-                **{f: getattr(event, f) for f in _REQUEST_FIELDS},
-            )
-        )
-        return finding
-
     # -- sending ---------------------------------------------------------------------------
 
     def _event(self, request: PreparedRequest, kind: EventKind, **fields: object) -> Event:
@@ -532,15 +600,18 @@ class Dispatcher:
             "template": request.template,
             "template_version": request.template_version,
             "operator": self.settings.operator,
+            # Every event of a request names the run that wrote it (and takes its lock).
+            "details": self.claims.run_details(),
         }
         base.update(fields)
         return Event(**base)  # type: ignore[arg-type]
 
     def _prepared_event(self, request: PreparedRequest) -> Event:
-        details: dict[str, str | int | float | bool | None] = {
+        details: dict[str, JSONScalar] = {
             "rag": str(request.case.rag),
             "due": request.due.isoformat(),
             "consent": str(request.case.consent.status),
+            **self.claims.run_details(),
         }
         if request.resend_reason:
             details["resend_reason"] = request.resend_reason
@@ -561,83 +632,119 @@ class Dispatcher:
             self._sleep(1.0)
 
     def send(self, requests: Sequence[PreparedRequest]) -> list[RequestOutcome]:
-        """Send prepared requests one by one; every step is in the log before the next."""
+        """Claim prepared requests, then send them one by one; every step logged first.
+
+        Raises DuplicateRequestError (logged, nothing sent) when another run claimed one
+        of them since they were prepared, and SendLogError when the log fails mid-way.
+        """
+        while True:
+            try:
+                return self._send(requests)
+            except Conflict:
+                standings = [self.claims.standing(r.request_key) for r in requests]
+                held = [
+                    (r.partner, standing)
+                    for r, standing in zip(requests, standings, strict=True)
+                    if standing.blocks(r.resend_reason)
+                ]
+                if not held:
+                    continue  # held a moment ago, free again (e.g. it failed): claim it now
+                case = requests[0].case
+                error = _duplicate_error(case, held, [r.partner for r in requests])
+                self.log_rejection(
+                    case_ref=case.case_ref,
+                    partners=[r.partner.key for r in requests],
+                    reason=error.reason,
+                    detail=str(error),
+                    verdict=requests[0].verdict,
+                )
+                raise error from None
+
+    def _send(self, requests: Sequence[PreparedRequest]) -> list[RequestOutcome]:
+        """Claim, then send; raises Conflict (nothing claimed) when a request is held."""
+        if not requests:
+            return []
+        case_ref = requests[0].case.case_ref
+        self.gateway  # noqa: B018 - open it now: a gateway that cannot open strands nothing
+        # One durable transaction claims every request (as prepared) before the first send.
+        try:
+            self.claims.claim(
+                {r.request_key: r.resend_reason for r in requests},
+                [self._prepared_event(request) for request in requests],
+            )
+        except LogError as exc:
+            raise _log_failed(exc, case_ref, [], requests) from exc
+        outcomes: list[RequestOutcome] = []
+        handed: list[HandedOver] = []
+        for number, request in enumerate(requests):
+            try:
+                outcomes.append(self._send_one(request, handed))
+            except Conflict:
+                # Another run decided this one was dead and took the request over: it is
+                # that run's to send now, and this run must not.
+                outcomes.append(
+                    RequestOutcome(
+                        case_ref=case_ref,
+                        partner=request.partner.key,
+                        recipients=request.message.recipients,
+                        outcome=Outcome.IN_FLIGHT,
+                        request_ref=request.request_ref,
+                        reason="taken over by another run",
+                    )
+                )
+            except LogError as exc:
+                not_sent = [r for r in requests[number:] if r.request_ref not in _refs(handed)]
+                raise _log_failed(exc, case_ref, handed, not_sent) from exc
+        return outcomes
+
+    def _send_one(self, request: PreparedRequest, handed: list[HandedOver]) -> RequestOutcome:
+        """Hand one claimed request to the gateway and log its outcome; see claims.py."""
         from mash_requests.errors import Failure
         from mash_requests.retry import SendStatus, send_with_retry
 
-        outcomes: list[RequestOutcome] = []
-        if not requests:
-            return outcomes
-        self.gateway  # noqa: B018 - open it now: a gateway that cannot open strands nothing
-
-        def claim() -> None:
-            # Runs under the log's write lock: no other run can claim these keys meanwhile.
-            duplicates = []
-            for request in requests:
-                state, last = self._prior(request.request_key)
-                if last is not None and (
-                    state == "in_flight" or (state == "sent" and not request.resend_reason)
-                ):
-                    duplicates.append(
-                        _Duplicate(request.partner, state, last, self._lease_end(last))
-                    )
-            if duplicates:
-                raise _duplicate_error(requests[0].case, duplicates, [r.partner for r in requests])
-
-        # One durable transaction claims every request (as prepared) before the first send.
-        try:
-            self.store.append_many(
-                [self._prepared_event(request) for request in requests], precondition=claim
+        if self._login_refused is not None:
+            # The credentials were refused earlier in this run: fail without a login.
+            return self._record_outcome(
+                request, dataclasses.replace(self._login_refused, attempts=0)
             )
-        except DuplicateRequestError as exc:
-            self.log_rejection(
-                case_ref=requests[0].case.case_ref,
-                partners=[r.partner.key for r in requests],
-                reason="duplicate",
-                detail=str(exc),
-                verdict=requests[0].verdict,
-            )
-            raise
-        for request in requests:
-            if self._login_refused is not None:
-                # The credentials were refused earlier in this run: fail without a login.
-                result = dataclasses.replace(self._login_refused, attempts=0)
-                self._record_outcome(request, result, outcomes)
-                continue
-            self._wait_for_rate_limit()
+        self._wait_for_rate_limit()
+        # The invariant of claims.py: the mark is durable before the gateway sees the message.
+        self.claims.hand_over(self._event(request, EventKind.HANDING_OVER))
+        handed.append(
+            HandedOver(request.partner.key, request.request_ref, request.message.message_id, None)
+        )
 
-            def log_failure(failure: AttemptFailure, request: PreparedRequest = request) -> None:
-                logger.info("attempt failed", extra=_log_fields(request, "attempt_failed"))
-                self.store.append(
-                    self._event(
-                        request,
-                        EventKind.ATTEMPT_FAILED,
-                        attempt=failure.attempt,
-                        error_class=failure.error_class,
-                        server_message=failure.server_message,
-                        wait_seconds=failure.wait_seconds,
-                        # Whether the server's hint or our [retry] policy set the wait.
-                        details={"wait_from": str(failure.wait_from)} if failure.wait_from else {},
-                    )
+        def log_failure(failure: AttemptFailure) -> None:
+            logger.info("attempt failed", extra=_log_fields(request, "attempt_failed"))
+            self.store.append(
+                self._event(
+                    request,
+                    EventKind.ATTEMPT_FAILED,
+                    attempt=failure.attempt,
+                    error_class=failure.error_class,
+                    server_message=failure.server_message,
+                    wait_seconds=failure.wait_seconds,
+                    # Whether the server's hint or our [retry] policy set the wait.
+                    details={"wait_from": str(failure.wait_from)} if failure.wait_from else {},
                 )
-
-            logger.info("sending request", extra=_log_fields(request, "sending"))
-            result = send_with_retry(
-                self.gateway,
-                request.message,
-                self.settings.retry,
-                on_failure=log_failure,
-                sleep=self._sleep,
             )
-            if result.failure is Failure.AUTHENTICATION and result.status is SendStatus.FAILED:
-                self._login_refused = result
-            self._record_outcome(request, result, outcomes)
-        return outcomes
 
-    def _record_outcome(
-        self, request: PreparedRequest, result: SendResult, outcomes: list[RequestOutcome]
-    ) -> None:
-        """Log how one request ended and add it to ``outcomes``."""
+        logger.info("sending request", extra=_log_fields(request, "sending"))
+        result = send_with_retry(
+            self.gateway,
+            request.message,
+            self.settings.retry,
+            on_failure=log_failure,
+            sleep=self._sleep,
+        )
+        if result.failure is Failure.AUTHENTICATION and result.status is SendStatus.FAILED:
+            self._login_refused = result
+        outcome = self._record_outcome(request, result)
+        handed[-1] = handed[-1]._replace(recorded=str(outcome.outcome))
+        return outcome
+
+    def _record_outcome(self, request: PreparedRequest, result: SendResult) -> RequestOutcome:
+        """Log how one request ended; return it as an outcome."""
         from mash_requests.retry import SendStatus
 
         kind = {
@@ -663,19 +770,17 @@ class Dispatcher:
                 attempt=result.attempts,
             )
         )
-        outcomes.append(
-            RequestOutcome(
-                case_ref=request.case.case_ref,
-                partner=request.partner.key,
-                recipients=request.message.recipients,
-                outcome=Outcome(str(result.status)),
-                request_ref=request.request_ref,
-                reason="" if kind is EventKind.SENT else result.reason,
-                message_id=request.message.message_id,
-                gateway_id=gateway_id,
-                attempts=result.attempts,
-                due=request.due,
-            )
+        return RequestOutcome(
+            case_ref=request.case.case_ref,
+            partner=request.partner.key,
+            recipients=request.message.recipients,
+            outcome=Outcome(str(result.status)),
+            request_ref=request.request_ref,
+            reason="" if kind is EventKind.SENT else result.reason,
+            message_id=request.message.message_id,
+            gateway_id=gateway_id,
+            attempts=result.attempts,
+            due=request.due,
         )
 
     def send_case(
@@ -691,44 +796,53 @@ class Dispatcher:
     ) -> CaseResult:
         """Prepare then send one case's requests. Raises InputError if preflight fails.
 
-        Outcomes keep the order of the partners asked; with ``skip_sent`` requests already
-        sent come back as ``SKIPPED`` (see :meth:`prepare`).
+        Outcomes keep the order of the partners asked; with ``skip_sent`` requests the log
+        holds come back as outcomes (see :meth:`prepare`). Without it, a request in flight
+        in another live run is waited for, up to ``in_flight_wait`` seconds, and then
+        decided on what the log says: sent → DuplicateRequestError; still in flight →
+        DuplicateRequestError with reason ``in_flight_elsewhere``.
         """
-        preflight = self.prepare(
-            case,
-            partner_keys,
-            form_path=form_path,
-            form_password=form_password,
-            resend_reason=resend_reason,
-            log_rejections=not dry_run,
-            skip_sent=skip_sent,
-        )
-        prepared = [p for p in preflight if isinstance(p, PreparedRequest)]
-        result = CaseResult(case_ref=case.case_ref)
-        if dry_run:
+        log = not dry_run
+        checked = self._check(case, partner_keys, form_path, form_password, log=log)
+        until = self._clock() + timedelta(seconds=self.in_flight_wait)
+        while True:
+            standings = self._standings(case, checked, settle=log)
+            live = [s.key for s in standings if s.state is State.IN_FLIGHT and not s.abandoned]
+            if live and log and not skip_sent and self._clock() < until:
+                self.claims.wait_for(live, until=until)
+                continue
+            preflight = self._build(
+                case, checked, standings, resend_reason, skip_sent=skip_sent, log=log
+            )
+            prepared = [p for p in preflight if isinstance(p, PreparedRequest)]
+            result = CaseResult(case_ref=case.case_ref)
+            if dry_run:
+                result.outcomes = [
+                    RequestOutcome(
+                        case_ref=case.case_ref,
+                        partner=p.partner.key,
+                        recipients=p.message.recipients,
+                        outcome=Outcome.DRY_RUN,
+                        request_ref=p.request_ref,
+                        detail="checked and rendered; not sent",
+                        due=p.due,
+                    )
+                    if isinstance(p, PreparedRequest)
+                    else p
+                    for p in preflight
+                ]
+                return result
+            try:
+                sent = iter(self._send(prepared))
+            except Conflict:
+                continue  # another run claimed one meanwhile: decide again on what is there
             result.outcomes = [
-                RequestOutcome(
-                    case_ref=case.case_ref,
-                    partner=p.partner.key,
-                    recipients=p.message.recipients,
-                    outcome=Outcome.DRY_RUN,
-                    request_ref=p.request_ref,
-                    detail="checked and rendered; not sent",
-                    due=p.due,
-                )
-                for p in prepared
+                next(sent) if isinstance(item, PreparedRequest) else item for item in preflight
             ]
             return result
-        sent = iter(self.send(prepared))
-        result.outcomes = [
-            next(sent) if isinstance(item, PreparedRequest) else item for item in preflight
-        ]
-        return result
 
     def reconcile(self) -> list[ReconcileFinding]:
         """Look every unconfirmed request up in Sent Items and log what is found."""
-        from mash_requests.audit.events import EventFilter
-
         latest: dict[str, Event] = {}
         kinds = [EventKind.SENT, EventKind.FAILED, EventKind.UNCONFIRMED, EventKind.RECONCILED]
         for stored in self.store.events(EventFilter(kinds=kinds)):
@@ -737,72 +851,124 @@ class Dispatcher:
         pending = [
             e for e in latest.values()
             if e.kind is EventKind.UNCONFIRMED
-            or (e.kind is EventKind.RECONCILED and e.details.get("outcome") != "sent")
+            or (e.kind is EventKind.RECONCILED and e.details.get("outcome") == "not_found")
         ]  # fmt: skip
         findings: list[ReconcileFinding] = []
         for event in pending:
             assert event.request_ref is not None
-            finding = self._look_up(event) or "cannot_check"
+            finding = self.claims.look_up(event) or "cannot_check"
             findings.append(ReconcileFinding(event.request_ref, event.partner or "-", finding))
         return findings
 
 
-@dataclass(frozen=True)
-class _Duplicate:
-    """A partner whose request the log shows as sent, or being sent by another run."""
+def _held_outcome(case: Case, partner: Partner, standing: Standing) -> RequestOutcome:
+    """A batch's outcome for a request the log holds: sent, unconfirmed or in flight."""
+    assert standing.last is not None
+    event = standing.last.event
+    outcome, reason = {
+        State.SENT: (Outcome.SKIPPED, ""),
+        State.UNCONFIRMED: (Outcome.UNCONFIRMED, "left unconfirmed by an earlier run"),
+        State.IN_FLIGHT: (Outcome.IN_FLIGHT, "another run is sending it"),
+    }[standing.state]
+    if standing.state is State.IN_FLIGHT and standing.abandoned:
+        reason = "left in flight by a run that stopped; a real send settles it first"
+    return RequestOutcome(
+        case_ref=case.case_ref,
+        partner=partner.key,
+        recipients=partner.addresses,
+        outcome=outcome,
+        request_ref=event.request_ref,
+        reason=reason,
+        message_id=event.message_id,
+    )
 
-    partner: Partner
-    state: str
-    last: StoredEvent
-    lease_end: datetime
 
-    def describe(self) -> str:
-        event = self.last.event
-        when = f"{self.last.recorded_at:%Y-%m-%d %H:%M} UTC"
-        if self.state == "in_flight":
-            return (
-                f"{self.partner.key} is being sent by another run (prepared {when} by "
-                f"{event.operator or 'unknown'}; if that run died, this is settled after "
-                f"{self.lease_end:%H:%M} UTC)"
-            )
-        return f"{self.partner.key} was already {event.kind} {when} (request {event.request_ref})"
-
-    def as_outcome(self, case: Case) -> RequestOutcome:
-        return RequestOutcome(
-            case_ref=case.case_ref,
-            partner=self.partner.key,
-            recipients=self.partner.addresses,
-            outcome=Outcome.SKIPPED,
-            request_ref=self.last.event.request_ref,
-            reason=self.state if self.state == "in_flight" else str(self.last.event.kind),
-            message_id=self.last.event.message_id,
+def _describe(partner: Partner, standing: Standing) -> str:
+    """One partner's part of a duplicate refusal, in words (no command-line options)."""
+    assert standing.last is not None
+    event = standing.last.event
+    when = f"{standing.last.recorded_at:%Y-%m-%d %H:%M} UTC"
+    ref = event.request_ref
+    if standing.state is State.SENT:
+        return f"{partner.key} was already sent {when} (request {ref})"
+    if standing.state is State.UNCONFIRMED:
+        return (
+            f"{partner.key} is unconfirmed since {when} (request {ref}): it may have been "
+            "delivered; check the partner's mailbox, or look it up in sent items, before "
+            "sending it again"
         )
+    if standing.abandoned:
+        return (
+            f"{partner.key} was left in flight by a run that stopped (request {ref}); "
+            "sending for real settles it first"
+        )
+    if standing.lease_end is not None:
+        return (
+            f"{partner.key} is being sent by another run that has no lock (request {ref}, "
+            f"last step {when} by {event.operator or 'unknown'}); if that run died, this "
+            f"is settled after {standing.lease_end:%H:%M} UTC"
+        )
+    return (
+        f"{partner.key} is being sent by another run that is still running (request {ref}, "
+        f"last step {when} by {event.operator or 'unknown'})"
+    )
 
 
 def _duplicate_error(
-    case: Case, duplicates: Sequence[_Duplicate], asked: Sequence[Partner]
+    case: Case, held: Sequence[tuple[Partner, Standing]], asked: Sequence[Partner]
 ) -> DuplicateRequestError:
-    """One error naming every duplicate, and the way to ask only the others."""
-    named = {d.partner.key for d in duplicates}
-    others = [p.key for p in asked if p.key not in named]
-    advice = (
-        f"to ask only the others use {' '.join(f'--partner {k}' for k in others)}; "
-        if others
-        else ""
-    )
+    """One error naming every partner held, with the fields a caller needs to advise."""
+    named = {partner.key for partner, _ in held}
     return DuplicateRequestError(
         f"case {case.case_ref} (this referral form): "
-        + "; ".join(d.describe() for d in duplicates)
-        + f". Nothing was sent: {advice}to send again what was sent, add --resend --reason TEXT"
+        + "; ".join(_describe(partner, standing) for partner, standing in held)
+        + ". Nothing of the case was sent",
+        case_ref=case.case_ref,
+        states={partner.key: str(standing.state) for partner, standing in held},
+        earlier={
+            partner.key: standing.last.event.request_ref if standing.last else None
+            for partner, standing in held
+        },
+        others=[p.key for p in asked if p.key not in named],
     )
 
 
-#: The fields that identify a request, copied from its earlier events onto later ones.
-_REQUEST_FIELDS = (
-    "case_ref", "request_ref", "request_key", "partner", "recipients", "sender", "message_id",
-    "form_filename", "form_sha256", "form_size", "form_pages", "form_found_in", "template",
-    "template_version",
-)  # fmt: skip
+def _refs(handed: Sequence[HandedOver]) -> set[str]:
+    return {h.request_ref for h in handed}
+
+
+def _log_failed(
+    exc: LogError,
+    case_ref: str,
+    handed: Sequence[HandedOver],
+    not_sent: Sequence[PreparedRequest],
+) -> SendLogError:
+    """The error for a log that failed mid-case: what had gone out, and what had not."""
+    parts = [f"the dispatch log failed while case {case_ref} was being sent: {exc}"]
+    if handed:
+        parts.append(
+            "handed to the gateway before that: "
+            + "; ".join(
+                f"{h.partner} {h.request_ref} {h.message_id} "
+                + (
+                    f"({h.recorded}, recorded in the log)"
+                    if h.recorded
+                    else "(outcome NOT recorded: it may have been delivered; check the "
+                    "partner's mailbox before sending it again)"
+                )
+                for h in handed
+            )
+        )
+    else:
+        parts.append("nothing of the case was handed to the gateway")
+    if not_sent:
+        parts.append("not sent: " + ", ".join(f"{r.partner.key} {r.request_ref}" for r in not_sent))
+    return SendLogError(
+        ". ".join(parts),
+        case_ref=case_ref,
+        handed_over=handed,
+        not_sent=[(r.partner.key, r.request_ref) for r in not_sent],
+    )
 
 
 def _log_fields(request: PreparedRequest, outcome: str) -> dict[str, str]:
@@ -822,19 +988,3 @@ def _loggable(text: str) -> str:
     """
     text = text.encode("utf-8", "replace").decode("utf-8")
     return "".join(ch if ch.isprintable() or ch in "\n\t" else "\ufffd" for ch in text)
-
-
-def _counts_as_sent(event: Event) -> bool:
-    if event.kind in (EventKind.SENT, EventKind.UNCONFIRMED):
-        return True
-    return event.kind is EventKind.RECONCILED and event.details.get("outcome") == "sent"
-
-
-def _reason_code(exc: InputError) -> str:
-    if isinstance(exc, DuplicateRequestError):
-        return "duplicate"
-    if isinstance(exc, RecipientError):
-        return "recipient_refused"
-    if isinstance(exc, TemplateError):
-        return "template_error"
-    return "invalid_input"

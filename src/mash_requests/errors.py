@@ -9,13 +9,14 @@
     │   ├── TemplateError             a template is missing, broken or needs a variable
     │   ├── RecipientError            an address is not in the partner directory/allow-list
     │   ├── FormRefusedError          the referral form PDF was refused (carries the verdict)
-    │   └── DuplicateRequestError     this request was already sent (use resend with a reason)
+    │   └── DuplicateRequestError     this request was already sent, or is being sent
     └── OperationalError              something failed while doing the work
         ├── GatewayError              the mail gateway did not take the message
         │   ├── TransientGatewayError     certainly not accepted; safe to try again
         │   ├── AmbiguousGatewayError     may have been accepted; look before resending
         │   └── PermanentGatewayError     refused; trying again will not help
         └── LogError                  the dispatch log cannot be read or written
+            └── SendLogError          ... while a case was being sent: says what went out
 
 Every ``GatewayError`` also says *what* failed (:class:`Failure`): the connection, TLS, the
 credentials, a recipient, the message, or the server. ``str(error)`` is the whole sentence a
@@ -33,15 +34,34 @@ is never locked out by retries).
 catches ``OperationalError`` and must never swallow a misconfiguration.
 
 Messages never contain message bodies, child details, passwords or tokens: they name the
-file, field, partner or request reference that is wrong, and say what to do.
+file, field, partner or request reference that is wrong, and say what to do. They never name
+a command-line option: the CLI adds its own advice from the fields below.
+
+Fields a script can act on without reading the words:
+
+- every ``InputError``: ``reason`` (a code: ``invalid_case``, ``template_error``,
+  ``recipient_refused``, ``unknown_partner``, ``no_partners``, ``no_directory``,
+  ``no_form``, ``form_unreadable``, ``duplicate``, ``in_flight_elsewhere``,
+  ``batch_invalid``, ``batch_unreadable``, ``encoding`` …; for a refused form, the
+  verdict's reason such as ``wrong_case``), ``field`` (the case, config or batch field at
+  fault, or None) and ``partners`` (the partner keys concerned; empty when the whole case
+  is);
+- ``DuplicateRequestError``: ``case_ref``, ``states`` (partner → ``sent``,
+  ``unconfirmed`` or ``in_flight``), ``earlier`` (partner → the request reference the log
+  holds) and ``others`` (partners asked that are not held, which may be asked alone);
+- ``SendLogError``: ``case_ref``, ``handed_over`` (what reached the gateway before the log
+  failed, each with partner, request reference, Message-ID and whether the log recorded
+  its outcome) and ``not_sent`` (partner, request reference).
+
 Third-party errors (smtplib, exchangelib, requests, pypdf, sqlite3, psycopg) are translated
 into these classes at the module boundary that calls the library, raised ``from`` the original.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Generic, Protocol, Self, TypeVar
+from typing import Generic, NamedTuple, Protocol, Self, TypeVar
 
 
 class MashRequestsError(Exception):
@@ -53,19 +73,45 @@ class ConfigError(MashRequestsError):
 
 
 class InputError(MashRequestsError):
-    """Something a person or script supplied is invalid; nothing was sent."""
+    """Something a person or script supplied is invalid; nothing was sent.
+
+    ``reason`` is a short code, ``field`` the field at fault (or None), ``partners`` the
+    partner keys concerned (empty: the whole case). See the module docstring.
+    """
+
+    #: The ``reason`` when none is given.
+    default_reason = "invalid_input"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        field: str | None = None,
+        partners: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason or type(self).default_reason
+        self.field = field
+        self.partners = tuple(partners)
 
 
 class CaseFileError(InputError):
     """A case file is missing, not JSON, or fails validation."""
 
+    default_reason = "invalid_case"
+
 
 class TemplateError(InputError):
     """A template is missing, has a syntax error, or uses an undefined variable."""
 
+    default_reason = "template_error"
+
 
 class RecipientError(InputError):
     """An address or partner is not in the partner directory or its domain allow-list."""
+
+    default_reason = "recipient_refused"
 
 
 class RefusedForm(Protocol):
@@ -102,7 +148,36 @@ class FormRefusedError(InputError, Generic[_V]):
 
 
 class DuplicateRequestError(InputError):
-    """A request with the same key was already sent; resending needs an explicit reason."""
+    """A request with the same key was already sent, or another run is sending it.
+
+    Nothing of the case was sent. ``states`` maps each partner held to ``sent``,
+    ``unconfirmed`` (may have been delivered: check before sending again) or ``in_flight``
+    (another run is sending it now); ``earlier`` maps it to the request reference the log
+    holds; ``others`` lists the partners asked that are not held. ``reason`` is
+    ``in_flight_elsewhere`` when any partner is in flight, else ``duplicate``.
+    """
+
+    default_reason = "duplicate"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        case_ref: str | None = None,
+        states: Mapping[str, str] | None = None,
+        earlier: Mapping[str, str | None] | None = None,
+        others: Sequence[str] = (),
+    ) -> None:
+        states = dict(states or {})
+        super().__init__(
+            message,
+            reason="in_flight_elsewhere" if "in_flight" in states.values() else "duplicate",
+            partners=list(states),
+        )
+        self.case_ref = case_ref
+        self.states = states
+        self.earlier = dict(earlier or {})
+        self.others = tuple(others)
 
 
 class OperationalError(MashRequestsError):
@@ -201,3 +276,35 @@ class PermanentGatewayError(GatewayError):
 
 class LogError(OperationalError):
     """The dispatch log cannot be opened, read or written."""
+
+
+class HandedOver(NamedTuple):
+    """A request that reached the gateway before the log failed (see SendLogError)."""
+
+    partner: str
+    request_ref: str
+    message_id: str
+    #: The outcome the log recorded ("sent", "failed", "unconfirmed"), or None: not recorded,
+    #: so it may have been delivered though the log does not say so.
+    recorded: str | None
+
+
+class SendLogError(LogError):
+    """The dispatch log failed while a case was being sent.
+
+    ``handed_over`` lists what reached the gateway before the failure, ``not_sent`` the
+    (partner, request reference) pairs that were never handed to it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        case_ref: str,
+        handed_over: Sequence[HandedOver] = (),
+        not_sent: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.case_ref = case_ref
+        self.handed_over = tuple(handed_over)
+        self.not_sent = tuple(not_sent)

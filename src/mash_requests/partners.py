@@ -126,7 +126,9 @@ class PartnerDirectory:
         except KeyError:
             known = ", ".join(sorted(self._partners)) or "none configured"
             raise RecipientError(
-                f"unknown partner {key!r}; the partner directory has: {known}"
+                f"unknown partner {key!r}; the partner directory has: {known}",
+                reason="unknown_partner",
+                partners=[key],
             ) from None
 
     def check_address(self, address: str, *, partner: str) -> None:

@@ -24,6 +24,10 @@ class EventKind(StrEnum):
 
     #: The request was built and its form accepted; it is about to go to the gateway.
     PREPARED = "prepared"
+    #: The message is being handed to the gateway: from here on it may have reached it.
+    #: Written (durably) just before the first attempt; a request prepared without one
+    #: certainly never reached the gateway.
+    HANDING_OVER = "handing_over"
     #: One attempt failed; ``attempt``, ``error_class`` (transient, ambiguous, permanent),
     #: ``server_message`` and ``wait_seconds`` (None: no further try) say what happened.
     ATTEMPT_FAILED = "attempt_failed"

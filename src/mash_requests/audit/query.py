@@ -133,6 +133,8 @@ def fold(state: RequestState, stored: StoredEvent) -> None:
         if state.prepared_at is None:
             state.prepared_at = at
         state.outcome = "pending"  # a new cycle (a resend) starts over; times_sent remembers
+    elif kind is EventKind.HANDING_OVER:
+        pass  # still pending: handed to the gateway, no outcome yet
     elif kind is EventKind.ATTEMPT_FAILED:
         state.failed_attempts += 1
         state.attempts = max(state.attempts, event.attempt or state.failed_attempts)

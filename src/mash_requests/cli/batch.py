@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mash_requests.cli._common import EXIT_INCOMPLETE, CliError, library_errors
+from mash_requests.cli._common import EXIT_BAD_INPUT, EXIT_INCOMPLETE, CliError, library_errors
 from mash_requests.cli.send import CONFIG_HELP
 
 
@@ -52,15 +52,23 @@ class _Progress:
 Examples:
   mash-requests send-batch today.jsonl
   mash-requests send-batch export.csv --skip-invalid
+  mash-requests send-batch export.csv --encoding cp1252
   mash-requests send-batch today.jsonl --dry-run
 
 \b
-Run it again after a crash or Ctrl-C: it sends only what was not sent (the dispatch log
-decides), never a duplicate. Ctrl-C finishes the case in hand, then stops.
+Run it again after a crash, kill or Ctrl-C: it sends only what was not sent (the dispatch
+log decides), never a duplicate. A request a killed run had handed to the gateway is looked
+up in Sent Items (outbox, EWS, Graph) or, over SMTP, counted unconfirmed for a person to
+check. Ctrl-C finishes the case in hand, then stops. Two runs of one batch share the work.
 
 \b
-Exit codes: 0 every request sent (or already sent); 1 some not sent, refused, or the batch
-was interrupted; 2 bad rows (nothing sent unless --skip-invalid) or bad config.""",
+Summary: sent (by this run), already sent (earlier or by another run), in flight in another
+run, unconfirmed, failed, refused: each request in exactly one.
+
+\b
+Exit codes: 0 every request recorded sent (by this run or another); 1 some not sent,
+unconfirmed, refused, still in flight elsewhere, or the batch was interrupted; 2 bad rows
+(nothing sent unless --skip-invalid), an unreadable file, or bad config.""",
 )
 @click.argument("batch_file", type=click.Path(path_type=Path))
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help=CONFIG_HELP)
@@ -74,8 +82,20 @@ was interrupted; 2 bad rows (nothing sent unless --skip-invalid) or bad config."
     is_flag=True,
     help="Validate and render every request; send nothing and log nothing.",
 )
+@click.option(
+    "--encoding",
+    default="utf-8",
+    show_default=True,
+    metavar="NAME",
+    help="Text encoding of the file. UTF-8 is read with or without a byte-order mark; "
+    "Excel's 'CSV (Comma delimited)' on Windows is cp1252.",
+)
 def send_batch(
-    batch_file: Path, config_path: Path | None, skip_invalid: bool, dry_run: bool
+    batch_file: Path,
+    config_path: Path | None,
+    skip_invalid: bool,
+    dry_run: bool,
+    encoding: str,
 ) -> None:
     """Send the requests for every case in a batch file (JSON Lines or CSV).
 
@@ -83,7 +103,11 @@ def send_batch(
     problem) before anything is sent. Each case then goes through exactly the same checks
     as send-request: its own referral form, partners from the directory, no duplicates.
     """
-    from mash_requests.batch import BatchInvalidError
+    from mash_requests.batch import (
+        BatchEncodingError,
+        BatchInvalidError,
+        BatchLogError,
+    )
     from mash_requests.batch import send_batch as api_send_batch
     from mash_requests.config import load_settings
 
@@ -98,17 +122,64 @@ def send_batch(
                     skip_invalid=skip_invalid,
                     dry_run=dry_run,
                     progress=progress,
+                    encoding=encoding,
                 )
             except BatchInvalidError as exc:
                 for problem in exc.result.problems:
                     click.echo(f"row {problem.row}: {problem.message}", err=True)
-                raise
+                raise CliError(
+                    f"{exc}. Fix them, or pass --skip-invalid to send the valid rows",
+                    EXIT_BAD_INPUT,
+                ) from exc
+            except BatchEncodingError as exc:
+                hint = (
+                    f"Run it again with --encoding {exc.suggestion}"
+                    if exc.suggestion
+                    else "Pass --encoding NAME (the encoding it was saved in)"
+                )
+                raise CliError(f"{exc}\n{hint}.", EXIT_BAD_INPUT) from exc
+            except BatchLogError as exc:
+                progress.finish()
+                _summary(exc.result, dry_run=dry_run)
+                raise CliError(str(exc), EXIT_INCOMPLETE) from exc
     finally:
         progress.finish()
+    _summary(result, dry_run=dry_run)
+    if dry_run:
+        click.echo("Dry run: nothing was sent.")
+    if result.interrupted:
+        raise CliError("interrupted: run the same command again to send the rest", EXIT_INCOMPLETE)
+    if result.problems or (not dry_run and not result.all_sent):
+        sys.exit(EXIT_INCOMPLETE)
+
+
+#: How each outcome is named in the summary.
+_LABELS = {
+    "sent": "sent",
+    "already_sent": "already sent",
+    "in_flight": "in flight in another run",
+    "unconfirmed": "unconfirmed",
+    "failed": "failed",
+    "rejected": "refused",
+    "dry_run": "dry run",
+}
+
+
+def _summary(result: object, *, dry_run: bool) -> None:
+    """The counts, each request in exactly one; refusals and unconfirmed ones listed."""
+    from mash_requests.batch import SUMMARY_ORDER, BatchResult
+    from mash_requests.dispatch import Outcome
+
+    assert isinstance(result, BatchResult)
+    shown = [
+        outcome
+        for outcome in SUMMARY_ORDER
+        if (outcome is Outcome.DRY_RUN) == dry_run or result.counts[outcome]
+    ]
+    counts = ", ".join(f"{result.counts[o]} {_LABELS[str(o)]}" for o in shown)
+    click.echo(f"Summary: {counts}; {len(result.problems)} bad row(s).")
     for problem in result.problems:
         click.echo(f"skipped row {problem.row}: {problem.message}", err=True)
-    summary = ", ".join(f"{n} {k}".replace("_", " ") for k, n in sorted(result.counts.items()))
-    click.echo(f"Summary: {summary or 'no requests'}; {len(result.problems)} bad row(s).")
     for reason, count in sorted(result.refusals.items()):
         click.echo(f"  refused ({reason}): {count}")
     for row, case_ref, reason in result.refused[:50]:
@@ -119,9 +190,13 @@ def send_batch(
             "rejected",
             err=True,
         )
-    if dry_run:
-        click.echo("Dry run: nothing was sent.")
-    if result.interrupted:
-        raise CliError("interrupted: run the same command again to send the rest", EXIT_INCOMPLETE)
-    if result.problems or (not dry_run and not result.all_sent):
-        sys.exit(EXIT_INCOMPLETE)
+    if result.unconfirmed:
+        click.echo(
+            f"{len(result.unconfirmed)} request(s) unconfirmed: they may have been delivered. "
+            "Check with 'mash-requests reconcile' or the partner; send one again only once you "
+            "know it did not arrive (send-request --case FILE --partner KEY --resend "
+            "--reason TEXT):",
+            err=True,
+        )
+        for row, case_ref, partner, request_ref in result.unconfirmed[:50]:
+            click.echo(f"  row {row}: case {case_ref} {partner} {request_ref}", err=True)

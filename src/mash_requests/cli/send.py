@@ -9,6 +9,7 @@ import click
 
 from mash_requests.cli._common import (
     CONTEXT_SETTINGS,
+    EXIT_BAD_INPUT,
     EXIT_INCOMPLETE,
     EXIT_OK,
     CliError,
@@ -51,9 +52,10 @@ Examples:
   send-request --case cases/MASH-2026-0412.json --partner police --resend --reason "bounced"
 
 \b
-Exit codes: 0 every request sent; 1 some not sent (failed or unconfirmed; see the table);
-2 bad case file, partner, form, template or config: nothing was sent and the refusal is
-in the dispatch log.""",
+Exit codes: 0 every request sent; 1 some not sent (failed or unconfirmed; see the table),
+or another run is still sending one; 2 bad case file, partner, form, template or config,
+or already sent: nothing was sent and the refusal is in the dispatch log. The error says
+exactly which partners to name next (--partner KEY), never more.""",
 )
 @click.option(
     "--case",
@@ -124,21 +126,26 @@ def send_request(
         raise click.UsageError("--resend and --reason TEXT go together (a reason is required)")
     from mash_requests.api import send_request as api_send_request
     from mash_requests.config import load_settings
+    from mash_requests.errors import InputError
 
     with library_errors():
         settings = load_settings(config_path)
-        selected: list[str] | None = list(partners) or None
-        if all_partners:
-            selected = settings.directory.keys()
-        result = api_send_request(
-            settings,
-            case_path,
-            selected,
-            form_path=form_path,
-            form_password=form_password,
-            resend_reason=resend_reason,
-            dry_run=dry_run,
-        )
+        try:
+            result = api_send_request(
+                settings,
+                case_path,
+                list(partners) or None,
+                all_partners=all_partners,
+                form_path=form_path,
+                form_password=form_password,
+                resend_reason=resend_reason,
+                dry_run=dry_run,
+            )
+        except InputError as exc:
+            command = f"send-request --case {_quoted(case_path)}"
+            if config_path is not None:
+                command += f" --config {_quoted(config_path)}"
+            raise _refused(exc, command) from exc
     _print_outcomes(list(result.outcomes))
     sent = sum(1 for o in result.outcomes if o.outcome == "sent")
     if dry_run:
@@ -148,12 +155,72 @@ def send_request(
         sys.exit(EXIT_OK)
     click.echo(f"{sent} of {len(result.outcomes)} request(s) sent for case {result.case_ref}.")
     if not result.all_sent:
-        click.echo(
-            "Not every request was sent. 'unconfirmed' may have been delivered: check with "
-            "'mash-requests reconcile' before resending.",
-            err=True,
-        )
+        unconfirmed = [o.partner for o in result.outcomes if o.outcome == "unconfirmed"]
+        click.echo("Not every request was sent.", err=True)
+        if unconfirmed:
+            click.echo(
+                f"Unconfirmed ({', '.join(unconfirmed)}): it may have been delivered; check "
+                "with 'mash-requests reconcile' or the partner before resending.",
+                err=True,
+            )
         sys.exit(EXIT_INCOMPLETE)
+
+
+def _quoted(path: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
+
+
+def _refused(exc: Exception, command: str) -> CliError:
+    """The library's refusal, plus what to type next; built from the error's fields.
+
+    The advice names exactly the partners it concerns, so following it literally never
+    sends again what was delivered.
+    """
+    from mash_requests.errors import DuplicateRequestError, InputError
+
+    assert isinstance(exc, InputError)
+    advice: list[str] = []
+    code = EXIT_BAD_INPUT
+    if isinstance(exc, DuplicateRequestError):
+        by_state: dict[str, list[str]] = {}
+        for partner, state in exc.states.items():
+            by_state.setdefault(state, []).append(partner)
+        if exc.others:
+            advice.append(f"To ask only the others: {command} {_partners(exc.others)}")
+        if by_state.get("unconfirmed"):
+            keys = by_state["unconfirmed"]
+            advice.append(
+                f"Once you have checked that {' and '.join(keys)} did not arrive "
+                "(mash-requests reconcile, or ask the partner), send only "
+                f"{'that one' if len(keys) == 1 else 'those'} again: "
+                f"{command} {_partners(keys)} --resend --reason TEXT"
+            )
+        if by_state.get("in_flight"):
+            code = EXIT_INCOMPLETE  # nothing is wrong with the input: another run has it
+            advice.append(
+                "Another run is still sending "
+                f"{' and '.join(by_state['in_flight'])}; run the same command later to see "
+                "its outcome."
+            )
+        if set(by_state) == {"sent"} and not exc.others:
+            advice.append(
+                "Every request asked was already sent: nothing to do. A delivered request "
+                "is sent again only on purpose, naming it: --partner KEY --resend --reason TEXT"
+            )
+    elif exc.reason == "no_partners":
+        advice.append("Or name them: --partner KEY (repeat), or --all-partners.")
+    elif exc.reason == "no_directory":
+        advice.append("Pass --config FILE, e.g. --config examples/mash-requests.toml")
+    elif exc.reason == "no_form":
+        advice.append("Or attach one with --form PDF.")
+    return CliError("\n".join([str(exc), *advice]), code)
+
+
+def _partners(keys: object) -> str:
+    assert isinstance(keys, list | tuple)
+    return " ".join(f"--partner {key}" for key in keys)
 
 
 @click.command(
