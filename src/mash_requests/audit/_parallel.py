@@ -28,7 +28,14 @@ from typing import Any
 
 from mash_requests.audit._rows import ChainSource
 from mash_requests.audit.chain import format_time, parse_time
-from mash_requests.audit.verify import Break, Checkpoint, VerifyResult, _close, _Verifier
+from mash_requests.audit.verify import (
+    Break,
+    Checkpoint,
+    VerifyResult,
+    _close,
+    _Verifier,
+    account_for_every_row,
+)
 from mash_requests.errors import LogError, MashRequestsError
 
 #: Below this many events one process is quicker than starting others (~0.1-0.3 s each).
@@ -160,7 +167,12 @@ class Verification:
                     self._workers[index] = worker
 
     def result(self) -> VerifyResult:
-        """Wait for every range and join them; LogError if the log cannot be read."""
+        """Wait for every range and join them, then account for the rows the walk cannot
+        reach (see :func:`~mash_requests.audit.verify.account_for_every_row`); LogError if
+        the log cannot be read."""
+        return account_for_every_row(self._source, self._walked())
+
+    def _walked(self) -> VerifyResult:
         try:
             if len(self._ranges) == 1:
                 return _Verifier(self._source, self._checkpoint).run()

@@ -97,6 +97,15 @@ class ChainSource(Protocol):
         """The highest ``seq`` stored (0 for an empty log)."""
         ...
 
+    def rows_outside_chain(self, limit: int = 10) -> tuple[int, tuple[int | None, ...]]:
+        """How many rows have a ``seq`` that is no chain position, and the first ``limit``."""
+        ...
+
+    def log_table_problems(self) -> tuple[str, ...]:
+        """Rows of ``log_meta`` and ``schema_migrations`` the log never writes, one sentence
+        each (empty when there are none)."""
+        ...
+
     def worker_job(self) -> dict[str, Any]:
         """JSON telling a verification worker process how to open this log (holds the DSN
         and the key: it goes to the worker through a pipe, never a command line)."""
@@ -124,6 +133,31 @@ def stored_event(seq: int, hash_: str, record: str, *, location: str) -> StoredE
             f"dispatch log {location}: event {seq} is damaged (its stored record cannot be "
             "read); run `mash-requests audit verify` to see what happened to it"
         ) from exc
+
+
+#: The keys ``log_meta`` holds: written once, when the log is created.
+META_KEYS = frozenset({"hash_algorithm", "key_check", "created_at"})
+
+
+def table_problems(
+    meta_keys: list[str], versions: list[int], schema_version: int
+) -> tuple[str, ...]:
+    """What is wrong with the metadata tables' rows (see ChainSource.log_table_problems)."""
+    problems: list[str] = []
+    unknown = sorted(set(meta_keys) - META_KEYS)
+    if unknown:
+        names = ", ".join(map(repr, unknown[:5]))
+        problems.append(f"log_meta holds {len(unknown)} row(s) the log never writes ({names})")
+    repeated = len(meta_keys) - len(set(meta_keys))
+    if repeated:
+        problems.append(f"log_meta holds {repeated} repeated key(s)")
+    missing = sorted(META_KEYS - set(meta_keys))
+    if missing:
+        problems.append(f"log_meta lacks {', '.join(missing)}")
+    expected = list(range(1, schema_version + 1))
+    if sorted(versions) != expected:
+        problems.append(f"schema_migrations holds versions {sorted(versions)}, expected {expected}")
+    return tuple(problems)
 
 
 def check_meta(location: str, chain: Chain, meta: dict[str, str]) -> None:

@@ -173,6 +173,8 @@ class EventFilter:
     until: datetime | None = None
     #: Only events with a ``seq`` greater than this (what is new since an earlier read).
     after_seq: int | None = None
+    #: Only events with a ``seq`` up to this (what a verification covered).
+    upto_seq: int | None = None
 
 
 class EventStore(Protocol):

@@ -35,6 +35,7 @@ from mash_requests.audit._rows import (
     check_meta,
     indexed_values,
     stored_event,
+    table_problems,
 )
 from mash_requests.audit.chain import GENESIS_HASH, Chain, format_time
 from mash_requests.audit.events import Event, EventFilter, StoredEvent
@@ -350,12 +351,32 @@ class PostgresEventStore:
     def head_seq(self) -> int:
         """The highest ``seq`` stored (0 for an empty log)."""
         row = self._fetch_one("SELECT max(seq) FROM events", ())
-        return int(row[0]) if row and row[0] is not None else 0
+        return max(0, int(row[0])) if row and row[0] is not None else 0
+
+    def rows_outside_chain(self, limit: int = 10) -> tuple[int, tuple[int | None, ...]]:
+        """How many rows have a ``seq`` that is no chain position (NULL, 0 or below), and the
+        first ``limit`` of those seqs. The store never writes one; someone went around it."""
+        outside = "seq IS NULL OR seq < 1"
+        row = self._fetch_one(f"SELECT count(*) FROM events WHERE {outside}", ())  # noqa: S608
+        count = int(row[0]) if row else 0
+        if not count or limit <= 0:
+            return count, ()
+        sql = f"SELECT seq FROM events WHERE {outside} ORDER BY seq NULLS FIRST LIMIT %s"  # noqa: S608
+        return count, tuple(r[0] for r in self._stream(sql, [limit]))
+
+    def log_table_problems(self) -> tuple[str, ...]:
+        """Rows of ``log_meta`` and ``schema_migrations`` the log never writes (see ChainSource)."""
+        keys = [str(row[0]) for row in self._stream("SELECT key FROM log_meta", ())]
+        versions = [
+            int(row[0]) for row in self._stream("SELECT version FROM schema_migrations", ())
+        ]
+        return table_problems(keys, versions, SCHEMA_VERSION)
 
     def last_event_for_key(self, request_key: str) -> StoredEvent | None:
         """The latest event of any kind for this request key (committed state)."""
         row = self._fetch_one(
-            "SELECT seq, hash, record FROM events WHERE request_key = %s ORDER BY seq DESC LIMIT 1",
+            "SELECT seq, hash, record FROM events WHERE request_key = %s AND seq > 0"
+            " ORDER BY seq DESC LIMIT 1",
             (request_key,),
         )
         return None if row is None else stored_event(*row, location=self.location)
@@ -363,7 +384,7 @@ class PostgresEventStore:
     def last_outcome(self, request_key: str) -> StoredEvent | None:
         """The latest sent/failed/unconfirmed/reconciled event for this request key."""
         row = self._fetch_one(
-            "SELECT seq, hash, record FROM events WHERE request_key = %s"
+            "SELECT seq, hash, record FROM events WHERE request_key = %s AND seq > 0"
             " AND kind = ANY(%s) ORDER BY seq DESC LIMIT 1",
             (request_key, list(OUTCOME_KINDS)),
         )
@@ -373,7 +394,8 @@ class PostgresEventStore:
         """How many ``sent`` events from this mailbox were recorded at or after ``since``."""
         format_time(since)  # refuses a naive datetime, as the SQLite store does
         row = self._fetch_one(
-            "SELECT count(*) FROM events WHERE sender = %s AND kind = 'sent' AND recorded_at >= %s",
+            "SELECT count(*) FROM events WHERE sender = %s AND kind = 'sent' AND recorded_at >= %s"
+            " AND seq > 0",
             (sender, since),
         )
         return int(row[0]) if row else 0
@@ -534,7 +556,9 @@ def _describe(dsn: str) -> str:
 
 def _where(where: EventFilter) -> tuple[str, list[object]]:
     """SQL WHERE clause (``%s`` placeholders) and parameters for a filter."""
-    terms: list[str] = []
+    # Only chain positions: a row stored with seq 0 or below was put there around the log,
+    # never by it; `audit verify` names such rows (see rows_outside_chain).
+    terms: list[str] = ["seq > 0"]
     params: list[object] = []
     for name in ("case_ref", "request_ref", "request_key", "partner", "gateway", "form_sha256"):
         value = getattr(where, name)
@@ -555,4 +579,7 @@ def _where(where: EventFilter) -> tuple[str, list[object]]:
     if where.after_seq is not None:
         terms.append("seq > %s")
         params.append(where.after_seq)
-    return (" WHERE " + " AND ".join(terms) if terms else ""), params
+    if where.upto_seq is not None:
+        terms.append("seq <= %s")
+        params.append(where.upto_seq)
+    return " WHERE " + " AND ".join(terms), params

@@ -209,10 +209,13 @@ def build_report(
         figures = tally(store.events(EventFilter(since=read_from, until=until)), since=since)
         if running is not None:
             verification = running.result()
+        assert verification is not None
+        if not verification.ok:  # count only the events that verify (rare: a second read)
+            covered = EventFilter(since=read_from, until=until, upto_seq=verification.head_seq)
+            figures = tally(store.events(covered), since=since)
     finally:
         if running is not None:
             running.close()
-    assert verification is not None
     return ReportData(
         title=title,
         since=since,

@@ -38,6 +38,7 @@ from mash_requests.audit._rows import (
     check_meta,
     indexed_values,
     stored_event,
+    table_problems,
 )
 from mash_requests.audit.chain import GENESIS_HASH, RECORD_VERSION, Chain, format_time
 from mash_requests.audit.events import Event, EventFilter, StoredEvent
@@ -385,12 +386,36 @@ class SQLiteEventStore:
     def head_seq(self) -> int:
         """The highest ``seq`` stored (0 for an empty log)."""
         row = self._fetch_one("SELECT max(seq) FROM events", ())
-        return int(row[0]) if row and row[0] is not None else 0
+        return max(0, int(row[0])) if row and row[0] is not None else 0
+
+    def rows_outside_chain(self, limit: int = 10) -> tuple[int, tuple[int | None, ...]]:
+        """How many rows have a ``seq`` that is no chain position (0 or below), and the
+        first ``limit`` of those seqs. The store never writes one; someone went around it."""
+        row = self._fetch_one("SELECT count(*) FROM events WHERE seq < 1", ())
+        count = int(row[0]) if row else 0
+        if not count or limit <= 0:
+            return count, ()
+        seqs = [
+            r[0]
+            for r in self._stream(
+                "SELECT seq FROM events WHERE seq < 1 ORDER BY seq LIMIT ?", [limit]
+            )
+        ]
+        return count, tuple(seqs)
+
+    def log_table_problems(self) -> tuple[str, ...]:
+        """Rows of ``log_meta`` and ``schema_migrations`` the log never writes (see ChainSource)."""
+        keys = [str(row[0]) for row in self._stream("SELECT key FROM log_meta", ())]
+        versions = [
+            int(row[0]) for row in self._stream("SELECT version FROM schema_migrations", ())
+        ]
+        return table_problems(keys, versions, SCHEMA_VERSION)
 
     def last_event_for_key(self, request_key: str) -> StoredEvent | None:
         """The latest event of any kind for this request key (committed state)."""
         row = self._fetch_one(
-            "SELECT seq, hash, record FROM events WHERE request_key = ? ORDER BY seq DESC LIMIT 1",
+            "SELECT seq, hash, record FROM events WHERE request_key = ? AND seq > 0"
+            " ORDER BY seq DESC LIMIT 1",
             (request_key,),
         )
         return None if row is None else stored_event(*row, location=self.location)
@@ -399,7 +424,7 @@ class SQLiteEventStore:
         """The latest sent/failed/unconfirmed/reconciled event for this request key."""
         marks = ", ".join("?" * len(OUTCOME_KINDS))
         row = self._fetch_one(
-            f"SELECT seq, hash, record FROM events WHERE request_key = ?"  # noqa: S608
+            f"SELECT seq, hash, record FROM events WHERE request_key = ? AND seq > 0"  # noqa: S608
             f" AND kind IN ({marks}) ORDER BY seq DESC LIMIT 1",
             (request_key, *OUTCOME_KINDS),
         )
@@ -408,7 +433,8 @@ class SQLiteEventStore:
     def count_sent_since(self, sender: str, since: datetime) -> int:
         """How many ``sent`` events from this mailbox were recorded at or after ``since``."""
         row = self._fetch_one(
-            "SELECT count(*) FROM events WHERE sender = ? AND kind = 'sent' AND recorded_at >= ?",
+            "SELECT count(*) FROM events WHERE sender = ? AND kind = 'sent' AND recorded_at >= ?"
+            " AND seq > 0",
             (sender, format_time(since)),
         )
         assert row is not None
@@ -539,7 +565,10 @@ def _advice(exc: sqlite3.Error) -> str:
 
 def _where(where: EventFilter) -> tuple[str, list[object]]:
     """SQL WHERE clause (``?`` placeholders) and parameters for a filter."""
-    terms: list[str] = []
+    # Only chain positions: a row stored with seq 0 or below was put there around the log,
+    # never by it; `audit verify` names such rows (see rows_outside_chain). The unary plus
+    # keeps SQLite from taking this for a rowid range and leaving the filters' indexes unused.
+    terms: list[str] = ["+seq > 0"]
     params: list[object] = []
     for name in ("case_ref", "request_ref", "request_key", "partner", "gateway", "form_sha256"):
         value = getattr(where, name)
@@ -562,4 +591,7 @@ def _where(where: EventFilter) -> tuple[str, list[object]]:
     if where.after_seq is not None:
         terms.append("seq > ?")
         params.append(where.after_seq)
-    return (" WHERE " + " AND ".join(terms) if terms else ""), params
+    if where.upto_seq is not None:
+        terms.append("seq <= ?")
+        params.append(where.upto_seq)
+    return " WHERE " + " AND ".join(terms), params

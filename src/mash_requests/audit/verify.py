@@ -9,7 +9,15 @@ reports the first problem, naming the event and what happened to it:
 - ``inserted``: an event was slipped in and the events after it renumbered;
 - ``reordered``: an event is stored at a position other than the one it was written at;
 - ``hash mismatch``: an event does not link to the hash of the event before it (one of the two
-  was altered and re-hashed), or the log disagrees with a checkpoint.
+  was altered and re-hashed), or the log disagrees with a checkpoint;
+- ``outside the chain``: rows stored with a ``seq`` that is no chain position (0, negative,
+  NULL): the log never writes one, so someone went around it. Readers leave them out;
+- ``log tables``: the log's own small tables (``log_meta``, ``schema_migrations``) hold rows
+  the log never writes.
+
+Every row of every table the log owns is either walked or named: the walk covers ``seq``
+1..head one by one (a gap, a duplicate, a renumbered row is a break), and the rows outside
+that range and the metadata rows are counted by the database afterwards.
 
 Without an HMAC key, someone who can write the database could rebuild a whole consistent chain
 from some point on; removing the newest events leaves no trace in the chain at all. A
@@ -22,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -55,6 +63,8 @@ class Break(StrEnum):
     INSERTED = "inserted"
     REORDERED = "reordered"
     HASH_MISMATCH = "hash mismatch"
+    OUTSIDE = "outside the chain"
+    TABLES = "log tables"
 
 
 @dataclass(frozen=True)
@@ -88,9 +98,34 @@ class VerifyResult:
     detail: str = ""
     #: The checkpoint the log was checked against, if any.
     checkpoint: Checkpoint | None = None
+    #: Rows whose seq is no chain position (0, negative, NULL): how many, and the first few.
+    outside_count: int = 0
+    outside_seqs: tuple[int | None, ...] = ()
+    #: Rows of the log's metadata tables that the log never writes, one sentence each.
+    table_problems: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line for a person: intact with its head, or where and how it is broken."""
+        text = self._chain_summary()
+        also = [
+            problem
+            for problem in (self.outside_detail(), *self.table_problems)
+            if problem and problem != self.detail
+        ]
+        return "; also ".join([text, *also])
+
+    def outside_detail(self) -> str:
+        """The sentence naming the rows outside the chain ("" when there are none)."""
+        if not self.outside_count:
+            return ""
+        seqs = ", ".join("NULL" if seq is None else str(seq) for seq in self.outside_seqs)
+        more = ", …" if self.outside_count > len(self.outside_seqs) else ""
+        return (
+            f"{self.outside_count} row(s) stored with a seq outside the chain 1..{self.head_seq} "
+            f"(seq {seqs}{more}): not written by the log; audit query and the report leave them out"
+        )
+
+    def _chain_summary(self) -> str:
         if self.ok:
             against = (
                 f"; extends the checkpoint of {format_time(self.checkpoint.time)} "
@@ -100,7 +135,38 @@ class VerifyResult:
             )
             head = f"head seq {self.head_seq} hash {self.head_hash}"
             return f"intact: {self.count} events, {head}{against}"
-        return f"BROKEN at seq {self.broken_seq} ({self.problem}): {self.detail}"
+        where = f" at seq {self.broken_seq}" if self.broken_seq is not None else ""
+        return f"BROKEN{where} ({self.problem}): {self.detail}"
+
+
+def account_for_every_row(source: ChainSource, result: VerifyResult) -> VerifyResult:
+    """``result`` with the rows the walk cannot reach named: seq outside 1..head, metadata.
+
+    The walk reads ``seq`` > 0 in order and breaks on any gap, duplicate or renumbering in
+    it, so together with these counts every row of every table the log owns is either
+    verified or reported. Both are cheap: an index seek and two tiny tables.
+    """
+    count, seqs = source.rows_outside_chain()
+    problems = source.log_table_problems()
+    if not count and not problems:
+        return result
+    changes: dict[str, Any] = {
+        "outside_count": count,
+        "outside_seqs": seqs,
+        "table_problems": problems,
+        "ok": False,
+    }
+    if result.ok:
+        marked = replace(result, **changes)
+        if count:
+            changes.update(
+                broken_seq=seqs[0] if seqs else None,
+                problem=Break.OUTSIDE,
+                detail=marked.outside_detail(),
+            )
+        else:
+            changes.update(broken_seq=None, problem=Break.TABLES, detail=problems[0])
+    return replace(result, **changes)
 
 
 def verify_chain(
@@ -215,6 +281,11 @@ class _Verifier:
                 index = passes(batch, 0)
                 while index < len(batch):
                     # batch[index] did not pass: judge it as stored, then go on after it.
+                    seq = batch[index][0]
+                    if seq <= self.head_seq:
+                        # Rows come in seq order from after the head: this seq was just
+                        # walked, so it is stored twice (possible once a key is dropped).
+                        return self._broken(seq, Break.REORDERED, f"seq {seq} is stored twice")
                     broken = self._check_next_exactly()
                     if broken is not None:
                         return broken

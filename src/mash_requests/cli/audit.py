@@ -271,7 +271,7 @@ def query(
     """List requests (or events) from the dispatch log, filtered."""
     from mash_requests.audit import EventFilter
     from mash_requests.audit.export import write_events, write_requests
-    from mash_requests.audit.query import request_states
+    from mash_requests.audit.query import outside_chain_warning, request_states
 
     if raw_events and outcome:
         raise click.UsageError("--outcome selects requests; it cannot be used with --events")
@@ -294,6 +294,9 @@ def query(
                 else:
                     states = request_states(store, where, outcomes=outcome)
                     write_requests(states, out, output_format=output_format)
+                warning = outside_chain_warning(store)
+                if warning:
+                    click.echo(f"Warning: {warning}", err=True)
         except BrokenPipeError:
             # `… | head`: the reader has all it wants. Point stdout at /dev/null so the
             # interpreter's final flush does not fail again.
