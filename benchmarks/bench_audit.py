@@ -156,11 +156,17 @@ class SQLiteBackend(Backend):
         self.reused = path.exists()
         self.store = SQLiteEventStore(path)
         self.raw = sqlite3.connect(path, isolation_level=None)
+        # The baseline's table lives in a file of its own, attached: a log refuses to open a
+        # database that holds tables not its own (the verification workers open it again).
+        self.baseline_path = path.with_name(path.name + ".baseline")
+        self.raw.execute("ATTACH DATABASE ? AS bench", (str(self.baseline_path),))
         self.raw.execute("PRAGMA journal_mode = WAL")
         self.raw.execute("PRAGMA synchronous = FULL")
-        self.raw.execute("DROP TABLE IF EXISTS baseline")
-        self.raw.execute(_BASELINE_TABLE)
-        self.raw.execute("CREATE INDEX baseline_case_ref ON baseline (case_ref)")
+        self.raw.execute("PRAGMA bench.journal_mode = WAL")
+        self.raw.execute("PRAGMA bench.synchronous = FULL")
+        self.raw.execute("DROP TABLE IF EXISTS bench.baseline")
+        self.raw.execute(_BASELINE_TABLE.replace("TABLE baseline", "TABLE bench.baseline"))
+        self.raw.execute("CREATE INDEX bench.baseline_case_ref ON baseline (case_ref)")
         self.placeholder = "?"
 
     def raw_rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -190,8 +196,10 @@ class SQLiteBackend(Backend):
         return mock.patch.object(sqlite, "datetime", Clock)
 
     def close(self) -> None:
-        self.raw.execute("DROP TABLE IF EXISTS baseline")
         self.raw.close()
+        self.baseline_path.unlink(missing_ok=True)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{self.baseline_path}{suffix}").unlink(missing_ok=True)
         self.store.close()
 
 
@@ -211,7 +219,16 @@ class PostgresBackend(Backend):
         self.admin.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}".encode())
         scoped = conninfo.make_conninfo(dsn, options=f"-c search_path={self.schema}")
         self.store = PostgresEventStore(scoped)
-        self.raw = psycopg.connect(scoped, autocommit=True)
+        # The baseline's table in a schema of its own, searched second: a log refuses to open
+        # a schema that holds tables not its own (the verification workers open it again).
+        self.baseline_schema = f"{self.schema}_baseline"
+        self.admin.execute(f"CREATE SCHEMA IF NOT EXISTS {self.baseline_schema}".encode())
+        self.raw = psycopg.connect(
+            conninfo.make_conninfo(
+                dsn, options=f"-c search_path={self.baseline_schema},{self.schema}"
+            ),
+            autocommit=True,
+        )
         self.raw.execute(b"DROP TABLE IF EXISTS baseline")
         self.raw.execute(_BASELINE_TABLE.encode())
         self.raw.execute(b"CREATE INDEX baseline_case_ref ON baseline (case_ref)")
@@ -243,9 +260,9 @@ class PostgresBackend(Backend):
         return mock.patch.object(postgres, "_server_now", server_now)
 
     def close(self) -> None:
-        self.raw.execute(b"DROP TABLE IF EXISTS baseline")
         self.raw.close()
         self.store.close()
+        self.admin.execute(f"DROP SCHEMA {self.baseline_schema} CASCADE".encode())
         if not self.keep:
             self.admin.execute(f"DROP SCHEMA {self.schema} CASCADE".encode())
         self.admin.close()

@@ -135,6 +135,15 @@ def stored_event(seq: int, hash_: str, record: str, *, location: str) -> StoredE
         ) from exc
 
 
+#: The tables (and views) a log's database may hold: the log's own, nothing else.
+LOG_TABLES = frozenset({"events", "log_meta", "schema_migrations"})
+
+
+def foreign_tables(names: list[str]) -> list[str]:
+    """The names among ``names`` that are not the log's tables, sorted."""
+    return sorted(set(names) - LOG_TABLES)
+
+
 #: The keys ``log_meta`` holds: written once, when the log is created.
 META_KEYS = frozenset({"hash_algorithm", "key_check", "created_at"})
 

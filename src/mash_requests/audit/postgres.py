@@ -33,6 +33,7 @@ from mash_requests.audit._rows import (
     ChainRow,
     ReaderPool,
     check_meta,
+    foreign_tables,
     indexed_values,
     stored_event,
     table_problems,
@@ -157,6 +158,9 @@ class PostgresEventStore:
         self._readers = ReaderPool(self._open_reader, _reset_reader, _close)
         self._conn = self._connect()
         try:
+            # Before anything is created: the log's schema holds the log alone, and the log
+            # never adds its tables to another application's.
+            self._refuse_foreign()
             if must_exist:
                 # For readers (auditors): a database without the log must not get one created
                 # and be reported as an intact log of 0 events.
@@ -195,6 +199,23 @@ class PostgresEventStore:
         if self._conn.broken:
             self._conn = self._connect()
         return self._conn
+
+    def _refuse_foreign(self) -> None:
+        with self._translate("open"):
+            rows = self._conn.execute(
+                "SELECT c.relname FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = current_schema()"
+                " AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+            ).fetchall()
+        foreign = foreign_tables([str(row[0]) for row in rows])
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "")
+            raise ConfigError(
+                f"[log] dsn {self.location}: the schema holds tables that are not the dispatch "
+                f"log's ({shown}), so it belongs to another application; give the log a schema "
+                "of its own (add options=-csearch_path=mash_log to the DSN; nothing was added)"
+            )
 
     def _schema_version(self) -> int:
         exists = self._conn.execute("SELECT to_regclass('schema_migrations')").fetchone()

@@ -36,6 +36,7 @@ from mash_requests.audit._rows import (
     ChainRow,
     ReaderPool,
     check_meta,
+    foreign_tables,
     indexed_values,
     stored_event,
     table_problems,
@@ -199,6 +200,9 @@ class SQLiteEventStore:
             )
             try:
                 conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+                # Before anything is written: a log never shares its file with another
+                # application's tables, and never adds its own to them.
+                self._refuse_foreign(conn)
                 if must_exist and not _has_events_table(conn):
                     # Checked before switching to WAL, which would write to the file.
                     raise self._missing()
@@ -213,6 +217,23 @@ class SQLiteEventStore:
                 conn.close()
                 raise
         return conn
+
+    def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
+        names = [
+            str(row[0])
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+                " AND name NOT LIKE 'sqlite^_%' ESCAPE '^'"
+            )
+        ]
+        foreign = foreign_tables(names)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "")
+            raise ConfigError(
+                f"[log] path {self.path} is not a dispatch log: the file holds tables that are "
+                f"not the log's ({shown}), so it belongs to another application; point "
+                "[log] path at a file of its own (nothing was added to this one)"
+            )
 
     def _prepare(self) -> None:
         with self._translate("create the schema of"):
