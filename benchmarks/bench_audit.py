@@ -11,6 +11,8 @@ same run, on the same rows, so the ratio says what the library adds:
 - month*:  the same, reusing a verification vs json.loads of that month's records
            (several reports, one verify)
 - query:   query_events(case_ref=…)       vs raw SELECT of the records of that case
+- keycheck: a claim's key lookup with its   vs the request_key index lookup alone
+           cross-check through the case's rows (the send path's guard against a damaged index)
 - append:  store.append, durable commit   vs raw INSERT + COMMIT with the same durability
 
 The events are spread evenly over the ``--months`` whole months before the current one
@@ -50,6 +52,7 @@ from typing import Any
 from unittest import mock
 
 from mash_requests.audit import Event, EventFilter, EventKind, EventStore
+from mash_requests.audit.events import cross_check_key
 from mash_requests.audit.query import query_events
 from mash_requests.audit.report import build_report, render_html
 from mash_requests.audit.verify import verify_chain
@@ -514,6 +517,27 @@ def main() -> None:
         ours = [t / len(cases) for t in timed(query_all, args.repeat)]
         base = [t / len(cases) for t in timed(baseline_query, args.repeat)]
         line("query", "one case ref (per query)", ours, base, "SELECT + json.loads")
+
+        # the send path's guard: a claim's key lookup, cross-checked through the case's rows
+        keyed = [
+            (key, case)
+            for (key, case) in backend.raw_rows(
+                f"SELECT request_key, case_ref FROM events WHERE seq IN ({picked})"  # noqa: S608
+                " AND request_key IS NOT NULL"
+            )
+        ]
+
+        def lookup_only() -> None:
+            for key, _ in keyed:
+                store.last_event_for_key(key)
+
+        def lookup_checked() -> None:
+            for key, case in keyed:
+                cross_check_key(store, key, case, store.last_event_for_key(key))
+
+        ours = [t / len(keyed) for t in timed(lookup_checked, args.repeat)]
+        base = [t / len(keyed) for t in timed(lookup_only, args.repeat)]
+        line("keycheck", "claim lookup + cross-check (per key)", ours, base, "index lookup alone")
 
         # durable appends, one transaction each
         extra = list(make_events(args.appends, seed=11))

@@ -71,7 +71,7 @@ def test_verify_broken_log_exits_1_with_details(run: Run, store: EventStore, raw
     result = run("verify")
     assert result.exit_code == 1
     assert "BROKEN at seq 2 (removed): event 2 is missing" in result.stdout
-    assert "1 event(s) verified before it; last intact seq 1" in result.stdout
+    assert "1 event(s) verified; last intact seq 1" in result.stdout
 
 
 def test_checkpoint_then_verify_catches_removed_tail(

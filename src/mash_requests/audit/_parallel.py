@@ -18,6 +18,7 @@ that cannot be started or dies is replaced by walking its range here: slower, sa
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mash_requests.audit._rows import ChainSource
+from mash_requests.audit._rows import ChainSource, DatabaseCheck
 from mash_requests.audit.chain import format_time, parse_time
 from mash_requests.audit.verify import (
     Break,
@@ -149,8 +150,16 @@ class Verification:
         *,
         workers: int | None,
         walk_first_here: bool,
+        check_database: bool = False,
     ) -> None:
         self._source = source
+        # The database's own check reads on a connection of its own, in a thread (SQLite and
+        # psycopg release the GIL while the database works), overlapping the walk.
+        self._database: concurrent.futures.Future[DatabaseCheck] | None = None
+        if check_database:
+            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="db-check")
+            self._database = pool.submit(source.database_check)
+            pool.shutdown(wait=False)
         self._checkpoint = checkpoint
         self._walk_first_here = walk_first_here
         count = default_workers() if workers is None else max(1, workers)
@@ -170,7 +179,11 @@ class Verification:
         """Wait for every range and join them, then account for the rows the walk cannot
         reach (see :func:`~mash_requests.audit.verify.account_for_every_row`); LogError if
         the log cannot be read."""
-        return account_for_every_row(self._source, self._walked())
+        try:
+            walked = self._walked()
+        finally:
+            database = self._database.result() if self._database is not None else None
+        return account_for_every_row(self._source, walked, database)
 
     def _walked(self) -> VerifyResult:
         try:

@@ -34,6 +34,9 @@ OUTCOME_KINDS: tuple[str, ...] = (
 
 C = TypeVar("C")
 
+#: The most problems a database check lists (the first ones say enough).
+MAX_FINDINGS = 20
+
 #: Rows fetched per round trip when streaming; bounds memory whatever the log's size.
 BATCH_SIZE = 1000
 
@@ -59,6 +62,32 @@ class ChainRow:
     record: str
     #: The indexed columns as stored, in :data:`INDEXED_FIELDS` order, to compare with the record.
     columns: tuple[str | None, ...]
+
+
+@dataclass(frozen=True)
+class DatabaseCheck:
+    """The database's own consistency check (tables against their indexes, page structure)."""
+
+    #: False when the check could not be run (then ``note`` says why).
+    ran: bool
+    #: True when it ran and found nothing wrong.
+    ok: bool
+    #: What was run: "SQLite PRAGMA integrity_check", "PostgreSQL amcheck (…)".
+    method: str
+    #: What the database reported, one line each (at most a few dozen).
+    findings: tuple[str, ...] = ()
+    #: Why it was not run, or anything else a reader must know.
+    note: str = ""
+
+    def summary(self) -> str:
+        """One line: what was run and what it found."""
+        if not self.ran:
+            return f"database check NOT RUN: {self.note}"
+        if self.ok:
+            return f"database check ok ({self.method})"
+        shown = "; ".join(self.findings[:3])
+        more = f" (+{len(self.findings) - 3} more)" if len(self.findings) > 3 else ""
+        return f"database check FAILED ({self.method}): {shown}{more}"
 
 
 @runtime_checkable
@@ -104,6 +133,10 @@ class ChainSource(Protocol):
     def log_table_problems(self) -> tuple[str, ...]:
         """Rows of ``log_meta`` and ``schema_migrations`` the log never writes, one sentence
         each (empty when there are none)."""
+        ...
+
+    def database_check(self) -> DatabaseCheck:
+        """Run the database's own consistency check on the log's tables and indexes."""
         ...
 
     def worker_job(self) -> dict[str, Any]:

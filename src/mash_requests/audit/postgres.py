@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 from mash_requests.audit._rows import (
     BATCH_SIZE,
     INDEXED_FIELDS,
+    MAX_FINDINGS,
     OUTCOME_KINDS,
     ChainRow,
+    DatabaseCheck,
     ReaderPool,
     check_meta,
     foreign_tables,
@@ -385,6 +387,61 @@ class PostgresEventStore:
         sql = f"SELECT seq FROM events WHERE {outside} ORDER BY seq NULLS FIRST LIMIT %s"  # noqa: S608
         return count, tuple(r[0] for r in self._stream(sql, [limit]))
 
+    def database_check(self) -> DatabaseCheck:
+        """amcheck's ``bt_index_check(index, heapallindexed => true)`` on every index of the
+        log's tables: each index's structure, and that every row is in it. Creates the
+        ``amcheck`` extension if it can; where it cannot, the result says it was not run."""
+        method = "PostgreSQL amcheck bt_index_check with heapallindexed"
+        conn = self._connect()
+        try:
+            with self._translate("check"):
+                return self._amcheck(conn, method)
+        finally:
+            conn.close()
+
+    def _amcheck(self, conn: psycopg.Connection[Any], method: str) -> DatabaseCheck:
+        import psycopg
+
+        schema = _amcheck_schema(conn)
+        if schema.startswith("!"):
+            return DatabaseCheck(ran=False, ok=False, method=method, note=schema[1:])
+        indexes = [
+            (str(row[0]), int(row[1]))
+            for row in conn.execute(
+                "SELECT c.relname, c.oid FROM pg_index i"
+                " JOIN pg_class c ON c.oid = i.indexrelid"
+                " JOIN pg_am a ON a.oid = c.relam"
+                " WHERE a.amname = 'btree' AND i.indrelid IN ("
+                "  to_regclass('events'), to_regclass('log_meta'),"
+                "  to_regclass('schema_migrations'))"
+                " ORDER BY c.relname"
+            ).fetchall()
+        ]
+        findings: list[str] = []
+        check = f"SELECT {_quote_ident(schema)}.bt_index_check(%s::oid::regclass, true)"
+        for name, oid in indexes:
+            try:
+                conn.execute(check.encode(), (oid,))
+            except psycopg.Error as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                if exc.sqlstate == "42501":
+                    return DatabaseCheck(
+                        ran=False,
+                        ok=False,
+                        method=method,
+                        note=f"this database user may not run amcheck ({first}); "
+                        "ask the database admin to GRANT EXECUTE on its functions",
+                    )
+                findings.append(f"index {name}: {first}")
+                if len(findings) >= MAX_FINDINGS:
+                    break
+        return DatabaseCheck(
+            ran=True,
+            ok=not findings,
+            method=f"{method}, {len(indexes)} indexes",
+            findings=tuple(findings),
+        )
+
     def log_table_problems(self) -> tuple[str, ...]:
         """Rows of ``log_meta`` and ``schema_migrations`` the log never writes (see ChainSource)."""
         keys = [str(row[0]) for row in self._stream("SELECT key FROM log_meta", ())]
@@ -401,6 +458,17 @@ class PostgresEventStore:
             (request_key,),
         )
         return None if row is None else stored_event(*row, location=self.location)
+
+    def last_seq_for_key_in_case(self, request_key: str, case_ref: str) -> int | None:
+        """The latest ``seq`` of this key among the case's rows, read without the request_key
+        index (see :func:`~mash_requests.audit.events.cross_check_key`)."""
+        row = self._fetch_one(
+            # `|| ''`: an expression no index covers, so the request_key index is never used.
+            "SELECT max(seq) FROM events"
+            " WHERE case_ref = %s AND request_key || '' = %s AND seq > 0",
+            (case_ref, request_key),
+        )
+        return int(row[0]) if row and row[0] is not None else None
 
     def last_outcome(self, request_key: str) -> StoredEvent | None:
         """The latest sent/failed/unconfirmed/reconciled event for this request key."""
@@ -482,6 +550,42 @@ class PostgresEventStore:
 
     def _translate(self, action: str) -> _PostgresErrors:
         return _PostgresErrors(self.location, action)
+
+
+def _amcheck_schema(conn: psycopg.Connection[Any]) -> str:
+    """The schema holding the amcheck extension, created if need be; ``"!why"`` if it is not
+    there and cannot be created."""
+    import psycopg
+
+    find = (
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+        " WHERE e.extname = 'amcheck'"
+    )
+    row = conn.execute(find).fetchone()
+    if row is not None:
+        return str(row[0])
+    why = ""
+    # In public when there is one (it outlives any one log's schema), else where it may.
+    for statement in (
+        "CREATE EXTENSION IF NOT EXISTS amcheck SCHEMA public",
+        "CREATE EXTENSION IF NOT EXISTS amcheck",
+    ):
+        try:
+            conn.execute(statement.encode())
+        except psycopg.Error as exc:
+            # Another session may have created it meanwhile: look again below.
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        row = conn.execute(find).fetchone()
+        if row is not None:
+            return str(row[0])
+    return (
+        f"!the amcheck extension is not installed and cannot be created here ({why}); "
+        "ask the database admin to run CREATE EXTENSION amcheck"
+    )
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _reset_reader(conn: psycopg.Connection[Any]) -> bool:

@@ -31,9 +31,11 @@ from typing import Any
 from mash_requests.audit._rows import (
     BATCH_SIZE,
     INDEXED_FIELDS,
+    MAX_FINDINGS,
     OUTCOME_KINDS,
     VERIFY_BATCH_SIZE,
     ChainRow,
+    DatabaseCheck,
     ReaderPool,
     check_meta,
     foreign_tables,
@@ -424,6 +426,24 @@ class SQLiteEventStore:
         ]
         return count, tuple(seqs)
 
+    def database_check(self) -> DatabaseCheck:
+        """``PRAGMA integrity_check``: every table against its indexes, every page (reads the
+        whole file: about 30 s for 1,000,000 events on a busy 2-core machine)."""
+        with self._translate("check"):
+            conn = self._readers.take()
+            try:
+                rows = conn.execute(f"PRAGMA integrity_check({MAX_FINDINGS})").fetchall()
+            finally:
+                self._readers.give(conn)
+        findings = tuple(str(row[0]) for row in rows)
+        ok = findings == ("ok",)
+        return DatabaseCheck(
+            ran=True,
+            ok=ok,
+            method="SQLite PRAGMA integrity_check",
+            findings=() if ok else findings,
+        )
+
     def log_table_problems(self) -> tuple[str, ...]:
         """Rows of ``log_meta`` and ``schema_migrations`` the log never writes (see ChainSource)."""
         keys = [str(row[0]) for row in self._stream("SELECT key FROM log_meta", ())]
@@ -440,6 +460,16 @@ class SQLiteEventStore:
             (request_key,),
         )
         return None if row is None else stored_event(*row, location=self.location)
+
+    def last_seq_for_key_in_case(self, request_key: str, case_ref: str) -> int | None:
+        """The latest ``seq`` of this key among the case's rows, read without the request_key
+        index (see :func:`~mash_requests.audit.events.cross_check_key`)."""
+        row = self._fetch_one(
+            "SELECT max(seq) FROM events INDEXED BY events_case_ref"
+            " WHERE case_ref = ? AND +request_key = ? AND seq > 0",
+            (case_ref, request_key),
+        )
+        return int(row[0]) if row and row[0] is not None else None
 
     def last_outcome(self, request_key: str) -> StoredEvent | None:
         """The latest sent/failed/unconfirmed/reconciled event for this request key."""

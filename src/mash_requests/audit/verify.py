@@ -13,7 +13,11 @@ reports the first problem, naming the event and what happened to it:
 - ``outside the chain``: rows stored with a ``seq`` that is no chain position (0, negative,
   NULL): the log never writes one, so someone went around it. Readers leave them out;
 - ``log tables``: the log's own small tables (``log_meta``, ``schema_migrations``) hold rows
-  the log never writes.
+  the log never writes;
+- ``database``: the database's own consistency check (SQLite ``PRAGMA integrity_check``,
+  PostgreSQL amcheck) found a table and its index disagreeing, or a damaged page. Readers
+  find rows through indexes, so such a log may hide rows from a query even when every row
+  verifies.
 
 Every row of every table the log owns is either walked or named: the walk covers ``seq``
 1..head one by one (a gap, a duplicate, a renumbered row is a break), and the rows outside
@@ -37,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mash_requests.audit._files import atomic_write_text
-from mash_requests.audit._rows import INDEXED_FIELDS, ChainRow, ChainSource
+from mash_requests.audit._rows import INDEXED_FIELDS, ChainRow, ChainSource, DatabaseCheck
 from mash_requests.audit.chain import (
     GENESIS_HASH,
     RECORD_VERSION,
@@ -65,6 +69,7 @@ class Break(StrEnum):
     HASH_MISMATCH = "hash mismatch"
     OUTSIDE = "outside the chain"
     TABLES = "log tables"
+    DATABASE = "database"
 
 
 @dataclass(frozen=True)
@@ -103,16 +108,30 @@ class VerifyResult:
     outside_seqs: tuple[int | None, ...] = ()
     #: Rows of the log's metadata tables that the log never writes, one sentence each.
     table_problems: tuple[str, ...] = ()
+    #: The database's own consistency check, when it was asked for.
+    database: DatabaseCheck | None = None
 
     def summary(self) -> str:
         """One line for a person: intact with its head, or where and how it is broken."""
         text = self._chain_summary()
+        failed = self.database is not None and self.database.ran and not self.database.ok
         also = [
             problem
-            for problem in (self.outside_detail(), *self.table_problems)
+            for problem in (
+                self.outside_detail(),
+                *self.table_problems,
+                self.database.summary() if self.database is not None and failed else "",
+            )
             if problem and problem != self.detail
         ]
         return "; also ".join([text, *also])
+
+    def lines(self) -> list[str]:
+        """What a person reads: :meth:`summary`, then the database check, if run."""
+        lines = [self.summary()]
+        if self.database is not None and (self.database.ok or not self.database.ran):
+            lines.append(self.database.summary())
+        return lines
 
     def outside_detail(self) -> str:
         """The sentence naming the rows outside the chain ("" when there are none)."""
@@ -139,8 +158,11 @@ class VerifyResult:
         return f"BROKEN{where} ({self.problem}): {self.detail}"
 
 
-def account_for_every_row(source: ChainSource, result: VerifyResult) -> VerifyResult:
-    """``result`` with the rows the walk cannot reach named: seq outside 1..head, metadata.
+def account_for_every_row(
+    source: ChainSource, result: VerifyResult, database: DatabaseCheck | None = None
+) -> VerifyResult:
+    """``result`` with the rows the walk cannot reach named (seq outside 1..head, metadata)
+    and the database's own check, if one was run.
 
     The walk reads ``seq`` > 0 in order and breaks on any gap, duplicate or renumbering in
     it, so together with these counts every row of every table the log owns is either
@@ -148,12 +170,14 @@ def account_for_every_row(source: ChainSource, result: VerifyResult) -> VerifyRe
     """
     count, seqs = source.rows_outside_chain()
     problems = source.log_table_problems()
-    if not count and not problems:
-        return result
+    damaged = database is not None and database.ran and not database.ok
+    if not count and not problems and not damaged:
+        return replace(result, database=database) if database is not None else result
     changes: dict[str, Any] = {
         "outside_count": count,
         "outside_seqs": seqs,
         "table_problems": problems,
+        "database": database,
         "ok": False,
     }
     if result.ok:
@@ -164,23 +188,34 @@ def account_for_every_row(source: ChainSource, result: VerifyResult) -> VerifyRe
                 problem=Break.OUTSIDE,
                 detail=marked.outside_detail(),
             )
-        else:
+        elif problems:
             changes.update(broken_seq=None, problem=Break.TABLES, detail=problems[0])
+        else:
+            assert database is not None
+            changes.update(broken_seq=None, problem=Break.DATABASE, detail=database.summary())
     return replace(result, **changes)
 
 
 def verify_chain(
-    store: EventStore, *, checkpoint: Checkpoint | None = None, workers: int | None = None
+    store: EventStore,
+    *,
+    checkpoint: Checkpoint | None = None,
+    workers: int | None = None,
+    check_database: bool = True,
 ) -> VerifyResult:
     """Check every event's hash, seq and link, and (optionally) that ``checkpoint`` still holds.
 
     Streams the log in ``seq`` order with constant memory. A log of 100,000 events or more is
     split into ranges walked side by side by ``workers`` processes (default: one per CPU, at
-    most 4; ``workers=1``: this process alone); the result is the same either way. Raises
-    LogError when the log cannot be read; a log that is readable but not intact is a result,
-    not an exception.
+    most 4; ``workers=1``: this process alone); the result is the same either way. With
+    ``check_database`` the database's own consistency check runs meanwhile, in a thread (on
+    SQLite it reads the whole file: the longest part on a large log). Raises LogError when
+    the log cannot be read; a log that is readable but not intact is a result, not an
+    exception.
     """
-    return start_verification(store, checkpoint=checkpoint, workers=workers).result()
+    return start_verification(
+        store, checkpoint=checkpoint, workers=workers, check_database=check_database
+    ).result()
 
 
 def start_verification(
@@ -189,6 +224,7 @@ def start_verification(
     checkpoint: Checkpoint | None = None,
     workers: int | None = None,
     walk_first_here: bool = True,
+    check_database: bool = False,
 ) -> Verification:
     """Start :func:`verify_chain`'s work and return at once; ``.result()`` waits for it.
 
@@ -200,7 +236,13 @@ def start_verification(
 
     if not isinstance(store, ChainSource):
         raise TypeError(f"{type(store).__name__} does not expose its rows for verification")
-    return Verification(store, checkpoint, workers=workers, walk_first_here=walk_first_here)
+    return Verification(
+        store,
+        checkpoint,
+        workers=workers,
+        walk_first_here=walk_first_here,
+        check_database=check_database,
+    )
 
 
 class _Verifier:

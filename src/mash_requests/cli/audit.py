@@ -117,9 +117,15 @@ Examples:
   mash-requests audit verify --checkpoint /secure/mash-log-checkpoint.json
 
 \b
+Checks every row of every table of the log (rows outside the chain are named) and runs the
+database's own consistency check (SQLite PRAGMA integrity_check; PostgreSQL amcheck where
+the extension can be created, else it says it was not run).
+
+\b
 Exit codes: 0 intact (and still extends the checkpoint); 1 broken: the first broken event
-and what happened to it (changed, removed, inserted, reordered, hash mismatch) are printed;
-2 bad usage, unreadable config, log or checkpoint.""",
+and what happened to it (changed, removed, inserted, reordered, hash mismatch, outside the
+chain, log tables, database) are printed; 2 bad usage, unreadable config, log or
+checkpoint.""",
 )
 @click.option(
     "--checkpoint",
@@ -142,10 +148,11 @@ def verify(checkpoint_path: Path | None, config_path: Path | None) -> None:
         result = verify_chain(store, checkpoint=checkpoint)
         location = getattr(store, "location", "")
     click.echo(f"dispatch log {location}")
-    click.echo(result.summary())
+    for line in result.lines():
+        click.echo(line)
     if not result.ok:
         click.echo(
-            f"{result.count} event(s) verified before it; last intact seq {result.head_seq}, "
+            f"{result.count} event(s) verified; last intact seq {result.head_seq}, "
             f"hash {result.head_hash}"
         )
     click.get_current_context().exit(EXIT_OK if result.ok else EXIT_INCOMPLETE)
