@@ -34,9 +34,12 @@ from mash_requests.audit._rows import (
     ChainRow,
     DatabaseCheck,
     ReaderPool,
+    VerifiedHead,
     check_meta,
     foreign_tables,
+    head_seal,
     indexed_values,
+    sealed_head,
     stored_event,
     table_problems,
 )
@@ -111,6 +114,33 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             " FOR EACH STATEMENT EXECUTE FUNCTION log_meta_refuse_change()",
         ),
     ),
+    (
+        2,
+        "verified heads: where a later verification may start",
+        (
+            """
+            CREATE TABLE verified_heads (
+                id bigserial PRIMARY KEY,
+                seq bigint NOT NULL,
+                event_count bigint NOT NULL,
+                hash text NOT NULL,
+                verified_at text NOT NULL,
+                seal text NOT NULL
+            )
+            """,
+            """
+            CREATE FUNCTION verified_heads_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION 'dispatch log verified heads are append-only'
+                    USING ERRCODE = 'integrity_constraint_violation';
+            END $$
+            """,
+            "CREATE TRIGGER verified_heads_no_change BEFORE UPDATE OR DELETE ON verified_heads"
+            " FOR EACH ROW EXECUTE FUNCTION verified_heads_refuse_change()",
+            "CREATE TRIGGER verified_heads_no_truncate BEFORE TRUNCATE ON verified_heads"
+            " FOR EACH STATEMENT EXECUTE FUNCTION verified_heads_refuse_change()",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -121,6 +151,8 @@ _INSERT = (
     f"INSERT INTO events ({_COLUMNS}) "  # noqa: S608
     f"VALUES ({', '.join(['%s'] * (5 + len(INDEXED_FIELDS)))})"
 )
+
+_HEADS = "SELECT seq, event_count, hash, verified_at, seal FROM verified_heads"
 
 #: The largest seq a bigint holds: "no upper bound" for a range of rows.
 _MAX_SEQ = 2**63 - 1
@@ -443,12 +475,33 @@ class PostgresEventStore:
         )
 
     def log_table_problems(self) -> tuple[str, ...]:
-        """Rows of ``log_meta`` and ``schema_migrations`` the log never writes (see ChainSource)."""
+        """Rows of the log's small tables the log never writes (see ChainSource)."""
         keys = [str(row[0]) for row in self._stream("SELECT key FROM log_meta", ())]
         versions = [
             int(row[0]) for row in self._stream("SELECT version FROM schema_migrations", ())
         ]
-        return table_problems(keys, versions, SCHEMA_VERSION)
+        unsealed = sum(sealed_head(self.chain, row) is None for row in self._stream(_HEADS, ()))
+        return table_problems(keys, versions, SCHEMA_VERSION, unsealed)
+
+    def latest_verified_head(self) -> VerifiedHead | None:
+        """The most recently stored verified head whose seal verifies, if any."""
+        for row in self._stream(_HEADS + " ORDER BY id DESC", ()):
+            head = sealed_head(self.chain, row)
+            if head is not None:
+                return head
+        return None
+
+    def record_verified_head(self, seq: int, count: int, hash_: str) -> None:
+        """Store a sealed verified head (its own short transaction, apart from appends)."""
+        with self._lock, self._translate("record a verified head in"):
+            conn = self._live()
+            with conn.transaction():
+                at = format_time(_server_now(conn))
+                conn.execute(
+                    "INSERT INTO verified_heads (seq, event_count, hash, verified_at, seal)"
+                    " VALUES (%s, %s, %s, %s, %s)",
+                    (seq, count, hash_, at, head_seal(self.chain, seq, count, hash_, at)),
+                )
 
     def last_event_for_key(self, request_key: str) -> StoredEvent | None:
         """The latest event of any kind for this request key (committed state)."""

@@ -196,14 +196,22 @@ def build_report(
     title: str = "Requests for information",
     verification: VerifyResult | None = None,
 ) -> ReportData:
-    """Verify the whole log and tally the events recorded in [since, until).
+    """Verify the log and tally the events recorded in [since, until).
 
-    The whole chain is verified whatever the period, in worker processes while this one
-    tallies the period (see :func:`~mash_requests.audit.verify.verify_chain`). To make several
+    The chain is verified whatever the period, in worker processes while this one tallies
+    the period, from the most recent verified head stored in the log on (the result says
+    what was verified now and what earlier, and when: see
+    :func:`~mash_requests.audit.verify.start_verification`). To make several
     reports from one verification, pass the ``verification`` that ``verify_chain(store)``
     returned just before: the reports then state that result, head and count included.
     """
-    running = start_verification(store, walk_first_here=False) if verification is None else None
+    # Resumes after the newest verified head stored in the log (and stores the new one):
+    # the result says what was verified now and what earlier, and when.
+    running = (
+        start_verification(store, walk_first_here=False, resume=True, record=True)
+        if verification is None
+        else None
+    )
     try:
         read_from = since - PREPARED_LOOKBACK if since is not None else None
         figures = tally(store.events(EventFilter(since=read_from, until=until)), since=since)
@@ -504,7 +512,13 @@ def render_html(data: ReportData) -> str:
     end = format_time(data.until - timedelta(microseconds=1))[:10] if data.until else "the last"
     period = f"{start} to {end}"
     v = data.verification
-    if v.ok:
+    if v.ok and v.earlier is not None:
+        coverage = ". ".join(line[0].upper() + line[1:] for line in v.coverage_lines())
+        verdict = (
+            f'<strong class="ok">Intact.</strong> {v.count:,} events. {_e(coverage)}. '
+            "None was found changed, removed, inserted or reordered."
+        )
+    elif v.ok:
         verdict = (
             f'<strong class="ok">Intact.</strong> All {v.count:,} events in the log verify: '
             "none was changed, removed, inserted or reordered."

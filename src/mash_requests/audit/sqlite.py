@@ -37,9 +37,12 @@ from mash_requests.audit._rows import (
     ChainRow,
     DatabaseCheck,
     ReaderPool,
+    VerifiedHead,
     check_meta,
     foreign_tables,
+    head_seal,
     indexed_values,
+    sealed_head,
     stored_event,
     table_problems,
 )
@@ -109,6 +112,30 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             """,
         ),
     ),
+    (
+        2,
+        "verified heads: where a later verification may start",
+        (
+            """
+            CREATE TABLE verified_heads (
+                id INTEGER PRIMARY KEY,
+                seq INTEGER NOT NULL,
+                event_count INTEGER NOT NULL,
+                hash TEXT NOT NULL,
+                verified_at TEXT NOT NULL,
+                seal TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TRIGGER verified_heads_no_update BEFORE UPDATE ON verified_heads
+            BEGIN SELECT RAISE(ABORT, 'dispatch log verified heads are append-only'); END
+            """,
+            """
+            CREATE TRIGGER verified_heads_no_delete BEFORE DELETE ON verified_heads
+            BEGIN SELECT RAISE(ABORT, 'dispatch log verified heads are append-only'); END
+            """,
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -119,6 +146,8 @@ _INSERT = (
     f"INSERT INTO events ({_COLUMNS}) "  # noqa: S608
     f"VALUES ({', '.join('?' * (5 + len(INDEXED_FIELDS)))})"
 )
+
+_HEADS = "SELECT seq, event_count, hash, verified_at, seal FROM verified_heads"
 
 #: The largest seq SQLite can store: "no upper bound" for a range of rows.
 _MAX_SEQ = 2**63 - 1
@@ -445,12 +474,40 @@ class SQLiteEventStore:
         )
 
     def log_table_problems(self) -> tuple[str, ...]:
-        """Rows of ``log_meta`` and ``schema_migrations`` the log never writes (see ChainSource)."""
+        """Rows of the log's small tables the log never writes (see ChainSource)."""
         keys = [str(row[0]) for row in self._stream("SELECT key FROM log_meta", ())]
         versions = [
             int(row[0]) for row in self._stream("SELECT version FROM schema_migrations", ())
         ]
-        return table_problems(keys, versions, SCHEMA_VERSION)
+        unsealed = sum(sealed_head(self.chain, row) is None for row in self._stream(_HEADS, ()))
+        return table_problems(keys, versions, SCHEMA_VERSION, unsealed)
+
+    def latest_verified_head(self) -> VerifiedHead | None:
+        """The most recently stored verified head whose seal verifies, if any."""
+        for row in self._stream(_HEADS + " ORDER BY id DESC", ()):
+            head = sealed_head(self.chain, row)
+            if head is not None:
+                return head
+        return None
+
+    def record_verified_head(self, seq: int, count: int, hash_: str) -> None:
+        """Store a sealed verified head (its own short transaction, apart from appends)."""
+        at = format_time(datetime.now(UTC))
+        seal = head_seal(self.chain, seq, count, hash_, at)
+        conn = self._conn
+        with self._lock, self._translate("record a verified head in"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "INSERT INTO verified_heads (seq, event_count, hash, verified_at, seal)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (seq, count, hash_, at, seal),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     def last_event_for_key(self, request_key: str) -> StoredEvent | None:
         """The latest event of any kind for this request key (committed state)."""

@@ -41,7 +41,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mash_requests.audit._files import atomic_write_text
-from mash_requests.audit._rows import INDEXED_FIELDS, ChainRow, ChainSource, DatabaseCheck
+from mash_requests.audit._rows import (
+    INDEXED_FIELDS,
+    ChainRow,
+    ChainSource,
+    DatabaseCheck,
+    VerifiedHead,
+)
 from mash_requests.audit.chain import (
     GENESIS_HASH,
     RECORD_VERSION,
@@ -70,6 +76,12 @@ class Break(StrEnum):
     OUTSIDE = "outside the chain"
     TABLES = "log tables"
     DATABASE = "database"
+
+
+#: Breaks found by the walk itself (at ``broken_seq``); the others are found beside it.
+_CHAIN = frozenset(
+    {Break.CHANGED, Break.REMOVED, Break.INSERTED, Break.REORDERED, Break.HASH_MISMATCH}
+)
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,36 @@ class VerifyResult:
     table_problems: tuple[str, ...] = ()
     #: The database's own consistency check, when it was asked for.
     database: DatabaseCheck | None = None
+    #: The first seq walked by this verification (1, or the one after a verified head).
+    verified_from: int = 1
+    #: The stored verified head this verification started after, if it resumed.
+    earlier: VerifiedHead | None = None
+
+    def coverage_lines(self) -> list[str]:
+        """What was verified now and what earlier, and when: for the report and the CLI."""
+        upto = (
+            self.broken_seq - 1
+            if self.broken_seq is not None and self.problem in _CHAIN
+            else self.head_seq
+        )
+        if upto >= self.verified_from:
+            now = f"verified now: seq {self.verified_from}..{upto}"
+        else:
+            now = f"verified now: no event after seq {self.verified_from - 1}"
+        lines = [now]
+        e = self.earlier
+        if e is not None:
+            seal = (
+                "HMAC-keyed: it cannot be placed or moved without the log's key"
+                if e.keyed
+                else "not keyed: anyone able to write the database could have placed it"
+            )
+            lines.append(
+                f"verified earlier: seq 1..{e.seq} at {format_time(e.verified_at)} (stored "
+                f"verified head, {seal}); those rows were not read again now: "
+                "`mash-requests audit verify` reads every row"
+            )
+        return lines
 
     def summary(self) -> str:
         """One line for a person: intact with its head, or where and how it is broken."""
@@ -127,8 +169,11 @@ class VerifyResult:
         return "; also ".join([text, *also])
 
     def lines(self) -> list[str]:
-        """What a person reads: :meth:`summary`, then the database check, if run."""
+        """What a person reads: :meth:`summary`, what was verified now and earlier, then the
+        database check, if run."""
         lines = [self.summary()]
+        if self.earlier is not None:
+            lines.extend(self.coverage_lines())
         if self.database is not None and (self.database.ok or not self.database.ran):
             lines.append(self.database.summary())
         return lines
@@ -153,6 +198,15 @@ class VerifyResult:
                 else ""
             )
             head = f"head seq {self.head_seq} hash {self.head_hash}"
+            if self.earlier is not None:
+                e = self.earlier
+                split = (
+                    f" (seq {self.verified_from}..{self.head_seq} verified now, 1..{e.seq} "
+                    f"verified earlier at {format_time(e.verified_at)})"
+                    if self.head_seq >= self.verified_from
+                    else f" (all verified earlier at {format_time(e.verified_at)})"
+                )
+                return f"intact: {self.count} events{split}, {head}{against}"
             return f"intact: {self.count} events, {head}{against}"
         where = f" at seq {self.broken_seq}" if self.broken_seq is not None else ""
         return f"BROKEN{where} ({self.problem}): {self.detail}"
@@ -202,6 +256,7 @@ def verify_chain(
     checkpoint: Checkpoint | None = None,
     workers: int | None = None,
     check_database: bool = True,
+    record: bool = False,
 ) -> VerifyResult:
     """Check every event's hash, seq and link, and (optionally) that ``checkpoint`` still holds.
 
@@ -211,10 +266,15 @@ def verify_chain(
     ``check_database`` the database's own consistency check runs meanwhile, in a thread (on
     SQLite it reads the whole file: the longest part on a large log). Raises LogError when
     the log cannot be read; a log that is readable but not intact is a result, not an
-    exception.
+    exception. With ``record`` an intact result is stored in the log as a verified head that
+    later reports start from (see :func:`start_verification`).
     """
     return start_verification(
-        store, checkpoint=checkpoint, workers=workers, check_database=check_database
+        store,
+        checkpoint=checkpoint,
+        workers=workers,
+        check_database=check_database,
+        record=record,
     ).result()
 
 
@@ -225,12 +285,19 @@ def start_verification(
     workers: int | None = None,
     walk_first_here: bool = True,
     check_database: bool = False,
+    resume: bool = False,
+    record: bool = False,
 ) -> Verification:
     """Start :func:`verify_chain`'s work and return at once; ``.result()`` waits for it.
 
     With ``walk_first_here=False`` every range goes to a worker process, so this one is free
-    for other work meanwhile (the report tallies its period). Close the returned object if
-    its result is never asked for.
+    for other work meanwhile (the report tallies its period). With ``resume`` (and no
+    ``checkpoint``) the walk starts after the newest stored verified head whose row still
+    holds its hash, and the result says what it verified now and what earlier, and when
+    (``verified_from``, ``earlier``, :meth:`VerifyResult.coverage_lines`); rows outside the
+    chain and the metadata tables are still all checked. With ``record`` an intact result
+    is stored as a new verified head. Close the returned object if its result is never
+    asked for.
     """
     from mash_requests.audit._parallel import Verification
 
@@ -242,6 +309,8 @@ def start_verification(
         workers=workers,
         walk_first_here=walk_first_here,
         check_database=check_database,
+        resume=resume,
+        record=record,
     )
 
 
@@ -271,8 +340,17 @@ class _Verifier:
         # Hash of the event before the head: recognises an event slipped in just before.
         self.before_head_hash: str | None = None
 
+    def begin_at(self, seq: int, hash_: str, before: str | None, count: int) -> None:
+        """Start after a verified head (``count`` events up to ``seq``) instead of the start."""
+        self.head_seq, self.head_hash, self.before_head_hash, self.count = (
+            seq,
+            hash_,
+            before,
+            count,
+        )
+
     def run(self) -> VerifyResult:
-        broken = self.walk(0, None)
+        broken = self.walk(self.head_seq, None)
         return broken if broken is not None else self.finish()
 
     def finish(self) -> VerifyResult:
