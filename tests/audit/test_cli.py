@@ -64,6 +64,41 @@ def test_verify_intact_log_exits_0(run: Run, store: EventStore) -> None:
     assert "intact: 5 events, head seq 5 hash" in result.stdout
 
 
+def test_verify_json_of_an_intact_log(run: Run, store: EventStore) -> None:
+    """verify --json prints one JSON document: status, counts, head, range, database check."""
+    fill(store)
+    result = run("verify", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "intact" and doc["intact"] is True
+    assert doc["events"] == 5
+    assert doc["head"]["seq"] == 5 and len(doc["head"]["hash"]) == 64
+    assert doc["verified_now"] == {"from": 1, "to": 5}
+    assert doc["verified_earlier"] is None and doc["break"] is None
+    assert doc["rows_outside_chain"] == {"count": 0, "seqs": []}
+    assert doc["log_table_problems"] == []
+    assert doc["database_check"]["ran"] is True and doc["database_check"]["ok"] is True
+    assert doc["checkpoint"] is None
+
+
+def test_verify_json_of_a_broken_log(run: Run, store: EventStore, raw: RawLog) -> None:
+    """A break and rows outside the chain are in the document; exit 1 as without --json."""
+    fill(store)
+    raw.delete(4)
+    raw.execute(
+        "INSERT INTO events (seq, recorded_at, kind, case_ref, prev_hash, hash, record)"
+        " SELECT -5, recorded_at, kind, 'FORGED', prev_hash, hash, record FROM events"
+        " WHERE seq = 2"
+    )
+    result = run("verify", "--json")
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "broken" and doc["intact"] is False
+    assert doc["break"]["seq"] == 4 and doc["break"]["problem"] == "removed"
+    assert doc["verified_now"] == {"from": 1, "to": 3}
+    assert doc["rows_outside_chain"] == {"count": 1, "seqs": [-5]}
+
+
 def test_verify_broken_log_exits_1_with_details(run: Run, store: EventStore, raw: RawLog) -> None:
     """verify of a tampered log prints where and how it is broken and exits 1."""
     fill(store)

@@ -168,6 +168,53 @@ class VerifyResult:
         ]
         return "; also ".join([text, *also])
 
+    def to_json(self, location: str = "") -> dict[str, Any]:
+        """The result as one JSON object (``audit verify --json``; shape in the README)."""
+        upto = (
+            self.broken_seq - 1
+            if self.broken_seq is not None and self.problem in _CHAIN
+            else self.head_seq
+        )
+        e, cp, db = self.earlier, self.checkpoint, self.database
+        return {
+            "log": location,
+            "status": "intact" if self.ok else "broken",
+            "intact": self.ok,
+            "events": self.count,
+            "head": {"seq": self.head_seq, "hash": self.head_hash},
+            "verified_now": (
+                {"from": self.verified_from, "to": upto} if upto >= self.verified_from else None
+            ),
+            "verified_earlier": (
+                {"from": 1, "to": e.seq, "at": format_time(e.verified_at), "keyed": e.keyed}
+                if e is not None
+                else None
+            ),
+            "break": (
+                {"seq": self.broken_seq, "problem": str(self.problem), "detail": self.detail}
+                if not self.ok
+                else None
+            ),
+            "rows_outside_chain": {"count": self.outside_count, "seqs": list(self.outside_seqs)},
+            "log_table_problems": list(self.table_problems),
+            "database_check": (
+                {
+                    "ran": db.ran,
+                    "ok": db.ok,
+                    "method": db.method,
+                    "findings": list(db.findings),
+                    "note": db.note,
+                }
+                if db is not None
+                else None
+            ),
+            "checkpoint": (
+                {"seq": cp.seq, "count": cp.count, "hash": cp.hash, "time": format_time(cp.time)}
+                if cp is not None
+                else None
+            ),
+        }
+
     def lines(self) -> list[str]:
         """What a person reads: :meth:`summary`, what was verified now and earlier, then the
         database check, if run."""

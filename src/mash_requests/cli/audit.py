@@ -7,6 +7,7 @@ log that cannot even be opened exits 2 there.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -135,8 +136,15 @@ checkpoint.""",
     help="A checkpoint written earlier by 'audit checkpoint'; proves no newest events were "
     "removed or rewritten since.",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object (status, counts, head, ranges verified, database check, rows "
+    "outside the chain) instead of lines; exit codes are the same.",
+)
 @config_option
-def verify(checkpoint_path: Path | None, config_path: Path | None) -> None:
+def verify(checkpoint_path: Path | None, as_json: bool, config_path: Path | None) -> None:
     """Walk the hash chain from the first event to the last and report the first break."""
     from mash_requests.audit.verify import read_checkpoint, verify_chain
 
@@ -149,6 +157,9 @@ def verify(checkpoint_path: Path | None, config_path: Path | None) -> None:
         # reports start from.
         result = verify_chain(store, checkpoint=checkpoint, record=True)
         location = getattr(store, "location", "")
+    if as_json:
+        click.echo(json.dumps(result.to_json(str(location)), indent=2, ensure_ascii=False))
+        click.get_current_context().exit(EXIT_OK if result.ok else EXIT_INCOMPLETE)
     click.echo(f"dispatch log {location}")
     for line in result.lines():
         click.echo(line)
