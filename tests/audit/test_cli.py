@@ -254,6 +254,23 @@ def test_report_writes_html_and_summarises(run: Run, store: EventStore, tmp_path
     assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
 
+def test_report_after_verify_says_what_it_verified_now_and_earlier(
+    run: Run, store: EventStore, tmp_path: Path
+) -> None:
+    """After audit verify and two new events, report prints both ranges and the time."""
+    fill(store)
+    assert run("verify").exit_code == 0
+    store.append_many([prepared("C-9"), sent("C-9")])
+    result = run("report", "--out", str(tmp_path / "report.html"))
+    assert result.exit_code == 0, result.output
+    assert "log: intact: 7 events (seq 6..7 verified now, 1..5 verified earlier at " in (
+        result.stdout
+    )
+    assert "     verified now: seq 6..7" in result.stdout
+    assert "     verified earlier: seq 1..5 at " in result.stdout
+    assert "not keyed" in result.stdout
+
+
 def test_report_on_broken_log_exits_1(
     run: Run, store: EventStore, raw: RawLog, tmp_path: Path
 ) -> None:

@@ -372,5 +372,8 @@ def report(
         f"{data.totals.sent} request(s) sent, {data.totals.attachment_rate_text} with the "
         "referral form attached"
     )
-    click.echo(f"log: {data.verification.summary()}")
+    summary, *more = data.verification.lines()
+    click.echo(f"log: {summary}")
+    for line in more:  # what was verified now and earlier, and when
+        click.echo(f"     {line}")
     click.get_current_context().exit(EXIT_OK if data.verification.ok else EXIT_INCOMPLETE)
