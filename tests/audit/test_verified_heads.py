@@ -162,3 +162,40 @@ def test_resumed_walk_gives_the_same_result_in_workers(
     assert (v.ok, v.broken_seq, v.problem, v.verified_from) == (False, 11, Break.CHANGED, 7)
     assert v.count == 10
     assert v.coverage_lines()[0] == "verified now: seq 7..10"
+
+
+def test_reader_of_an_older_log_does_not_migrate_it(keyed: EventStore, backend: str) -> None:
+    """An auditor opening a log of schema version 1 reads it as it is (no table is added,
+    nothing to resume from); the next sender migrates it and reports resume from then on."""
+    from audit_helpers import location_of
+
+    from mash_requests.audit import LogSettings, open_store
+
+    fill(keyed, range(2))
+    with RawLog.open(keyed) as raw:
+        raw.execute("DROP TABLE verified_heads")
+        if backend == "postgres":
+            raw.execute("DROP FUNCTION verified_heads_refuse_change()")
+        raw.execute("DELETE FROM schema_migrations WHERE version = 2")
+    location = location_of(backend, keyed)
+    if backend == "sqlite":
+        settings = LogSettings(path=keyed.path, hmac_key=KEY)  # type: ignore[attr-defined]
+    else:
+        settings = LogSettings(backend="postgres", dsn=location, hmac_key=KEY)
+    reader = open_store(settings, must_exist=True)
+    try:
+        assert verify_chain(reader, record=True).ok
+        v = build_report(reader).verification
+        assert v.ok and v.earlier is None and v.verified_from == 1
+    finally:
+        reader.close()
+    with RawLog.open(keyed) as raw:
+        ((versions,),) = raw.execute("SELECT count(*) FROM schema_migrations")
+    assert versions == 1
+    writer = open_store(settings)
+    try:
+        verify_chain(writer, record=True)
+        v = build_report(writer).verification
+        assert v.ok and v.earlier is not None and v.earlier.seq == 4
+    finally:
+        writer.close()

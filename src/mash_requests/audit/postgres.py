@@ -152,6 +152,8 @@ _INSERT = (
     f"VALUES ({', '.join(['%s'] * (5 + len(INDEXED_FIELDS)))})"
 )
 
+#: The schema version that added verified_heads.
+_HEADS_VERSION = 2
 _HEADS = "SELECT seq, event_count, hash, verified_at, seal FROM verified_heads"
 
 #: The largest seq a bigint holds: "no upper bound" for a range of rows.
@@ -206,9 +208,12 @@ class PostgresEventStore:
                         "search_path); check [log] dsn in the config"
                     )
             with self._translate("create the schema of"):
-                if self._schema_version() < SCHEMA_VERSION:
+                # Readers (must_exist) never migrate: an auditor's SELECT-only role must be
+                # enough. An older schema is read as it is until a sender opens the log.
+                if not must_exist and self._schema_version() < SCHEMA_VERSION:
                     self._migrate()
                 self._check_meta()
+                self._version = self._schema_version()
         except BaseException:
             self._conn.close()
             raise
@@ -480,11 +485,16 @@ class PostgresEventStore:
         versions = [
             int(row[0]) for row in self._stream("SELECT version FROM schema_migrations", ())
         ]
-        unsealed = sum(sealed_head(self.chain, row) is None for row in self._stream(_HEADS, ()))
-        return table_problems(keys, versions, SCHEMA_VERSION, unsealed)
+        unsealed = 0
+        if self._version >= _HEADS_VERSION:
+            heads = self._stream(_HEADS, ())
+            unsealed = sum(sealed_head(self.chain, row) is None for row in heads)
+        return table_problems(keys, versions, self._version, unsealed)
 
     def latest_verified_head(self) -> VerifiedHead | None:
         """The most recently stored verified head whose seal verifies, if any."""
+        if self._version < _HEADS_VERSION:
+            return None
         for row in self._stream(_HEADS + " ORDER BY id DESC", ()):
             head = sealed_head(self.chain, row)
             if head is not None:
@@ -492,7 +502,10 @@ class PostgresEventStore:
         return None
 
     def record_verified_head(self, seq: int, count: int, hash_: str) -> None:
-        """Store a sealed verified head (its own short transaction, apart from appends)."""
+        """Store a sealed verified head (its own short transaction, apart from appends); a
+        log of an older schema opened by a reader has nowhere to keep one."""
+        if self._version < _HEADS_VERSION:
+            return
         with self._lock, self._translate("record a verified head in"):
             conn = self._live()
             with conn.transaction():

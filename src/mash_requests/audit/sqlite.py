@@ -147,6 +147,8 @@ _INSERT = (
     f"VALUES ({', '.join('?' * (5 + len(INDEXED_FIELDS)))})"
 )
 
+#: The schema version that added verified_heads.
+_HEADS_VERSION = 2
 _HEADS = "SELECT seq, event_count, hash, verified_at, seal FROM verified_heads"
 
 #: The largest seq SQLite can store: "no upper bound" for a range of rows.
@@ -209,7 +211,7 @@ class SQLiteEventStore:
         self._readers = ReaderPool(self._open_reader, lambda conn: True, sqlite3.Connection.close)
         self._conn = self._connect(must_exist=must_exist)
         try:
-            self._prepare()
+            self._prepare(migrate=not must_exist)
         except BaseException:
             self._conn.close()
             raise
@@ -266,11 +268,15 @@ class SQLiteEventStore:
                 "[log] path at a file of its own (nothing was added to this one)"
             )
 
-    def _prepare(self) -> None:
+    def _prepare(self, *, migrate: bool) -> None:
+        # Readers (must_exist) never migrate: an auditor's read-only access must be enough.
+        # A log of an older schema is read as it is (no verified heads before version 2)
+        # until a sender opens it.
         with self._translate("create the schema of"):
-            if self._schema_version() < SCHEMA_VERSION:
+            if migrate and self._schema_version() < SCHEMA_VERSION:
                 self._migrate()
             self._check_meta()
+            self._version = self._schema_version()
 
     def _schema_version(self) -> int:
         exists = self._conn.execute(
@@ -479,11 +485,16 @@ class SQLiteEventStore:
         versions = [
             int(row[0]) for row in self._stream("SELECT version FROM schema_migrations", ())
         ]
-        unsealed = sum(sealed_head(self.chain, row) is None for row in self._stream(_HEADS, ()))
-        return table_problems(keys, versions, SCHEMA_VERSION, unsealed)
+        unsealed = 0
+        if self._version >= _HEADS_VERSION:
+            heads = self._stream(_HEADS, ())
+            unsealed = sum(sealed_head(self.chain, row) is None for row in heads)
+        return table_problems(keys, versions, self._version, unsealed)
 
     def latest_verified_head(self) -> VerifiedHead | None:
         """The most recently stored verified head whose seal verifies, if any."""
+        if self._version < _HEADS_VERSION:
+            return None
         for row in self._stream(_HEADS + " ORDER BY id DESC", ()):
             head = sealed_head(self.chain, row)
             if head is not None:
@@ -491,7 +502,10 @@ class SQLiteEventStore:
         return None
 
     def record_verified_head(self, seq: int, count: int, hash_: str) -> None:
-        """Store a sealed verified head (its own short transaction, apart from appends)."""
+        """Store a sealed verified head (its own short transaction, apart from appends); a
+        log of an older schema opened by a reader has nowhere to keep one."""
+        if self._version < _HEADS_VERSION:
+            return
         at = format_time(datetime.now(UTC))
         seal = head_seal(self.chain, seq, count, hash_, at)
         conn = self._conn

@@ -70,8 +70,9 @@ def _opened_store(config_path: Path | None) -> Iterator[EventStore]:
     """Load the config's [log] and open the existing log, closing it afterwards.
 
     Only ``[mash] data_dir`` and ``[log]`` are read: an auditor's config need not name the
-    gateway or hold its secrets. Every audit command only reads: a log that is not there is
-    an error, never created.
+    gateway or hold its secrets. A log that is not there is an error, never created, and an
+    older schema is not migrated; the only thing audit commands write is the verified head
+    that verify and report reached (where the log lets them).
     """
     from mash_requests.audit import open_store
     from mash_requests.config import load_log_settings
