@@ -90,6 +90,7 @@ def test_forged_head_without_the_key_is_not_trusted(keyed: EventStore) -> None:
     assert not v.ok
     assert v.problem is Break.TABLES
     assert "verified_heads holds 1 row(s) whose seal does not verify" in v.summary()
+    assert "BROKEN (log tables)" in render_html(build_report(keyed))
     full = verify_chain(keyed)
     assert (full.broken_seq, full.problem) == (2, Break.CHANGED)
 

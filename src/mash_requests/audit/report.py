@@ -506,6 +506,11 @@ svg .rate-dot { fill: #fff; stroke: var(--bad); stroke-width: 2; }
 """
 
 
+def _at_event(seq: int | None) -> str:
+    # None: a problem beside the chain (a forged verified head, foreign metadata rows).
+    return "" if seq is None else f" at event {seq}"
+
+
 def render_html(data: ReportData) -> str:
     """The complete report as one HTML document (no external resources)."""
     start = format_time(data.since)[:10] if data.since else "the first event"
@@ -525,7 +530,7 @@ def render_html(data: ReportData) -> str:
         )
     else:
         verdict = (
-            f'<strong class="broken">BROKEN at event {v.broken_seq} ({_e(v.problem)}).</strong> '
+            f'<strong class="broken">BROKEN{_at_event(v.broken_seq)} ({_e(v.problem)}).</strong> '
             f"{_e(v.detail)}. {v.count:,} events verified before it. The figures below may "
             "not be trustworthy: investigate before relying on them."
         )
