@@ -127,13 +127,15 @@ class VerifyResult:
     #: The stored verified head this verification started after, if it resumed.
     earlier: VerifiedHead | None = None
 
+    def verified_upto(self) -> int:
+        """The last seq this verification walked and found intact (before any break)."""
+        if self.broken_seq is not None and self.problem in _CHAIN:
+            return min(self.head_seq, self.broken_seq - 1)
+        return self.head_seq
+
     def coverage_lines(self) -> list[str]:
         """What was verified now and what earlier, and when: for the report and the CLI."""
-        upto = (
-            self.broken_seq - 1
-            if self.broken_seq is not None and self.problem in _CHAIN
-            else self.head_seq
-        )
+        upto = self.verified_upto()
         if upto >= self.verified_from:
             now = f"verified now: seq {self.verified_from}..{upto}"
         else:
@@ -170,11 +172,7 @@ class VerifyResult:
 
     def to_json(self, location: str = "") -> dict[str, Any]:
         """The result as one JSON object (``audit verify --json``; shape in the README)."""
-        upto = (
-            self.broken_seq - 1
-            if self.broken_seq is not None and self.problem in _CHAIN
-            else self.head_seq
-        )
+        upto = self.verified_upto()
         e, cp, db = self.earlier, self.checkpoint, self.database
         return {
             "log": location,
