@@ -207,7 +207,11 @@ def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path)
     from mash_requests.replies.settings import parse_reply_settings
 
     replies = parse_reply_settings(
-        _section(root, "replies"), gateway=gateway_table, data_dir=data_dir
+        _section(root, "replies"),
+        gateway=gateway_table,
+        data_dir=data_dir,
+        sender=sender,
+        allow_list=directory.allow_list,
     )
 
     from mash_requests.retry import RetryPolicy

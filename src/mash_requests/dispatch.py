@@ -50,7 +50,7 @@ from mash_requests.errors import (
     SendLogError,
 )
 from mash_requests.gateways.base import Gateway, OutgoingMessage
-from mash_requests.message import build_message, form_filename
+from mash_requests.message import build_message, form_filename, reply_to_header
 from mash_requests.partners import Partner
 from mash_requests.rendering import Renderer
 
@@ -556,7 +556,9 @@ class Dispatcher:
             rendered=rendered,
             sender=self.settings.sender,
             recipients=partner.addresses,
-            reply_to=case.worker.email,
+            reply_to=reply_to_header(
+                case.worker.email, self.settings.replies.address if self.settings.replies else None
+            ),
             case_ref=case.case_ref,
             request_ref=request_ref,
             marking=self.settings.marking,

@@ -653,7 +653,9 @@ def _draft(message: OutgoingMessage) -> dict[str, Any]:
     }
     if message.reply_to:
         # internetMessageHeaders takes X- headers only; Reply-To is a property of its own.
-        draft["replyTo"] = [{"emailAddress": {"address": message.reply_to}}]
+        draft["replyTo"] = [
+            {"emailAddress": {"address": address}} for address in message.reply_to_addresses
+        ]
     importance = str(message.mime.get("Importance") or "").strip().lower()
     if importance in ("low", "normal", "high"):
         draft["importance"] = importance
