@@ -276,6 +276,11 @@ class Dispatcher:
         # A gateway passed in (a test double, a wrapper) names itself; else the config does.
         return self._gateway.name if self._gateway is not None else self.settings.gateway.kind
 
+    @property
+    def gateway_kind(self) -> str:
+        """The gateway's name as events record it (``outbox``, ``smtp`` …), without opening it."""
+        return self._gateway_kind()
+
     def log_rejection(
         self,
         *,

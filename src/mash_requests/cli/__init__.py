@@ -24,6 +24,7 @@ from mash_requests.cli._common import (
 )
 from mash_requests.cli.audit import audit
 from mash_requests.cli.batch import send_batch
+from mash_requests.cli.chase import chase
 from mash_requests.cli.form import form
 from mash_requests.cli.gateway import gateway
 from mash_requests.cli.init import init, schema
@@ -96,6 +97,7 @@ main.add_command(init)
 main.add_command(schema)
 main.add_command(replies)
 main.add_command(overdue)
+main.add_command(chase)
 
 
 def _standalone(command: click.Command, name: str) -> click.Command:
