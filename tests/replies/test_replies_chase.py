@@ -456,3 +456,28 @@ def test_cli_refused_form_is_exit_1(workspace: Workspace, sent: dict[str, object
     assert code == 1
     assert "refused (no_form)" in out
     assert "0 reminder(s) sent; 1 refused." in out
+
+
+def test_cli_request_and_within_together_is_a_usage_error(
+    workspace: Workspace, sent: dict[str, object]
+) -> None:
+    """--request and --within choose requests two ways: refused, exit 2, nothing sent."""
+    police = sent["police"].request_ref  # type: ignore[attr-defined]
+    code, _, err = run_cli(
+        "chase", "--config", str(workspace.config), "--request", police, "--within", "4"
+    )
+    assert code == 2 and "give --request REF or --within HOURS, not both" in err
+    assert _reminders(workspace) == []
+
+
+def test_within_also_chases_requests_due_soon(
+    workspace: Workspace, sent: dict[str, object]
+) -> None:
+    """chase(within_hours=…) reminds of requests not yet due but due within those hours."""
+    settings = _settings(workspace)
+    assert chase(settings, within_hours=0).outcomes == []
+    result = chase(settings, within_hours=24 * 14)
+    assert sorted((i.partner, i.outcome) for i in result.outcomes) == [
+        ("health", ChaseOutcome.SENT),
+        ("police", ChaseOutcome.SENT),
+    ]

@@ -22,20 +22,21 @@ from mash_requests.cli._common import CONTEXT_SETTINGS, EXIT_INCOMPLETE, EXIT_OK
 Examples:
   mash-requests chase --dry-run
   mash-requests chase
+  mash-requests chase --within 4 --dry-run
   mash-requests chase --request MASH-2026-0412-HOUSING-07551 --dry-run
   mash-requests chase --request MASH-2026-0412-HOUSING-07551 --form forms/MASH-2026-0412.pdf
 
 \b
-Sends one reminder for each overdue request (see 'mash-requests overdue'), or for each
-request named with --request (sent, not answered, not bounced; it may be chased before it
-is due). A reminder is threaded on the request (In-Reply-To/References), has the marking
-first in its subject, the request reference and due time in its body, and the SAME referral
-form attached: found again in [chase] forms as <case ref>.pdf (or --form), checked again,
-and refused (form_changed) unless its SHA-256 equals the request's. At most [chase]
-max_chasers per request, at least [chase] interval_hours apart; the last one also goes to
-[partners.KEY] escalation when set. Same gateway, retries and rate limit as requests; every
-step is a 'chased' event in the dispatch log. Run 'mash-requests replies fetch' first so that
-answered requests are not chased.
+Sends one reminder for each overdue request (see 'mash-requests overdue'; with --within
+HOURS also those due that soon), or for each request named with --request (sent, not
+answered, not bounced; it may be chased before it is due). A reminder is threaded on the
+request (In-Reply-To/References), has the marking first in its subject, the request
+reference and due time in its body, and the SAME referral form attached: found again in
+[chase] forms as <case ref>.pdf (or --form), checked again, and refused (form_changed)
+unless its SHA-256 equals the request's. At most [chase] max_chasers per request, at least
+[chase] interval_hours apart; the last one also goes to [partners.KEY] escalation when set.
+Same gateway, retries and rate limit as requests; every step is a 'chased' event in the
+dispatch log. Run 'mash-requests replies fetch' first so that answered requests are not chased.
 
 \b
 Exit codes: 0 every reminder due was sent (or, --dry-run, built); 1 some failed, are
@@ -48,6 +49,13 @@ reference, template or configuration: nothing was sent.""",
     multiple=True,
     metavar="REF",
     help="Chase this request (its reference). Repeat for several. Default: every overdue one.",
+)
+@click.option(
+    "--within",
+    "within_hours",
+    type=click.FloatRange(min=0),
+    metavar="HOURS",
+    help="Also chase requests due within HOURS from now (as 'overdue --within').",
 )
 @click.option(
     "--dry-run",
@@ -74,12 +82,15 @@ reference, template or configuration: nothing was sent.""",
 )
 def chase(
     request_refs: tuple[str, ...],
+    within_hours: float | None,
     dry_run: bool,
     form_path: Path | None,
     form_password: str | None,
     config_path: Path | None,
 ) -> None:
     """Send reminders for overdue requests, with the same referral form attached."""
+    if request_refs and within_hours is not None:
+        raise click.UsageError("give --request REF or --within HOURS, not both")
     from mash_requests.config import load_settings
     from mash_requests.replies import ChaseOutcome
     from mash_requests.replies import chase as run_chase
@@ -89,12 +100,16 @@ def chase(
         result = run_chase(
             settings,
             list(request_refs) or None,
+            within_hours=within_hours,
             dry_run=dry_run,
             form_path=form_path,
             form_password=form_password,
         )
     if not result.outcomes:
-        click.echo("Nothing to chase: no request is overdue.")
+        click.echo(
+            "Nothing to chase: no request is overdue"
+            + (f" or due within {within_hours:g} hours." if within_hours is not None else ".")
+        )
         sys.exit(EXIT_OK)
     _print(result.outcomes, settings.chase.max_chasers)
     counts = {str(outcome): result.count(outcome) for outcome in ChaseOutcome}

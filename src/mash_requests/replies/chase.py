@@ -7,9 +7,10 @@
 
 The flow is one way, as for a request (:mod:`mash_requests.dispatch`):
 
-1. **Select** the requests: every ``overdue`` one (:func:`~mash_requests.replies.overdue`),
-   or those named, which must be in the log, sent and unanswered, and not bounced (else
-   InputError, nothing sent). A named request may be chased before it is due.
+1. **Select** the requests: every ``overdue`` one (:func:`~mash_requests.replies.overdue`;
+   with ``within_hours`` also those due that soon), or those named, which must be in the
+   log, sent and unanswered, and not bounced (else InputError, nothing sent). A named
+   request may be chased before it is due.
 2. **Plan** each: its reminders so far (``chased`` events); none past ``[chase]
    max_chasers``, none sooner than ``interval_hours`` after the last. A reminder that a run
    which stopped left in flight is settled first, as a request is (looked up in Sent Items
@@ -218,6 +219,7 @@ def chase(
     settings: Settings,
     request_refs: Sequence[str] | None = None,
     *,
+    within_hours: float | None = None,
     dry_run: bool = False,
     form_path: Path | None = None,
     form_password: str | None = None,
@@ -227,6 +229,9 @@ def chase(
     sleep: Callable[[float], None] = time.sleep,
 ) -> ChaseResult:
     """Send a reminder for every overdue request, or for those named; see the module docstring.
+
+    ``within_hours``: also requests due within that many hours (``overdue --within``), for
+    a reminder before the deadline; not with ``request_refs``.
 
     Raises InputError (nothing sent, nothing recorded) for a named request that is unknown,
     unsent, answered or bounced, for ``form_path`` with requests of several cases, and for
@@ -243,6 +248,7 @@ def chase(
     try:
         return runner.run(
             list(request_refs or []),
+            within_hours=within_hours,
             dry_run=dry_run,
             form_path=form_path,
             form_password=form_password,
@@ -281,11 +287,17 @@ class _Chaser:
         self,
         named: list[str],
         *,
+        within_hours: float | None,
         dry_run: bool,
         form_path: Path | None,
         form_password: str | None,
     ) -> ChaseResult:
-        targets, result = self._select(named)
+        if named and within_hours is not None:
+            raise InputError(
+                "give request references or a number of hours (within), not both",
+                reason="usage",
+            )
+        targets, result = self._select(named, within_hours)
         if form_path is not None and len({t.case_ref for t in targets}) > 1:
             raise InputError(
                 "a form was given for reminders of several cases ("
@@ -317,7 +329,9 @@ class _Chaser:
             result.outcomes.append(self._send(reminder))
         return result
 
-    def _select(self, named: list[str]) -> tuple[list[_Target], ChaseResult]:
+    def _select(
+        self, named: list[str], within_hours: float | None
+    ) -> tuple[list[_Target], ChaseResult]:
         from mash_requests.replies.overdue import overdue
         from mash_requests.replies.tracking import open_requests
 
@@ -330,7 +344,10 @@ class _Chaser:
         result = ChaseResult()
         if not named:
             targets = []
-            for item in overdue(self.settings, now=self.now(), store=self.store):
+            listed = overdue(
+                self.settings, within_hours=within_hours, now=self.now(), store=self.store
+            )
+            for item in listed:
                 request = state.by_key.get(state.key_of_ref.get(item.request_ref, ""))
                 if request is None:
                     continue
@@ -342,11 +359,11 @@ class _Chaser:
                         _skip(
                             target,
                             "bounced",
-                            "the partner never got the request (it bounced): find another "
-                            "way to reach them, then send it again; a reminder would bounce too",
+                            "the partner never got the request: find another way to reach "
+                            "them (a reminder would bounce too)",
                         )
                     )
-                elif item.state == "overdue":
+                else:  # overdue, or due within the hours asked
                     targets.append(target)
             return targets, result
         problems: list[str] = []
