@@ -92,3 +92,25 @@ def test_graph_and_ews_get_each_reply_to_address() -> None:
         "sam.okafor@eastbury.gov.uk",
         "mash-replies@testbury.gov.uk",
     ]
+
+
+def test_a_graph_draft_lists_both_reply_to_addresses() -> None:
+    """Graph's long way (a draft) sets replyTo to each address of the Reply-To header."""
+    from mash_requests.gateways.graph import _draft
+    from mash_requests.message import build_message
+    from mash_requests.rendering import RenderedRequest
+
+    message = build_message(
+        rendered=RenderedRequest("OFFICIAL: s MASH-1", "t", "<p>h</p>", "police", "v"),
+        sender="mash@testbury.gov.uk",
+        recipients=("x@nhs.net",),
+        reply_to=reply_to_header("sam@testbury.gov.uk", "replies@testbury.gov.uk"),
+        case_ref="MASH-1",
+        request_ref="MASH-1-POLICE-ABCDE",
+        marking="OFFICIAL",
+        form_bytes=b"%PDF-1.7",
+    )
+    assert _draft(message)["replyTo"] == [
+        {"emailAddress": {"address": "sam@testbury.gov.uk"}},
+        {"emailAddress": {"address": "replies@testbury.gov.uk"}},
+    ]
