@@ -481,3 +481,26 @@ def test_within_also_chases_requests_due_soon(
         ("health", ChaseOutcome.SENT),
         ("police", ChaseOutcome.SENT),
     ]
+
+
+def test_a_reply_citing_only_the_reminder_answers_the_request(
+    workspace: Workspace, sent: dict[str, object], replies_folder: Path
+) -> None:
+    """In-Reply-To the reminder's Message-ID alone (no References, no reference in the
+    subject) still matches the request, by Message-ID."""
+    settings = _settings(workspace)
+    police = sent["police"]
+    chase(settings, [police.request_ref])  # type: ignore[attr-defined]
+    (reminder,) = _reminders(workspace)
+    answer = EmailMessage()
+    answer["From"] = "officer@testshire.police.uk"
+    answer["To"] = "mash-replies@testbury.gov.uk"
+    answer["Subject"] = "RE: your reminder"
+    answer["Message-ID"] = "<answer.2@testshire.police.uk>"
+    answer["In-Reply-To"] = reminder["Message-ID"]
+    answer.set_content("Nothing known.")
+    drop(replies_folder, answer.as_bytes())
+    mash_requests.fetch_replies(settings)
+    (replied,) = [e for e in workspace.events() if e.kind is EventKind.REPLIED]
+    assert replied.request_ref == police.request_ref  # type: ignore[attr-defined]
+    assert replied.details["matched_by"] == "in_reply_to"
