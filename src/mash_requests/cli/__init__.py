@@ -77,6 +77,9 @@ def main(verbose: int, quiet: bool, log_file: Path | None, log_format: str) -> N
       mash-requests send-batch today.jsonl                 a whole day's contacts
       mash-requests form check form.pdf --case-ref REF     check a referral form
       mash-requests audit query --case-ref REF             what was sent for a case
+      mash-requests replies fetch                          record partners' replies
+      mash-requests overdue                                what is still unanswered
+      mash-requests chase --dry-run                        reminders for the overdue
       mash-requests audit verify                           prove the log is intact
       mash-requests init my-mash                           a starter config and example case
     """

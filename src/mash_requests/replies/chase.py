@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from mash_requests.gateways.base import OutgoingMessage
     from mash_requests.partners import Partner
     from mash_requests.referral_form import Verdict
-    from mash_requests.replies.tracking import OpenRequest
+    from mash_requests.replies.tracking import OpenRequest, OpenRequests
     from mash_requests.retry import AttemptFailure, SendResult
 
 log = logging.getLogger(__name__)
@@ -380,12 +380,10 @@ class _Chaser:
             )
         return targets, result
 
-    def _named(self, ref: str, state: object) -> tuple[str, _Target | None]:
+    def _named(self, ref: str, state: OpenRequests) -> tuple[str, _Target | None]:
         """A named request's target, or what stops it being chased."""
         from mash_requests.replies.matching import RequestLookup
-        from mash_requests.replies.tracking import OpenRequests
 
-        assert isinstance(state, OpenRequests)
         key = state.key_of_ref.get(ref)
         request = state.by_key.get(key) if key is not None else None
         if request is None:
@@ -398,7 +396,14 @@ class _Chaser:
                 )
             if not record.handed_over:
                 return f"request {ref} was not sent (its last outcome is {record.outcome})", None
-            return f"request {ref} was answered: there is nothing to chase", None
+            answers = self.store.events(EventFilter(request_ref=ref, kinds=[EventKind.REPLIED]))
+            if any(True for _ in answers):
+                return f"request {ref} was answered: there is nothing to chase", None
+            return (
+                f"request {ref} is no longer open (its latest send failed or was not found in "
+                "sent items): send it again before chasing it",
+                None,
+            )
         if request.request_ref != ref:
             return (
                 f"request {ref} was sent again as {request.request_ref}; chase that one",
