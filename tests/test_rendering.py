@@ -199,6 +199,22 @@ def test_dates_read_the_same_everywhere(renderer: Renderer) -> None:
     assert format_date(date(2016, 4, 9)) == "9 April 2016"
 
 
+def test_form_values_read_as_the_request_does() -> None:
+    """The form's date of birth and rating are the very words of the request sent with it."""
+    timescales = replace(Timescales.defaults(), working_hours=frozenset({Rag.AMBER}))
+    renderer = Renderer(
+        marking="OFFICIAL-SENSITIVE", mash_name="Testbury MASH", timescales=timescales
+    )
+    the_case = case()
+    values = the_case.form_values(
+        {"child_dob": "child.date_of_birth", "rating": "rag"}, timescales=timescales
+    )
+    assert values == {"child_dob": "9 April 2016", "rating": "AMBER (24 working hours)"}
+    rendered = render(renderer, the_case)
+    for body in (rendered.text, rendered.html):
+        assert values["child_dob"] in body and values["rating"] in body
+
+
 def test_plain_text_is_wrapped_within_78_columns(renderer: Renderer) -> None:
     """Every line of the plain text fits 78 columns, long concerns and names included."""
     long_case = case(address="Flat 12, " * 20 + "Eastbury EB3 2QT")

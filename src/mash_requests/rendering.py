@@ -27,11 +27,12 @@ import logging
 import re
 import textwrap
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mash_requests._wording import format_date
 from mash_requests.case import Case, ConsentStatus, Rag
 from mash_requests.deadlines import describe_hours
 from mash_requests.errors import TemplateError
@@ -91,11 +92,6 @@ def shipped_templates() -> Path:
 def format_due(due: datetime) -> str:
     """A deadline as people read it: ``Thursday 26 November 2026 at 13:15 (GMT)``."""
     return f"{due:%A} {format_date(due)} at {due:%H:%M} ({due.tzname()})"
-
-
-def format_date(day: date) -> str:
-    """A date as people read it, the same in every request: ``9 April 2016``."""
-    return f"{day.day} {day:%B %Y}"
 
 
 # A line's hanging indent: its leading spaces, plus a list bullet ("- ") or a label
