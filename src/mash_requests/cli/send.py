@@ -92,7 +92,10 @@ exactly which partners to name next (--partner KEY), never more.""",
     help="Check the form and render every request, but send nothing and log nothing.",
 )
 @click.option(
-    "--resend", is_flag=True, help="Send again a request that was already sent (needs --reason)."
+    "--resend",
+    is_flag=True,
+    help="Send again a request that was already sent (needs --reason). The message is marked "
+    "[RESEND] and says which request it replaces and when that was sent.",
 )
 @click.option(
     "--reason",
