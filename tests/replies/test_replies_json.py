@@ -109,3 +109,35 @@ def test_readme_examples_have_the_keys_real_runs_have(
         "--channel", "phone", "--config", str(workspace.config),
     )  # fmt: skip
     assert list(readme_example("replies record")) == list(recorded)
+
+
+def test_overdue_json_is_one_document_of_the_jsonl_objects(workspace: Workspace) -> None:
+    """overdue --json: the --format jsonl objects in "requests", with counts by state."""
+    sent = send_example(workspace, rag="red")
+    config = ("--config", str(workspace.config))
+    code, document = run_json("overdue", "--within", "5", *config)
+    assert code == 0 and document["command"] == "overdue" and document["error"] is None
+    assert document["within_hours"] == 5
+    assert document["counts"] == {"bounced": 0, "overdue": 0, "due_soon": 2}
+    _, lines, _ = run_cli("overdue", "--within", "5", "--format", "jsonl", *config)
+    objects = [json.loads(line) for line in lines.splitlines()]
+    assert [list(r) for r in document["requests"]] == [list(o) for o in objects]
+    refs = {r["request_ref"] for r in document["requests"]}
+    assert refs == {sent["police"].request_ref, sent["health"].request_ref}
+
+
+def test_overdue_json_with_another_format_is_a_usage_error(workspace: Workspace) -> None:
+    """--json and --format csv together: exit 2, reason usage, one document."""
+    code, document = run_json("overdue", "--format", "csv", "--config", str(workspace.config))
+    assert code == 2 and document["error"]["reason"] == "usage"
+
+
+def test_readme_overdue_example_has_the_keys_of_a_real_run(workspace: Workspace) -> None:
+    """The README's overdue --json example has exactly a real run's keys."""
+    from test_json_output import readme_example
+
+    send_example(workspace, rag="red")
+    _, document = run_json("overdue", "--within", "5", "--config", str(workspace.config))
+    shown = readme_example("overdue", ok=False)
+    assert list(shown) == list(document)
+    assert list(shown["requests"][0]) == list(document["requests"][0])
