@@ -141,3 +141,39 @@ def test_readme_overdue_example_has_the_keys_of_a_real_run(workspace: Workspace)
     shown = readme_example("overdue", ok=False)
     assert list(shown) == list(document)
     assert list(shown["requests"][0]) == list(document["requests"][0])
+
+
+def test_a_reply_quoting_a_resends_subject_matches_the_resend(
+    workspace: Workspace, replies_folder: Path
+) -> None:
+    """A resend's subject carries one reference, its own: a reply that only quotes the
+    subject (no In-Reply-To) is matched to the resend, not left ambiguous."""
+    from email.parser import BytesHeaderParser
+    from email.policy import compat32
+
+    from replies_helpers import Sent
+
+    first = send_example(workspace)
+    case = workspace.cases / "MASH-2026-0412.json"
+    code, _, _ = run_cli(
+        "send-request", "--config", str(workspace.config), "--case", str(case),
+        "--partner", "police", "--resend", "--reason", "bounced",
+    )  # fmt: skip
+    assert code == 0
+    headers = [
+        BytesHeaderParser(policy=compat32).parsebytes(path.read_bytes())
+        for path in workspace.outbox_files()
+    ]
+    [resent] = [
+        Sent("police", str(h["X-MASH-Request-Ref"]), str(h["Message-ID"]), str(h["Subject"]))
+        for h in headers
+        if str(h["X-MASH-Request-Ref"]).startswith("MASH-2026-0412-POLICE-")
+        and str(h["X-MASH-Request-Ref"]) != first["police"].request_ref
+    ]
+    assert resent.subject.startswith("OFFICIAL-SENSITIVE: [RESEND] ")
+    assert first["police"].request_ref not in resent.subject
+    drop(replies_folder, reply(resent, threaded=False))
+    code, document = run_json("replies", "fetch", "--config", str(workspace.config))
+    [message] = document["messages"]
+    assert message["kind"] == "replied" and message["matched_by"] == "subject"
+    assert message["request_ref"] == resent.request_ref
