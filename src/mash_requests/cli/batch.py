@@ -63,6 +63,7 @@ Examples:
   mash-requests send-batch export.csv --skip-invalid
   mash-requests send-batch export.csv --encoding cp1252
   mash-requests send-batch today.jsonl --dry-run
+  mash-requests send-batch today.jsonl --json > today-result.json
 
 \b
 Run it again after a crash, kill or Ctrl-C: it sends only what was not sent (the dispatch

@@ -31,6 +31,7 @@ Examples:
   mash-requests gateway check
   mash-requests gateway check --config /etc/mash/mash-requests.toml
   MASH_SMTP_PASSWORD=… mash-requests gateway check --config mash-requests.toml
+  mash-requests gateway check --json
 
 \b
 What each gateway checks (nothing is ever sent):

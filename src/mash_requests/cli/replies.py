@@ -54,6 +54,7 @@ Examples:
   mash-requests replies fetch
   mash-requests replies fetch --dry-run
   mash-requests replies fetch --config /etc/mash/mash-requests.toml
+  mash-requests replies fetch --json
 
 \b
 Reads the messages that arrived since the last fetch from the source in [replies]

@@ -53,6 +53,7 @@ Examples:
   send-request --case cases/MASH-2026-0412.json --partner police --partner health
   send-request --case cases/MASH-2026-0412.json --all-partners --dry-run
   send-request --case cases/MASH-2026-0412.json --partner police --resend --reason "bounced"
+  send-request --case cases/MASH-2026-0412.json --json > result.json
 
 \b
 Exit codes: 0 every request sent; 1 some not sent (failed or unconfirmed; see the table),
