@@ -842,6 +842,14 @@ def _build(account: Any, folder: Any, message: OutgoingMessage) -> Any:
             to_recipients=[Mailbox(email_address=address) for address in message.recipients],
             message_id=message.message_id,
             reply_to=[Mailbox(email_address=message.reply_to)] if message.reply_to else None,
+            # As the MIME the other gateways send: RED is high importance, and From shows
+            # the MASH's name (the address is the mailbox's own: config checks they match).
+            importance="High" if message.importance == "high" else "Normal",
+            author=(
+                Mailbox(name=message.sender_name, email_address=message.sender)
+                if message.sender_name
+                else None
+            ),
             **headers,
         )
         form = message.attachment
