@@ -52,7 +52,7 @@ from mash_requests.errors import (
 from mash_requests.gateways.base import Gateway, OutgoingMessage
 from mash_requests.message import build_message, form_filename, reply_to_header
 from mash_requests.partners import Partner
-from mash_requests.rendering import Renderer
+from mash_requests.rendering import Renderer, Replaces
 
 if TYPE_CHECKING:
     from mash_requests.audit.runs import RunLocks
@@ -491,7 +491,13 @@ class Dispatcher:
                 _held_outcome(case, partner, standing)
                 if standing.blocks(resend_reason)
                 else self._prepare_one(
-                    case, partner, standing.key, checked.data, checked.verdict, resend_reason
+                    case,
+                    partner,
+                    standing.key,
+                    checked.data,
+                    checked.verdict,
+                    resend_reason,
+                    replaces=self._replaces(standing) if resend_reason else None,
                 )
                 for partner, standing in zip(checked.partners, standings, strict=True)
             ]
@@ -523,6 +529,14 @@ class Dispatcher:
             case, checked, standings, resend_reason, skip_sent=skip_sent, log=log_rejections
         )
 
+    def _replaces(self, standing: Standing) -> Replaces | None:
+        """The earlier request a resend replaces, its time in the MASH's timezone."""
+        earlier = standing.earlier
+        if earlier is None:
+            return None
+        ref, sent_at = earlier
+        return Replaces(ref, sent_at.astimezone(self.settings.timescales.timezone))
+
     def _check_reply_to(self, case: Case) -> None:
         """Replies carry safeguarding detail: they may only go to a secure address."""
         domain = case.worker.email.rsplit("@", 1)[-1].lower()
@@ -544,6 +558,8 @@ class Dispatcher:
         data: bytes,
         verdict: Verdict,
         resend_reason: str | None,
+        *,
+        replaces: Replaces | None = None,
     ) -> PreparedRequest:
         now = self._clock()
         rag_hours = self.settings.timescales.hours[case.rag]
@@ -556,6 +572,7 @@ class Dispatcher:
             due=due,
             rag_hours=rag_hours,
             form_filename=form_filename(case.case_ref),
+            replaces=replaces,
         )
         message = build_message(
             rendered=rendered,

@@ -157,4 +157,5 @@ def build_message(
         ),
         reply_to=reply_to,
         importance=rendered.importance,
+        sender_name=rendered.sender_name,
     )

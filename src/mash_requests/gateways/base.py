@@ -61,6 +61,9 @@ class OutgoingMessage:
     #: "high" for a RED request, else "normal"; gateways that build their own message set
     #: their importance from it (the MIME carries Importance and X-Priority headers).
     importance: str = "normal"
+    #: The MASH's name, shown as the display name of ``From`` (the MIME's From carries it;
+    #: gateways that build their own message set it on theirs). Empty: the address alone.
+    sender_name: str = ""
 
     @property
     def reply_to_addresses(self) -> list[str]:

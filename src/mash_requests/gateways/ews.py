@@ -845,6 +845,14 @@ def _build(account: Any, folder: Any, message: OutgoingMessage) -> Any:
             # A reminder threads on its request (Exchange keeps these as the MIME headers).
             in_reply_to=message.mime.get("In-Reply-To"),
             references=message.mime.get("References"),
+            # As the MIME the other gateways send: RED is high importance, and From shows
+            # the MASH's name (the address is the mailbox's own: config checks they match).
+            importance="High" if message.importance == "high" else "Normal",
+            author=(
+                Mailbox(name=message.sender_name, email_address=message.sender)
+                if message.sender_name
+                else None
+            ),
             **headers,
         )
         form = message.attachment
