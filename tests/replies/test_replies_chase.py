@@ -504,3 +504,30 @@ def test_a_reply_citing_only_the_reminder_answers_the_request(
     (replied,) = [e for e in workspace.events() if e.kind is EventKind.REPLIED]
     assert replied.request_ref == police.request_ref  # type: ignore[attr-defined]
     assert replied.details["matched_by"] == "in_reply_to"
+
+
+def test_cli_json_is_one_document_with_every_reminder(
+    workspace: Workspace, sent: dict[str, object]
+) -> None:
+    """--json: counts with zeros, one reminder object per request, the exit code unchanged."""
+    import json
+
+    police = sent["police"].request_ref  # type: ignore[attr-defined]
+    code, out, _ = run_cli(
+        "chase", "--config", str(workspace.config), "--request", police, "--json"
+    )
+    document = json.loads(out)
+    assert code == 0 and document["ok"] is True and document["error"] is None
+    assert document["counts"] == {
+        "sent": 1, "failed": 0, "unconfirmed": 0, "refused": 0, "dry_run": 0, "skipped": 0,
+        "in_flight": 0,
+    }  # fmt: skip
+    (reminder,) = document["reminders"]
+    assert reminder["request_ref"] == police and reminder["outcome"] == "sent"
+    assert reminder["chaser"] == 1 and reminder["recipients"] == ["mash@testshire.police.uk"]
+    (mime,) = _reminders(workspace)
+    assert reminder["message_id"] == mime["Message-ID"]
+    code, out, _ = run_cli("chase", "--config", str(workspace.config), "--request", "X", "--json")
+    document = json.loads(out)
+    assert code == 2 and document["error"]["reason"] == "not_chaseable"
+    assert document["reminders"] == [] and document["counts"]["sent"] == 0

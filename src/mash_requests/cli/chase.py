@@ -12,7 +12,19 @@ from pathlib import Path
 
 import click
 
-from mash_requests.cli._common import CONTEXT_SETTINGS, EXIT_INCOMPLETE, EXIT_OK, library_errors
+from mash_requests.cli._common import (
+    CONTEXT_SETTINGS,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    JsonRun,
+    json_option,
+    json_output,
+    library_errors,
+)
+
+#: The outcomes a reminder can have, in the order the summary names them (a copy of
+#: mash_requests.replies.ChaseOutcome, so that --help imports nothing more).
+_OUTCOMES = ("sent", "failed", "unconfirmed", "refused", "dry_run", "skipped", "in_flight")
 
 
 @click.command(
@@ -37,6 +49,12 @@ unless its SHA-256 equals the request's. At most [chase] max_chasers per request
 [chase] interval_hours apart; the last one also goes to [partners.KEY] escalation when set.
 Same gateway, retries and rate limit as requests; every step is a 'chased' event in the
 dispatch log. Run 'mash-requests replies fetch' first so that answered requests are not chased.
+
+\b
+--json: one document with dry_run, counts (sent, failed, unconfirmed, refused, dry_run,
+skipped, in_flight) and reminders (one per request considered: request_ref, case_ref,
+partner, outcome, chaser, recipients, escalated, reason, detail, due, message_id,
+gateway_id, attempts).
 
 \b
 Exit codes: 0 every reminder due was sent (or, --dry-run, built); 1 some failed, are
@@ -80,6 +98,7 @@ reference, template or configuration: nothing was sent.""",
     type=click.Path(path_type=Path),
     help="Config file (TOML). Default: $MASH_REQUESTS_CONFIG, else ./mash-requests.toml.",
 )
+@json_option
 def chase(
     request_refs: tuple[str, ...],
     within_hours: float | None,
@@ -87,12 +106,26 @@ def chase(
     form_path: Path | None,
     form_password: str | None,
     config_path: Path | None,
+    as_json: bool = False,
 ) -> None:
     """Send reminders for overdue requests, with the same referral form attached."""
-    if request_refs and within_hours is not None:
-        raise click.UsageError("give --request REF or --within HOURS, not both")
+    with json_output("chase", as_json) as run:
+        run.update(dry_run=dry_run, counts=dict.fromkeys(_OUTCOMES, 0), reminders=[])
+        if request_refs and within_hours is not None:
+            raise click.UsageError("give --request REF or --within HOURS, not both")
+        _chase(run, request_refs, within_hours, dry_run, form_path, form_password, config_path)
+
+
+def _chase(
+    run: JsonRun,
+    request_refs: tuple[str, ...],
+    within_hours: float | None,
+    dry_run: bool,
+    form_path: Path | None,
+    form_password: str | None,
+    config_path: Path | None,
+) -> None:
     from mash_requests.config import load_settings
-    from mash_requests.replies import ChaseOutcome
     from mash_requests.replies import chase as run_chase
 
     with library_errors():
@@ -105,6 +138,10 @@ def chase(
             form_path=form_path,
             form_password=form_password,
         )
+    counts = {name: sum(1 for i in result.outcomes if i.outcome == name) for name in _OUTCOMES}
+    run.update(counts=counts, reminders=[item.to_json() for item in result.outcomes])
+    if run.enabled:
+        sys.exit(EXIT_OK if result.all_done else EXIT_INCOMPLETE)
     if not result.outcomes:
         click.echo(
             "Nothing to chase: no request is overdue"
@@ -112,7 +149,6 @@ def chase(
         )
         sys.exit(EXIT_OK)
     _print(result.outcomes, settings.chase.max_chasers)
-    counts = {str(outcome): result.count(outcome) for outcome in ChaseOutcome}
     if dry_run:
         click.echo(
             f"Dry run: {counts['dry_run']} reminder(s) checked and built; nothing was sent"

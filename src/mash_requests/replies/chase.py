@@ -133,6 +133,24 @@ class ChaseItem:
     gateway_id: str | None = None
     attempts: int = 0
 
+    def to_json(self) -> dict[str, object]:
+        """The item as JSON values (``due`` ISO 8601 with its offset; empty text as None)."""
+        return {
+            "request_ref": self.request_ref,
+            "case_ref": self.case_ref,
+            "partner": self.partner,
+            "outcome": str(self.outcome),
+            "chaser": self.chaser or None,
+            "recipients": list(self.recipients),
+            "escalated": self.escalated,
+            "reason": self.reason or None,
+            "detail": self.detail or None,
+            "due": self.due.isoformat() if self.due else None,
+            "message_id": self.message_id,
+            "gateway_id": self.gateway_id,
+            "attempts": self.attempts,
+        }
+
 
 @dataclass
 class ChaseResult:
