@@ -537,8 +537,14 @@ class _Chaser:
                 return _skip(
                     target,
                     "interval",
-                    f"reminder {len(done)} was sent {_when(done[-1].recorded_at, zone)}; the next "
-                    f"not before {_when(next_at, zone)} ([chase] interval_hours)",
+                    f"reminder {len(done)} "
+                    + (
+                        "was sent"
+                        if _step(done[-1]) == "sent"
+                        else "may have been delivered (unconfirmed: check with the partner)"
+                    )
+                    + f" {_when(done[-1].recorded_at, zone)}; the next not before "
+                    f"{_when(next_at, zone)} ([chase] interval_hours)",
                     number=number,
                 )
         partner = self._partner(target)
