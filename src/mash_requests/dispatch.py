@@ -50,7 +50,7 @@ from mash_requests.errors import (
     SendLogError,
 )
 from mash_requests.gateways.base import Gateway, OutgoingMessage
-from mash_requests.message import build_message, form_filename
+from mash_requests.message import build_message, form_filename, reply_to_header
 from mash_requests.partners import Partner
 from mash_requests.rendering import Renderer, Replaces
 
@@ -275,6 +275,11 @@ class Dispatcher:
     def _gateway_kind(self) -> str:
         # A gateway passed in (a test double, a wrapper) names itself; else the config does.
         return self._gateway.name if self._gateway is not None else self.settings.gateway.kind
+
+    @property
+    def gateway_kind(self) -> str:
+        """The gateway's name as events record it (``outbox``, ``smtp`` …), without opening it."""
+        return self._gateway_kind()
 
     def log_rejection(
         self,
@@ -573,7 +578,9 @@ class Dispatcher:
             rendered=rendered,
             sender=self.settings.sender,
             recipients=partner.addresses,
-            reply_to=case.worker.email,
+            reply_to=reply_to_header(
+                case.worker.email, self.settings.replies.address if self.settings.replies else None
+            ),
             case_ref=case.case_ref,
             request_ref=request_ref,
             marking=self.settings.marking,

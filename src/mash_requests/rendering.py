@@ -366,3 +366,57 @@ class Renderer:
             importance="high" if case.rag is Rag.RED else "normal",
             sender_name=self.mash_name,
         )
+
+    def render_reminder(
+        self,
+        context: dict[str, Any],
+        *,
+        request_ref: str,
+        case_ref: str,
+        due: datetime,
+        name: str = "chase",
+    ) -> RenderedRequest:
+        """Render a reminder (``chase.*.j2``) for a request already sent.
+
+        ``context`` holds what the log knows of the request (never the child's details,
+        which the log does not keep); ``marking``, ``mash_name``, ``due_text`` are added.
+        The same guarantees as a request: the marking first in the subject, the request
+        and case references in the subject, the request reference and the due time in
+        both bodies.
+        """
+        context = {
+            **context,
+            "marking": self.marking,
+            "mash_name": self.mash_name,
+            "request_ref": request_ref,
+            "case_ref": case_ref,
+            "due": due,
+            "due_text": format_due(due),
+        }
+        subject = self._render(f"{name}.subject.j2", context).strip()
+        if "\n" in subject or "\r" in subject:
+            raise TemplateError(f"template {name}.subject.j2: the subject must be one line")
+        if request_ref not in subject or case_ref not in subject:
+            raise TemplateError(
+                f"template {name}.subject.j2: the subject must contain the case reference "
+                "and the request reference ({{ case_ref }} and {{ request_ref }})"
+            )
+        if not subject.startswith(self.marking):
+            subject = f"{self.marking}: {subject}"
+        text = self._render(f"{name}.txt.j2", context)
+        html = self._render(f"{name}.html.j2", context)
+        for body, filename in ((text, f"{name}.txt.j2"), (html, f"{name}.html.j2")):
+            if request_ref not in body or format_due(due) not in body:
+                raise TemplateError(
+                    f"template {filename}: the body must show the request reference and the "
+                    "due time ({{ request_ref }} and {{ due_text }})"
+                )
+        return RenderedRequest(
+            subject=subject,
+            text=wrap_text(text),
+            html=html,
+            template=name,
+            template_version=self.template_version(name),
+            importance="high" if context.get("rag") == "red" else "normal",
+            sender_name=self.mash_name,
+        )

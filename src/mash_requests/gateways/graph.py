@@ -654,7 +654,9 @@ def _draft(message: OutgoingMessage) -> dict[str, Any]:
     }
     if message.reply_to:
         # internetMessageHeaders takes X- headers only; Reply-To is a property of its own.
-        draft["replyTo"] = [{"emailAddress": {"address": message.reply_to}}]
+        draft["replyTo"] = [
+            {"emailAddress": {"address": address}} for address in message.reply_to_addresses
+        ]
     # The same importance and display name as the MIME sendMail carries on the short way:
     # a RED request is high importance however large its form.
     draft["importance"] = "high" if message.importance == "high" else "normal"
