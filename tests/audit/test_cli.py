@@ -69,7 +69,14 @@ def test_verify_json_of_an_intact_log(run: Run, store: EventStore) -> None:
     fill(store)
     result = run("verify", "--json")
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
+    (line,) = result.stdout.splitlines()
+    doc = json.loads(line)
+    assert (doc["command"], doc["ok"], doc["exit_code"], doc["error"]) == (
+        "audit verify",
+        True,
+        0,
+        None,
+    )
     assert doc["status"] == "intact" and doc["intact"] is True
     assert doc["events"] == 5
     assert doc["head"]["seq"] == 5 and len(doc["head"]["hash"]) == 64
@@ -97,6 +104,22 @@ def test_verify_json_of_a_broken_log(run: Run, store: EventStore, raw: RawLog) -
     assert doc["break"]["seq"] == 4 and doc["break"]["problem"] == "removed"
     assert doc["verified_now"] == {"from": 1, "to": 3}
     assert doc["rows_outside_chain"] == {"count": 1, "seqs": [-5]}
+
+
+def test_verify_json_when_the_log_cannot_be_opened(tmp_path: Path) -> None:
+    """No log: exit 2, the same keys (null) and the error; 'Error:' still on stderr."""
+    config = tmp_path / "mash-requests.toml"
+    config.write_text(
+        f'[mash]\nname = "T"\nsender = "m@t.gov.uk"\n\n[log]\npath = "{tmp_path / "none.db"}"\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(main, ["audit", "verify", "--json", "--config", str(config)])
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert (doc["ok"], doc["exit_code"], doc["status"], doc["events"]) == (False, 2, None, None)
+    assert doc["error"]["reason"] == "config"
+    assert "no dispatch log at" in doc["error"]["message"]
+    assert result.stderr.startswith("Error: no dispatch log at")
 
 
 def test_verify_broken_log_exits_1_with_details(run: Run, store: EventStore, raw: RawLog) -> None:

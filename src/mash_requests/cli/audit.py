@@ -7,7 +7,6 @@ log that cannot even be opened exits 2 there.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -24,6 +23,8 @@ from mash_requests.cli._common import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     CliError,
+    json_option,
+    json_output,
     library_errors,
 )
 from mash_requests.errors import LogError
@@ -137,39 +138,36 @@ checkpoint.""",
     help="A checkpoint written earlier by 'audit checkpoint'; proves no newest events were "
     "removed or rewritten since.",
 )
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print one JSON object (status, counts, head, ranges verified, database check, rows "
-    "outside the chain) instead of lines; exit codes are the same.",
-)
+@json_option
 @config_option
 def verify(checkpoint_path: Path | None, as_json: bool, config_path: Path | None) -> None:
     """Walk the hash chain from the first event to the last and report the first break."""
-    from mash_requests.audit.verify import read_checkpoint, verify_chain
+    from mash_requests.audit.verify import VerifyResult, read_checkpoint, verify_chain
 
-    checkpoint = None
-    if checkpoint_path is not None:
-        with library_errors():
-            checkpoint = read_checkpoint(checkpoint_path)
-    with _opened_store(config_path) as store, _read_errors():
-        # Every row, every time; an intact result is stored as a verified head that later
-        # reports start from.
-        result = verify_chain(store, checkpoint=checkpoint, record=True)
-        location = getattr(store, "location", "")
-    if as_json:
-        click.echo(json.dumps(result.to_json(str(location)), indent=2, ensure_ascii=False))
+    with json_output("audit verify", as_json) as run:
+        # The same keys whether the log could be verified or not (then they are null).
+        blank = VerifyResult(ok=False, count=0, head_seq=0, head_hash="").to_json()
+        run.update(**dict.fromkeys(blank))
+        checkpoint = None
+        if checkpoint_path is not None:
+            with library_errors():
+                checkpoint = read_checkpoint(checkpoint_path)
+        with _opened_store(config_path) as store, _read_errors():
+            # Every row, every time; an intact result is stored as a verified head that later
+            # reports start from.
+            result = verify_chain(store, checkpoint=checkpoint, record=True)
+            location = getattr(store, "location", "")
+        run.update(**result.to_json(str(location)))
+        if not as_json:
+            click.echo(f"dispatch log {location}")
+            for line in result.lines():
+                click.echo(line)
+            if not result.ok:
+                click.echo(
+                    f"{result.count} event(s) verified; last intact seq {result.head_seq}, "
+                    f"hash {result.head_hash}"
+                )
         click.get_current_context().exit(EXIT_OK if result.ok else EXIT_INCOMPLETE)
-    click.echo(f"dispatch log {location}")
-    for line in result.lines():
-        click.echo(line)
-    if not result.ok:
-        click.echo(
-            f"{result.count} event(s) verified; last intact seq {result.head_seq}, "
-            f"hash {result.head_hash}"
-        )
-    click.get_current_context().exit(EXIT_OK if result.ok else EXIT_INCOMPLETE)
 
 
 @audit.command(
