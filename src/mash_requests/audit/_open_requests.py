@@ -1,0 +1,136 @@
+"""The stores' fast read for ``overdue``: only the events of requests that may still be open.
+
+:mod:`mash_requests.replies.tracking` folds the log into the requests still open. Folding a
+million events in Python takes tens of seconds, yet nearly every request is answered. Both
+stores answer :func:`maybe_open_keys_sql` instead: SQL narrows the log to the request keys that
+*may* still be open, and returns every event of those keys (all their references, every
+cycle), which the same Python fold then reads. The narrowing is conservative, so the fold's
+result is the one it gives on the whole log:
+
+- A key is left out only when the reference of its latest ``prepared`` has a ``replied`` or
+  ``failed`` event after that ``prepared``. Once the fold has seen it, the key stays closed:
+  nothing but a new ``prepared`` opens it again, and there is none.
+- That holds only while a reference belongs to one key. A reference prepared more than once
+  (two keys can share one: 5 random characters can repeat) brings in every key that has it.
+- Whatever else closes a request (a reconciliation that found nothing, a reply to an earlier
+  reference of the key) is left to the fold: those keys are read in full.
+
+The index :data:`INDEX_NAME` (schema version 2 of both stores) covers the first step, so it
+reads one small index, not the events' records. Like the other indexes it is derived from the
+events and holds nothing of its own: ``audit verify`` checks the events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mash_requests.audit.events import EventKind
+
+#: The index the query scans (schema version 2).
+INDEX_NAME = "events_request_cycle"
+
+#: Kinds the index holds: what opens a request's cycle, and what certainly closes it.
+_OPENS = str(EventKind.PREPARED)
+_CLOSES = (str(EventKind.FAILED), str(EventKind.REPLIED))
+_CYCLE_KINDS = f"kind IN ('{_OPENS}', '{_CLOSES[0]}', '{_CLOSES[1]}')"
+
+#: The migration's index: SQLite keeps ``seq`` (the rowid) in every index entry.
+SQLITE_INDEX = (
+    f"CREATE INDEX {INDEX_NAME} ON events (request_ref, kind, request_key) WHERE {_CYCLE_KINDS}"
+)
+#: The same for PostgreSQL, with ``seq`` in the entry so the scan never visits the table.
+POSTGRES_INDEX = (
+    f"CREATE INDEX {INDEX_NAME} ON events (request_ref, kind, request_key, seq)"
+    f" WHERE {_CYCLE_KINDS}"
+)
+MIGRATION_DESCRIPTION = "index of prepared, replied and failed events by request reference"
+
+
+def _literals(kinds: Sequence[str]) -> str:
+    # Event kinds only (checked against the closed set), so they can be literals: a partial
+    # index is used only when the query's condition is visibly the index's.
+    return ", ".join(f"'{EventKind(kind)}'" for kind in kinds) or "NULL"
+
+
+def maybe_open_keys_sql(*, sqlite: bool) -> str:
+    """The fold's keys (``request_key``, or the reference without one) that may be open.
+
+    No parameters. A reference is *unclosed* when its last event among those the index holds
+    is a ``prepared``, or when it was prepared more than once (two keys can share it only
+    then); every key that prepared an unclosed reference may be open. On SQLite, the bare
+    ``kind`` beside a single ``max(seq)`` is the kind of the row holding that maximum
+    (documented SQLite behaviour), and the planner is told which index to use: without
+    statistics it prefers the ``kind`` index, which reads most of the log.
+    """
+    if sqlite:
+        cycle = f"INDEXED BY {INDEX_NAME}"
+        columns = "request_ref, kind, max(seq)"
+        unclosed = f"kind = '{_OPENS}' OR sum(kind = '{_OPENS}') > 1"
+    else:
+        cycle = ""
+        columns = "request_ref"
+        unclosed = (
+            f"max(seq) FILTER (WHERE kind = '{_OPENS}') = max(seq)"
+            f" OR count(*) FILTER (WHERE kind = '{_OPENS}') > 1"
+        )
+    return f"""
+    WITH unclosed AS (
+        SELECT {columns} FROM events {cycle}
+        WHERE {_CYCLE_KINDS} AND request_ref IS NOT NULL
+        GROUP BY request_ref
+        HAVING {unclosed}
+    )
+    SELECT DISTINCT {_FOLD_KEY} AS request_key
+    FROM unclosed JOIN events e {cycle} ON e.request_ref = unclosed.request_ref
+    WHERE e.{_CYCLE_KINDS} AND e.kind = '{_OPENS}'
+    """  # noqa: S608  (constants only)
+
+
+#: The fold's key: the request key, or the reference where there is none (or it is "").
+_FOLD_KEY = "coalesce(nullif(e.request_key, ''), e.request_ref)"
+
+
+def candidates_sql(kinds: Sequence[str]) -> str:
+    """SQLite, in one statement: ``(seq, hash, record)`` of every event of ``kinds`` of the
+    keys :func:`maybe_open_keys_sql` gives, every reference they prepared included."""
+    return f"""
+    WITH maybe_open AS ({maybe_open_keys_sql(sqlite=True)}
+    ), their_refs AS (
+        SELECT e.request_ref FROM maybe_open m JOIN events e ON e.request_key = m.request_key
+        WHERE e.kind = '{_OPENS}'
+        UNION
+        SELECT e.request_ref FROM maybe_open m JOIN events e ON e.request_ref = m.request_key
+        WHERE e.kind = '{_OPENS}' AND (e.request_key IS NULL OR e.request_key = '')
+    )
+    SELECT seq, hash, record FROM events INDEXED BY events_request_ref
+    WHERE request_ref IN (SELECT request_ref FROM their_refs) AND kind IN ({_literals(kinds)})
+    ORDER BY seq
+    """  # noqa: S608  (constant kinds, checked; no value from outside)
+
+
+#: PostgreSQL, step 2: the references the keys (``%s`` twice: the list of keys) prepared.
+#: In steps, so that the planner knows how few keys there are (from the first statement, it
+#: guesses tens of thousands and reads the whole table).
+POSTGRES_REFS_OF_KEYS = """
+    SELECT request_ref FROM events WHERE kind = 'prepared' AND request_key = ANY(%s)
+    UNION
+    SELECT request_ref FROM events WHERE kind = 'prepared' AND request_ref = ANY(%s)
+        AND (request_key IS NULL OR request_key = '')
+"""
+
+
+def postgres_events_of_refs_sql(kinds: Sequence[str]) -> str:
+    """PostgreSQL, step 3: ``(seq, hash, record)`` of the events of ``kinds`` of the
+    references in ``%s`` (a list), in seq order."""
+    return (
+        "SELECT seq, hash, record FROM events"  # noqa: S608  (constant kinds, checked)
+        f" WHERE request_ref = ANY(%s) AND kind IN ({_literals(kinds)}) ORDER BY seq"
+    )
+
+
+def head_sql(kinds: Sequence[str]) -> str:
+    """``(seq, hash)`` of the last event of ``kinds`` (no row for none)."""
+    return (
+        f"SELECT seq, hash FROM events WHERE kind IN ({_literals(kinds)})"  # noqa: S608
+        " ORDER BY seq DESC LIMIT 1"
+    )
