@@ -8,19 +8,26 @@ same run, on the same data, so the ratio says what the library adds:
            vs reading every file and parsing it with the standard email parser
 - refetch: the same fetch again (every message already seen)
            vs the same baseline
-- overdue cold: overdue() with no cache: the whole --events log is folded
-           vs reading the same rows' records and json.loads of each
+- overdue cold: overdue() with no cache, on an --events log (the store selects the requests
+           that may be open in SQL; the fold reads only their events)
+           vs SELECT + json.loads of the listed requests' events (what reading only the
+           answer costs, had we known it), and once vs SELECT + json.loads of every
+           tracked event (what the fold of the whole log read before; --skip-read-all)
 - overdue warm: overdue() continuing from its cache, after 1,000 new events
            vs json.loads of the cache file and reading + json.loads of the new rows
 
 The big log is built the way benchmarks/bench_audit.py builds its own (its Backend, clock and
 event generator, reused), with a reply for almost every request, a few bounced or chased,
-so that a realistic few hundred requests are overdue. ``--keep PATH`` keeps it for later runs.
+so that a realistic few thousand requests are overdue. ``--keep PATH`` keeps it for later runs
+(a SQLite file, or with ``--backend postgres`` a schema name). On PostgreSQL the log is
+vacuumed and analysed before measuring, as autovacuum soon does on a server.
 
 Usage::
 
     python benchmarks/bench_replies.py                          # 10,000 messages, 100,000 events
     python benchmarks/bench_replies.py --events 1000000 --keep /var/tmp/replies-1m.sqlite3
+    python benchmarks/bench_replies.py --skip-fetch --events 1000000 --backend postgres \
+        --dsn postgresql://postgres@127.0.0.1/test --keep replies_1m
 
 Not a test: it prints medians and ratios and exits 0.
 """
