@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,10 @@ def test_the_selection_folds_to_the_whole_fold_sqlite(
         history = History(store, random.Random(seed))
         for _ in range(steps):
             history.step()
-        assert selection(store).to_json() == whole_fold(store).to_json()
+        chosen = selection(store)
+        assert chosen.to_json() == whole_fold(store).to_json()
+        # The cache holds each request as dataclasses.asdict would write it.
+        assert chosen.to_json()["requests"] == [asdict(r) for r in chosen.by_key.values()]
     finally:
         store.close()
 
