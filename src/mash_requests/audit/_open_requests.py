@@ -52,33 +52,24 @@ def _literals(kinds: Sequence[str]) -> str:
     return ", ".join(f"'{EventKind(kind)}'" for kind in kinds) or "NULL"
 
 
-def maybe_open_keys_sql(*, sqlite: bool) -> str:
-    """The fold's keys (``request_key``, or the reference without one) that may be open.
+def maybe_open_keys_sql() -> str:
+    """SQLite: the fold's keys (``request_key``, or the reference without one) that may be
+    open. No parameters.
 
-    No parameters. A reference is *unclosed* when its last event among those the index holds
-    is a ``prepared``, or when it was prepared more than once (two keys can share it only
-    then); every key that prepared an unclosed reference may be open. On SQLite, the bare
-    ``kind`` beside a single ``max(seq)`` is the kind of the row holding that maximum
-    (documented SQLite behaviour), and the planner is told which index to use: without
-    statistics it prefers the ``kind`` index, which reads most of the log.
+    A reference is *unclosed* when its last event among those the index holds is a
+    ``prepared``, or when it was prepared more than once (two keys can share it only then);
+    every key that prepared an unclosed reference may be open. The bare ``kind`` beside a
+    single ``max(seq)`` is the kind of the row holding that maximum (documented SQLite
+    behaviour). The planner is told which index to use: without statistics it prefers the
+    ``kind`` index, which reads most of the log.
     """
-    if sqlite:
-        cycle = f"INDEXED BY {INDEX_NAME}"
-        columns = "request_ref, kind, max(seq)"
-        unclosed = f"kind = '{_OPENS}' OR sum(kind = '{_OPENS}') > 1"
-    else:
-        cycle = ""
-        columns = "request_ref"
-        unclosed = (
-            f"max(seq) FILTER (WHERE kind = '{_OPENS}') = max(seq)"
-            f" OR count(*) FILTER (WHERE kind = '{_OPENS}') > 1"
-        )
+    cycle = f"INDEXED BY {INDEX_NAME}"
     return f"""
     WITH unclosed AS (
-        SELECT {columns} FROM events {cycle}
+        SELECT request_ref, kind, max(seq) FROM events {cycle}
         WHERE {_CYCLE_KINDS} AND request_ref IS NOT NULL
         GROUP BY request_ref
-        HAVING {unclosed}
+        HAVING kind = '{_OPENS}' OR sum(kind = '{_OPENS}') > 1
     )
     SELECT DISTINCT {_FOLD_KEY} AS request_key
     FROM unclosed JOIN events e {cycle} ON e.request_ref = unclosed.request_ref
@@ -94,7 +85,7 @@ def candidates_sql(kinds: Sequence[str]) -> str:
     """SQLite, in one statement: ``(seq, hash, record)`` of every event of ``kinds`` of the
     keys :func:`maybe_open_keys_sql` gives, every reference they prepared included."""
     return f"""
-    WITH maybe_open AS ({maybe_open_keys_sql(sqlite=True)}
+    WITH maybe_open AS ({maybe_open_keys_sql()}
     ), their_refs AS (
         SELECT e.request_ref FROM maybe_open m JOIN events e ON e.request_key = m.request_key
         WHERE e.kind = '{_OPENS}'
@@ -108,23 +99,49 @@ def candidates_sql(kinds: Sequence[str]) -> str:
     """  # noqa: S608  (constant kinds, checked; no value from outside)
 
 
-#: PostgreSQL, step 2: the references the keys (``%s`` twice: the list of keys) prepared.
-#: In steps, so that the planner knows how few keys there are (from the first statement, it
-#: guesses tens of thousands and reads the whole table).
+# PostgreSQL, in steps: from one statement the planner guesses tens of thousands of keys
+# where there are a few thousand, and reads the whole table. Each list goes back as an array
+# joined through unnest, so that each of its values is one probe of an index.
+
+#: Step 1: the unclosed references, as in :func:`maybe_open_keys_sql`.
+POSTGRES_UNCLOSED_REFS = f"""
+    SELECT request_ref FROM events
+    WHERE {_CYCLE_KINDS} AND request_ref IS NOT NULL
+    GROUP BY request_ref
+    HAVING max(seq) FILTER (WHERE kind = '{_OPENS}') = max(seq)
+        OR count(*) FILTER (WHERE kind = '{_OPENS}') > 1
+"""  # noqa: S608  (constants only)
+
+#: Step 2: the keys that prepared those references (``%s``: the list of references).
+POSTGRES_KEYS_OF_REFS = f"""
+    SELECT DISTINCT {_FOLD_KEY}
+    FROM unnest(%s::text[]) AS r(request_ref) JOIN events e ON e.request_ref = r.request_ref
+    WHERE e.{_CYCLE_KINDS} AND e.kind = '{_OPENS}'
+"""  # noqa: S608  (constants only)
+
+#: Step 3: every reference those keys prepared (``%s``: the list of keys). LATERAL makes each
+#: key one probe of the ``request_key`` index (joined, the planner scans every prepared).
 POSTGRES_REFS_OF_KEYS = """
-    SELECT request_ref FROM events WHERE kind = 'prepared' AND request_key = ANY(%s)
-    UNION
-    SELECT request_ref FROM events WHERE kind = 'prepared' AND request_ref = ANY(%s)
-        AND (request_key IS NULL OR request_key = '')
+    SELECT e.request_ref FROM unnest(%s::text[]) AS k(request_key), LATERAL (
+        SELECT request_ref FROM events
+        WHERE request_key = k.request_key AND kind = 'prepared'
+        UNION ALL
+        SELECT request_ref FROM events
+        WHERE request_ref = k.request_key AND kind = 'prepared'
+            AND (request_key IS NULL OR request_key = '')
+    ) AS e
 """
 
 
 def postgres_events_of_refs_sql(kinds: Sequence[str]) -> str:
-    """PostgreSQL, step 3: ``(seq, hash, record)`` of the events of ``kinds`` of the
-    references in ``%s`` (a list), in seq order."""
+    """Step 4: ``(seq, hash, record)`` of the events of ``kinds`` of the distinct references
+    in ``%s`` (a list), in no order (sorting megabytes of records would spill to disk on the
+    server; the caller sorts by seq)."""
     return (
-        "SELECT seq, hash, record FROM events"  # noqa: S608  (constant kinds, checked)
-        f" WHERE request_ref = ANY(%s) AND kind IN ({_literals(kinds)}) ORDER BY seq"
+        "SELECT e.seq, e.hash, e.record"  # noqa: S608  (constant kinds, checked)
+        " FROM (SELECT DISTINCT unnest(%s::text[]) AS request_ref) AS r JOIN events e"
+        " ON e.request_ref = r.request_ref"
+        f" WHERE e.kind IN ({_literals(kinds)})"
     )
 
 

@@ -456,16 +456,17 @@ class PostgresEventStore:
                 conn.execute(b"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 conn.execute(b"SET LOCAL jit = off")  # compiling costs more than it saves
                 head = conn.execute(_open_requests.head_sql(kinds).encode()).fetchone()
-                sql = _open_requests.maybe_open_keys_sql(sqlite=False)
-                keys = [row[0] for row in conn.execute(sql.encode())]
+                found = conn.execute(_open_requests.POSTGRES_UNCLOSED_REFS.encode())
+                unclosed = [row[0] for row in found]
                 rows: list[tuple[Any, ...]] = []
-                if keys:
-                    found = conn.execute(
-                        _open_requests.POSTGRES_REFS_OF_KEYS.encode(), [keys, keys]
-                    )
+                if unclosed:
+                    found = conn.execute(_open_requests.POSTGRES_KEYS_OF_REFS.encode(), [unclosed])
+                    keys = [row[0] for row in found]
+                    found = conn.execute(_open_requests.POSTGRES_REFS_OF_KEYS.encode(), [keys])
                     refs = [row[0] for row in found]
                     sql = _open_requests.postgres_events_of_refs_sql(kinds)
                     rows = conn.execute(sql.encode(), [refs]).fetchall()
+                    rows.sort(key=lambda row: int(row[0]))
         finally:
             self._readers.give(conn)
         events = [stored_event(*row, location=self.location) for row in rows]
