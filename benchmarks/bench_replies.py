@@ -35,7 +35,9 @@ Not a test: it prints medians and ratios and exits 0.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import email
+import hashlib
 import json
 import os
 import random
@@ -249,6 +251,24 @@ def events_with_replies(count: int, seed: int = 7) -> Iterator[Event]:
         made += 1
 
 
+def new_requests(count: int) -> list[Event]:
+    """``count`` events of requests not in the log yet (their own case references each run)."""
+    prefix = f"MASH-N{time.time_ns() // 1000:x}-"
+    events = []
+    for event in _original_make_events(count, seed=99):
+        ref = (event.request_ref or "").replace("MASH-2026-", prefix)
+        events.append(
+            dataclasses.replace(
+                event,
+                case_ref=event.case_ref.replace("MASH-2026-", prefix),
+                request_ref=ref,
+                request_key=hashlib.sha256(ref.encode()).hexdigest()[:32],
+                message_id=(event.message_id or "").replace("MASH-2026-", prefix),
+            )
+        )
+    return events
+
+
 def _overdue_backend(args: argparse.Namespace, root: Path) -> bench_audit.Backend:
     if args.backend == "postgres":
         if not args.dsn:
@@ -344,7 +364,7 @@ def bench_overdue(args: argparse.Namespace) -> None:
                 )
 
             # 1,000 new events (requests sent since), then the listing again from the cache.
-            extra = list(_original_make_events(1000, seed=99))
+            extra = new_requests(1000)
             backend.store.append_many(extra)
             [cache_file] = cache.glob("open-requests-*.json")
             head = json.loads(cache_file.read_text())["state"]["seq"]
