@@ -104,9 +104,10 @@ def timed(run: Callable[[], object], repeat: int) -> list[float]:
 
 def line(name: str, what: str, ours: list[float], base: list[float], base_name: str) -> None:
     mine, theirs = statistics.median(ours), statistics.median(base)
+    ratio = mine / theirs if theirs else float("inf")
+    shown = f"x{ratio:.1f}" if ratio >= 1 else f"x{ratio:.3f}"
     print(
-        f"{name:<13} {what:<34} {mine:9.3f} s   baseline {theirs:8.3f} s ({base_name})   "
-        f"x{mine / theirs if theirs else float('inf'):.1f}",
+        f"{name:<13} {what:<34} {mine:9.3f} s   baseline {theirs:8.3f} s ({base_name})   {shown}",
         flush=True,
     )
 

@@ -1,17 +1,21 @@
 """The stores' fast read for ``overdue``: only the events of requests that may still be open.
 
 :mod:`mash_requests.replies.tracking` folds the log into the requests still open. Folding a
-million events in Python takes tens of seconds, yet nearly every request is answered. Both
-stores answer :func:`maybe_open_keys_sql` instead: SQL narrows the log to the request keys that
-*may* still be open, and returns every event of those keys (all their references, every
-cycle), which the same Python fold then reads. The narrowing is conservative, so the fold's
-result is the one it gives on the whole log:
+million events in Python takes tens of seconds, yet nearly every request is answered. So the
+stores narrow the log in SQL to the request keys that *may* still be open and return every
+event of those keys (all their references, every cycle), which the same Python fold then
+reads (SQLite in one statement, :func:`candidates_sql`; PostgreSQL in steps). The narrowing is
+conservative, so the fold's result is the one it gives on the whole log:
 
-- A key is left out only when the reference of its latest ``prepared`` has a ``replied`` or
-  ``failed`` event after that ``prepared``. Once the fold has seen it, the key stays closed:
-  nothing but a new ``prepared`` opens it again, and there is none.
-- That holds only while a reference belongs to one key. A reference prepared more than once
-  (two keys can share one: 5 random characters can repeat) brings in every key that has it.
+- A reference is *unclosed* when its last ``prepared``, ``replied`` or ``failed`` event is a
+  ``prepared``, or when it was prepared more than once. Every key that prepared an unclosed
+  reference is read in full.
+- So a key is left out only when its latest reference was prepared once, by this key, and
+  has a ``replied`` or ``failed`` after that. When the fold reaches that event the reference
+  is this key's alone, so the key closes; nothing but a new ``prepared`` opens it again, and
+  there is none.
+- Two keys can share a reference only by both preparing it (5 random characters can repeat):
+  it is then unclosed, and both keys are read in full, as the fold needs.
 - Whatever else closes a request (a reconciliation that found nothing, a reply to an earlier
   reference of the key) is left to the fold: those keys are read in full.
 
