@@ -144,10 +144,14 @@ class History:
             self.follow_up(EventKind.BOUNCED, latest, status=rng.choice(["5.1.1", None]))
         elif op == "auto_reply":
             self.follow_up(EventKind.AUTO_REPLY, latest, auto_type="out_of_office")
+        elif op == "chased":  # a reminder's steps: only outcome "sent" (or none) counts
+            outcome = rng.choice([None, "sent", "handing_over", "failed", "unconfirmed"])
+            details = {} if outcome is None else {"outcome": outcome}
+            self.follow_up(EventKind.CHASED, latest, **details)
         else:
             kind = {
                 "sent": EventKind.SENT, "failed": EventKind.FAILED,
-                "unconfirmed": EventKind.UNCONFIRMED, "chased": EventKind.CHASED,
+                "unconfirmed": EventKind.UNCONFIRMED,
             }[op]  # fmt: skip
             self.follow_up(kind, rng.choice(refs) if rng.random() < 0.2 else latest)
 
