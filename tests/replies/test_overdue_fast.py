@@ -401,3 +401,23 @@ def test_a_postgres_log_made_before_the_index_gets_it_when_opened(
         assert conn.execute(b"SELECT to_regclass('events_request_cycle')").fetchone() != (None,)
     finally:
         store.close()
+
+
+def test_without_the_index_the_selection_is_slower_but_the_same(tmp_path: Path) -> None:
+    """A log whose index is missing (opened by a reader before a writer migrated it) still
+    gives the whole fold's result, from the older indexes."""
+    path = tmp_path / "log.sqlite3"
+    store = SQLiteEventStore(path)
+    try:
+        history = History(store, random.Random(10))
+        for _ in range(80):
+            history.step()
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute(f"DROP INDEX {INDEX_NAME}")
+            conn.commit()
+        finally:
+            conn.close()
+        assert selection(store).to_json() == whole_fold(store).to_json()
+    finally:
+        store.close()

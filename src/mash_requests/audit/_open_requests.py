@@ -56,7 +56,7 @@ def _literals(kinds: Sequence[str]) -> str:
     return ", ".join(f"'{EventKind(kind)}'" for kind in kinds) or "NULL"
 
 
-def maybe_open_keys_sql() -> str:
+def maybe_open_keys_sql(*, indexed: bool = True) -> str:
     """SQLite: the fold's keys (``request_key``, or the reference without one) that may be
     open. No parameters.
 
@@ -65,9 +65,10 @@ def maybe_open_keys_sql() -> str:
     every key that prepared an unclosed reference may be open. The bare ``kind`` beside a
     single ``max(seq)`` is the kind of the row holding that maximum (documented SQLite
     behaviour). The planner is told which index to use: without statistics it prefers the
-    ``kind`` index, which reads most of the log.
+    ``kind`` index, which reads most of the log. Without ``indexed`` (a log opened by a
+    reader before a writer added the index) the same query runs on the older indexes.
     """
-    cycle = f"INDEXED BY {INDEX_NAME}"
+    cycle = f"INDEXED BY {INDEX_NAME}" if indexed else ""
     return f"""
     WITH unclosed AS (
         SELECT request_ref, kind, max(seq) FROM events {cycle}
@@ -85,11 +86,11 @@ def maybe_open_keys_sql() -> str:
 _FOLD_KEY = "coalesce(nullif(e.request_key, ''), e.request_ref)"
 
 
-def candidates_sql(kinds: Sequence[str]) -> str:
+def candidates_sql(kinds: Sequence[str], *, indexed: bool = True) -> str:
     """SQLite, in one statement: ``(seq, hash, record)`` of every event of ``kinds`` of the
     keys :func:`maybe_open_keys_sql` gives, every reference they prepared included."""
     return f"""
-    WITH maybe_open AS ({maybe_open_keys_sql()}
+    WITH maybe_open AS ({maybe_open_keys_sql(indexed=indexed)}
     ), their_refs AS (
         SELECT e.request_ref FROM maybe_open m JOIN events e ON e.request_key = m.request_key
         WHERE e.kind = '{_OPENS}'

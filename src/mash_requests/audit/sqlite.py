@@ -500,7 +500,11 @@ class SQLiteEventStore:
                 conn.execute("BEGIN")  # one snapshot for both statements (WAL)
                 try:
                     head = conn.execute(_open_requests.head_sql(kinds)).fetchone()
-                    sql = _open_requests.candidates_sql(kinds)
+                    indexed = conn.execute(
+                        "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
+                        (_open_requests.INDEX_NAME,),
+                    ).fetchone()
+                    sql = _open_requests.candidates_sql(kinds, indexed=indexed is not None)
                     rows = conn.execute(sql).fetchall()
                 finally:
                     conn.execute("ROLLBACK")
