@@ -497,7 +497,7 @@ class SQLiteEventStore:
         with self._translate("read"):
             conn = self._readers.take()
             try:
-                conn.execute("BEGIN")  # one snapshot for both statements (WAL)
+                conn.execute("BEGIN")  # one snapshot for every statement (WAL)
                 try:
                     head = conn.execute(_open_requests.head_sql(kinds)).fetchone()
                     indexed = conn.execute(
