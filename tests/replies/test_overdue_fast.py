@@ -343,7 +343,7 @@ def test_sqlite_reads_the_index_not_the_records(tmp_path: Path) -> None:
 def test_a_log_made_before_the_index_gets_it_when_opened(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A schema-1 SQLite log opens, is migrated to 2 (the index), and keeps its events."""
+    """A schema-1 SQLite log opens, is migrated (the index added), and keeps its events."""
     path = tmp_path / "log.sqlite3"
     with monkeypatch.context() as old:
         old.setattr(sqlite_store, "MIGRATIONS", sqlite_store.MIGRATIONS[:1])
@@ -366,7 +366,8 @@ def test_a_log_made_before_the_index_gets_it_when_opened(
         store.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (2,)
+        latest = sqlite_store.SCHEMA_VERSION
+        assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (latest,)
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert INDEX_NAME in indexes
     finally:
@@ -377,7 +378,7 @@ def test_a_log_made_before_the_index_gets_it_when_opened(
 def test_a_postgres_log_made_before_the_index_gets_it_when_opened(
     workspace: Workspace, log_backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The same on PostgreSQL: schema 1 is migrated to 2 on open."""
+    """The same on PostgreSQL: schema 1 is migrated on open, the index added."""
     if log_backend != "postgres":
         pytest.skip("PostgreSQL only")
     from mash_requests.audit import postgres as postgres_store
@@ -397,7 +398,8 @@ def test_a_postgres_log_made_before_the_index_gets_it_when_opened(
         assert selection(store).to_json() == before
         assert isinstance(store, postgres_store.PostgresEventStore)
         conn = store._conn
-        assert conn.execute(b"SELECT max(version) FROM schema_migrations").fetchone() == (2,)
+        latest = postgres_store.SCHEMA_VERSION
+        assert conn.execute(b"SELECT max(version) FROM schema_migrations").fetchone() == (latest,)
         assert conn.execute(b"SELECT to_regclass('events_request_cycle')").fetchone() != (None,)
     finally:
         store.close()
