@@ -19,7 +19,7 @@ conservative, so the fold's result is the one it gives on the whole log:
 - Whatever else closes a request (a reconciliation that found nothing, a reply to an earlier
   reference of the key) is left to the fold: those keys are read in full.
 
-The index :data:`INDEX_NAME` (schema version 2 of both stores) covers the first step, so it
+The index :data:`INDEX_NAME` (a migration of both stores) covers the first step, so it
 reads one small index, not the events' records. Like the other indexes it is derived from the
 events and holds nothing of its own: ``audit verify`` checks the events.
 """
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 from mash_requests.audit.events import EventKind
 
-#: The index the query scans (schema version 2).
+#: The index the query scans (added by a migration of both stores).
 INDEX_NAME = "events_request_cycle"
 
 #: Kinds the index holds: what opens a request's cycle, and what certainly closes it.
