@@ -309,6 +309,61 @@ def test_report_title_defaults_to_the_mash_name(
     assert "<title>Testbury MASH: requests for information</title>" in out.read_text("utf-8")
 
 
+def _report_config(
+    tmp_path: Path, backend: str, store: EventStore, monkeypatch: pytest.MonkeyPatch, extra: str
+) -> Path:
+    config = tmp_path / "council.toml"
+    config.write_text(
+        f'[mash]\nname = "Testbury MASH"\n{extra}\n{log_section(backend, store, monkeypatch)}',
+        encoding="utf-8",
+    )
+    return config
+
+
+def test_report_uses_the_councils_template(
+    backend: str, store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report.html.j2 in the [mash] templates folder replaces the shipped one, and what it
+    prints from the log is escaped."""
+    fill(store)
+    folder = tmp_path / "ours"
+    folder.mkdir()
+    (folder / "report.html.j2").write_text(
+        "<!DOCTYPE html><p>Eastshire brand: {{ title }}, {{ totals.sent }} sent, {{ '<b>' }}</p>\n",
+        encoding="utf-8",
+    )
+    config = _report_config(tmp_path, backend, store, monkeypatch, 'templates = "ours"')
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(
+        main, ["audit", "report", "--out", str(out), "--config", str(config)]
+    )
+    assert result.exit_code == 0, result.output
+    assert out.read_text("utf-8") == (
+        "<!DOCTYPE html><p>Eastshire brand: Testbury MASH: requests for information, "
+        "1 sent, &lt;b&gt;</p>\n"
+    )
+
+
+def test_report_with_a_broken_template_exits_2_naming_it(
+    backend: str, store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A council template with a syntax error stops the report with exit 2, naming the
+    file and line; no report is written."""
+    fill(store)
+    folder = tmp_path / "ours"
+    folder.mkdir()
+    (folder / "report.html.j2").write_text("line one\n{% if %}\n", encoding="utf-8")
+    config = _report_config(tmp_path, backend, store, monkeypatch, 'templates = "ours"')
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(
+        main, ["audit", "report", "--out", str(out), "--config", str(config)]
+    )
+    assert result.exit_code == 2
+    assert "Error: template" in result.stderr
+    assert "report.html.j2: syntax error at line 2" in result.stderr
+    assert not out.exists()
+
+
 def test_cli_choices_match_the_library() -> None:
     """The CLI's copies of the outcome and format names (kept for a fast --help) are current."""
     import importlib

@@ -185,7 +185,7 @@ def test_everything_from_the_log_is_escaped(store: EventStore) -> None:
     page = render_html(data_for(store, events))
     assert "<script" not in page
     assert "<img" not in page
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
 
 
 def test_chart_has_a_bar_per_partner_month_and_the_rate_line(store: EventStore) -> None:

@@ -84,28 +84,6 @@ def _opened_store(config_path: Path | None) -> Iterator[EventStore]:
         store.close()
 
 
-def _mash_name(config_path: Path | None) -> str:
-    """``[mash] name`` (default "MASH"), without validating the rest of the config.
-
-    load_log_settings has already found and parsed the same file, so reading it fails only
-    if it changed meanwhile; then the default name is good enough for a title.
-    """
-    import tomllib
-
-    from mash_requests._tables import Table
-    from mash_requests.config import find_config
-
-    source = find_config(config_path)
-    if source is None:
-        return "MASH"
-    try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "MASH"
-    root = Table(data, where=f"config {source}:", base_dir=source.parent)
-    return root.table("mash").string("name", "MASH") or "MASH"
-
-
 # -- verify and checkpoint -------------------------------------------------------------------
 
 
@@ -371,14 +349,28 @@ def report(
     from_: str | None, to: str | None, out_path: Path, title: str | None, config_path: Path | None
 ) -> None:
     """Write an HTML evidence report of the requests sent in a period."""
+    from mash_requests.audit import open_store
     from mash_requests.audit.report import build_report, write_report
+    from mash_requests.config import load_report_settings
 
     since, until = _time_window(from_, to)
-    with _opened_store(config_path) as store, _read_errors():
-        if title is None:
-            title = f"{_mash_name(config_path)}: requests for information"
-        data = build_report(store, since=since, until=until, title=title)
-        write_report(data, out_path)
+    with _read_errors():
+        settings = load_report_settings(config_path)
+        store = open_store(settings.log, must_exist=True)
+    try:
+        with _read_errors():
+            data = build_report(
+                store,
+                since=since,
+                until=until,
+                title=title or f"{settings.mash_name}: requests for information",
+                marking=settings.marking,
+                mash_name=settings.mash_name,
+                partner_names=settings.partner_names,
+            )
+            write_report(data, out_path, templates_dir=settings.templates_dir)
+    finally:
+        store.close()
     click.echo(f"report written to {out_path}")
     click.echo(
         f"{data.totals.sent} request(s) sent, {data.totals.attachment_rate_text} with the "
