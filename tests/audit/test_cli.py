@@ -344,6 +344,26 @@ def test_report_uses_the_councils_template(
     )
 
 
+def test_report_names_partners_and_carries_the_marking_from_the_config(
+    backend: str, store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report names agencies from [partners.KEY] name and shows [mash] marking."""
+    fill(store)
+    extra = (
+        'marking = "OFFICIAL-SENSITIVE PERSONAL"\n\n[directory]\nallowed_domains = ["police.uk"]'
+        '\n\n[partners.police]\nname = "Eastshire Police"\naddresses = ["mash@police.uk"]\n'
+    )
+    config = _report_config(tmp_path, backend, store, monkeypatch, extra)
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(
+        main, ["audit", "report", "--out", str(out), "--config", str(config)]
+    )
+    assert result.exit_code == 0, result.output
+    page = out.read_text("utf-8")
+    assert '<th scope="row">Eastshire Police</th>' in page
+    assert page.count(">OFFICIAL-SENSITIVE PERSONAL</p>") == 2
+
+
 def test_report_with_a_broken_template_exits_2_naming_it(
     backend: str, store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -26,6 +26,12 @@ pytestmark = [
 ]
 
 PARTNERS = ("police", "health", "education", "probation")
+NAMES = {
+    "police": "Eastshire Police",
+    "health": "Eastshire ICB",
+    "education": "Eastshire Schools",
+    "probation": "Probation Service",
+}
 
 
 def six_months() -> list[StoredEvent]:
@@ -88,6 +94,8 @@ def report_file(tmp_path: Path) -> Path:
             location=str(store.path),
             verification=verify_chain(store),
             tally=tally(six_months()),
+            marking="OFFICIAL-SENSITIVE",
+            partner_names=NAMES,
         )
     finally:
         store.close()
@@ -123,8 +131,20 @@ def test_report_renders_chart_and_figures_in_chromium(report_file: Path) -> None
             assert "requests sent" in totals
             assert "sent with the referral form attached" in totals
             assert "%" in totals
-            police_row = page.locator("table").nth(0).locator("tr", has_text="police")
+            police_row = page.locator("table").nth(0).locator("tr", has_text="Eastshire Police")
             assert police_row.locator("td").nth(0).inner_text().strip().isdigit()
+            reasons = police_row.locator("td.reasons").inner_text()
+            assert "another case's form wrong_case ×1" in reasons.replace("\xa0", " ")
+
+            legend = page.locator("svg#chart text.legend").all_text_contents()
+            assert legend == [NAMES[key] for key in sorted(NAMES)] + ["form attached (%)"]
+            top, bottom = page.locator("#marking-top"), page.locator("#marking-bottom")
+            assert top.inner_text() == bottom.inner_text() == "OFFICIAL-SENSITIVE"
+            top_box, bottom_box = top.bounding_box(), bottom.bounding_box()
+            assert top_box is not None and bottom_box is not None
+            assert top_box["y"] < 40
+            page_height = page.evaluate("document.documentElement.scrollHeight")
+            assert bottom_box["y"] + bottom_box["height"] > page_height - 80
 
             page.screenshot(path=str(ARTIFACTS / "audit-report.png"), full_page=True)
             pdf = page.pdf(path=str(ARTIFACTS / "audit-report.pdf"), prefer_css_page_size=True)

@@ -46,6 +46,48 @@ if TYPE_CHECKING:
 PREPARED_LOOKBACK = timedelta(days=7)
 
 NO_PARTNER = "(no partner)"
+#: How the report names the group of refusals that named no partner (a case refused whole).
+NO_PARTNER_LABEL = "No partner named (case refused as a whole)"
+
+#: Refusal codes that are not refusals of a request: the request was already sent, or
+#: another run was sending it at that moment. Nothing was lost; the report counts them
+#: apart ("not sent again") so they never inflate the refusals.
+HELD_REASONS = frozenset({"duplicate", "in_flight_elsewhere"})
+
+#: Plain English beside each refusal code the product records (a ``rejected`` event's
+#: ``reason``): the referral-form check's verdicts, then the other refusals.
+REASON_TEXT: dict[str, str] = {
+    # The referral-form check (mash_requests.referral_form.Reason)
+    "wrong_case": "another case's form",
+    "case_ref_missing": "the form does not show the case reference",
+    "not_pdf": "the form is not a PDF",
+    "unreadable": "the form could not be read",
+    "form_unreadable": "the form could not be read",
+    "encrypted": "the form is password-protected",
+    "no_pages": "the form has no pages",
+    "active_content": "the form contains scripts or actions",
+    "embedded_file": "the form carries an embedded file",
+    "too_large": "the form is larger than allowed",
+    "no_form": "no referral form",
+    # The case, the partners, the templates
+    "invalid_case": "the case file is not valid",
+    "invalid_input": "invalid input",
+    "usage": "asked in a way that cannot be followed",
+    "template_error": "a request template is broken",
+    "recipient_refused": "an address the partner directory does not allow",
+    "reply_to_refused": "the worker's reply address is not allowed",
+    "unknown_partner": "a partner not in the directory",
+    "no_partners": "no partner agencies named",
+    "no_directory": "no partner directory configured",
+    # Batch files
+    "batch_invalid": "the batch file has invalid rows",
+    "batch_unreadable": "the batch file could not be read",
+    "encoding": "the batch file is not in the expected encoding",
+    # Not refusals of a request (HELD_REASONS)
+    "duplicate": "already sent; not sent twice",
+    "in_flight_elsewhere": "being sent by another run at the time",
+    "unspecified": "no reason recorded",
+}
 
 K = TypeVar("K")
 
@@ -70,8 +112,13 @@ class Figures:
     sent: int = 0
     #: Of those, how many carried the referral form's SHA-256 (it was checked and attached).
     with_form: int = 0
+    #: Genuine refusals: requests stopped before sending because something was wrong.
     refused: int = 0
     refusal_reasons: Counter[str] = field(default_factory=Counter)
+    #: Refusals that refused nothing: the request was already sent, or another run was
+    #: sending it (:data:`HELD_REASONS`). Counted apart from ``refused``.
+    held: int = 0
+    held_reasons: Counter[str] = field(default_factory=Counter)
     failed: int = 0
     unconfirmed: int = 0
     #: Retries: ``attempt_failed`` events with a wait, i.e. followed by another try.
@@ -118,6 +165,8 @@ class ReportData:
 
     def partner_label(self, key: str) -> str:
         """The partner's name from the directory, else its key."""
+        if key == NO_PARTNER:
+            return NO_PARTNER_LABEL
         return self.partner_names.get(key, key)
 
 
@@ -181,8 +230,13 @@ def tally(events: Iterable[StoredEvent], *, since: datetime | None = None) -> Ta
                 if duration is not None:
                     figures.durations.append(duration)
             elif kind is EventKind.REJECTED:
-                figures.refused += 1
-                figures.refusal_reasons[event.reason or "unspecified"] += 1
+                reason = event.reason or "unspecified"
+                if reason in HELD_REASONS:
+                    figures.held += 1
+                    figures.held_reasons[reason] += 1
+                else:
+                    figures.refused += 1
+                    figures.refusal_reasons[reason] += 1
             elif kind is EventKind.FAILED:
                 figures.failed += 1
             elif kind is EventKind.UNCONFIRMED:
@@ -317,7 +371,7 @@ class Reason:
 
 
 def _reasons(reasons: Counter[str]) -> list[Reason]:
-    return [Reason(code, "", n) for code, n in reasons.most_common()]
+    return [Reason(code, REASON_TEXT.get(code, ""), n) for code, n in reasons.most_common()]
 
 
 @dataclass(frozen=True)
@@ -391,7 +445,9 @@ def chart(data: ReportData) -> Chart:
     if peak == 0:
         return result
     result.empty = False
-    partners = list(tally_.by_partner)
+    # Only agencies with requests sent have a colour and a legend entry: refusals that
+    # named no partner (or an agency only refused) draw no bar.
+    partners = [key for key, figures in tally_.by_partner.items() if figures.sent]
     plot_w, plot_h, top = result.plot_width, result.plot_height, result.top
     step = _nice_step(peak)
     top_value = step * -(-peak // step)
@@ -547,6 +603,7 @@ def _context(data: ReportData) -> dict[str, Any]:
         "duration": _duration,
         "number": _number,
         "reasons": lambda figures: _reasons(figures.refusal_reasons),
+        "held_reasons": lambda figures: _reasons(figures.held_reasons),
     }
 
 
@@ -569,6 +626,8 @@ def render_html(data: ReportData, *, templates_dir: Path | None = None) -> str:
 
 
 __all__ = [
+    "HELD_REASONS",
+    "REASON_TEXT",
     "REPORT_TEMPLATE",
     "Chart",
     "Figures",
