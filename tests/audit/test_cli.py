@@ -244,7 +244,9 @@ def test_report_writes_html_and_summarises(run: Run, store: EventStore, tmp_path
     assert result.exit_code == 0, result.output
     assert "1 request(s) sent, 100% (1 of 1) with the referral form attached" in result.stdout
     assert "log: intact: 5 events" in result.stdout
-    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    page = out.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    assert '<h2 id="timeliness">Timeliness of answers</h2>' in page
 
 
 def test_report_on_broken_log_exits_1(

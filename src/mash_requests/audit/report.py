@@ -20,7 +20,7 @@ import dataclasses
 import functools
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +39,8 @@ from mash_requests.audit.verify import VerifyResult, start_verification
 from mash_requests.errors import LogError
 
 if TYPE_CHECKING:
+    from mash_requests.audit.timeliness import TimelinessTally
+    from mash_requests.deadlines import Timescales
     from mash_requests.rendering import Renderer
 
 #: How far before the period the report looks for ``prepared`` events, so a request
@@ -158,6 +160,8 @@ class ReportData:
     mash_name: str = "MASH"
     #: Partner key -> name from the partner directory; a key not there is shown as it is.
     partner_names: Mapping[str, str] = field(default_factory=dict)
+    #: How long agencies took to answer the requests sent in the period (None: not shown).
+    timeliness: TimelinessTally | None = None
 
     @property
     def totals(self) -> Figures:
@@ -268,38 +272,67 @@ def build_report(
     marking: str = "OFFICIAL-SENSITIVE",
     mash_name: str = "MASH",
     partner_names: Mapping[str, str] | None = None,
+    timescales: Timescales | None = None,
 ) -> ReportData:
     """Verify the whole log and tally the events recorded in [since, until).
 
-    ``marking``, ``mash_name`` and ``partner_names`` (key -> name, from the partner
-    directory) come from the config: see :func:`report_options`.
+    ``marking``, ``mash_name``, ``partner_names`` (key -> name, from the partner
+    directory) and ``timescales`` (for the timeliness figures; default: the built-in
+    timescales) come from the config (``load_report_settings``). Answers, bounces and
+    reminders recorded after ``until`` count for the requests sent in the period.
 
     The whole chain is verified whatever the period, in worker processes while this one
     tallies the period (see :func:`~mash_requests.audit.verify.verify_chain`). To make several
     reports from one verification, pass the ``verification`` that ``verify_chain(store)``
     returned just before: the reports then state that result, head and count included.
     """
+    from mash_requests.audit.timeliness import AnswerFold, count
+    from mash_requests.deadlines import Timescales
+    from mash_requests.replies.tracking import TRACKED_KINDS
+
     running = start_verification(store, walk_first_here=False) if verification is None else None
+    answers = AnswerFold(since, until)
+
+    def followed(events: Iterable[StoredEvent]) -> Iterator[StoredEvent]:
+        # One read of the period feeds both the send figures and the answers fold.
+        apply, tracked = answers.apply, TRACKED_KINDS
+        for stored in events:
+            if stored.event.kind in tracked:
+                apply(stored)
+            yield stored
+
     try:
         read_from = since - PREPARED_LOOKBACK if since is not None else None
-        figures = tally(store.events(EventFilter(since=read_from, until=until)), since=since)
+        where = EventFilter(since=read_from, until=until)
+        figures = tally(followed(store.events(where)), since=since)
+        if until is not None:
+            # Answers, bounces and reminders after the period still count for the requests
+            # sent in it: the answers fold needs only these kinds from then on.
+            later = EventFilter(
+                kinds=(EventKind.REPLIED, EventKind.BOUNCED, EventKind.CHASED), since=until
+            )
+            for stored in store.events(later):
+                answers.apply(stored)
         if running is not None:
             verification = running.result()
     finally:
         if running is not None:
             running.close()
     assert verification is not None
+    generated_at = datetime.now(UTC)
+    scales = timescales or Timescales.defaults()
     return ReportData(
         title=title,
         since=since,
         until=until,
-        generated_at=datetime.now(UTC),
+        generated_at=generated_at,
         location=str(getattr(store, "location", "")),
         verification=verification,
         tally=figures,
         marking=marking,
         mash_name=mash_name,
         partner_names=dict(partner_names or {}),
+        timeliness=count(answers, scales, generated_at),
     )
 
 
@@ -512,6 +545,108 @@ def _nice_step(peak: int) -> int:
     return int(10 ** len(str(peak // 6)))
 
 
+#: The timeliness chart's colours per category (Okabe–Ito, as the other chart).
+CATEGORY_COLOURS = {
+    "in_time": "#009E73",
+    "late": "#E69F00",
+    "bounced": "#CC79A7",
+    "overdue": "#D55E00",
+    "not_due": "#56B4E9",
+    "other": "#999999",
+}
+
+
+@dataclass(frozen=True)
+class TimelinessRow:
+    """One agency's bar in the timeliness chart: its segments, label and rate text."""
+
+    y: float
+    label: str
+    segments: list[Bar]
+    rate_text: str
+
+
+@dataclass
+class TimelinessChart:
+    """Per agency, a bar of its requests split by where each stands; the template draws it."""
+
+    width: int = 900
+    row_height: int = 30
+    label_width: int = 190
+    rate_width: int = 170
+    top: int = 10
+    rows: list[TimelinessRow] = field(default_factory=list)
+    legend: list[Tick] = field(default_factory=list)
+
+    @property
+    def bar_width(self) -> int:
+        return self.width - self.label_width - self.rate_width
+
+    @property
+    def legend_y(self) -> int:
+        return self.top + self.row_height * len(self.rows) + 22
+
+    @property
+    def height(self) -> int:
+        return self.legend_y + 20 * ((len(self.legend) + 2) // 3) + 4
+
+
+def timeliness_chart(data: ReportData) -> TimelinessChart:
+    """All agencies, then each agency: its requests sent in the period as one full-width bar,
+    split into answered in time, late, bounced, overdue, not due yet, other."""
+    from mash_requests.audit.timeliness import CATEGORIES
+
+    result = TimelinessChart()
+    figures = data.timeliness
+    if figures is None or not figures.totals.requests:
+        return result
+    groups = [("All agencies", figures.totals)] + [
+        (data.partner_label(key), group) for key, group in figures.by_partner.items()
+    ]
+    used: set[str] = set()
+    for index, (label, group) in enumerate(groups):
+        y = result.top + index * result.row_height
+        x = float(result.label_width)
+        segments: list[Bar] = []
+        for category, words in CATEGORIES.items():
+            n = group.categories[category]
+            if not n:
+                continue
+            used.add(category)
+            width = result.bar_width * n / group.requests
+            share = _percent(n / group.requests)
+            segments.append(
+                Bar(
+                    x=round(x, 1),
+                    y=y + 4,
+                    width=round(width, 1),
+                    height=result.row_height - 8,
+                    colour=CATEGORY_COLOURS[category],
+                    title=f"{label}: {n:,} of {group.requests:,} ({share}) {words}",
+                )
+            )
+            x += width
+        rate = group.in_time_rate
+        rate_text = (
+            f"{_percent(rate)} in time ({group.in_time:,} of {group.decided:,} due)"
+            if rate is not None
+            else f"{group.requests:,} not due yet"
+        )
+        result.rows.append(TimelinessRow(y, label, segments, rate_text))
+    column = 0
+    for category, words in CATEGORIES.items():
+        if category in used:
+            x = result.label_width + (column % 3) * 230
+            y = result.top + result.row_height * len(groups) + 22 + 20 * (column // 3)
+            result.legend.append(Tick(x, y, words, CATEGORY_COLOURS[category]))
+            column += 1
+    return result
+
+
+def _hours(hours: float | None) -> str:
+    return "–" if hours is None else f"{hours:,.1f} h"
+
+
 @dataclass(frozen=True)
 class Fact:
     """One line of the verification section: a label and its value, as text."""
@@ -598,12 +733,32 @@ def _context(data: ReportData) -> dict[str, Any]:
             (_month_label(m), tally_.by_month[m]) for m in tally_.months if m in tally_.by_month
         ],
         "by_partner_month": by_partner_month,
+        "timeliness": _timeliness_context(data),
         # Formatting, as functions the template calls.
         "percent": _percent,
         "duration": _duration,
+        "hours": _hours,
         "number": _number,
         "reasons": lambda figures: _reasons(figures.refusal_reasons),
         "held_reasons": lambda figures: _reasons(figures.held_reasons),
+    }
+
+
+def _timeliness_context(data: ReportData) -> dict[str, Any] | None:
+    figures = data.timeliness
+    if figures is None:
+        return None
+    by_partner_month = [
+        (data.partner_label(partner), _month_label(month), group)
+        for (partner, month), group in sorted(figures.by_partner_month.items())
+    ]
+    return {
+        "totals": figures.totals,
+        "chart": timeliness_chart(data),
+        "by_partner": [(data.partner_label(p), g) for p, g in figures.by_partner.items()],
+        "by_month": [(_month_label(m), g) for m, g in figures.by_month.items()],
+        "by_partner_month": by_partner_month,
+        "working_ratings": [rating.upper() for rating in figures.working_ratings],
     }
 
 
@@ -633,10 +788,12 @@ __all__ = [
     "Figures",
     "ReportData",
     "Tally",
+    "TimelinessChart",
     "build_report",
     "chart",
     "render_html",
     "tally",
+    "timeliness_chart",
     "verification_facts",
     "write_report",
 ]

@@ -326,10 +326,14 @@ Examples:
   mash-requests audit report --out everything.html
 
 \b
-One self-contained HTML file (no external files, prints cleanly to PDF): totals, then per
-partner agency and per month the requests sent, the share sent with a verified referral
-form attached, refusals with reasons, failures, retries and the median time from prepared
-to sent; a chart; and the chain verification result with the head hash. Dates are UTC.
+One self-contained HTML file (no external files, prints cleanly to PDF), marked top and
+bottom with [mash] marking: totals, then per partner agency (by name) and per month the
+requests sent, the share sent with a verified referral form attached, refusals with their
+reasons in words, requests not sent again (already sent or being sent by another run),
+failures, retries and the median time from prepared to sent; a chart; the timeliness of
+partners' answers (answered, in time, median and 90th percentile time to answer, overdue
+now, bounced, chasers) with a chart; and the chain verification result with the head hash.
+Rendered from report.html.j2 ([mash] templates overrides it). Dates are UTC.
 Exit codes: 0 written and the log intact; 1 written but the log is broken (the report says
 so); 2 bad usage, config or unreadable log.""",
 )
@@ -367,6 +371,7 @@ def report(
                 marking=settings.marking,
                 mash_name=settings.mash_name,
                 partner_names=settings.partner_names,
+                timescales=settings.timescales,
             )
             write_report(data, out_path, templates_dir=settings.templates_dir)
     finally:

@@ -1,0 +1,278 @@
+"""How long partner agencies take to answer: the evidence report's timeliness figures.
+
+Which requests are open, answered or bounced is decided by one fold, the one ``overdue``
+uses (:class:`~mash_requests.replies.tracking.OpenRequests`): a ``replied`` event for any
+reference of a request key answers its latest sending; ``bounced`` flags it; ``chased``
+counts a reminder; a resend starts a new cycle. This module follows that fold and notes,
+for each request *sent* in the report's period, when it was sent, when it was answered,
+whether it bounced and how many reminders it had.
+
+A request counts once, in the month (UTC) of its latest sending in the period: a resend
+replaces the earlier sending (its clock starts again), keeping the bounces and reminders
+of the earlier one. Its due time is the one recorded when it was prepared (from the RAG
+rating); time to answer runs from sending to the ``replied`` event's time, in working hours
+where ``[timescales] working_hours`` names the rating (the same working day, days and
+holidays as the deadline), in elapsed hours otherwise.
+
+Each request is in exactly one of :data:`CATEGORIES`, as of the report's generation time.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from mash_requests.audit.events import EventKind, StoredEvent
+from mash_requests.case import Rag
+from mash_requests.deadlines import Timescales
+from mash_requests.replies.overdue import working_hours_between
+from mash_requests.replies.tracking import TRACKED_KINDS, OpenRequest, OpenRequests
+
+K = TypeVar("K")
+
+#: Where a request stands, each with what the report calls it; in the chart's order.
+CATEGORIES: dict[str, str] = {
+    "in_time": "answered within the timescale",
+    "late": "answered late",
+    "bounced": "bounced, not answered",
+    "overdue": "overdue now, not answered",
+    "not_due": "not answered, not due yet",
+    "other": "not answered and no longer open, or no RAG rating in the log",
+}
+
+
+@dataclass
+class Sending:
+    """One request sent in the period, as the fold saw it."""
+
+    request: OpenRequest
+    sent_at: datetime
+    #: Bounces and reminders of earlier sendings of the same request (before a resend).
+    bounced_before: bool = False
+    chasers_before: int = 0
+    answered_at: datetime | None = None
+
+    @property
+    def bounced(self) -> bool:
+        return self.bounced_before or self.request.bounced
+
+    @property
+    def chasers(self) -> int:
+        return self.chasers_before + self.request.chasers
+
+
+class AnswerFold(OpenRequests):
+    """The open-requests fold, noting each sending in [since, until) and its answer."""
+
+    def __init__(self, since: datetime | None = None, until: datetime | None = None) -> None:
+        super().__init__()
+        self.since = since
+        self.until = until
+        #: The latest sending in the period of each request key.
+        self.sendings: dict[str, Sending] = {}
+
+    def apply(self, stored: StoredEvent) -> None:
+        event = stored.event
+        kind = event.kind
+        ref = event.request_ref
+        answered: OpenRequest | None = None
+        if kind is EventKind.REPLIED and ref is not None:
+            key = self.key_of_ref.get(ref)
+            answered = self.by_key.get(key) if key is not None else None
+        super().apply(stored)
+        if answered is not None:
+            if answered.request_key not in self.by_key:  # the reply closed it
+                sending = self.sendings.get(answered.request_key)
+                if sending is not None and sending.request is answered:
+                    sending.answered_at = stored.recorded_at
+            return
+        if ref is None or not (
+            kind is EventKind.SENT
+            or (kind is EventKind.RECONCILED and event.details.get("outcome") == "sent")
+        ):
+            return
+        at = stored.recorded_at
+        if (self.since is not None and at < self.since) or (
+            self.until is not None and at >= self.until
+        ):
+            return
+        key = self.key_of_ref.get(ref)
+        current = self.by_key.get(key) if key is not None else None
+        if current is None or current.request_ref != ref:
+            return
+        earlier = self.sendings.get(current.request_key)
+        if earlier is not None and earlier.request is current:
+            return  # sent again within one cycle (a reconciliation after sent): one sending
+        self.sendings[current.request_key] = Sending(
+            request=current,
+            sent_at=at,
+            bounced_before=earlier.bounced if earlier else False,
+            chasers_before=earlier.chasers if earlier else 0,
+        )
+
+    def is_open(self, sending: Sending) -> bool:
+        return self.by_key.get(sending.request.request_key) is sending.request
+
+
+@dataclass
+class Timeliness:
+    """The timeliness figures of one group of requests (all, an agency, a month, or both)."""
+
+    requests: int = 0
+    answered: int = 0
+    #: Requests in each of :data:`CATEGORIES`.
+    categories: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
+    #: Hours from sending to the answer, in each request's basis (working or elapsed).
+    hours: list[float] = field(default_factory=list)
+    bounced: int = 0
+    chasers: int = 0
+
+    @property
+    def in_time(self) -> int:
+        return self.categories["in_time"]
+
+    @property
+    def overdue(self) -> int:
+        return self.categories["overdue"]
+
+    @property
+    def decided(self) -> int:
+        """Requests whose timeliness is known: answered, or past due (or bounced) unanswered."""
+        return self.requests - self.categories["not_due"] - self.categories["other"]
+
+    @property
+    def in_time_rate(self) -> float | None:
+        """Answered within the timescale, of the requests whose timeliness is known."""
+        return self.in_time / self.decided if self.decided else None
+
+    @property
+    def median_hours(self) -> float | None:
+        return statistics.median(self.hours) if self.hours else None
+
+    @property
+    def p90_hours(self) -> float | None:
+        """The 90th percentile (nearest rank): nine in ten answers came at least this fast."""
+        if not self.hours:
+            return None
+        ordered = sorted(self.hours)
+        return ordered[math.ceil(0.9 * len(ordered)) - 1]
+
+
+@dataclass
+class TimelinessTally:
+    """Timeliness of the requests sent in the period, grouped as the report shows them."""
+
+    totals: Timeliness = field(default_factory=Timeliness)
+    by_partner: dict[str, Timeliness] = field(default_factory=dict)
+    by_month: dict[str, Timeliness] = field(default_factory=dict)
+    by_partner_month: dict[tuple[str, str], Timeliness] = field(default_factory=dict)
+    #: The ratings counted in working hours (from ``[timescales] working_hours``).
+    working_ratings: tuple[str, ...] = ()
+
+
+def count(fold: AnswerFold, timescales: Timescales, now: datetime) -> TimelinessTally:
+    """Group the fold's sendings by agency and month, each in one category as of ``now``."""
+    result = TimelinessTally(
+        working_ratings=tuple(str(r) for r in Rag if r in timescales.working_hours)
+    )
+    for sending in fold.sendings.values():
+        request = sending.request
+        partner = request.partner or "(no partner)"
+        utc = sending.sent_at.astimezone(UTC)
+        month = f"{utc.year:04d}-{utc.month:02d}"
+        rag = _rag(request.rag)
+        due = _due(request, rag, timescales)
+        answered_at = sending.answered_at
+        hours: float | None = None
+        if answered_at is not None:
+            if rag is not None and rag in timescales.working_hours:
+                hours = working_hours_between(sending.sent_at, answered_at, timescales)
+            else:
+                hours = max(0.0, (answered_at - sending.sent_at).total_seconds() / 3600)
+        if answered_at is not None and due is not None:
+            category = "in_time" if answered_at <= due else "late"
+        elif answered_at is not None:
+            category = "other"
+        elif sending.bounced:
+            category = "bounced"
+        elif due is None or not fold.is_open(sending):
+            category = "other"
+        else:
+            category = "overdue" if due <= now else "not_due"
+        for group in (
+            result.totals,
+            _group(result.by_partner, partner),
+            _group(result.by_month, month),
+            _group(result.by_partner_month, (partner, month)),
+        ):
+            group.requests += 1
+            group.categories[category] += 1
+            if answered_at is not None:
+                group.answered += 1
+            if hours is not None:
+                group.hours.append(hours)
+            if sending.bounced:
+                group.bounced += 1
+            group.chasers += sending.chasers
+    result.by_partner = dict(sorted(result.by_partner.items()))
+    result.by_month = dict(sorted(result.by_month.items()))
+    return result
+
+
+def timeliness(
+    events: Iterable[StoredEvent],
+    *,
+    timescales: Timescales,
+    now: datetime,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> TimelinessTally:
+    """The timeliness of requests sent in [since, until), from events in seq order.
+
+    ``events`` should run from a little before ``since`` (so requests prepared before it
+    are known) to the end of the log (so answers after ``until`` count).
+    """
+    fold = AnswerFold(since, until)
+    for stored in events:
+        if stored.event.kind in TRACKED_KINDS:
+            fold.apply(stored)
+    return count(fold, timescales, now)
+
+
+def _rag(text: str | None) -> Rag | None:
+    try:
+        return Rag(text) if text else None
+    except ValueError:
+        return None
+
+
+def _due(request: OpenRequest, rag: Rag | None, timescales: Timescales) -> datetime | None:
+    """The due time recorded at preparing; else (older logs) today's timescales from then."""
+    if request.due:
+        due = datetime.fromisoformat(request.due)
+        return due if due.tzinfo else due.replace(tzinfo=UTC)
+    if rag is None:
+        return None
+    return timescales.due(rag, datetime.fromisoformat(request.prepared_at))
+
+
+def _group(groups: dict[K, Timeliness], key: K) -> Timeliness:
+    figures = groups.get(key)
+    if figures is None:
+        figures = groups[key] = Timeliness()
+    return figures
+
+
+__all__ = [
+    "CATEGORIES",
+    "AnswerFold",
+    "Sending",
+    "Timeliness",
+    "TimelinessTally",
+    "count",
+    "timeliness",
+]
