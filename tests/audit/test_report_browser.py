@@ -30,7 +30,7 @@ pytestmark = [
 PARTNERS = ("police", "health", "education", "probation")
 NAMES = {
     "police": "Eastshire Police",
-    "health": "Eastshire ICB",
+    "health": "Eastshire Health Safeguarding Team (NHS ICB)",
     "education": "Eastshire Schools",
     "probation": "Probation Service",
 }
@@ -183,10 +183,21 @@ def test_report_renders_chart_and_figures_in_chromium(report_file: Path) -> None
             assert segments.count() >= 5 * 3
             widths = [segments.nth(i).bounding_box()["width"] for i in range(segments.count())]  # type: ignore[index]
             assert all(width > 0 for width in widths)
-            health = page.locator("table.timeliness").nth(0).locator("tr", has_text="Eastshire ICB")
+            health = page.locator("table.timeliness").nth(0).locator("tr", has_text=NAMES["health"])
             cells = health.locator("td").all_inner_texts()
             assert cells[2].startswith("0%")  # every answer from health came late
             assert cells[3].endswith(" h") and cells[4].endswith(" h")
+
+            for chart_id in ("chart", "timeliness-chart"):  # no label cut off at either side
+                frame = page.locator(f"svg#{chart_id}").bounding_box()
+                assert frame is not None
+                texts = page.locator(f"svg#{chart_id} text")
+                for index in range(texts.count()):
+                    text_box = texts.nth(index).bounding_box()
+                    assert text_box is not None
+                    assert frame["x"] - 1 <= text_box["x"]
+                    assert text_box["x"] + text_box["width"] <= frame["x"] + frame["width"] + 1
+                    assert text_box["y"] + text_box["height"] <= frame["y"] + frame["height"] + 1
 
             page.screenshot(path=str(ARTIFACTS / "audit-report.png"), full_page=True)
             pdf = page.pdf(path=str(ARTIFACTS / "audit-report.pdf"), prefer_css_page_size=True)

@@ -192,3 +192,18 @@ def test_working_hours_skip_bank_holidays_as_the_deadline_does() -> None:
     totals = timeliness(log.events, timescales=scales, now=NOW).totals
     assert totals.hours == pytest.approx([2.0])
     assert totals.in_time == 1
+
+
+def test_without_recorded_answers_the_report_says_so(store: EventStore) -> None:
+    """A log with no reply, bounce or reminder does not claim every request unanswered: the
+    timeliness section says answers are not recorded and how to record them."""
+    due = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    fields = {"request_ref": "C-1-police", "request_key": "key-C-1-police"}
+    store.append_many([prepared("C-1", details={"rag": "red", "due": due}, **fields)])
+    store.append(sent("C-1", **fields))
+    data = build_report(store)
+    assert data.timeliness is None
+    page = render_html(data)
+    assert 'id="timeliness-none"' in page
+    assert "records no answers from partners for this\nperiod" in page
+    assert 'id="timeliness-chart"' not in page

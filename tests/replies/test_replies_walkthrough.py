@@ -68,3 +68,14 @@ def test_the_example_replies_shrink_the_overdue_list(checkout: Path) -> None:
 
     code, out, _ = run_cli("replies", "fetch", "--config", config)
     assert code == 0 and "0 new message(s)" in out and "8 already seen" in out
+
+    # The evidence report's timeliness section shows the same: three answered, one bounced.
+    code, out, err = run_cli(
+        "audit", "report", "--config", config, "--out", str(checkout / "report.html")
+    )
+    assert code == 0, out + err
+    page = (checkout / "report.html").read_text(encoding="utf-8")
+    timeliness = page[page.index('id="timeliness"') :]
+    assert "All agencies: 3 of 5 (60.0%) answered within the timescale" in timeliness
+    assert "Probation Service, Eastshire: 1 of 1 (100%) bounced, not answered" in timeliness
+    assert "100% in time (3 of 3 due)" in timeliness  # the bounced one is not due yet

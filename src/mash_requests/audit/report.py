@@ -20,7 +20,7 @@ import dataclasses
 import functools
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -160,7 +160,8 @@ class ReportData:
     mash_name: str = "MASH"
     #: Partner key -> name from the partner directory; a key not there is shown as it is.
     partner_names: Mapping[str, str] = field(default_factory=dict)
-    #: How long agencies took to answer the requests sent in the period (None: not shown).
+    #: How long agencies took to answer the requests sent in the period; None when the log
+    #: records no replies, bounces or reminders from the period on (answers not recorded).
     timeliness: TimelinessTally | None = None
 
     @property
@@ -189,15 +190,23 @@ class Tally:
         return _month_range(self.by_month)
 
 
-def tally(events: Iterable[StoredEvent], *, since: datetime | None = None) -> Tally:
+def tally(
+    events: Iterable[StoredEvent],
+    *,
+    since: datetime | None = None,
+    also: Callable[[StoredEvent], None] | None = None,
+) -> Tally:
     """Count events (in seq order) recorded at or after ``since``.
 
     Earlier ``prepared`` events are only remembered, so a request prepared before the period
-    and sent in it still has its prepared -> sent time.
+    and sent in it still has its prepared -> sent time. ``also`` is called with every event
+    first (the report's one read of the period also feeds the timeliness fold).
     """
     result = Tally()
     prepared_at: dict[str, datetime] = {}
     for stored in events:
+        if also is not None:
+            also(stored)
         event = stored.event
         at = stored.recorded_at
         if event.kind is EventKind.PREPARED:
@@ -288,24 +297,19 @@ def build_report(
     """
     from mash_requests.audit.timeliness import AnswerFold, count
     from mash_requests.deadlines import Timescales
-    from mash_requests.replies.tracking import TRACKED_KINDS
 
     running = start_verification(store, walk_first_here=False) if verification is None else None
-    answers = AnswerFold(since, until)
-
-    def followed(events: Iterable[StoredEvent]) -> Iterator[StoredEvent]:
-        # One read of the period feeds both the send figures and the answers fold.
-        apply, tracked = answers.apply, TRACKED_KINDS
-        for stored in events:
-            if stored.event.kind in tracked:
-                apply(stored)
-            yield stored
-
+    answers: AnswerFold | None = None
     try:
         read_from = since - PREPARED_LOOKBACK if since is not None else None
+        if _answers_recorded(store, read_from):
+            answers = AnswerFold(since, until)
         where = EventFilter(since=read_from, until=until)
-        figures = tally(followed(store.events(where)), since=since)
-        if until is not None:
+        # One read of the period feeds both the send figures and the answers fold.
+        figures = tally(
+            store.events(where), since=since, also=answers.feed if answers is not None else None
+        )
+        if answers is not None and until is not None:
             # Answers, bounces and reminders after the period still count for the requests
             # sent in it: the answers fold needs only these kinds from then on.
             later = EventFilter(
@@ -332,8 +336,24 @@ def build_report(
         marking=marking,
         mash_name=mash_name,
         partner_names=dict(partner_names or {}),
-        timeliness=count(answers, scales, generated_at),
+        timeliness=count(answers, scales, generated_at) if answers is not None else None,
     )
+
+
+def _answers_recorded(store: EventStore, since: datetime | None) -> bool:
+    """Whether the log holds any reply, bounce or reminder from ``since`` on.
+
+    Without one, nobody is recording answers (no ``[replies]``, no ``replies record``):
+    timeliness figures would call every request unanswered, which is not what the log
+    shows, so the report says that answers are not recorded instead.
+    """
+    events = store.events(EventFilter(kinds=tuple(FOLLOW_UP_KINDS), since=since))
+    try:
+        return next(iter(events), None) is not None
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
 
 
 def write_report(data: ReportData, path: Path, *, templates_dir: Path | None = None) -> None:
@@ -451,6 +471,7 @@ class Chart:
     legend: list[Tick] = field(default_factory=list)
     #: Where the rate line's legend entry starts.
     legend_rate_x: float = 0
+    legend_rate_y: float = 0
 
     @property
     def plot_width(self) -> int:
@@ -463,10 +484,6 @@ class Chart:
     @property
     def baseline(self) -> int:
         return self.top + self.plot_height
-
-    @property
-    def legend_y(self) -> int:
-        return self.height - 22
 
 
 def chart(data: ReportData) -> Chart:
@@ -529,12 +546,24 @@ def chart(data: ReportData) -> Chart:
         result.rate_points = [
             Tick(round(x, 1), round(y, 1), f"Form attached: {text}") for x, y, text in points
         ]
-    lx = float(result.left)
+    # The legend under the plot, wrapped onto more lines when long names need them (about
+    # 7 units a character at 11 px); the chart grows by a line for each.
+    lx, line = float(result.left), 0
     for p_index, partner in enumerate(partners):
         label = data.partner_label(partner)
-        result.legend.append(Tick(lx, result.legend_y, label, PALETTE[p_index % len(PALETTE)]))
-        lx += 24 + 7 * len(label)
+        needed = 24 + 7 * len(label)
+        if lx + needed > result.width - 8 and lx > result.left:
+            lx, line = float(result.left), line + 1
+        result.legend.append(
+            Tick(lx, result.baseline + 42 + 18 * line, label, PALETTE[p_index % len(PALETTE)])
+        )
+        lx += needed
+    if lx + 150 > result.width - 8:
+        lx, line = float(result.left), line + 1
     result.legend_rate_x = lx
+    result.legend_rate_y = result.baseline + 42 + 18 * line
+    result.height += 18 * line
+    result.bottom += 18 * line
     return result
 
 
@@ -573,7 +602,7 @@ class TimelinessChart:
     width: int = 900
     row_height: int = 30
     label_width: int = 190
-    rate_width: int = 170
+    rate_width: int = 200
     top: int = 10
     rows: list[TimelinessRow] = field(default_factory=list)
     legend: list[Tick] = field(default_factory=list)
@@ -588,7 +617,7 @@ class TimelinessChart:
 
     @property
     def height(self) -> int:
-        return self.legend_y + 20 * ((len(self.legend) + 2) // 3) + 4
+        return self.legend_y + 20 * ((len(self.legend) + 1) // 2) + 4
 
 
 def timeliness_chart(data: ReportData) -> TimelinessChart:
@@ -603,6 +632,9 @@ def timeliness_chart(data: ReportData) -> TimelinessChart:
     groups = [("All agencies", figures.totals)] + [
         (data.partner_label(key), group) for key, group in figures.by_partner.items()
     ]
+    # Room for the longest name (about 6.5 units a character at 11 px), within reason.
+    longest = max(len(label) for label, _ in groups)
+    result.label_width = min(360, max(120, round(16 + 6.5 * longest)))
     used: set[str] = set()
     for index, (label, group) in enumerate(groups):
         y = result.top + index * result.row_height
@@ -630,14 +662,15 @@ def timeliness_chart(data: ReportData) -> TimelinessChart:
         rate_text = (
             f"{_percent(rate)} in time ({group.in_time:,} of {group.decided:,} due)"
             if rate is not None
-            else f"{group.requests:,} not due yet"
+            else "none due yet"
         )
         result.rows.append(TimelinessRow(y, label, segments, rate_text))
     column = 0
     for category, words in CATEGORIES.items():
         if category in used:
-            x = result.label_width + (column % 3) * 230
-            y = result.top + result.row_height * len(groups) + 22 + 20 * (column // 3)
+            # Two columns from the left edge: the longest words fit (about 390 units).
+            x = 16 + (column % 2) * 440
+            y = result.top + result.row_height * len(groups) + 22 + 20 * (column // 2)
             result.legend.append(Tick(x, y, words, CATEGORY_COLOURS[category]))
             column += 1
     return result

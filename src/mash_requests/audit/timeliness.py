@@ -23,7 +23,7 @@ import math
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from mash_requests.audit.events import EventKind, StoredEvent
@@ -33,6 +33,9 @@ from mash_requests.replies.overdue import working_hours_between
 from mash_requests.replies.tracking import TRACKED_KINDS, OpenRequest, OpenRequests
 
 K = TypeVar("K")
+
+_PREPARED, _SENT, _RECONCILED = EventKind.PREPARED, EventKind.SENT, EventKind.RECONCILED
+_REPLIED, _BOUNCED, _CHASED = EventKind.REPLIED, EventKind.BOUNCED, EventKind.CHASED
 
 #: Where a request stands, each with what the report calls it; in the chart's order.
 CATEGORIES: dict[str, str] = {
@@ -78,21 +81,22 @@ class AnswerFold(OpenRequests):
     def apply(self, stored: StoredEvent) -> None:
         event = stored.event
         kind = event.kind
+        if kind is _PREPARED or kind is _BOUNCED or kind is _CHASED:
+            OpenRequests.apply(self, stored)  # nothing of ours to note
+            return
         ref = event.request_ref
-        answered: OpenRequest | None = None
-        if kind is EventKind.REPLIED and ref is not None:
-            key = self.key_of_ref.get(ref)
+        if kind is _REPLIED:
+            key = self.key_of_ref.get(ref) if ref is not None else None
             answered = self.by_key.get(key) if key is not None else None
-        super().apply(stored)
-        if answered is not None:
-            if answered.request_key not in self.by_key:  # the reply closed it
-                sending = self.sendings.get(answered.request_key)
+            OpenRequests.apply(self, stored)
+            if answered is not None and answered.request_key not in self.by_key:
+                sending = self.sendings.get(answered.request_key)  # the reply closed it
                 if sending is not None and sending.request is answered:
                     sending.answered_at = stored.recorded_at
             return
+        OpenRequests.apply(self, stored)
         if ref is None or not (
-            kind is EventKind.SENT
-            or (kind is EventKind.RECONCILED and event.details.get("outcome") == "sent")
+            kind is _SENT or (kind is _RECONCILED and event.details.get("outcome") == "sent")
         ):
             return
         at = stored.recorded_at
@@ -114,6 +118,18 @@ class AnswerFold(OpenRequests):
             chasers_before=earlier.chasers if earlier else 0,
         )
 
+    def feed(self, stored: StoredEvent) -> None:
+        """:meth:`apply` for any event of a read from a little before ``since``, cheaply.
+
+        Kinds the fold ignores are skipped; before ``since`` only ``prepared`` events are
+        applied: nothing else there can belong to a request sent in the period.
+        """
+        kind = stored.event.kind
+        if kind is _PREPARED:
+            OpenRequests.apply(self, stored)
+        elif kind in TRACKED_KINDS and (self.since is None or stored.recorded_at >= self.since):
+            self.apply(stored)
+
     def is_open(self, sending: Sending) -> bool:
         return self.by_key.get(sending.request.request_key) is sending.request
 
@@ -130,6 +146,20 @@ class Timeliness:
     hours: list[float] = field(default_factory=list)
     bounced: int = 0
     chasers: int = 0
+    #: Requests whose timeliness is known by now: answered (with a due time), or not
+    #: answered and past due (bounced or not). The share answered in time is of these.
+    decided: int = 0
+
+    def add(self, other: Timeliness) -> None:
+        """Add another group's requests to this one's."""
+        self.requests += other.requests
+        self.answered += other.answered
+        for category, n in other.categories.items():
+            self.categories[category] += n
+        self.hours.extend(other.hours)
+        self.bounced += other.bounced
+        self.chasers += other.chasers
+        self.decided += other.decided
 
     @property
     def in_time(self) -> int:
@@ -138,11 +168,6 @@ class Timeliness:
     @property
     def overdue(self) -> int:
         return self.categories["overdue"]
-
-    @property
-    def decided(self) -> int:
-        """Requests whose timeliness is known: answered, or past due (or bounced) unanswered."""
-        return self.requests - self.categories["not_due"] - self.categories["other"]
 
     @property
     def in_time_rate(self) -> float | None:
@@ -179,45 +204,57 @@ def count(fold: AnswerFold, timescales: Timescales, now: datetime) -> Timeliness
     result = TimelinessTally(
         working_ratings=tuple(str(r) for r in Rag if r in timescales.working_hours)
     )
-    for sending in fold.sendings.values():
+    # Counted once per agency-month, then summed into agencies, months and totals.
+    cells = result.by_partner_month
+    months: dict[tuple[int, int], str] = {}
+    working = timescales.working_hours
+    open_now = fold.by_key
+    for key, sending in fold.sendings.items():
         request = sending.request
-        partner = request.partner or "(no partner)"
-        utc = sending.sent_at.astimezone(UTC)
-        month = f"{utc.year:04d}-{utc.month:02d}"
-        rag = _rag(request.rag)
+        sent_at = sending.sent_at
+        utc = sent_at if sent_at.tzinfo is UTC else sent_at.astimezone(UTC)
+        month = months.get((utc.year, utc.month))
+        if month is None:
+            month = months[(utc.year, utc.month)] = f"{utc.year:04d}-{utc.month:02d}"
+        rag = _RAGS.get(request.rag) if request.rag else None
         due = _due(request, rag, timescales)
         answered_at = sending.answered_at
+        bounced = sending.bounced_before or request.bounced
         hours: float | None = None
         if answered_at is not None:
-            if rag is not None and rag in timescales.working_hours:
-                hours = working_hours_between(sending.sent_at, answered_at, timescales)
+            if rag is not None and rag in working:
+                hours = working_hours_between(sent_at, answered_at, timescales)
             else:
-                hours = max(0.0, (answered_at - sending.sent_at).total_seconds() / 3600)
-        if answered_at is not None and due is not None:
-            category = "in_time" if answered_at <= due else "late"
-        elif answered_at is not None:
-            category = "other"
-        elif sending.bounced:
+                hours = max(0.0, (answered_at - sent_at).total_seconds() / 3600)
+            category = "other" if due is None else "in_time" if answered_at <= due else "late"
+        elif bounced:
             category = "bounced"
-        elif due is None or not fold.is_open(sending):
+        elif due is None or open_now.get(key) is not request:
             category = "other"
         else:
             category = "overdue" if due <= now else "not_due"
+        cell_key = (request.partner or "(no partner)", month)
+        group = cells.get(cell_key)
+        if group is None:
+            group = cells[cell_key] = Timeliness()
+        group.requests += 1
+        group.categories[category] += 1
+        if due is not None and (answered_at is not None or due <= now):
+            group.decided += 1
+        if answered_at is not None:
+            group.answered += 1
+        if hours is not None:
+            group.hours.append(hours)
+        if bounced:
+            group.bounced += 1
+        group.chasers += sending.chasers_before + request.chasers
+    for (partner, month), cell in sorted(cells.items()):
         for group in (
             result.totals,
             _group(result.by_partner, partner),
             _group(result.by_month, month),
-            _group(result.by_partner_month, (partner, month)),
         ):
-            group.requests += 1
-            group.categories[category] += 1
-            if answered_at is not None:
-                group.answered += 1
-            if hours is not None:
-                group.hours.append(hours)
-            if sending.bounced:
-                group.bounced += 1
-            group.chasers += sending.chasers
+            group.add(cell)
     result.by_partner = dict(sorted(result.by_partner.items()))
     result.by_month = dict(sorted(result.by_month.items()))
     return result
@@ -238,16 +275,11 @@ def timeliness(
     """
     fold = AnswerFold(since, until)
     for stored in events:
-        if stored.event.kind in TRACKED_KINDS:
-            fold.apply(stored)
+        fold.feed(stored)
     return count(fold, timescales, now)
 
 
-def _rag(text: str | None) -> Rag | None:
-    try:
-        return Rag(text) if text else None
-    except ValueError:
-        return None
+_RAGS = {str(rag): rag for rag in Rag}
 
 
 def _due(request: OpenRequest, rag: Rag | None, timescales: Timescales) -> datetime | None:
@@ -257,7 +289,12 @@ def _due(request: OpenRequest, rag: Rag | None, timescales: Timescales) -> datet
         return due if due.tzinfo else due.replace(tzinfo=UTC)
     if rag is None:
         return None
-    return timescales.due(rag, datetime.fromisoformat(request.prepared_at))
+    prepared_at = datetime.fromisoformat(request.prepared_at)
+    if rag not in timescales.working_hours:
+        # What Timescales.due gives, without converting it to local time for display:
+        # only compared with other aware times here.
+        return prepared_at + timedelta(hours=timescales.hours[rag])
+    return timescales.due(rag, prepared_at)
 
 
 def _group(groups: dict[K, Timeliness], key: K) -> Timeliness:
