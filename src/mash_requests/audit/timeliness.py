@@ -119,15 +119,15 @@ class AnswerFold(OpenRequests):
         )
 
     def feed(self, stored: StoredEvent) -> None:
-        """:meth:`apply` for any event of a read from a little before ``since``, cheaply.
+        """:meth:`apply` for any event of a read, cheaply: kinds the fold ignores are skipped.
 
-        Kinds the fold ignores are skipped; before ``since`` only ``prepared`` events are
-        applied: nothing else there can belong to a request sent in the period.
+        Every tracked event counts, before ``since`` too: an answer or a failure there
+        closes a request that a later event of the period would otherwise seem to send.
         """
         kind = stored.event.kind
         if kind is _PREPARED:
             OpenRequests.apply(self, stored)
-        elif kind in TRACKED_KINDS and (self.since is None or stored.recorded_at >= self.since):
+        elif kind in TRACKED_KINDS:
             self.apply(stored)
 
     def is_open(self, sending: Sending) -> bool:
