@@ -48,7 +48,7 @@ CATEGORIES: dict[str, str] = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class Sending:
     """One request sent in the period, as the fold saw it."""
 
