@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -166,6 +167,8 @@ def test_report_counts_answers_recorded_after_the_period(store: EventStore) -> N
     assert 'id="timeliness-chart"' in page
     assert "Eastshire Police: 1 of 1 (100%) answered within the timescale" in page
     assert "100% in time (1 of 1 due)" in page
+    assert not re.search(r"\b(src|href)\s*=", page)  # still self-contained
+    assert "<script" not in page and "<link" not in page
 
 
 def test_working_hours_skip_bank_holidays_as_the_deadline_does() -> None:
