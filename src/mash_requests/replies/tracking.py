@@ -51,7 +51,7 @@ TRACKED_KINDS = (
 CACHE_FORMAT = "mash-requests open-requests 1"
 
 
-@dataclass
+@dataclass(slots=True)
 class OpenRequest:
     """One request key's latest cycle, not answered yet."""
 
