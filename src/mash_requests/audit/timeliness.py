@@ -125,8 +125,8 @@ class AnswerFold(OpenRequests):
         closes a request that a later event of the period would otherwise seem to send.
         """
         kind = stored.event.kind
-        if kind is _PREPARED:
-            OpenRequests.apply(self, stored)
+        if kind is _PREPARED or kind is _BOUNCED or kind is _CHASED:
+            OpenRequests.apply(self, stored)  # as apply does, one call less
         elif kind in TRACKED_KINDS:
             self.apply(stored)
 
