@@ -78,7 +78,7 @@ class OpenRequestSource(Protocol):
         ...
 
 
-@dataclass
+@dataclass(slots=True)
 class OpenRequest:
     """One request key's latest cycle, not answered yet."""
 
