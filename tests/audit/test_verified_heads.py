@@ -166,7 +166,7 @@ def test_resumed_walk_gives_the_same_result_in_workers(
 
 
 def test_reader_of_an_older_log_does_not_migrate_it(keyed: EventStore, backend: str) -> None:
-    """An auditor opening a log of schema version 1 reads it as it is (no table is added,
+    """An auditor opening a log of schema version 2 reads it as it is (no table is added,
     nothing to resume from); the next sender migrates it and reports resume from then on."""
     from audit_helpers import location_of
 
@@ -177,7 +177,7 @@ def test_reader_of_an_older_log_does_not_migrate_it(keyed: EventStore, backend: 
         raw.execute("DROP TABLE verified_heads")
         if backend == "postgres":
             raw.execute("DROP FUNCTION verified_heads_refuse_change()")
-        raw.execute("DELETE FROM schema_migrations WHERE version = 2")
+        raw.execute("DELETE FROM schema_migrations WHERE version = 3")
     location = location_of(backend, keyed)
     if backend == "sqlite":
         settings = LogSettings(path=keyed.path, hmac_key=KEY)  # type: ignore[attr-defined]
@@ -192,7 +192,7 @@ def test_reader_of_an_older_log_does_not_migrate_it(keyed: EventStore, backend: 
         reader.close()
     with RawLog.open(keyed) as raw:
         ((versions,),) = raw.execute("SELECT count(*) FROM schema_migrations")
-    assert versions == 1
+    assert versions == 2
     writer = open_store(settings)
     try:
         verify_chain(writer, record=True)
