@@ -85,6 +85,9 @@ REASON_TEXT: dict[str, str] = {
     "batch_invalid": "the batch file has invalid rows",
     "batch_unreadable": "the batch file could not be read",
     "encoding": "the batch file is not in the expected encoding",
+    # Reminders (chase)
+    "not_chaseable": "a request that cannot be chased (unknown, unsent, answered or bounced)",
+    "form_for_several_cases": "one form given for reminders of several cases",
     # Not refusals of a request (HELD_REASONS)
     "duplicate": "already sent; not sent twice",
     "in_flight_elsewhere": "being sent by another run at the time",
