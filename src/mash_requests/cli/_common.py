@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -56,28 +56,6 @@ def library_errors() -> Iterator[None]:
         raise CliError(str(exc), EXIT_BAD_INPUT) from exc
     except MashRequestsError as exc:
         raise CliError(str(exc), EXIT_INCOMPLETE) from exc
-
-
-@contextmanager
-def csv_stdout(*, enabled: bool = True) -> Iterator[TextIO]:
-    """Standard output; when ``enabled`` (CSV), UTF-8 with line ends written as they are.
-
-    A CSV file is data, not console text: it is UTF-8 whatever the console's code page, and
-    its CRLF line ends must not become CR CR LF through Windows' text-mode translation.
-    """
-    buffer = getattr(sys.stdout, "buffer", None)
-    if not enabled or buffer is None:
-        yield sys.stdout
-        return
-    sys.stdout.flush()
-    out = io.TextIOWrapper(buffer, encoding="utf-8", newline="", write_through=True)
-    try:
-        yield out
-    finally:
-        try:
-            out.flush()
-        finally:
-            out.detach()  # leave sys.stdout's buffer open
 
 
 def make_console_safe() -> None:

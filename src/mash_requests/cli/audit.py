@@ -23,9 +23,9 @@ from mash_requests.cli._common import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     CliError,
-    csv_stdout,
     library_errors,
 )
+from mash_requests.cli._csv import csv_stdout
 from mash_requests.errors import LogError
 
 if TYPE_CHECKING:

@@ -14,11 +14,11 @@ from mash_requests.cli._common import (
     CONTEXT_SETTINGS,
     EXIT_INCOMPLETE,
     EXIT_OK,
-    csv_stdout,
     json_option,
     json_output,
     library_errors,
 )
+from mash_requests.cli._csv import csv_stdout
 
 # Copies of mash_requests.replies.overdue.FORMATS and STATES, so that --help imports nothing
 # more.
