@@ -271,3 +271,23 @@ def test_every_other_replies_key_is_still_checked_when_the_config_loads(
     monkeypatch.delenv("MASH_TEST_IMAP_PASSWORD", raising=False)
     message = _error(workspace, IMAP_REPLIES + "prot = 993\n")
     assert "[replies.imap] prot: unknown key" in message
+
+
+def test_fetch_help_teaches_each_source_s_config() -> None:
+    """`replies fetch --help` says which table and keys each source reads, and that only
+    this command reads the mailbox's secret (a new user sets IMAP, Graph or EWS from it)."""
+    from replies_helpers import run_cli
+
+    code, out, _ = run_cli("replies", "fetch", "--help")
+    assert code == 0
+    for text in (
+        '[replies] source = "folder", folder = "replies"',
+        "[replies.imap] host, username, password_env",
+        "[replies.graph] mailbox, folder",
+        "from [gateway.graph] unless given;",
+        "the app needs Mail.Read",
+        "[replies.ews] mailbox, folder; the rest from [gateway.ews]",
+        "Only this command reads the mailbox's secret.",
+    ):
+        assert text in out, text
+    assert out.isascii()
