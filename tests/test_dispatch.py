@@ -364,6 +364,39 @@ def test_rate_limit_holds_the_send_until_the_minute_has_room(workspace: Workspac
     assert 55 <= sum(slept) <= 65
 
 
+def test_reminders_from_the_mailbox_count_against_the_rate_limit(workspace: Workspace) -> None:
+    """Reminders a chase handed over in the last minute share the budget with requests."""
+    workspace.config.write_text(
+        workspace.config.read_text() + "\n[rate_limit]\nper_minute = 2\n", encoding="utf-8"
+    )
+    settings = mash_requests.load_settings(workspace.config)
+    offset = 0.0
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        nonlocal offset
+        offset += seconds
+        slept.append(seconds)
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=offset)
+
+    case = mash_requests.load_case(workspace.write_case(workspace.example_case()))
+    with Dispatcher(settings, gateway=RecordingGateway(name="smtp"), clock=clock, sleep=sleep) as d:
+        for outcome in ("handing_over", "sent", "handing_over"):  # two reminders handed over
+            d.store.append(
+                Event(
+                    EventKind.CHASED,
+                    case.case_ref,
+                    partner="police",
+                    sender=settings.sender,
+                    details={"outcome": outcome},
+                )
+            )
+        assert d.send_case(case, ["education"]).all_sent
+    assert 55 <= sum(slept) <= 65
+
+
 @dataclass
 class CountingGateway:
     """A gateway double whose every send is refused as an authentication failure."""

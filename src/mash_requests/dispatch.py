@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mash_requests.audit.events import Event, EventFilter, EventKind, EventStore, JSONScalar
+from mash_requests.audit.query import messages_sent_since
 from mash_requests.case import Case
 from mash_requests.claims import Claims, Conflict, Standing, State
 from mash_requests.errors import (
@@ -644,14 +645,15 @@ class Dispatcher:
     def _wait_for_rate_limit(self) -> None:
         """Hold the send until this mailbox has sent fewer than the limit in the last minute.
 
-        The count comes from the shared log, so concurrent processes share the budget.
+        The count comes from the shared log (requests and reminders alike), so concurrent
+        processes, and a chase beside a batch, share the budget.
         """
         if self._gateway_kind() == "outbox":
             return  # a local folder has no sending limit
         limit = self.settings.rate_limit_per_minute
         while True:
             since = self._clock() - timedelta(seconds=60)
-            if self.store.count_sent_since(self.settings.sender, since) < limit:
+            if messages_sent_since(self.store, self.settings.sender, since) < limit:
                 return
             self._sleep(1.0)
 

@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mash_requests.audit.events import Event, EventFilter, EventKind, JSONScalar, StoredEvent
+from mash_requests.audit.query import messages_sent_since
 from mash_requests.case import Rag
 from mash_requests.errors import InputError
 
@@ -943,12 +944,7 @@ class _Chaser:
         sender = self.settings.sender
         while True:
             since = self._clock() - timedelta(seconds=60)
-            reminders = sum(
-                1
-                for stored in self.store.events(EventFilter(kinds=[EventKind.CHASED], since=since))
-                if _step(stored) == "handing_over" and stored.event.sender == sender
-            )
-            if self.store.count_sent_since(sender, since) + reminders < limit:
+            if messages_sent_since(self.store, sender, since) < limit:
                 return
             self._sleep(1.0)
 
