@@ -368,8 +368,7 @@ def bench_throughput(
 
                 def product(config: Path = config, count: int = count, kind: str = backend) -> None:
                     _fresh_log(root, kind, dsn)
-                    extra = {"workers": count} if count > 1 else {}
-                    result = send_batch(load_settings(config), batch, **extra)
+                    result = send_batch(load_settings(config), batch, workers=count)
                     assert result.counts["sent"] == n, result.counts
 
                 took = median_time(checked(product), repeat)

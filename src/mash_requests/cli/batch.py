@@ -54,6 +54,7 @@ Examples:
   mash-requests send-batch export.csv --skip-invalid
   mash-requests send-batch export.csv --encoding cp1252
   mash-requests send-batch today.jsonl --dry-run
+  mash-requests send-batch backlog.jsonl --workers 4
 
 \b
 Run it again after a crash, kill or Ctrl-C: it sends only what was not sent (the dispatch
@@ -90,12 +91,22 @@ unconfirmed, refused, still in flight elsewhere, or the batch was interrupted; 2
     help="Text encoding of the file. UTF-8 is read with or without a byte-order mark; "
     "Excel's 'CSV (Comma delimited)' on Windows is cp1252.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Send with N processes, each with its own gateway connection, sharing the log, "
+    "the duplicate guard and the rate limit. See the README's 'Sending with workers'.",
+)
 def send_batch(
     batch_file: Path,
     config_path: Path | None,
     skip_invalid: bool,
     dry_run: bool,
     encoding: str,
+    workers: int,
 ) -> None:
     """Send the requests for every case in a batch file (JSON Lines or CSV).
 
@@ -123,6 +134,7 @@ def send_batch(
                     dry_run=dry_run,
                     progress=progress,
                     encoding=encoding,
+                    workers=workers,
                 )
             except BatchInvalidError as exc:
                 for problem in exc.result.problems:
