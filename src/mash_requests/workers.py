@@ -174,16 +174,18 @@ def send_with_workers(
             if failures and failure is None:
                 failure = failures[0]
                 stop_all()
-            # Workers that stopped without saying so: replace them with their cases.
+            # Workers that stopped with cases in hand, or without saying so (killed):
+            # replace them, with those cases.
             for worker in [w for w in pool.values() if _dead(w)]:
                 del pool[worker.ident]
                 left = worker.holding
-                logger.warning(
-                    "a send-batch worker stopped unexpectedly (exit code %s) with %d case(s) "
-                    "in hand",
-                    worker.process.exitcode,
-                    len(left),
-                )
+                if not worker.said_exit:
+                    logger.warning(
+                        "a send-batch worker stopped unexpectedly (exit code %s) with %d "
+                        "case(s) in hand",
+                        worker.process.exitcode,
+                        len(left),
+                    )
                 if not left and (exhausted or stopping):
                     continue
                 if stopping or replacements >= workers:
@@ -215,8 +217,10 @@ def send_with_workers(
 
 
 def _dead(worker: _Worker) -> bool:
-    """Stopped without saying it was done, once everything it sent has been read."""
-    return not worker.process.is_alive() and not worker.said_exit and worker.reports.closed
+    """Ended without saying so, or with cases not done (e.g. its own Ctrl-C), once
+    everything it sent has been read."""
+    ended = not worker.process.is_alive() and worker.reports.closed
+    return ended and (not worker.said_exit or bool(worker.holding))
 
 
 def _receive(
