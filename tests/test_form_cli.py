@@ -292,6 +292,33 @@ def test_fill_uses_the_mapping_from_the_config(tmp_path: Path) -> None:
     assert PdfReader(out).get_form_text_fields()["child_address"] == "CON-88213"
 
 
+def test_fill_writes_dates_as_the_request_does(tmp_path: Path) -> None:
+    """The date of birth on the filled form reads "9 April 2016", as in the request's body."""
+    from pypdf import PdfReader
+
+    out = tmp_path / "filled.pdf"
+    result = run("form", "fill", "--template", BLANK, "--case", case_file(tmp_path), "--out", out)
+    assert result.exit_code == 0, result.output
+    assert PdfReader(out).get_form_text_fields()["child_dob"] == "9 April 2016"
+
+
+def test_fill_writes_the_rating_with_its_timescale_as_the_request_does(tmp_path: Path) -> None:
+    """A form field mapped to ``rag`` reads "AMBER (24 working hours)" from [timescales]."""
+    from pypdf import PdfReader
+
+    cfg = config(
+        tmp_path,
+        '[timescales]\nworking_hours = ["amber"]\n[form.fill_mapping]\nchild_address = "rag"\n',
+    )
+    out = tmp_path / "filled.pdf"
+    result = run(
+        "form", "fill", "--template", BLANK, "--case", case_file(tmp_path), "--out", out,
+        "--config", cfg,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert PdfReader(out).get_form_text_fields()["child_address"] == "AMBER (24 working hours)"
+
+
 def test_fill_with_a_field_the_template_lacks_exits_2_naming_it(tmp_path: Path) -> None:
     """A mapping naming a form field the template does not have is exit 2, naming the field."""
     cfg = config(tmp_path, '[form.fill_mapping]\nchild_nhs_number = "contact_id"\n')

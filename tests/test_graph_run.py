@@ -1,9 +1,12 @@
 """Microsoft Graph through the CLI and config alone: refused credentials end the run's use of
-Graph after one token request, a private authority works without the public cloud, and the
-logged gateway_id is the Sent Items copy's immutable id however the send was confirmed."""
+Graph after one token request, a private authority works without the public cloud, the
+logged gateway_id is the Sent Items copy's immutable id however the send was confirmed, and a
+form too large for sendMail goes the long way and leaves no draft behind."""
 
 from __future__ import annotations
 
+import io
+import random
 from collections.abc import Iterator
 
 import pytest
@@ -147,3 +150,41 @@ def test_logged_gateway_id_is_the_immutable_sent_items_id_direct_or_looked_up(
     sent = {e.message_id: e.gateway_id for e in workspace.events() if e.kind is EventKind.SENT}
     items = {item.internet_message_id: item.immutable_id for item in graph.service.sent_items}
     assert sent == items and len(sent) == len(PARTNERS)
+
+
+# -- a form too large for sendMail ----------------------------------------------------------
+
+
+def padded_form(form: bytes, extra: int) -> bytes:
+    """``form`` with ``extra`` bytes of incompressible private data: still the same checked form."""
+    from pypdf import PdfReader, PdfWriter
+    from pypdf.generic import DictionaryObject, NameObject, StreamObject
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(form)))
+    blob = StreamObject()
+    blob.set_data(random.Random(1).randbytes(extra))
+    # A stream must be an indirect object; pypdf has no public way to add one.
+    private = DictionaryObject({NameObject("/Private"): writer._add_object(blob)})
+    writer.root_object[NameObject("/PieceInfo")] = DictionaryObject({NameObject("/MASH"): private})
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_a_3_mb_form_goes_the_long_way_and_a_lost_send_leaves_no_draft(
+    workspace: Workspace, graph: GraphFake
+) -> None:
+    """A 3 MB form: draft and upload per partner, no sendMail; a 504 on /send, unseen in Sent
+    Items, is sent once more, and no draft is left in the mailbox."""
+    form = workspace.forms / "MASH-2026-0412.pdf"
+    form.write_bytes(padded_form(form.read_bytes(), 3_000_000))
+    configure(workspace, graph)
+    graph.service.fail("send", Fault.answer(504))  # police's /send: Graph did not take it
+    result = send(workspace)
+    assert result.exit_code == 0, result.output
+    service = graph.service
+    assert [a.request_ref.split("-")[3] for a in graph.arrivals()] == [p.upper() for p in PARTNERS]
+    assert all(arrival.form == form.read_bytes() for arrival in graph.arrivals())
+    assert service.operations("sendMail") == 0
+    assert service.operations("createDraft") == len(PARTNERS) + 1
+    assert not service.drafts

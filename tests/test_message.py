@@ -80,6 +80,12 @@ def test_from_carries_the_mash_name_as_display_name() -> None:
     assert parsed["From"].addresses[0].addr_spec == "mash@testbury.gov.uk"
 
 
+def test_gateways_building_their_own_message_get_the_mash_name() -> None:
+    """The built message hands the MASH's name to EWS and Graph, which build their own From."""
+    outgoing = build(rendered=dataclasses.replace(RENDERED, sender_name="Eastbury MASH"))
+    assert outgoing.sender_name == "Eastbury MASH"
+
+
 def test_non_ascii_display_name_is_encoded_and_reads_back() -> None:
     """A display name outside ASCII travels RFC 2047 encoded and decodes to the same text."""
     name = "Ynys Môn MASH – Łódź"

@@ -15,7 +15,7 @@ from mash_requests.case import Case, Rag, parse_case
 from mash_requests.deadlines import Timescales, describe_hours
 from mash_requests.errors import TemplateError
 from mash_requests.partners import Partner
-from mash_requests.rendering import Renderer, format_date, format_due, wrap_text
+from mash_requests.rendering import Renderer, Replaces, format_date, format_due, wrap_text
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "cases" / "MASH-2026-0412.json"
 POLICE = Partner("police", "Testshire Police", ("mash@testshire.police.uk",), "police")
@@ -197,6 +197,77 @@ def test_dates_read_the_same_everywhere(renderer: Renderer) -> None:
         assert "04/2016" not in body and "2016-04-09" not in body
         assert "27 November 2026" in body
     assert format_date(date(2016, 4, 9)) == "9 April 2016"
+
+
+def test_form_values_read_as_the_request_does() -> None:
+    """The form's date of birth and rating are the very words of the request sent with it."""
+    timescales = replace(Timescales.defaults(), working_hours=frozenset({Rag.AMBER}))
+    renderer = Renderer(
+        marking="OFFICIAL-SENSITIVE", mash_name="Testbury MASH", timescales=timescales
+    )
+    the_case = case()
+    values = the_case.form_values(
+        {"child_dob": "child.date_of_birth", "rating": "rag"}, timescales=timescales
+    )
+    assert values == {"child_dob": "9 April 2016", "rating": "AMBER (24 working hours)"}
+    rendered = render(renderer, the_case)
+    for body in (rendered.text, rendered.html):
+        assert values["child_dob"] in body and values["rating"] in body
+
+
+EARLIER = Replaces("MASH-2026-0412-POLICE-1BAC7", datetime(2026, 11, 26, 13, 15, tzinfo=UTC))
+
+
+def resend(renderer: Renderer):  # type: ignore[no-untyped-def]
+    return renderer.render(
+        case=case(),
+        partner=POLICE,
+        request_ref="MASH-2026-0412-POLICE-ABCDE",
+        due=DUE,
+        rag_hours=24,
+        form_filename="MASH-referral-form-MASH-2026-0412.pdf",
+        replaces=EARLIER,
+    )
+
+
+def test_resend_is_marked_after_the_marking_and_says_what_it_replaces(
+    renderer: Renderer,
+) -> None:
+    """A resend: "<marking>: [RESEND] …" and "This replaces request <ref> sent on <time>."."""
+    rendered = resend(renderer)
+    assert rendered.subject.startswith("OFFICIAL-SENSITIVE: [RESEND] AMBER - ")
+    sentence = (
+        "This replaces request MASH-2026-0412-POLICE-1BAC7 sent on "
+        "Thursday 26 November 2026 at 13:15 (UTC)."
+    )
+    for body in (rendered.text, rendered.html):
+        assert sentence in " ".join(body.split())
+
+
+def test_resend_marker_follows_a_marking_the_template_wrote_itself(tmp_path: Path) -> None:
+    """A subject template that starts with the marking keeps it first, the marker after."""
+    (tmp_path / "police.subject.j2").write_text(
+        "{{ marking }} - {{ case.case_ref }} - {{ request_ref }}"
+    )
+    renderer = Renderer(marking="OFFICIAL", mash_name="M", override_dir=tmp_path)
+    subject = resend(renderer).subject
+    assert subject == "OFFICIAL - [RESEND] MASH-2026-0412 - MASH-2026-0412-POLICE-ABCDE"
+
+
+def test_first_request_carries_no_resend_words(renderer: Renderer) -> None:
+    """A request that replaces nothing has no marker and no "This replaces" line."""
+    rendered = render(renderer)
+    assert "[RESEND]" not in rendered.subject
+    assert "replaces" not in rendered.text and "replaces" not in rendered.html
+
+
+def test_resend_body_that_hides_the_earlier_request_is_refused(tmp_path: Path) -> None:
+    """A custom body that leaves out which request a resend replaces is a TemplateError."""
+    (tmp_path / "_base.txt.j2").write_text("{{ request_ref }} {{ due_text }}\n")
+    renderer = Renderer(marking="OFFICIAL", mash_name="M", override_dir=tmp_path)
+    render(renderer)  # not a resend: fine
+    with pytest.raises(TemplateError, match="which request it replaces"):
+        resend(renderer)
 
 
 def test_plain_text_is_wrapped_within_78_columns(renderer: Renderer) -> None:

@@ -265,3 +265,47 @@ def test_log_failing_mid_case_exits_1_from_the_cli(
     assert result.exit_code == 1
     assert "handed to the gateway before that: police" in result.stderr
     assert "not sent: health" in result.stderr and "education" in result.stderr
+
+
+# -- --json: what a script is told ------------------------------------------------------------
+
+
+def test_json_unconfirmed_request_exits_1_with_its_outcome_and_no_error(
+    workspace: Workspace, smtp: FakeMailSystem
+) -> None:
+    """An unconfirmed send: exit 1, error null, the request's outcome and reason in the document."""
+    import json
+
+    assert isinstance(smtp, SmtpFake)
+    smtp.handler.script = ["drop"]  # police is asked first: its answer never leaves
+    result = cli(workspace, "send-request", "--case", case_with_three_partners(workspace), "--json")
+    assert result.exit_code == 1
+    document = json.loads(result.stdout)
+    assert document["ok"] is False and document["exit_code"] == 1 and document["error"] is None
+    outcomes = {r["partner"]: r for r in document["requests"]}
+    assert outcomes["police"]["outcome"] == "unconfirmed" and outcomes["police"]["reason"]
+    assert document["sent"] == sum(1 for r in document["requests"] if r["outcome"] == "sent")
+
+
+def test_json_log_failing_mid_case_lists_what_went_out(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log failing mid-case: exit 1, reason log, handed_over and not_sent as fields."""
+    import json
+
+    import mash_requests.audit as audit
+
+    real = audit.open_store
+
+    def failing(settings: Any, **kwargs: Any) -> Any:
+        return FailingStore(real(settings, **kwargs), fail_at=2)  # claim+mark, ✗
+
+    monkeypatch.setattr(audit, "open_store", failing)
+    case = case_with_three_partners(workspace)
+    result = cli(workspace, "send-request", "--case", case, "--json")
+    assert result.exit_code == 1
+    error = json.loads(result.stdout)["error"]
+    assert error["type"] == "SendLogError" and error["reason"] == "log"
+    assert [h["partner"] for h in error["handed_over"]] == ["police"]
+    assert set(error["handed_over"][0]) == {"partner", "request_ref", "message_id", "recorded"}
+    assert [n["partner"] for n in error["not_sent"]] == ["health", "education"]

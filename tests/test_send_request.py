@@ -8,6 +8,7 @@ import json
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -191,6 +192,59 @@ def test_resend_with_reason_is_sent_and_the_reason_logged(workspace: Workspace) 
     assert len(workspace.outbox_files()) == 3
     prepared = [e for e in workspace.events() if e.kind is EventKind.PREPARED]
     assert prepared[-1].details["resend_reason"] == "bounced"
+
+
+def _stored_events(workspace: Workspace) -> list[Any]:
+    from mash_requests.audit import open_store
+    from mash_requests.config import load_settings
+
+    store = open_store(load_settings(workspace.config).log)
+    try:
+        return list(store.events())
+    finally:
+        store.close()
+
+
+def _message_for(workspace: Workspace, request_ref: str) -> EmailMessage:
+    [message] = [
+        m for m in map(parse, workspace.outbox_files()) if m["X-MASH-Request-Ref"] == request_ref
+    ]
+    return message
+
+
+def test_resend_says_which_request_it_replaces_and_when_it_was_sent(
+    workspace: Workspace,
+) -> None:
+    """A resend's subject has [RESEND] after the marking; its body names the earlier request."""
+    from mash_requests.config import load_settings
+    from mash_requests.rendering import format_due
+
+    case = workspace.write_case(workspace.example_case())
+    run(workspace, "--case", str(case))
+    code, _, _ = run(
+        workspace, "--case", str(case), "--partner", "police", "--resend", "--reason", "bounced"
+    )
+    assert code == 0
+    sent = [s for s in _stored_events(workspace) if s.event.kind is EventKind.SENT]
+    [first] = [s for s in sent[:2] if s.event.partner == "police"]
+    earlier_ref = first.event.request_ref
+    resend_ref = sent[-1].event.request_ref
+    assert resend_ref != earlier_ref
+    timezone = load_settings(workspace.config).timescales.timezone
+    sentence = (
+        f"This replaces request {earlier_ref} sent on "
+        f"{format_due(first.recorded_at.astimezone(timezone))}."
+    )
+    resend = _message_for(workspace, resend_ref)
+    assert resend["Subject"].startswith("OFFICIAL-SENSITIVE: [RESEND] ")
+    for subtype in ("plain", "html"):
+        part = resend.get_body((subtype,))
+        assert part is not None
+        assert sentence in " ".join(part.get_content().split())
+    original = _message_for(workspace, earlier_ref)
+    assert "[RESEND]" not in original["Subject"]
+    plain = original.get_body(("plain",))
+    assert plain is not None and "replaces" not in plain.get_content()
 
 
 def test_resend_without_reason_is_a_usage_error(workspace: Workspace) -> None:

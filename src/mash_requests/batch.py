@@ -530,6 +530,10 @@ def send_batch(
         if workers > 1:
             from mash_requests.workers import send_with_workers
 
+            # The log (file, schema) is made here, once, before the workers open it: N
+            # processes making a new SQLite log at the same moment can meet its locks.
+            dispatcher.store  # noqa: B018
+
             with _StopFlag() as flag:
                 send_with_workers(
                     settings,

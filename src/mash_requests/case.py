@@ -30,9 +30,12 @@ from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mash_requests.errors import CaseFileError
+
+if TYPE_CHECKING:
+    from mash_requests.deadlines import Timescales
 
 #: A reference safe for subjects, filenames and headers: letters, digits and - _ / .
 REFERENCE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,63}$")
@@ -96,12 +99,18 @@ class Case:
     referral_form: Path | None
     source: str
 
-    def form_values(self, mapping: Mapping[str, str]) -> dict[str, str]:
+    def form_values(
+        self, mapping: Mapping[str, str], *, timescales: Timescales | None = None
+    ) -> dict[str, str]:
         """Values for filling a referral form: form field name -> text from a dotted case path.
 
         ``mapping`` is e.g. ``{"child_name": "child.name", "case_reference": "case_ref"}``.
+        Values read as they do in the request sent with the form: dates ``9 April 2016``,
+        ``rag`` as ``AMBER (24 working hours)`` given ``timescales`` (else ``AMBER``).
         Raises CaseFileError naming the path when the case has no such field.
         """
+        from mash_requests._wording import format_date
+
         values: dict[str, str] = {}
         for form_field, path in mapping.items():
             value: Any = self
@@ -112,13 +121,26 @@ class Case:
                         "have; fix [form.fill_mapping] in the config"
                     )
                 value = getattr(value, part)
-            if isinstance(value, date):
-                values[form_field] = value.isoformat()
+            if isinstance(value, Rag):
+                values[form_field] = _rag_text(value, timescales)
+            elif isinstance(value, date):
+                values[form_field] = format_date(value)
             elif isinstance(value, tuple):
                 values[form_field] = ", ".join(str(item) for item in value)
             else:
                 values[form_field] = str(value)
         return values
+
+
+def _rag_text(rag: Rag, timescales: Timescales | None) -> str:
+    """``AMBER (24 working hours)``, as the request's body says it; ``AMBER`` alone without
+    the timescales to say how long."""
+    if timescales is None:
+        return rag.upper()
+    from mash_requests.deadlines import describe_hours
+
+    hours = describe_hours(timescales.hours[rag], working=rag in timescales.working_hours)
+    return f"{rag.upper()} ({hours})"
 
 
 class _Reader:

@@ -98,6 +98,15 @@ class Standing:
     #: In flight under a lease (its run has no lock): when the lease ends.
     lease_end: datetime | None = None
 
+    @property
+    def earlier(self) -> tuple[str, datetime] | None:
+        """The request a resend of this key replaces (its reference and when it was sent or
+        left unconfirmed), or None when nothing may have been delivered."""
+        if self.state not in (State.SENT, State.UNCONFIRMED) or self.last is None:
+            return None
+        ref = self.last.event.request_ref
+        return (ref, self.last.recorded_at) if ref else None
+
     def blocks(self, resend_reason: str | None) -> bool:
         """Whether this standing stops a run from claiming the key."""
         if self.state is State.IN_FLIGHT:

@@ -50,6 +50,18 @@ class FormSettings:
 
 
 @dataclass(frozen=True)
+class ChaseSettings:
+    """How overdue requests are chased (``[chase]``)."""
+
+    #: At most this many reminders per request; the last goes to the escalation address too.
+    max_chasers: int = 2
+    #: At least this many hours between two reminders of one request (elapsed hours).
+    interval_hours: float = 24.0
+    #: Where a case's referral form is found again: ``<forms>/<case ref>.pdf``.
+    forms: Path | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything mash-requests needs to run, validated."""
 
@@ -70,6 +82,8 @@ class Settings:
     log: LogSettings
     #: Where partners' replies arrive (``[replies]``); None when the config has no such table.
     replies: ReplySettings | None = None
+    #: How overdue requests are chased (``[chase]``).
+    chase: ChaseSettings = field(default_factory=ChaseSettings)
 
 
 def find_config(explicit: Path | None) -> Path | None:
@@ -207,8 +221,14 @@ def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path)
     from mash_requests.replies.settings import parse_reply_settings
 
     replies = parse_reply_settings(
-        _section(root, "replies"), gateway=gateway_table, data_dir=data_dir
+        _section(root, "replies"),
+        gateway=gateway_table,
+        data_dir=data_dir,
+        sender=sender,
+        allow_list=directory.allow_list,
     )
+
+    chase = _chase(_section(root, "chase"))
 
     from mash_requests.retry import RetryPolicy
 
@@ -234,6 +254,7 @@ def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path)
         rate_limit_per_minute=per_minute,
         log=log,
         replies=replies,
+        chase=chase,
         **settings_fields,
     )
 
@@ -415,6 +436,7 @@ def _directory(root: Table) -> PartnerDirectory:
             name=entry.required_string("name"),
             addresses=tuple(dict.fromkeys(addresses)),
             template=entry.string("template", key) or key,
+            escalation=_escalation(entry),
         )
         entry.reject_unknown()
     try:
@@ -439,6 +461,31 @@ def _form(table: Table) -> FormSettings:
         password=table.secret("password", required=False),
         case_ref_field=table.string("case_ref_field", "case_reference") or "case_reference",
         fill_mapping=mapping,
+    )
+    table.reject_unknown()
+    return settings
+
+
+def _escalation(entry: Table) -> str | None:
+    """``[partners.KEY] escalation``: one plain address (the allow-list is checked after)."""
+    from mash_requests.partners import split_address
+
+    address = entry.string("escalation")
+    if address is None:
+        return None
+    try:
+        split_address(address.strip())
+    except ValueError as exc:
+        raise entry.error("escalation", f"{address!r}: {exc}") from None
+    return address.strip()
+
+
+def _chase(table: Table) -> ChaseSettings:
+    defaults = ChaseSettings()
+    settings = ChaseSettings(
+        max_chasers=table.integer("max_chasers", defaults.max_chasers, minimum=1),
+        interval_hours=table.number("interval_hours", defaults.interval_hours, minimum=0.25),
+        forms=table.path("forms", "forms"),
     )
     table.reject_unknown()
     return settings

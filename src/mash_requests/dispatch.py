@@ -51,9 +51,9 @@ from mash_requests.errors import (
     SendLogError,
 )
 from mash_requests.gateways.base import Gateway, OutgoingMessage
-from mash_requests.message import build_message, form_filename
+from mash_requests.message import build_message, form_filename, reply_to_header
 from mash_requests.partners import Partner
-from mash_requests.rendering import Renderer
+from mash_requests.rendering import Renderer, Replaces
 
 if TYPE_CHECKING:
     from mash_requests.audit.runs import RunLocks
@@ -277,6 +277,11 @@ class Dispatcher:
         # A gateway passed in (a test double, a wrapper) names itself; else the config does.
         return self._gateway.name if self._gateway is not None else self.settings.gateway.kind
 
+    @property
+    def gateway_kind(self) -> str:
+        """The gateway's name as events record it (``outbox``, ``smtp`` …), without opening it."""
+        return self._gateway_kind()
+
     def log_rejection(
         self,
         *,
@@ -487,7 +492,13 @@ class Dispatcher:
                 _held_outcome(case, partner, standing)
                 if standing.blocks(resend_reason)
                 else self._prepare_one(
-                    case, partner, standing.key, checked.data, checked.verdict, resend_reason
+                    case,
+                    partner,
+                    standing.key,
+                    checked.data,
+                    checked.verdict,
+                    resend_reason,
+                    replaces=self._replaces(standing) if resend_reason else None,
                 )
                 for partner, standing in zip(checked.partners, standings, strict=True)
             ]
@@ -519,6 +530,14 @@ class Dispatcher:
             case, checked, standings, resend_reason, skip_sent=skip_sent, log=log_rejections
         )
 
+    def _replaces(self, standing: Standing) -> Replaces | None:
+        """The earlier request a resend replaces, its time in the MASH's timezone."""
+        earlier = standing.earlier
+        if earlier is None:
+            return None
+        ref, sent_at = earlier
+        return Replaces(ref, sent_at.astimezone(self.settings.timescales.timezone))
+
     def _check_reply_to(self, case: Case) -> None:
         """Replies carry safeguarding detail: they may only go to a secure address."""
         domain = case.worker.email.rsplit("@", 1)[-1].lower()
@@ -540,6 +559,8 @@ class Dispatcher:
         data: bytes,
         verdict: Verdict,
         resend_reason: str | None,
+        *,
+        replaces: Replaces | None = None,
     ) -> PreparedRequest:
         now = self._clock()
         rag_hours = self.settings.timescales.hours[case.rag]
@@ -552,12 +573,15 @@ class Dispatcher:
             due=due,
             rag_hours=rag_hours,
             form_filename=form_filename(case.case_ref),
+            replaces=replaces,
         )
         message = build_message(
             rendered=rendered,
             sender=self.settings.sender,
             recipients=partner.addresses,
-            reply_to=case.worker.email,
+            reply_to=reply_to_header(
+                case.worker.email, self.settings.replies.address if self.settings.replies else None
+            ),
             case_ref=case.case_ref,
             request_ref=request_ref,
             marking=self.settings.marking,

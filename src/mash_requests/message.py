@@ -80,6 +80,17 @@ def sender_address(name: str, address: str) -> str:
     return formataddr((name, address), charset="utf-8") if name else address
 
 
+def reply_to_header(worker: str, replies_address: str | None) -> str:
+    """The Reply-To of a request: the worker's address, then the replies mailbox if any.
+
+    A partner's "Reply" then reaches both: the worker keeps working the case from their own
+    inbox, and the mailbox ``replies fetch`` reads gets a copy to match (``[replies]
+    address``). The same address twice is given once.
+    """
+    addresses = dict.fromkeys(a for a in (worker, replies_address) if a)
+    return ", ".join(addresses)
+
+
 def build_message(
     *,
     rendered: RenderedRequest,
@@ -92,8 +103,13 @@ def build_message(
     form_bytes: bytes,
     message_id: str | None = None,
     date: datetime | None = None,
+    in_reply_to: str | None = None,
 ) -> OutgoingMessage:
-    """Build the request's message around the exact form bytes that were checked."""
+    """Build the request's message around the exact form bytes that were checked.
+
+    ``in_reply_to`` (a reminder): the original request's Message-ID, sent as
+    ``In-Reply-To`` and ``References`` so that mail clients thread the two.
+    """
     message_id = message_id or new_message_id(sender, request_ref)
     filename = form_filename(case_ref)
     msg = MIMEMultipart("mixed")
@@ -110,6 +126,8 @@ def build_message(
     ]
     if reply_to:
         headers.append(("Reply-To", reply_to))
+    if in_reply_to:
+        headers.extend((("In-Reply-To", in_reply_to), ("References", in_reply_to)))
     if rendered.importance == "high":
         headers.extend((("Importance", "high"), ("X-Priority", "1")))
     for name, value in headers:
@@ -139,4 +157,5 @@ def build_message(
         ),
         reply_to=reply_to,
         importance=rendered.importance,
+        sender_name=rendered.sender_name,
     )

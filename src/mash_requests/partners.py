@@ -98,6 +98,9 @@ class Partner:
     name: str
     addresses: tuple[str, ...]
     template: str
+    #: Who receives the last reminder as well (``[partners.KEY] escalation``), if anyone:
+    #: a manager or duty mailbox, held to the same allow-list as the addresses.
+    escalation: str | None = None
 
 
 class PartnerDirectory:
@@ -109,6 +112,8 @@ class PartnerDirectory:
         for partner in self._partners.values():
             for address in partner.addresses:
                 self.check_address(address, partner=partner.key)
+            if partner.escalation is not None:
+                self.check_address(partner.escalation, partner=partner.key)
 
     def __iter__(self) -> Iterator[Partner]:
         return iter(self._partners.values())

@@ -27,11 +27,12 @@ import logging
 import re
 import textwrap
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mash_requests._wording import format_date
 from mash_requests.case import Case, ConsentStatus, Rag
 from mash_requests.deadlines import describe_hours
 from mash_requests.errors import TemplateError
@@ -91,11 +92,6 @@ def shipped_templates() -> Path:
 def format_due(due: datetime) -> str:
     """A deadline as people read it: ``Thursday 26 November 2026 at 13:15 (GMT)``."""
     return f"{due:%A} {format_date(due)} at {due:%H:%M} ({due.tzname()})"
-
-
-def format_date(day: date) -> str:
-    """A date as people read it, the same in every request: ``9 April 2016``."""
-    return f"{day.day} {day:%B %Y}"
 
 
 # A line's hanging indent: its leading spaces, plus a list bullet ("- ") or a label
@@ -161,6 +157,20 @@ def _template_line(exc: BaseException, filename: str) -> str:
         if frame.filename.endswith(filename):
             line = f" at line {frame.lineno}"
     return line
+
+
+@dataclass(frozen=True)
+class Replaces:
+    """The earlier request a resend replaces: its reference and when it was sent."""
+
+    request_ref: str
+    sent_at: datetime
+
+
+#: What goes after the marking in a resend's subject: partners' filters and people see at
+#: once that it is not a new request. The earlier reference is in the body, not here: a
+#: reply quoting a subject with two references could not be matched to either.
+RESEND_MARKER = "[RESEND]"
 
 
 class Renderer:
@@ -274,8 +284,15 @@ class Renderer:
         due: datetime,
         rag_hours: float,
         form_filename: str,
+        replaces: Replaces | None = None,
     ) -> RenderedRequest:
-        """Render one partner's request; TemplateError names the template and problem."""
+        """Render one partner's request; TemplateError names the template and problem.
+
+        ``replaces`` makes it a resend: the subject carries :data:`RESEND_MARKER` after the
+        marking and the body must say "This replaces request <ref> sent on <time>" (the
+        base templates do; the variable ``replaces`` has ``request_ref``, ``sent_at`` and
+        ``sent_text``, or is None).
+        """
         context: dict[str, Any] = {
             "case": case,
             "child": case.child,
@@ -293,6 +310,13 @@ class Renderer:
             "due_text": format_due(due),
             "consent_text": CONSENT_TEXT[case.consent.status],
             "form_filename": form_filename,
+            "replaces": None
+            if replaces is None
+            else {
+                "request_ref": replaces.request_ref,
+                "sent_at": replaces.sent_at,
+                "sent_text": format_due(replaces.sent_at),
+            },
         }
         name = partner.template
         subject = self._render(f"{name}.subject.j2", context).strip()
@@ -309,6 +333,12 @@ class Renderer:
                 )
         if not subject.startswith(self.marking):
             subject = f"{self.marking}: {subject}"
+        if replaces is not None:
+            # After the marking, which stays first: mail rules and people read it there.
+            rest = subject[len(self.marking) :]
+            words = rest.lstrip(" :-")
+            separator = rest[: len(rest) - len(words)] or ": "
+            subject = f"{self.marking}{separator}{RESEND_MARKER} {words}"
         text = self._render(f"{name}.txt.j2", context)
         html = self._render(f"{name}.html.j2", context)
         for body, filename in ((text, f"{name}.txt.j2"), (html, f"{name}.html.j2")):
@@ -316,6 +346,12 @@ class Renderer:
                 raise TemplateError(
                     f"template {filename}: the body must show the request reference and the "
                     "response deadline; extend the _base template rather than replacing it"
+                )
+            if replaces is not None and replaces.request_ref not in body:
+                raise TemplateError(
+                    f"template {filename}: a resend's body must say which request it "
+                    "replaces ({{ replaces.request_ref }}); extend the _base template rather "
+                    "than replacing it"
                 )
         logger.debug(
             "request rendered",
@@ -328,5 +364,59 @@ class Renderer:
             template=name,
             template_version=self.template_version(name),
             importance="high" if case.rag is Rag.RED else "normal",
+            sender_name=self.mash_name,
+        )
+
+    def render_reminder(
+        self,
+        context: dict[str, Any],
+        *,
+        request_ref: str,
+        case_ref: str,
+        due: datetime,
+        name: str = "chase",
+    ) -> RenderedRequest:
+        """Render a reminder (``chase.*.j2``) for a request already sent.
+
+        ``context`` holds what the log knows of the request (never the child's details,
+        which the log does not keep); ``marking``, ``mash_name``, ``due_text`` are added.
+        The same guarantees as a request: the marking first in the subject, the request
+        and case references in the subject, the request reference and the due time in
+        both bodies.
+        """
+        context = {
+            **context,
+            "marking": self.marking,
+            "mash_name": self.mash_name,
+            "request_ref": request_ref,
+            "case_ref": case_ref,
+            "due": due,
+            "due_text": format_due(due),
+        }
+        subject = self._render(f"{name}.subject.j2", context).strip()
+        if "\n" in subject or "\r" in subject:
+            raise TemplateError(f"template {name}.subject.j2: the subject must be one line")
+        if request_ref not in subject or case_ref not in subject:
+            raise TemplateError(
+                f"template {name}.subject.j2: the subject must contain the case reference "
+                "and the request reference ({{ case_ref }} and {{ request_ref }})"
+            )
+        if not subject.startswith(self.marking):
+            subject = f"{self.marking}: {subject}"
+        text = self._render(f"{name}.txt.j2", context)
+        html = self._render(f"{name}.html.j2", context)
+        for body, filename in ((text, f"{name}.txt.j2"), (html, f"{name}.html.j2")):
+            if request_ref not in body or format_due(due) not in body:
+                raise TemplateError(
+                    f"template {filename}: the body must show the request reference and the "
+                    "due time ({{ request_ref }} and {{ due_text }})"
+                )
+        return RenderedRequest(
+            subject=subject,
+            text=wrap_text(text),
+            html=html,
+            template=name,
+            template_version=self.template_version(name),
+            importance="high" if context.get("rag") == "red" else "normal",
             sender_name=self.mash_name,
         )

@@ -142,7 +142,7 @@ def test_query_table_lists_requests(run: Run, store: EventStore) -> None:
     assert lines[1].split()[:4] == ["C-1-police", "C-1", "police", "sent"]
     assert lines[2].split()[:4] == ["C-2-health", "C-2", "health", "failed"]
     assert lines[3].split()[:3] == ["C-3", "police", "rejected"]
-    assert lines[-1] == "(3 requests)"
+    assert lines[-1] == "(2 requests; 1 refusal before a request was built)"
 
 
 def test_query_filters_by_case_and_outcome(run: Run, store: EventStore) -> None:
@@ -150,7 +150,7 @@ def test_query_filters_by_case_and_outcome(run: Run, store: EventStore) -> None:
     fill(store)
     assert run("query", "--case-ref", "C-2").stdout.splitlines()[-1] == "(1 request)"
     out = run("query", "--outcome", "sent", "--outcome", "rejected").stdout
-    assert out.splitlines()[-1] == "(2 requests)"
+    assert out.splitlines()[-1] == "(1 request; 1 refusal before a request was built)"
     assert "C-2-health" not in out
 
 
@@ -181,7 +181,7 @@ def test_query_by_date_includes_the_whole_to_day(run: Run, store: EventStore) ->
     fill(store)
     day = next(store.events()).recorded_at.date().isoformat()
     out = run("query", "--from", day, "--to", day).stdout
-    assert out.splitlines()[-1] == "(3 requests)"
+    assert out.splitlines()[-1] == "(2 requests; 1 refusal before a request was built)"
     assert run("query", "--to", "2000-01-01").stdout.splitlines()[-1] == "(0 requests)"
 
 

@@ -36,14 +36,56 @@ def test_csv_neutralises_formulas_in_event_fields(store: EventStore) -> None:
     assert row["server_message"] == '\'=HYPERLINK("x")'
 
 
-def test_table_cuts_long_values_and_counts_rows() -> None:
-    """The table cuts a value wider than its column with … and ends with the row count."""
-    state = RequestState(request_ref="R" * 40, case_ref="C-1", outcome="sent")
+def test_table_never_cuts_a_reference() -> None:
+    """Columns are as wide as their content: a long request and case reference show whole."""
+    ref = "MASH-2026-0412-EDUCATION-6B1F0"
+    case_ref = "MASH-2026-0412-LONG-CASE-REFERENCE"
+    states = [
+        RequestState(request_ref=ref, case_ref=case_ref, partner="education", outcome="sent"),
+        RequestState(request_ref="R-1", case_ref="C-1", partner="police", outcome="sent"),
+    ]
+    out = io.StringIO()
+    write_requests(states, out)
+    heading, first, second, footer = out.getvalue().splitlines()
+    assert first.split()[:3] == [ref, case_ref, "education"]
+    assert "…" not in out.getvalue()
+    # The columns line up: each row's case reference starts where the heading's does.
+    assert first.index(case_ref) == second.index("C-1") == heading.index("CASE")
+    assert footer == "(2 requests)"
+
+
+def test_table_shows_a_value_longer_than_the_measured_rows_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reference wider than every measured row is still shown whole, never cut."""
+    monkeypatch.setattr("mash_requests.audit.export.MEASURED_ROWS", 1)
+    late = "MASH-2026-0412-EDUCATION-" + "7" * 40
+    states = [
+        RequestState(request_ref="R-1", case_ref="C-1", outcome="sent"),
+        RequestState(request_ref=late, case_ref="C-2", outcome="sent"),
+    ]
+    out = io.StringIO()
+    write_requests(states, out)
+    assert out.getvalue().splitlines()[2].split()[:2] == [late, "C-2"]
+
+
+def test_table_footer_counts_requests_not_refusal_rows(store: EventStore) -> None:
+    """Refusals logged before any request was built are counted apart from the requests."""
+    store.append_many([prepared(), sent()])
+    store.append(Event(EventKind.REJECTED, "C-2", partner="police", reason="wrong_case"))
+    store.append(Event(EventKind.REJECTED, "C-2", partner="health", reason="wrong_case"))
+    out = io.StringIO()
+    write_requests(request_states(store), out)
+    assert out.getvalue().splitlines()[-1] == ("(1 request; 2 refusals before a request was built)")
+
+
+def test_table_shows_the_form_fingerprint_by_its_first_12_digits() -> None:
+    """The 64-digit SHA-256 is shown as its first 12 digits; csv and jsonl carry it whole."""
+    state = RequestState(request_ref="R-1", case_ref="C-1", form_sha256="ab" * 32)
     out = io.StringIO()
     write_requests([state], out)
-    lines = out.getvalue().splitlines()
-    assert lines[1].startswith("R" * 27 + "…  C-1")
-    assert lines[-1] == "(1 request)"
+    row = out.getvalue().splitlines()[1]
+    assert "ab" * 6 in row and "ab" * 7 not in row
 
 
 def test_jsonl_keeps_every_field_with_utc_times(store: EventStore) -> None:

@@ -24,22 +24,38 @@ SMALL_PDF = (
 )
 
 
+#: The MASH's name, as [mash] name gives it: the display name of From.
+MASH_NAME = "Eastbury MASH"
+
+
 def build_message(
-    form: bytes = SMALL_PDF, *, request_ref: str = "RFI-2026-0001", reply_to: str | None = None
+    form: bytes = SMALL_PDF,
+    *,
+    request_ref: str = "RFI-2026-0001",
+    reply_to: str | None = None,
+    importance: str = "normal",
+    sender_name: str = "",
 ) -> OutgoingMessage:
-    """An OutgoingMessage as the lead's message builder would make it (text + HTML + PDF)."""
+    """An OutgoingMessage as the lead's message builder would make it (text + HTML + PDF).
+
+    ``importance="high"`` (a RED request) and ``sender_name`` add what the builder adds:
+    ``Importance``/``X-Priority`` headers and a From display name.
+    """
     message_id = make_msgid(idstring=request_ref, domain="council.example")
     subject = f"OFFICIAL-SENSITIVE: Request for information {request_ref}"
     text = f"Please see the attached referral form for request {request_ref}.\n"
     html = f"<p>Please see the attached referral form for request <b>{request_ref}</b>.</p>"
     mime = EmailMessage()
-    mime["From"] = SENDER
+    mime["From"] = f'"{sender_name}" <{SENDER}>' if sender_name else SENDER
     mime["To"] = RECIPIENT
     mime["Subject"] = subject
     mime["Message-ID"] = message_id
     mime["X-MASH-Request-Ref"] = request_ref
     if reply_to:
         mime["Reply-To"] = reply_to
+    if importance == "high":
+        mime["Importance"] = "high"
+        mime["X-Priority"] = "1"
     mime.set_content(text)
     mime.add_alternative(html, subtype="html")
     mime.add_attachment(form, maintype="application", subtype="pdf", filename="referral-form.pdf")
@@ -55,6 +71,8 @@ def build_message(
         attachment=Attachment("referral-form.pdf", "application/pdf", form),
         extra_headers=(("X-MASH-Request-Ref", request_ref),),
         reply_to=reply_to,
+        importance=importance,
+        sender_name=sender_name,
     )
 
 

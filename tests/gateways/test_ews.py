@@ -26,7 +26,7 @@ from ews_fake import (
     find_item,
     recorded,
 )
-from gateway_helpers import REPLY_TO, build_message, reference_file
+from gateway_helpers import MASH_NAME, REPLY_TO, SENDER, build_message, reference_file
 from urllib3.exceptions import NewConnectionError
 
 from mash_requests._tables import Table
@@ -130,6 +130,28 @@ def test_create_item_without_reply_to_has_no_reply_to(
     gateway.send(message)
     [create] = exchange.ops("CreateItem")
     assert fromstring(create).find(".//t:Message/t:ReplyTo", NS) is None
+
+
+def test_red_request_is_created_high_importance_from_the_mash_by_name(
+    exchange: FakeExchange, gateway: EwsGateway
+) -> None:
+    """A RED request's CreateItem has Importance High and From "<MASH name>" <mailbox>."""
+    gateway.send(build_message(importance="high", sender_name=MASH_NAME))
+    [create] = exchange.ops("CreateItem")
+    message = fromstring(create).find(".//t:Message", NS)
+    assert message is not None
+    assert message.findtext("t:Importance", namespaces=NS) == "High"
+    assert message.findtext("t:From/t:Mailbox/t:Name", namespaces=NS) == MASH_NAME
+    assert message.findtext("t:From/t:Mailbox/t:EmailAddress", namespaces=NS) == SENDER
+
+
+def test_other_requests_are_created_normal_importance(
+    exchange: FakeExchange, gateway: EwsGateway
+) -> None:
+    """An AMBER or GREEN request's CreateItem has Importance Normal."""
+    gateway.send(build_message(sender_name=MASH_NAME))
+    [create] = exchange.ops("CreateItem")
+    assert fromstring(create).findtext(".//t:Message/t:Importance", namespaces=NS) == "Normal"
 
 
 def test_requests_follow_the_recorded_exchangelib_sequence(

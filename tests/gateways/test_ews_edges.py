@@ -38,7 +38,14 @@ from mash_requests.errors import (
 )
 from mash_requests.gateways.base import OutgoingMessage
 from mash_requests.gateways.ews import EwsGateway, Settings
-from mash_requests.retry import AttemptFailure, RetryPolicy, SendResult, SendStatus, send_with_retry
+from mash_requests.retry import (
+    AttemptFailure,
+    RetryPolicy,
+    SendResult,
+    SendStatus,
+    WaitSource,
+    send_with_retry,
+)
 
 #: Five attempts allowed, 1 s first wait, no jitter: any retry would show.
 POLICY = RetryPolicy(max_attempts=5, max_seconds=600, initial_wait=1, max_wait=60, jitter=0)
@@ -502,6 +509,33 @@ def test_busy_without_back_off_waits_the_policy_wait(
     exchange.on("CreateItem", (200, busy_response_message(None)), (200, CREATED))
     result, sleeps = run(gateway, message)
     assert result.status is SendStatus.SENT and sleeps == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("answer", "wait", "source"),
+    [
+        ((200, busy_response_message(5000)), 5.0, WaitSource.SERVER),
+        ((200, busy_response_message(None)), 1.0, WaitSource.POLICY),
+        ((500, busy_fault_without_back_off()), 1.0, WaitSource.POLICY),
+    ],
+    ids=["back-off-sent", "response-message-without", "soap-fault-without"],
+)
+def test_busy_wait_is_recorded_as_the_servers_only_when_exchange_sent_one(
+    exchange: FakeExchange,
+    gateway: EwsGateway,
+    message: OutgoingMessage,
+    answer: tuple[int, str],
+    wait: float,
+    source: WaitSource,
+) -> None:
+    """The failed attempt the log records says whose wait it was: Exchange's, else the policy's."""
+    exchange.on("CreateItem", answer, (200, CREATED))
+    failures: list[AttemptFailure] = []
+    result = send_with_retry(
+        gateway, message, POLICY, on_failure=failures.append, sleep=lambda seconds: None
+    )
+    assert result.status is SendStatus.SENT
+    assert [(f.wait_seconds, f.wait_from) for f in failures] == [(wait, source)]
 
 
 @pytest.mark.parametrize("status", [429, 503])

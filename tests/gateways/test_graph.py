@@ -14,7 +14,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 import responses
-from gateway_helpers import REPLY_TO, SENDER, big_form, build_message, reference_file
+from gateway_helpers import (
+    MASH_NAME,
+    REPLY_TO,
+    SENDER,
+    big_form,
+    build_message,
+    reference_file,
+)
 from graph_fake import (
     CLIENT_ID,
     GRAPH,
@@ -407,6 +414,27 @@ def test_large_form_draft_carries_our_message_id_reply_to_and_headers(
     ]
     assert item.draft["body"] == {"contentType": "HTML", "content": message.html_body}
     assert item.draft["replyTo"] == [{"emailAddress": {"address": REPLY_TO}}]
+
+
+def test_large_red_request_draft_is_high_importance_from_the_mash_by_name(
+    graph: FakeGraph, gateway: GraphGateway
+) -> None:
+    """The long way carries what the MIME does: importance high, From with the MASH's name."""
+    message = build_message(_big_form(5 * 1024 * 1024), importance="high", sender_name=MASH_NAME)
+    gateway.send(message)
+    [item] = graph.delivered
+    assert item.draft is not None
+    assert item.draft["importance"] == "high"
+    assert item.draft["from"] == {"emailAddress": {"address": SENDER, "name": MASH_NAME}}
+
+
+def test_large_other_request_draft_is_normal_importance(
+    graph: FakeGraph, gateway: GraphGateway
+) -> None:
+    """A large AMBER or GREEN request's draft is of normal importance."""
+    gateway.send(large_message())
+    [item] = graph.delivered
+    assert item.draft is not None and item.draft["importance"] == "normal"
 
 
 def test_large_form_gateway_id_is_the_drafts_immutable_id_now_in_sent_items(

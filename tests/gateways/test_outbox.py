@@ -115,7 +115,7 @@ def test_failed_write_leaves_nothing_and_is_transient(
     def no_space(*args: Any, **kwargs: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("mash_requests.gateways.outbox.os.replace", no_space)
+    monkeypatch.setattr("mash_requests._files.os.replace", no_space)
     with pytest.raises(TransientGatewayError) as caught:
         gateway.send(message)
     assert str(caught.value) == (

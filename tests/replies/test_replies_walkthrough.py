@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import email
 import json
 import shutil
 import subprocess
 import sys
+from email import policy
 from pathlib import Path
 
 import pytest
@@ -30,8 +32,15 @@ def _overdue(config: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.splitlines()]
 
 
-def test_the_example_replies_shrink_the_overdue_list(checkout: Path) -> None:
-    """Five requests due; after the example replies: probation bounced, housing still waiting."""
+def test_the_readme_walkthrough(checkout: Path) -> None:
+    """Send, example replies, fetch: overdue shrinks; chase the rest; the report opens.
+
+    The README's "Replies and overdue requests" walkthrough, command by command, as a new
+    user runs it from a clone: five requests due; after the example replies, probation
+    bounced and housing still waiting; a dry-run chase builds housing's reminder and sends
+    nothing; the chase sends it, threaded and with the same form; overdue counts it; a
+    second chase keeps the interval; the evidence report is written from the same log.
+    """
     config = "examples/mash-requests.toml"
     code, out, err = run_cli(
         "send-request", "--config", config, "--case", "examples/cases/MASH-2026-0412.json"
@@ -68,3 +77,50 @@ def test_the_example_replies_shrink_the_overdue_list(checkout: Path) -> None:
 
     code, out, _ = run_cli("replies", "fetch", "--config", config)
     assert code == 0 and "0 new message(s)" in out and "8 already seen" in out
+
+    housing = next(item for item in _overdue(config) if item["partner"] == "housing")
+    outbox = checkout / "mash-data" / "outbox"
+    sent_before = sorted(outbox.glob("*.eml"))
+
+    code, out, err = run_cli("chase", "--config", config, "--within", "336", "--dry-run")
+    assert code == 0, out + err
+    rows = {line.split()[0]: line for line in out.splitlines()[1:-1]}
+    assert set(rows) == {"probation", "housing"}
+    assert "skipped (bounced)" in rows["probation"]
+    assert rows["housing"].split()[1:4] == [housing["request_ref"], "1", "of"]
+    assert rows["housing"].rstrip().endswith("dry run")
+    assert out.splitlines()[-1] == (
+        "Dry run: 1 reminder(s) checked and built; nothing was sent; 1 skipped."
+    )
+    assert sorted(outbox.glob("*.eml")) == sent_before
+
+    code, out, err = run_cli("chase", "--config", config, "--within", "336")
+    assert code == 0, out + err
+    assert out.splitlines()[-1] == "1 reminder(s) sent; 1 skipped."
+    (reminder_file,) = set(outbox.glob("*.eml")) - set(sent_before)
+    reminder = email.message_from_bytes(reminder_file.read_bytes(), policy=policy.default)
+    original = next(
+        m for m in (email.message_from_bytes(f.read_bytes(), policy=policy.default)
+                    for f in sent_before)
+        if m["X-MASH-Request-Ref"] == housing["request_ref"]
+    )  # fmt: skip
+    assert reminder["In-Reply-To"] == original["Message-ID"] == housing["message_id"]
+    assert reminder["Subject"].startswith("OFFICIAL-SENSITIVE: ")
+    assert reminder["Reply-To"] == "mash-replies@eastbury.gov.uk"
+    assert original["Reply-To"] == "sam.okafor@eastbury.gov.uk, mash-replies@eastbury.gov.uk"
+    (form,) = reminder.iter_attachments()
+    (original_form,) = original.iter_attachments()
+    assert form.get_content() == original_form.get_content()
+
+    chasers = {str(item["partner"]): item["chasers"] for item in _overdue(config)}
+    assert chasers == {"probation": 0, "housing": 1}
+    code, out, _ = run_cli("chase", "--config", config, "--within", "336")
+    assert code == 0 and "skipped (interval)" in out and "0 reminder(s) sent" in out
+
+    code, out, err = run_cli("audit", "report", "--config", config, "--out", "evidence.html")
+    assert code == 0, out + err
+    # A reminder is not a request: the report's sending figures still count five.
+    assert "5 request(s) sent, 100% (5 of 5) with the referral form attached" in out
+    assert (checkout / "evidence.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    code, out, _ = run_cli("audit", "verify", "--config", config)
+    assert code == 0 and "intact" in out

@@ -71,8 +71,11 @@ class EventKind(StrEnum):
     #: must look at it. ``reason`` says why; ``claimed_request_ref`` in ``details`` names the
     #: request it seemed to be about, if any. ``case_ref`` is "(unmatched)".
     UNMATCHED = "unmatched"
-    #: A reminder sent for an overdue request (reserved for ``mash-requests chase``);
-    #: counted as chasers by ``mash-requests overdue``.
+    #: A step of a reminder for an overdue request (``mash-requests chase``):
+    #: ``details["outcome"]`` is handing_over, attempt_failed, sent, failed, unconfirmed,
+    #: not_sent or refused. Only outcome "sent" is a reminder sent (what ``overdue`` counts
+    #: as chasers). Its ``request_key`` column holds the reminder's own key, never the
+    #: request's (see :mod:`mash_requests.replies.chase`).
     CHASED = "chased"
 
 

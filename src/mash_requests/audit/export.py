@@ -5,13 +5,17 @@
 
 Three formats (:data:`FORMATS`):
 
-- ``table``: fixed-width columns for a terminal, long values cut with "…", then a count;
+- ``table``: columns as wide as their content for a terminal (references are never cut;
+  only the form's SHA-256 is shown by its first 12 digits, as git shows commits), then a
+  count of requests (refusals logged before any request was built counted apart);
 - ``csv``: every field, one row each, times in UTC ISO-8601; a cell a spreadsheet would run
   as a formula gets a leading ``'`` (OWASP "CSV injection": server messages come from
   outside);
 - ``jsonl``: one JSON object per line with every field, for scripts.
 
-Rows are written as they come, so memory stays flat whatever the log's size.
+Rows are written as they come, so memory stays flat whatever the log's size: the table
+measures its columns on the first :data:`MEASURED_ROWS` rows, and a longer value after them
+is still shown whole (pushing the rest of its line to the right), never cut.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from itertools import chain, islice
 from typing import Any, TextIO
 
 from mash_requests.audit.events import StoredEvent
@@ -28,47 +33,58 @@ from mash_requests.audit.query import RequestState
 
 FORMATS = ("table", "csv", "jsonl")
 
+#: The table's columns are as wide as their widest value among this many first rows.
+MEASURED_ROWS = 1000
+
+#: A fingerprint is shown by this many leading hex digits in the table (csv and jsonl
+#: carry it whole); ``audit query --form-sha256`` takes the whole value.
+_SHA_SHOWN = 12
+
 
 @dataclass(frozen=True)
 class _Layout:
     """What one kind of row looks like in the table format."""
 
-    #: (field, heading, width); width 0: the last column, never cut.
-    columns: tuple[tuple[str, str, int], ...]
+    #: (field, heading); the last column is not padded.
+    columns: tuple[tuple[str, str], ...]
     #: What a row is, for the count line: "(3 requests)".
     noun: str
+    #: Rows are requests: one without a request reference is a refusal logged before any
+    #: request was built, and is counted apart from the requests.
+    requests: bool = False
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(name for name, _, _ in self.columns)
+        return tuple(name for name, _ in self.columns)
 
 
 # csv and jsonl carry every field; the table shows these.
 _REQUESTS = _Layout(
     (
-        ("request_ref", "REQUEST", 28),
-        ("case_ref", "CASE", 16),
-        ("partner", "PARTNER", 10),
-        ("outcome", "OUTCOME", 11),
-        ("prepared_at", "PREPARED (UTC)", 19),
-        ("sent_at", "SENT (UTC)", 19),
-        ("attempts", "TRIES", 5),
-        ("form_sha256", "FORM SHA-256", 12),
-        ("reason", "REASON", 0),
+        ("request_ref", "REQUEST"),
+        ("case_ref", "CASE"),
+        ("partner", "PARTNER"),
+        ("outcome", "OUTCOME"),
+        ("prepared_at", "PREPARED (UTC)"),
+        ("sent_at", "SENT (UTC)"),
+        ("attempts", "TRIES"),
+        ("form_sha256", "FORM SHA-256"),
+        ("reason", "REASON"),
     ),
     "request",
+    requests=True,
 )
 _EVENTS = _Layout(
     (
-        ("seq", "SEQ", 7),
-        ("recorded_at", "RECORDED (UTC)", 19),
-        ("kind", "KIND", 14),
-        ("case_ref", "CASE", 16),
-        ("request_ref", "REQUEST", 28),
-        ("partner", "PARTNER", 10),
-        ("gateway", "GATEWAY", 7),
-        ("form_sha256", "FORM SHA-256", 12),
-        ("reason", "REASON", 0),
+        ("seq", "SEQ"),
+        ("recorded_at", "RECORDED (UTC)"),
+        ("kind", "KIND"),
+        ("case_ref", "CASE"),
+        ("request_ref", "REQUEST"),
+        ("partner", "PARTNER"),
+        ("gateway", "GATEWAY"),
+        ("form_sha256", "FORM SHA-256"),
+        ("reason", "REASON"),
     ),
     "event",
 )
@@ -135,28 +151,43 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _write_table(rows: Iterator[dict[str, Any]], layout: _Layout, out: TextIO) -> None:
-    def line(values: list[str]) -> str:
-        parts = []
-        for (_, _, width), value in zip(layout.columns, values, strict=True):
-            if width and len(value) > width:
-                value = value[: width - 1] + "…"
-            parts.append(value.ljust(width) if width else value)
-        return "  ".join(parts).rstrip()
+def _table_cells(row: dict[str, Any], layout: _Layout) -> list[str]:
+    values = []
+    for name in layout.names:
+        value = row.get(name)
+        text = _cell(value)
+        if isinstance(value, datetime):
+            text = text[:19].replace("T", " ")
+        elif name == "form_sha256" and len(text) > _SHA_SHOWN:
+            text = text[:_SHA_SHOWN]
+        values.append(text.replace("\n", " "))
+    return values
 
-    out.write(line([heading for _, heading, _ in layout.columns]) + "\n")
-    count = 0
-    for row in rows:
-        values = []
-        for name in layout.names:
-            value = row.get(name)
-            text = _cell(value)
-            if isinstance(value, datetime):
-                text = text[:19].replace("T", " ")
-            values.append(text.replace("\n", " "))
+
+def _write_table(rows: Iterator[dict[str, Any]], layout: _Layout, out: TextIO) -> None:
+    headings = [heading for _, heading in layout.columns]
+    measured = [_table_cells(row, layout) for row in islice(rows, MEASURED_ROWS)]
+    widths = [max(len(line[i]) for line in [headings, *measured]) for i in range(len(headings))]
+
+    def line(values: list[str]) -> str:
+        # Padded to the column, never cut: a longer value pushes the rest of the line right.
+        padded = [value.ljust(width) for value, width in zip(values[:-1], widths, strict=False)]
+        return "  ".join([*padded, values[-1]]).rstrip()
+
+    out.write(line(headings) + "\n")
+    counted = 0
+    loose = 0  # refusals logged before a request was built: no request reference
+    ref = layout.names.index("request_ref")
+    for values in chain(measured, (_table_cells(row, layout) for row in rows)):
         out.write(line(values) + "\n")
-        count += 1
-    out.write(f"({count} {layout.noun}{'s' if count != 1 else ''})\n")
+        if layout.requests and not values[ref]:
+            loose += 1
+        else:
+            counted += 1
+    footer = f"{counted} {layout.noun}{'s' if counted != 1 else ''}"
+    if loose:
+        footer += f"; {loose} refusal{'s' if loose != 1 else ''} before a request was built"
+    out.write(f"({footer})\n")
 
 
 def _write_csv(rows: Iterator[dict[str, Any]], layout: _Layout, out: TextIO) -> None:

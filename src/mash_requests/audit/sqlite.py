@@ -339,7 +339,8 @@ class SQLiteEventStore:
                     conn.execute("BEGIN IMMEDIATE")
                     return
                 except sqlite3.OperationalError as exc:
-                    if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                    # The primary code: BUSY_RECOVERY, BUSY_SNAPSHOT … are worth a retry too.
+                    if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
                         raise
                     if time.monotonic() >= deadline:
                         raise

@@ -24,6 +24,7 @@ from mash_requests.cli._common import (
 )
 from mash_requests.cli.audit import audit
 from mash_requests.cli.batch import send_batch
+from mash_requests.cli.chase import chase
 from mash_requests.cli.form import form
 from mash_requests.cli.gateway import gateway
 from mash_requests.cli.init import init, schema
@@ -76,6 +77,9 @@ def main(verbose: int, quiet: bool, log_file: Path | None, log_format: str) -> N
       mash-requests send-batch today.jsonl                 a whole day's contacts
       mash-requests form check form.pdf --case-ref REF     check a referral form
       mash-requests audit query --case-ref REF             what was sent for a case
+      mash-requests replies fetch                          record partners' replies
+      mash-requests overdue                                what is still unanswered
+      mash-requests chase --dry-run                        reminders for the overdue
       mash-requests audit verify                           prove the log is intact
       mash-requests init my-mash                           a starter config and example case
     """
@@ -96,6 +100,7 @@ main.add_command(init)
 main.add_command(schema)
 main.add_command(replies)
 main.add_command(overdue)
+main.add_command(chase)
 
 
 def _standalone(command: click.Command, name: str) -> click.Command:

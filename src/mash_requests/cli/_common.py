@@ -10,10 +10,12 @@ Exit codes scripts can rely on:
 from __future__ import annotations
 
 import io
+import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,12 +34,17 @@ EXIT_BAD_INPUT = 2
 
 
 class CliError(click.ClickException):
-    """A ClickException with our exit code; prints ``Error: <message>`` to stderr."""
+    """A ClickException with our exit code; prints ``Error: <message>`` to stderr.
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    ``reason`` is the code ``--json`` gives when no library error lies behind this one
+    (a library error's own ``reason`` is used when there is one).
+    """
+
+    def __init__(self, message: str, exit_code: int, *, reason: str | None = None) -> None:
         super().__init__(message)
         # click reads exit_code from the instance; it is declared on the class as a default.
         self.exit_code = exit_code  # type: ignore[misc]
+        self.reason = reason
 
 
 @contextmanager
@@ -137,3 +144,154 @@ def start_logging(
     logging.getLogger(__name__).info(
         "command started", extra={"command": command, "version": mash_requests.__version__}
     )
+
+
+# -- --json: one document per run -------------------------------------------------------------
+
+#: The ``--json`` option every command that offers it shares.
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document on stdout instead of text, errors included (exit codes "
+    "unchanged). The README's 'JSON output' section shows its shape.",
+)
+
+
+class JsonRun:
+    """The JSON document of one command run: the command's fields, then how it ended.
+
+    Every document has ``command``, ``ok`` (exit code 0), ``exit_code`` and ``error`` (None,
+    or the error's fields: see :func:`error_fields`); the command adds its own fields with
+    :meth:`update`. Printed once, by :func:`json_output`, however the run ends.
+    """
+
+    def __init__(self, command: str, enabled: bool) -> None:
+        self.command = command
+        self.enabled = enabled
+        self.fields: dict[str, Any] = {}
+
+    def update(self, **fields: Any) -> None:
+        self.fields.update(fields)
+
+    def document(self, exit_code: int, error: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "ok": exit_code == EXIT_OK,
+            "exit_code": exit_code,
+            **self.fields,
+            "error": error,
+        }
+
+    def emit(self, exit_code: int, error: dict[str, Any] | None = None) -> None:
+        # ASCII escapes: the document reads the same on any console or code page.
+        click.echo(json.dumps(self.document(exit_code, error), default=_json_default))
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    return str(value)
+
+
+@contextmanager
+def json_output(command: str, enabled: bool) -> Iterator[JsonRun]:
+    """Run a command's body; with ``enabled``, print its JSON document however it ends.
+
+    The body fills the document and ends as it would without ``--json`` (returning, raising
+    :class:`CliError`, a usage error, or ``sys.exit``); the exit code is unchanged and an
+    ``Error: …`` line still goes to stderr for the person reading the task's history.
+    """
+    run = JsonRun(command, enabled)
+    if not enabled:
+        yield run
+        return
+    try:
+        yield run
+    except click.ClickException as exc:
+        run.emit(exc.exit_code, error_fields(exc))
+        raise
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else EXIT_INCOMPLETE if exc.code else EXIT_OK
+        run.emit(code)
+        raise
+    except click.exceptions.Exit as exc:
+        run.emit(exc.exit_code)
+        raise
+    else:
+        run.emit(EXIT_OK)
+
+
+def error_fields(exc: BaseException) -> dict[str, Any]:
+    """An error as fields a script acts on: ``type``, ``reason``, ``message``, ``advice``, …
+
+    ``message`` is the library's sentence (never a CLI flag); ``advice`` the lines the CLI
+    adds (what to type next). The library error's structured fields follow: ``field`` and
+    ``partners`` of every input error; ``states``, ``earlier`` and ``others`` of a duplicate;
+    the form's ``verdict``; a gateway's ``failure``, ``error_class``, ``server_message`` and
+    ``retry_after``; what a failing log had ``handed_over`` and ``not_sent``.
+    """
+    from mash_requests.errors import (
+        DuplicateRequestError,
+        FormRefusedError,
+        GatewayError,
+        LogError,
+        SendLogError,
+    )
+
+    cause: BaseException | None = exc.__cause__
+    library = cause if isinstance(cause, MashRequestsError) else None
+    text = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+    message, advice = text, []
+    if library is not None and text.startswith(str(library)):
+        message = str(library)
+        rest = text[len(message) :].lstrip(" .;:")
+        advice = [line.strip() for line in rest.splitlines() if line.strip()]
+    source = library or exc
+    fields: dict[str, Any] = {
+        "type": type(source).__name__,
+        "reason": getattr(exc, "reason", None) if library is None else None,
+        "message": message,
+        "advice": advice,
+    }
+    if isinstance(exc, click.UsageError):
+        fields["reason"] = "usage"
+    if isinstance(source, InputError):
+        fields.update(reason=source.reason, field=source.field, partners=list(source.partners))
+    elif isinstance(source, ConfigError):
+        fields["reason"] = "config"
+    elif isinstance(source, GatewayError):
+        fields.update(
+            reason=str(source.failure),
+            failure=str(source.failure),
+            error_class=source.error_class,
+            server_message=source.server_message,
+            retry_after=source.retry_after,
+        )
+    elif isinstance(source, LogError):
+        fields["reason"] = "log"
+    if isinstance(source, DuplicateRequestError):
+        fields.update(
+            case_ref=source.case_ref,
+            states=dict(source.states),
+            earlier=dict(source.earlier),
+            others=list(source.others),
+        )
+    if isinstance(source, FormRefusedError):
+        verdict = source.verdict
+        fields["verdict"] = {
+            "reason": verdict.reason,
+            "detail": verdict.detail,
+            "sha256": verdict.sha256,
+            "size": verdict.size,
+            "pages": verdict.pages,
+        }
+    if isinstance(source, SendLogError):
+        fields.update(
+            case_ref=source.case_ref,
+            handed_over=[item._asdict() for item in source.handed_over],
+            not_sent=[{"partner": partner, "request_ref": ref} for partner, ref in source.not_sent],
+        )
+    return fields

@@ -5,10 +5,19 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
-from mash_requests.cli._common import EXIT_BAD_INPUT, EXIT_INCOMPLETE, CliError, library_errors
+from mash_requests.cli._common import (
+    EXIT_BAD_INPUT,
+    EXIT_INCOMPLETE,
+    CliError,
+    JsonRun,
+    json_option,
+    json_output,
+    library_errors,
+)
 from mash_requests.cli.send import CONFIG_HELP
 
 
@@ -54,6 +63,7 @@ Examples:
   mash-requests send-batch export.csv --skip-invalid
   mash-requests send-batch export.csv --encoding cp1252
   mash-requests send-batch today.jsonl --dry-run
+  mash-requests send-batch today.jsonl --json > today-result.json
   mash-requests send-batch backlog.jsonl --workers 4
 
 \b
@@ -100,13 +110,15 @@ unconfirmed, refused, still in flight elsewhere, or the batch was interrupted; 2
     help="Send with N processes, each with its own gateway connection, sharing the log, "
     "the duplicate guard and the rate limit. See the README's 'Sending with workers'.",
 )
+@json_option
 def send_batch(
     batch_file: Path,
     config_path: Path | None,
     skip_invalid: bool,
     dry_run: bool,
     encoding: str,
-    workers: int,
+    workers: int = 1,
+    as_json: bool = False,
 ) -> None:
     """Send the requests for every case in a batch file (JSON Lines or CSV).
 
@@ -114,13 +126,38 @@ def send_batch(
     problem) before anything is sent. Each case then goes through exactly the same checks
     as send-request: its own referral form, partners from the directory, no duplicates.
     """
+    with json_output("send-batch", as_json) as run:
+        run.update(
+            dry_run=dry_run,
+            interrupted=False,
+            counts={},
+            bad_rows=[],
+            refusals={},
+            refused=[],
+            unconfirmed=[],
+        )
+        _send_batch(run, batch_file, config_path, skip_invalid, dry_run, encoding, workers)
+
+
+def _send_batch(
+    run: JsonRun,
+    batch_file: Path,
+    config_path: Path | None,
+    skip_invalid: bool,
+    dry_run: bool,
+    encoding: str,
+    workers: int,
+) -> None:
     from mash_requests.batch import (
+        SUMMARY_ORDER,
         BatchEncodingError,
         BatchInvalidError,
         BatchLogError,
     )
     from mash_requests.batch import send_batch as api_send_batch
     from mash_requests.config import load_settings
+
+    run.update(counts={str(outcome): 0 for outcome in SUMMARY_ORDER})
 
     progress = _Progress(sys.stderr.isatty())
     try:
@@ -137,8 +174,10 @@ def send_batch(
                     workers=workers,
                 )
             except BatchInvalidError as exc:
-                for problem in exc.result.problems:
-                    click.echo(f"row {problem.row}: {problem.message}", err=True)
+                run.update(bad_rows=_rows(exc.result.problems))
+                if not run.enabled:
+                    for problem in exc.result.problems:
+                        click.echo(f"row {problem.row}: {problem.message}", err=True)
                 raise CliError(
                     f"{exc}. Fix them, or pass --skip-invalid to send the valid rows",
                     EXIT_BAD_INPUT,
@@ -152,17 +191,51 @@ def send_batch(
                 raise CliError(f"{exc}\n{hint}.", EXIT_BAD_INPUT) from exc
             except BatchLogError as exc:
                 progress.finish()
-                _summary(exc.result, dry_run=dry_run)
+                run.update(**_result_fields(exc.result, dry_run=dry_run))
+                if not run.enabled:
+                    _summary(exc.result, dry_run=dry_run)
                 raise CliError(str(exc), EXIT_INCOMPLETE) from exc
     finally:
         progress.finish()
-    _summary(result, dry_run=dry_run)
-    if dry_run:
-        click.echo("Dry run: nothing was sent.")
+    run.update(**_result_fields(result, dry_run=dry_run))
+    if not run.enabled:
+        _summary(result, dry_run=dry_run)
+        if dry_run:
+            click.echo("Dry run: nothing was sent.")
     if result.interrupted:
-        raise CliError("interrupted: run the same command again to send the rest", EXIT_INCOMPLETE)
+        raise CliError(
+            "interrupted: run the same command again to send the rest",
+            EXIT_INCOMPLETE,
+            reason="interrupted",
+        )
     if result.problems or (not dry_run and not result.all_sent):
         sys.exit(EXIT_INCOMPLETE)
+
+
+def _rows(problems: list[Any]) -> list[dict[str, Any]]:
+    return [{"row": p.row, "case_ref": p.case_ref, "message": p.message} for p in problems]
+
+
+def _result_fields(result: object, *, dry_run: bool) -> dict[str, Any]:
+    """The batch's figures for --json: every count (zeros included) and every listed row."""
+    from mash_requests.batch import SUMMARY_ORDER, BatchResult
+
+    assert isinstance(result, BatchResult)
+    return {
+        "dry_run": dry_run,
+        "interrupted": result.interrupted,
+        "counts": {str(outcome): result.counts[outcome] for outcome in SUMMARY_ORDER},
+        "bad_rows": _rows(result.problems),
+        "refusals": dict(sorted(result.refusals.items())),
+        "refused": [
+            {"row": row, "case_ref": case_ref, "reason": reason}
+            for row, case_ref, reason in result.refused
+        ],
+        "unconfirmed": [
+            {"row": row, "case_ref": case_ref, "partner": partner, "request_ref": ref}
+            for row, case_ref, partner, ref in result.unconfirmed
+        ],
+    }
 
 
 #: How each outcome is named in the summary.

@@ -210,10 +210,11 @@ def fill(template_path: Path, case_path: Path, out_path: Path, config_path: Path
             EXIT_BAD_INPUT,
         )
     with library_errors():
-        settings = load_settings(config_path).form
+        all_settings = load_settings(config_path)
+        settings = all_settings.form
         case = load_case(case_path)
         template = read_form(template_path)
-        values = case.form_values(settings.fill_mapping)
+        values = case.form_values(settings.fill_mapping, timescales=all_settings.timescales)
         # No option to fill a form that already holds values: a blank template is the only
         # safe input (another child's details would stay in fields the mapping skips).
         filled = fill_form(

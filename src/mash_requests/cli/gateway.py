@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from mash_requests.cli._common import CONTEXT_SETTINGS, library_errors
+from mash_requests.cli._common import CONTEXT_SETTINGS, json_option, json_output, library_errors
 
 _CONFIG_HELP = (
     "Config file (TOML) whose [gateway] section names the gateway and its settings. "
@@ -31,6 +31,7 @@ Examples:
   mash-requests gateway check
   mash-requests gateway check --config /etc/mash/mash-requests.toml
   MASH_SMTP_PASSWORD=… mash-requests gateway check --config mash-requests.toml
+  mash-requests gateway check --json
 
 \b
 What each gateway checks (nothing is ever sent):
@@ -56,19 +57,25 @@ Exit codes: 0 the gateway works; 1 it does not (unreachable, refused, certificat
 trusted); 2 bad configuration (nothing was contacted).""",
 )
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help=_CONFIG_HELP)
-def check(config_path: Path | None) -> None:
+@json_option
+def check(config_path: Path | None, as_json: bool = False) -> None:
     """Connect and authenticate to the configured gateway without sending anything."""
     from mash_requests.config import load_settings
     from mash_requests.gateways import Checkable
 
-    with library_errors():
-        settings = load_settings(config_path)
-        opened = settings.gateway.open()
-        try:
-            if isinstance(opened, Checkable):
-                line = opened.check()
-            else:
-                line = f"{opened.name}: opened; this gateway has nothing more to check"
-        finally:
-            opened.close()
-    click.echo(f"ok: {line}")
+    with json_output("gateway check", as_json) as run:
+        run.update(gateway=None, checked=None)
+        with library_errors():
+            settings = load_settings(config_path)
+            run.update(gateway=settings.gateway.kind)
+            opened = settings.gateway.open()
+            try:
+                if isinstance(opened, Checkable):
+                    line = opened.check()
+                else:
+                    line = f"{opened.name}: opened; this gateway has nothing more to check"
+            finally:
+                opened.close()
+        run.update(checked=line)
+        if not run.enabled:
+            click.echo(f"ok: {line}")

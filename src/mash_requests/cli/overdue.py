@@ -11,10 +11,19 @@ from pathlib import Path
 
 import click
 
-from mash_requests.cli._common import CONTEXT_SETTINGS, EXIT_INCOMPLETE, EXIT_OK, library_errors
+from mash_requests.cli._common import (
+    CONTEXT_SETTINGS,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    json_option,
+    json_output,
+    library_errors,
+)
 
-# A copy of mash_requests.replies.overdue.FORMATS, so that --help imports nothing more.
+# Copies of mash_requests.replies.overdue.FORMATS and STATES, so that --help imports nothing
+# more.
 _FORMATS = ("table", "csv", "jsonl")
+_STATES = ("bounced", "overdue", "due_soon")
 
 
 @click.command(
@@ -26,6 +35,7 @@ Examples:
   mash-requests overdue --within 4
   mash-requests overdue --format csv > overdue.csv
   mash-requests overdue --format jsonl | jq -r 'select(.state == "bounced") | .request_ref'
+  mash-requests overdue --within 4 --json
 
 \b
 Lists requests recorded sent whose partner has not answered (no matched email reply, no
@@ -36,7 +46,8 @@ LATE is in working hours where [timescales] working_hours names the rating, else
 CHASERS counts reminders sent. Run 'mash-requests replies fetch' first so that answers that
 arrived by email are counted. jsonl: one object per request with request_ref, case_ref,
 partner, partner_name, rag, due (ISO 8601), state, hours_late, hours_basis, chasers,
-bounced, bounce_status, sent_at, message_id.
+bounced, bounce_status, sent_at, message_id. --json: one document whose "requests" are
+those objects, with "counts" by state (see the README's JSON output).
 
 \b
 Exit codes: 0 nothing overdue or bounced (due soon is fine); 1 something is overdue or
@@ -63,15 +74,34 @@ bounced; 2 bad option, configuration or unreadable log.""",
     type=click.Path(path_type=Path),
     help="Config file (TOML). Default: $MASH_REQUESTS_CONFIG, else ./mash-requests.toml.",
 )
-def overdue(within_hours: float | None, output_format: str, config_path: Path | None) -> None:
+@json_option
+def overdue(
+    within_hours: float | None,
+    output_format: str,
+    config_path: Path | None,
+    as_json: bool = False,
+) -> None:
     """List requests sent and not answered that are past due, bounced, or due soon."""
     from mash_requests.config import load_settings
     from mash_requests.replies import overdue as list_overdue
     from mash_requests.replies import write_overdue
 
-    with library_errors():
-        settings = load_settings(config_path)
-        items = list_overdue(settings, within_hours=within_hours)
-    write_overdue(items, sys.stdout, output_format=output_format)
-    late = any(item.state in ("overdue", "bounced") for item in items)
-    click.get_current_context().exit(EXIT_INCOMPLETE if late else EXIT_OK)
+    with json_output("overdue", as_json) as run:
+        run.update(
+            within_hours=within_hours,
+            counts={state: 0 for state in _STATES},
+            requests=[],
+        )
+        if as_json and output_format != "table":
+            raise click.UsageError("give --json or --format, not both")
+        with library_errors():
+            settings = load_settings(config_path)
+            items = list_overdue(settings, within_hours=within_hours)
+        run.update(
+            counts={state: sum(1 for i in items if i.state == state) for state in _STATES},
+            requests=[item.to_json() for item in items],
+        )
+        if not run.enabled:
+            write_overdue(items, sys.stdout, output_format=output_format)
+        late = any(item.state in ("overdue", "bounced") for item in items)
+        click.get_current_context().exit(EXIT_INCOMPLETE if late else EXIT_OK)

@@ -7,11 +7,18 @@ summary (never a subject or body) and picks exit codes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from mash_requests.cli._common import CONTEXT_SETTINGS, EXIT_INCOMPLETE, EXIT_OK, library_errors
+from mash_requests.cli._common import (
+    CONTEXT_SETTINGS,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    json_option,
+    json_output,
+    library_errors,
+)
 
 if TYPE_CHECKING:
     from mash_requests.replies.fetch import FetchResult
@@ -47,6 +54,7 @@ Examples:
   mash-requests replies fetch
   mash-requests replies fetch --dry-run
   mash-requests replies fetch --config /etc/mash/mash-requests.toml
+  mash-requests replies fetch --json
 
 \b
 Reads the messages that arrived since the last fetch from the source in [replies]
@@ -64,16 +72,72 @@ mailbox could not be read; 2 bad configuration or no [replies] table.""",
 )
 @click.option("--dry-run", is_flag=True, help="Read, classify and match, and record nothing.")
 @config_option
-def fetch(dry_run: bool, config_path: Path | None) -> None:
+@json_option
+def fetch(dry_run: bool, config_path: Path | None, as_json: bool = False) -> None:
     """Read new messages from the replies mailbox and record each in the dispatch log."""
     from mash_requests.config import load_settings
     from mash_requests.replies import fetch_replies
 
-    with library_errors():
-        settings = load_settings(config_path)
-        result = fetch_replies(settings, dry_run=dry_run)
-    _print_summary(result)
-    click.get_current_context().exit(EXIT_INCOMPLETE if result.needs_attention else EXIT_OK)
+    with json_output("replies fetch", as_json) as run:
+        run.update(
+            dry_run=dry_run,
+            source=None,
+            since=None,
+            already_seen=0,
+            counts={},
+            needs_attention=0,
+            messages=[],
+        )
+        with library_errors():
+            settings = load_settings(config_path)
+            result = fetch_replies(settings, dry_run=dry_run)
+        run.update(**_fetch_fields(result))
+        if not run.enabled:
+            _print_summary(result)
+        click.get_current_context().exit(EXIT_INCOMPLETE if result.needs_attention else EXIT_OK)
+
+
+def _fetch_fields(result: FetchResult) -> dict[str, Any]:
+    """The fetch for --json: counts by kind, then each new message (never subject or body).
+
+    An unmatched message gives its sender's domain only, as the text does: who wrote to the
+    mailbox is not yet known to be a partner.
+    """
+    from mash_requests.audit.events import EventKind
+
+    kinds = (
+        EventKind.REPLIED,
+        EventKind.AUTO_REPLY,
+        EventKind.READ_RECEIPT,
+        EventKind.BOUNCED,
+        EventKind.UNMATCHED,
+    )
+    return {
+        "dry_run": result.dry_run,
+        "source": result.source,
+        "since": result.since,
+        "already_seen": result.already_seen,
+        "counts": {str(kind): result.count(kind) for kind in kinds},
+        "needs_attention": len(result.needs_attention),
+        "messages": [
+            {
+                "kind": str(message.kind),
+                "message_id": message.message_id,
+                "received_at": message.received_at,
+                "from_address": message.from_address if message.request_ref else None,
+                "sender_domain": message.sender_domain,
+                "request_ref": message.request_ref,
+                "case_ref": message.case_ref,
+                "partner": message.partner,
+                "matched_by": message.matched_by,
+                "reason": message.reason,
+                "attachments": message.attachments,
+                "bounce_status": message.bounce_status,
+                "auto_type": message.auto_type,
+            }
+            for message in result.messages
+        ],
+    }
 
 
 def _print_summary(result: FetchResult) -> None:
@@ -153,19 +217,46 @@ channel, bad configuration: nothing recorded.""",
     help="How the answer came.",
 )
 @config_option
-def record(request_ref: str, received_text: str, channel: str, config_path: Path | None) -> None:
+@json_option
+def record(
+    request_ref: str,
+    received_text: str,
+    channel: str,
+    config_path: Path | None,
+    as_json: bool = False,
+) -> None:
     """Record that a partner answered a request another way (phone, meeting, system …)."""
     from mash_requests.config import load_settings
     from mash_requests.replies import parse_received, record_reply
 
-    with library_errors():
-        settings = load_settings(config_path)
-        received = parse_received(received_text, settings.timescales.timezone)
-        recorded = record_reply(settings, request_ref, received=received, channel=channel)
-    local = recorded.received_at.astimezone(settings.timescales.timezone)
-    what = "recorded" if recorded.recorded else "already recorded (nothing added)"
-    click.echo(
-        f"{what}: {recorded.request_ref} ({recorded.partner}, case {recorded.case_ref}) "
-        f"answered by {recorded.channel} at {local:%Y-%m-%d %H:%M %Z}, "
-        f"operator {recorded.operator}"
-    )
+    with json_output("replies record", as_json) as run:
+        run.update(
+            recorded=False,
+            request_ref=request_ref,
+            case_ref=None,
+            partner=None,
+            channel=channel,
+            received_at=None,
+            operator=None,
+        )
+        with library_errors():
+            settings = load_settings(config_path)
+            received = parse_received(received_text, settings.timescales.timezone)
+            recorded = record_reply(settings, request_ref, received=received, channel=channel)
+        local = recorded.received_at.astimezone(settings.timescales.timezone)
+        run.update(
+            recorded=recorded.recorded,
+            request_ref=recorded.request_ref,
+            case_ref=recorded.case_ref,
+            partner=recorded.partner,
+            channel=recorded.channel,
+            received_at=local,
+            operator=recorded.operator,
+        )
+        if not run.enabled:
+            what = "recorded" if recorded.recorded else "already recorded (nothing added)"
+            click.echo(
+                f"{what}: {recorded.request_ref} ({recorded.partner}, case {recorded.case_ref}) "
+                f"answered by {recorded.channel} at {local:%Y-%m-%d %H:%M %Z}, "
+                f"operator {recorded.operator}"
+            )

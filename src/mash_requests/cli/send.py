@@ -13,6 +13,9 @@ from mash_requests.cli._common import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     CliError,
+    JsonRun,
+    json_option,
+    json_output,
     library_errors,
 )
 
@@ -50,6 +53,7 @@ Examples:
   send-request --case cases/MASH-2026-0412.json --partner police --partner health
   send-request --case cases/MASH-2026-0412.json --all-partners --dry-run
   send-request --case cases/MASH-2026-0412.json --partner police --resend --reason "bounced"
+  send-request --case cases/MASH-2026-0412.json --json > result.json
 
 \b
 Exit codes: 0 every request sent; 1 some not sent (failed or unconfirmed; see the table),
@@ -92,7 +96,10 @@ exactly which partners to name next (--partner KEY), never more.""",
     help="Check the form and render every request, but send nothing and log nothing.",
 )
 @click.option(
-    "--resend", is_flag=True, help="Send again a request that was already sent (needs --reason)."
+    "--resend",
+    is_flag=True,
+    help="Send again a request that was already sent (needs --reason). The message is marked "
+    "[RESEND] and says which request it replaces and when that was sent.",
 )
 @click.option(
     "--reason",
@@ -100,6 +107,7 @@ exactly which partners to name next (--partner KEY), never more.""",
     metavar="TEXT",
     help="Why a request is being resent; recorded in the dispatch log.",
 )
+@json_option
 def send_request(
     case_path: Path,
     partners: tuple[str, ...],
@@ -110,6 +118,7 @@ def send_request(
     dry_run: bool,
     resend: bool,
     resend_reason: str | None,
+    as_json: bool = False,
 ) -> None:
     """Send a case's requests for information, one per partner agency, each with the
     case's MASH referral form attached.
@@ -118,6 +127,34 @@ def send_request(
     directory, the referral form must be this case's, readable and safe, and every
     template must render. If any check fails, nothing of the case is sent.
     """
+    with json_output("send-request", as_json) as run:
+        run.update(case_ref=None, dry_run=dry_run, sent=0, requests=[])
+        _send_request(
+            run,
+            case_path,
+            partners,
+            all_partners,
+            config_path,
+            form_path,
+            form_password,
+            dry_run,
+            resend,
+            resend_reason,
+        )
+
+
+def _send_request(
+    run: JsonRun,
+    case_path: Path,
+    partners: tuple[str, ...],
+    all_partners: bool,
+    config_path: Path | None,
+    form_path: Path | None,
+    form_password: str | None,
+    dry_run: bool,
+    resend: bool,
+    resend_reason: str | None,
+) -> None:
     if partners and all_partners:
         raise click.UsageError("give --partner KEY or --all-partners, not both")
     if resend_reason is not None:
@@ -146,24 +183,50 @@ def send_request(
             if config_path is not None:
                 command += f" --config {_quoted(config_path)}"
             raise _refused(exc, command) from exc
-    _print_outcomes(list(result.outcomes))
     sent = sum(1 for o in result.outcomes if o.outcome == "sent")
+    run.update(
+        case_ref=result.case_ref,
+        sent=sent,
+        requests=[_outcome_fields(o) for o in result.outcomes],
+    )
+    if not run.enabled:
+        _print_outcomes(list(result.outcomes))
     if dry_run:
-        click.echo(
-            f"Dry run: {len(result.outcomes)} request(s) checked and rendered; nothing was sent."
-        )
+        if not run.enabled:
+            click.echo(
+                f"Dry run: {len(result.outcomes)} request(s) checked and rendered; "
+                "nothing was sent."
+            )
         sys.exit(EXIT_OK)
-    click.echo(f"{sent} of {len(result.outcomes)} request(s) sent for case {result.case_ref}.")
+    if not run.enabled:
+        click.echo(f"{sent} of {len(result.outcomes)} request(s) sent for case {result.case_ref}.")
     if not result.all_sent:
         unconfirmed = [o.partner for o in result.outcomes if o.outcome == "unconfirmed"]
-        click.echo("Not every request was sent.", err=True)
-        if unconfirmed:
-            click.echo(
-                f"Unconfirmed ({', '.join(unconfirmed)}): it may have been delivered; check "
-                "with 'mash-requests reconcile' or the partner before resending.",
-                err=True,
-            )
+        if not run.enabled:
+            click.echo("Not every request was sent.", err=True)
+            if unconfirmed:
+                click.echo(
+                    f"Unconfirmed ({', '.join(unconfirmed)}): it may have been delivered; "
+                    "check with 'mash-requests reconcile' or the partner before resending.",
+                    err=True,
+                )
         sys.exit(EXIT_INCOMPLETE)
+
+
+def _outcome_fields(outcome: object) -> dict[str, object]:
+    """One request's outcome for --json: every field of RequestOutcome but the case's."""
+    from dataclasses import asdict
+
+    from mash_requests.dispatch import RequestOutcome
+
+    assert isinstance(outcome, RequestOutcome)
+    fields = asdict(outcome)
+    fields.pop("case_ref")
+    fields["outcome"] = str(outcome.outcome)
+    fields["recipients"] = list(outcome.recipients)
+    fields["reason"] = outcome.reason or None
+    fields["detail"] = outcome.detail or None
+    return fields
 
 
 def _quoted(path: Path) -> str:

@@ -55,11 +55,20 @@ class OutgoingMessage:
     attachment: Attachment
     #: Extra headers gateways that build their own message should carry (e.g. X-MASH-Request-Ref).
     extra_headers: tuple[tuple[str, str], ...] = ()
-    #: Where partners' replies go (the requesting worker's secure address), if not the sender.
+    #: Where partners' replies go, if not the sender: the Reply-To header's value (the
+    #: requesting worker's secure address, then the replies mailbox's when configured).
     reply_to: str | None = None
     #: "high" for a RED request, else "normal"; gateways that build their own message set
     #: their importance from it (the MIME carries Importance and X-Priority headers).
     importance: str = "normal"
+    #: The MASH's name, shown as the display name of ``From`` (the MIME's From carries it;
+    #: gateways that build their own message set it on theirs). Empty: the address alone.
+    sender_name: str = ""
+
+    @property
+    def reply_to_addresses(self) -> list[str]:
+        """The Reply-To addresses one by one (Graph and EWS take them as a list)."""
+        return [a.strip() for a in (self.reply_to or "").split(",") if a.strip()]
 
     def as_bytes(self) -> bytes:
         """The message as RFC 5322 bytes with CRLF line endings."""

@@ -841,7 +841,18 @@ def _build(account: Any, folder: Any, message: OutgoingMessage) -> Any:
             body=HTMLBody(message.html_body),
             to_recipients=[Mailbox(email_address=address) for address in message.recipients],
             message_id=message.message_id,
-            reply_to=[Mailbox(email_address=message.reply_to)] if message.reply_to else None,
+            reply_to=[Mailbox(email_address=a) for a in message.reply_to_addresses] or None,
+            # A reminder threads on its request (Exchange keeps these as the MIME headers).
+            in_reply_to=message.mime.get("In-Reply-To"),
+            references=message.mime.get("References"),
+            # As the MIME the other gateways send: RED is high importance, and From shows
+            # the MASH's name (the address is the mailbox's own: config checks they match).
+            importance="High" if message.importance == "high" else "Normal",
+            author=(
+                Mailbox(name=message.sender_name, email_address=message.sender)
+                if message.sender_name
+                else None
+            ),
             **headers,
         )
         form = message.attachment

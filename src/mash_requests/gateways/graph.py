@@ -639,7 +639,8 @@ def _json(response: Response, step: str) -> dict[str, Any]:
 
 
 def _draft(message: OutgoingMessage) -> dict[str, Any]:
-    """The draft message resource: our Message-ID and X- headers, HTML body, Reply-To."""
+    """The draft message resource: our Message-ID and X- headers, HTML body, Reply-To,
+    importance and the From display name."""
     draft: dict[str, Any] = {
         "subject": message.subject,
         "body": {"contentType": "HTML", "content": message.html_body},
@@ -653,8 +654,12 @@ def _draft(message: OutgoingMessage) -> dict[str, Any]:
     }
     if message.reply_to:
         # internetMessageHeaders takes X- headers only; Reply-To is a property of its own.
-        draft["replyTo"] = [{"emailAddress": {"address": message.reply_to}}]
-    importance = str(message.mime.get("Importance") or "").strip().lower()
-    if importance in ("low", "normal", "high"):
-        draft["importance"] = importance
+        draft["replyTo"] = [
+            {"emailAddress": {"address": address}} for address in message.reply_to_addresses
+        ]
+    # The same importance and display name as the MIME sendMail carries on the short way:
+    # a RED request is high importance however large its form.
+    draft["importance"] = "high" if message.importance == "high" else "normal"
+    if message.sender_name:
+        draft["from"] = {"emailAddress": {"address": message.sender, "name": message.sender_name}}
     return draft

@@ -15,19 +15,26 @@ I/O error) is transient, and leaves nothing behind.
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import os
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from mash_requests._files import atomic_write_bytes
 from mash_requests._tables import Table
 from mash_requests.errors import Failure, PermanentGatewayError, TransientGatewayError
 from mash_requests.gateways.base import OutgoingMessage, Receipt
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+#: Errors that mean the folder itself cannot be used (a person must fix the path or its
+#: permissions): permanent. Anything else during a write (disk full, I/O) is transient.
+_FOLDER_UNUSABLE = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EEXIST}
+)
 
 
 @dataclass(frozen=True)
@@ -70,18 +77,10 @@ class OutboxGateway:
         target = self.folder / f"{_file_stem(message)}.eml"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd, temp_name = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=self.folder)
+            atomic_write_bytes(target, message.as_bytes(), keep_mode=False)
         except OSError as exc:
-            raise self._unusable(exc) from exc
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(message.as_bytes())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp_name, target)
-            _fsync_folder(self.folder)
-        except OSError as exc:
-            Path(temp_name).unlink(missing_ok=True)
+            if exc.errno in _FOLDER_UNUSABLE:
+                raise self._unusable(exc) from exc
             raise TransientGatewayError.explained(
                 Failure.SERVER,
                 f"writing the message to the outbox folder {self.folder} failed, "
@@ -116,14 +115,3 @@ class OutboxGateway:
 
     def close(self) -> None:
         """Nothing to release."""
-
-
-def _fsync_folder(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on Windows, where it is not needed.
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -37,8 +37,9 @@ DEFAULT_CASE_REF_FIELD = "case_reference"
 #: refused as unreadable, "too complex to check". pypdf's repairs cannot be counted
 #: beforehand, so from then on the clock is consulted at every object and text operator.
 #: A well-formed file of ordinary bulk never consults it: its verdict rests on bounded work
-#: (objects, pages, decoded bytes) alone, the same on any machine. The largest such check
-#: takes under 0.5 s on a loaded 2-core machine, a tenth of this.
+#: (objects, pages, decoded bytes) alone, the same on any machine. The most work such a
+#: file can ask (19,000 objects) took 0.4 to 0.8 s on a shared 2-core machine under load
+#: (benchmarks/bench_form_check.py), well inside this.
 CHECK_TIME_LIMIT = 5.0
 # A header may follow a little junk (as Acrobat tolerates), but not much.
 _HEADER_WINDOW = 1024

@@ -3,7 +3,8 @@
 A message is matched to a request, first rule that finds one:
 
 1. ``In-Reply-To``, then ``References`` (newest first), carrying the Message-ID of a request
-   (``matched_by`` "in_reply_to" / "references");
+   or of a reminder sent for it (``mash-requests chase``) (``matched_by`` "in_reply_to" /
+   "references");
 2. for delivery reports and receipts, the returned message's ``Message-ID`` or
    ``X-MASH-Request-Ref`` (``matched_by`` "report");
 3. the request reference in the subject (``matched_by`` "subject"), found by the same bounded
@@ -72,6 +73,8 @@ class RequestRecord:
     handed_over: bool
     #: The last send outcome: pending, sent, unconfirmed, failed or not_found.
     outcome: str
+    #: The Message-IDs of reminders handed over for it: a reply to one answers the request.
+    reminder_message_ids: tuple[str, ...] = ()
 
     def identity(self) -> dict[str, object]:
         """The identifying fields copied onto every follow-up event of this request."""
@@ -117,7 +120,9 @@ class RequestLookup:
         local = found.group("local")
         for ref in dict.fromkeys((local, local.upper())):
             record = self.by_ref(ref)
-            if record is not None and record.message_id == message_id:
+            if record is not None and (
+                record.message_id == message_id or message_id in record.reminder_message_ids
+            ):
                 return record
         if self._by_message_id is None:
             self._by_message_id = {
@@ -133,9 +138,14 @@ def _record(store: EventStore, request_ref: str) -> RequestRecord | None:
     prepared = None
     outcome = "pending"
     handed_over = False
+    reminders: list[str] = []
     for stored in store.events(EventFilter(request_ref=request_ref)):
         event = stored.event
-        if event.kind is EventKind.PREPARED and prepared is None:
+        if event.kind is EventKind.CHASED:
+            chaser_id = event.details.get("chaser_message_id")
+            if isinstance(chaser_id, str) and event.details.get("outcome") == "handing_over":
+                reminders.append(chaser_id)
+        elif event.kind is EventKind.PREPARED and prepared is None:
             prepared = stored
         elif event.kind in (EventKind.SENT, EventKind.UNCONFIRMED):
             outcome = str(event.kind)
@@ -165,6 +175,7 @@ def _record(store: EventStore, request_ref: str) -> RequestRecord | None:
         rag=rag if isinstance(rag, str) else None,
         handed_over=handed_over and outcome != "not_found",
         outcome=outcome,
+        reminder_message_ids=tuple(reminders),
     )
 
 

@@ -5,6 +5,7 @@
     [replies]
     source = "folder"                 # folder | imap | graph | ews
     folder = "replies"                # source = "folder": a folder of .eml files
+    address = "mash-replies@council.example"   # optional: added to every request's Reply-To
 
     [replies.imap]                    # source = "imap"
     host = "imap.council.example"
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING
 from mash_requests._tables import Table
 
 if TYPE_CHECKING:
+    from mash_requests.partners import AllowList
     from mash_requests.replies.sources.base import SourceSettings
 
 #: ``[replies] source`` → the module that reads it.
@@ -61,13 +63,25 @@ class ReplySettings:
     reader: SourceSettings
     #: Where each source's last successful fetch is remembered (a speed-up only).
     state_file: Path
+    #: The address of the mailbox replies are read from, when it has one: every request
+    #: (and reminder) carries it in ``Reply-To`` after the worker's address.
+    address: str | None = None
 
 
-def parse_reply_settings(table: Table, *, gateway: Table, data_dir: Path) -> ReplySettings | None:
+def parse_reply_settings(
+    table: Table,
+    *,
+    gateway: Table,
+    data_dir: Path,
+    sender: str = "mash@localhost.invalid",
+    allow_list: AllowList | None = None,
+) -> ReplySettings | None:
     """Validate ``[replies]`` (None when the config has no such table).
 
     ``gateway`` is the ``[gateway]`` table: ``[replies.graph]`` and ``[replies.ews]`` take
-    any key they leave out from ``[gateway.graph]`` / ``[gateway.ews]``.
+    any key they leave out from ``[gateway.graph]`` / ``[gateway.ews]``. ``address`` must be
+    at the MASH's own domain (``sender``'s) or on the recipient ``allow_list``, as the
+    worker's Reply-To address must: replies carry safeguarding detail.
     """
     if not table.data:
         table.reject_unknown()
@@ -94,8 +108,33 @@ def parse_reply_settings(table: Table, *, gateway: Table, data_dir: Path) -> Rep
         if kind == source:
             _require_client_libraries(kind, table)
     state_file = table.path("state_file") or data_dir / "replies-state.json"
+    address = _replies_address(table, sender, allow_list)
     table.reject_unknown()
-    return ReplySettings(source=source, reader=readers[source], state_file=state_file)
+    return ReplySettings(
+        source=source, reader=readers[source], state_file=state_file, address=address
+    )
+
+
+def _replies_address(table: Table, sender: str, allow_list: AllowList | None) -> str | None:
+    """``[replies] address``: one plain secure address, at the MASH's domain or allowed."""
+    from mash_requests.partners import split_address
+
+    address = table.string("address")
+    if address is None:
+        return None
+    try:
+        _, domain = split_address(address.strip())
+    except ValueError as exc:
+        raise table.error("address", f"{address!r}: {exc}") from None
+    own = sender.rsplit("@", 1)[-1].lower()
+    if domain != own and (allow_list is None or not allow_list.allows(domain)):
+        raise table.error(
+            "address",
+            f"{address!r} is neither at the MASH's domain ({own}) nor on [directory] "
+            "allowed_domains; partners' replies would leave secure email. Give the secure "
+            "address of the mailbox replies are read from",
+        )
+    return address.strip()
 
 
 def _with_gateway_defaults(table: Table, gateway: Table) -> Table:

@@ -6,8 +6,8 @@ latest *cycle* (a resend starts a new one, with a new request reference). A cycl
 ``unconfirmed`` marks it unconfirmed; ``failed`` or a reconciliation that did not find it
 closes it (nothing was sent). A ``replied`` event for any reference of the key, recorded
 after the cycle opened, answers it and closes it; ``bounced`` for the cycle's own reference
-flags it; ``chased`` counts a reminder. Automatic replies, read receipts and unmatched
-messages change nothing.
+flags it; ``chased`` with outcome ``sent`` counts a reminder. Automatic replies, read
+receipts and unmatched messages change nothing.
 
 Why a cache: a log of a million events takes tens of seconds to read in full, yet only a few
 hundred requests are open at any time. The fold's state after event ``seq`` N (the open
@@ -135,7 +135,9 @@ class OpenRequests:
             current.bounced = True
             status = event.details.get("status")
             current.bounce_status = status if isinstance(status, str) else None
-        elif kind is EventKind.CHASED:
+        elif kind is EventKind.CHASED and event.details.get("outcome", "sent") == "sent":
+            # A reminder's steps are all chased events; the one with outcome "sent" is the
+            # reminder that reached the partner (see mash_requests.replies.chase).
             current.chasers += 1
             current.last_chased_at = stored.recorded_at.isoformat()
 
