@@ -279,6 +279,7 @@ def _redmail_sender(root: Path, port: int) -> Callable[[], None]:
                         "due": due, "due_text": format_due(due),
                         "consent_text": CONSENT_TEXT[case.consent.status],
                         "form_filename": form_filename(case.case_ref),
+                        "replaces": None,
                     }  # fmt: skip
                     subject = env.get_template(f"{name}.subject.j2").render(params).strip()
                     sender.send(
