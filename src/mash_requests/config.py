@@ -124,6 +124,53 @@ def load_log_settings(path: Path | None = None) -> LogSettings:
     return LogSettings.from_table(_section(root, "log"), data_dir=data_dir)
 
 
+@dataclass(frozen=True)
+class ReportSettings:
+    """What the evidence report takes from the config: never the gateway or its secrets."""
+
+    log: LogSettings
+    data_dir: Path
+    mash_name: str
+    marking: str
+    #: ``[mash] templates``: a folder whose ``report.html.j2`` replaces the shipped one.
+    templates_dir: Path | None
+    timescales: Timescales
+    #: Partner key -> name, from the partner directory.
+    partner_names: dict[str, str]
+
+
+def load_report_settings(path: Path | None = None) -> ReportSettings:
+    """For ``audit report``: the log, ``[mash]`` name, marking, templates and data folder,
+    ``[timescales]`` and the partners' names, validated as :func:`load_settings` does;
+    the gateway, the operator and the other sections are not read, so an auditor's config
+    need not hold them or their secrets."""
+    from mash_requests.audit import LogSettings
+
+    source = find_config(path)
+    data = _read_toml(source) if source else {}
+    base_dir = source.resolve().parent if source else Path.cwd()
+    name = f"config {source}" if source else "embedded default config"
+    root = Table(data, where=f"{name}:", base_dir=base_dir)
+    mash = _section(root, "mash")
+    data_dir = mash.path("data_dir", "mash-data")
+    assert data_dir is not None
+    marking = mash.string("marking", DEFAULT_MARKING) or DEFAULT_MARKING
+    if not _MARKING.match(marking):
+        raise mash.error(
+            "marking", f"expected a marking such as OFFICIAL-SENSITIVE (capitals), got {marking!r}"
+        )
+    directory = _directory(root)
+    return ReportSettings(
+        log=LogSettings.from_table(_section(root, "log"), data_dir=data_dir),
+        data_dir=data_dir,
+        mash_name=mash.string("name", "MASH") or "MASH",
+        marking=marking,
+        templates_dir=mash.path("templates"),
+        timescales=_timescales(_section(root, "timescales")),
+        partner_names={partner.key: partner.name for partner in directory},
+    )
+
+
 def _read_toml(source: Path) -> dict[str, Any]:
     try:
         raw = source.read_bytes()

@@ -275,6 +275,12 @@ class Renderer:
                 "fix the template"
             ) from None
 
+    def render_document(self, filename: str, context: dict[str, Any]) -> str:
+        """Render one template of the folders by name (the evidence report's
+        ``report.html.j2``), found, overridden and sandboxed as the requests are: strict
+        undefined, autoescaped when it ends in ``.html.j2``; TemplateError names the file."""
+        return self._render(filename, context)
+
     def render(
         self,
         *,

@@ -133,7 +133,8 @@ def test_bad_config_exits_2(tmp_path: Path) -> None:
 
 
 def test_query_table_lists_requests(run: Run, store: EventStore) -> None:
-    """query prints one row per request with its outcome, then a count."""
+    """query prints one row per request with its outcome and counts requests; the refusal
+    (no request was built) follows in a section of its own with its own count."""
     fill(store)
     result = run("query")
     assert result.exit_code == 0, result.output
@@ -141,8 +142,11 @@ def test_query_table_lists_requests(run: Run, store: EventStore) -> None:
     assert lines[0].split()[:4] == ["REQUEST", "CASE", "PARTNER", "OUTCOME"]
     assert lines[1].split()[:4] == ["C-1-police", "C-1", "police", "sent"]
     assert lines[2].split()[:4] == ["C-2-health", "C-2", "health", "failed"]
-    assert lines[3].split()[:3] == ["C-3", "police", "rejected"]
-    assert lines[-1] == "(2 requests; 1 refusal before a request was built)"
+    assert lines[3] == "(2 requests)"
+    assert lines[5].startswith("Refused before any request was built")
+    assert lines[7].split()[:2] == ["C-3", "police"]
+    assert lines[7].split()[-1] == "form_missing"
+    assert lines[-1] == "(1 refusal)"
 
 
 def test_query_filters_by_case_and_outcome(run: Run, store: EventStore) -> None:
@@ -150,7 +154,8 @@ def test_query_filters_by_case_and_outcome(run: Run, store: EventStore) -> None:
     fill(store)
     assert run("query", "--case-ref", "C-2").stdout.splitlines()[-1] == "(1 request)"
     out = run("query", "--outcome", "sent", "--outcome", "rejected").stdout
-    assert out.splitlines()[-1] == "(1 request; 1 refusal before a request was built)"
+    assert "(1 request)" in out.splitlines()
+    assert out.splitlines()[-1] == "(1 refusal)"
     assert "C-2-health" not in out
 
 
@@ -181,7 +186,8 @@ def test_query_by_date_includes_the_whole_to_day(run: Run, store: EventStore) ->
     fill(store)
     day = next(store.events()).recorded_at.date().isoformat()
     out = run("query", "--from", day, "--to", day).stdout
-    assert out.splitlines()[-1] == "(2 requests; 1 refusal before a request was built)"
+    assert "(2 requests)" in out.splitlines()
+    assert out.splitlines()[-1] == "(1 refusal)"
     assert run("query", "--to", "2000-01-01").stdout.splitlines()[-1] == "(0 requests)"
 
 
@@ -197,6 +203,28 @@ def test_query_bad_date_is_a_usage_error(run: Run) -> None:
     result = run("query", "--from", "31/12/2026")
     assert result.exit_code == 2
     assert "Invalid value for --from: expected YYYY-MM-DD" in result.stderr
+
+
+def test_query_csv_for_excel(run: Run, store: EventStore) -> None:
+    """--format csv --bom writes UTF-8 bytes starting with the byte-order mark, CRLF line
+    ends, and a CR in the operator's name quoted and neutralised, never a new record."""
+    store.append_many([prepared("C-1", operator="\r=1+1"), sent("C-1")])
+    result = run("query", "--events", "--format", "csv", "--bom")
+    assert result.exit_code == 0, result.output
+    data = result.stdout_bytes
+    assert data.startswith("\ufeff".encode())
+    text = data.decode("utf-8-sig")
+    assert text.count("\r\n") == 3  # header and two events; the CR inside is quoted
+    assert "\"'\r'=1+1\"" in text
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert [r["kind"] for r in rows] == ["prepared", "sent"]
+
+
+def test_query_bom_without_csv_is_a_usage_error(run: Run) -> None:
+    """--bom with the table format exits 2 and says to add --format csv."""
+    result = run("query", "--bom")
+    assert result.exit_code == 2
+    assert "--bom is for CSV output; add --format csv" in result.stderr
 
 
 def test_query_of_empty_csv_has_a_header(run: Run) -> None:
@@ -216,7 +244,9 @@ def test_report_writes_html_and_summarises(run: Run, store: EventStore, tmp_path
     assert result.exit_code == 0, result.output
     assert "1 request(s) sent, 100% (1 of 1) with the referral form attached" in result.stdout
     assert "log: intact: 5 events" in result.stdout
-    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    page = out.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    assert '<h2 id="timeliness">Timeliness of answers</h2>' in page
 
 
 def test_report_on_broken_log_exits_1(
@@ -279,6 +309,81 @@ def test_report_title_defaults_to_the_mash_name(
     out = tmp_path / "report.html"
     assert run("report", "--out", str(out)).exit_code == 0
     assert "<title>Testbury MASH: requests for information</title>" in out.read_text("utf-8")
+
+
+def _report_config(
+    tmp_path: Path, backend: str, store: EventStore, monkeypatch: pytest.MonkeyPatch, extra: str
+) -> Path:
+    config = tmp_path / "council.toml"
+    config.write_text(
+        f'[mash]\nname = "Testbury MASH"\n{extra}\n{log_section(backend, store, monkeypatch)}',
+        encoding="utf-8",
+    )
+    return config
+
+
+def test_report_uses_the_councils_template(
+    backend: str, store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report.html.j2 in the [mash] templates folder replaces the shipped one, and what it
+    prints from the log is escaped."""
+    fill(store)
+    folder = tmp_path / "ours"
+    folder.mkdir()
+    (folder / "report.html.j2").write_text(
+        "<!DOCTYPE html><p>Eastshire brand: {{ title }}, {{ totals.sent }} sent, {{ '<b>' }}</p>\n",
+        encoding="utf-8",
+    )
+    config = _report_config(tmp_path, backend, store, monkeypatch, 'templates = "ours"')
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(
+        main, ["audit", "report", "--out", str(out), "--config", str(config)]
+    )
+    assert result.exit_code == 0, result.output
+    assert out.read_text("utf-8") == (
+        "<!DOCTYPE html><p>Eastshire brand: Testbury MASH: requests for information, "
+        "1 sent, &lt;b&gt;</p>\n"
+    )
+
+
+def test_report_names_partners_and_carries_the_marking_from_the_config(
+    backend: str, store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report names agencies from [partners.KEY] name and shows [mash] marking."""
+    fill(store)
+    extra = (
+        'marking = "OFFICIAL-SENSITIVE PERSONAL"\n\n[directory]\nallowed_domains = ["police.uk"]'
+        '\n\n[partners.police]\nname = "Eastshire Police"\naddresses = ["mash@police.uk"]\n'
+    )
+    config = _report_config(tmp_path, backend, store, monkeypatch, extra)
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(
+        main, ["audit", "report", "--out", str(out), "--config", str(config)]
+    )
+    assert result.exit_code == 0, result.output
+    page = out.read_text("utf-8")
+    assert '<th scope="row">Eastshire Police</th>' in page
+    assert page.count(">OFFICIAL-SENSITIVE PERSONAL</p>") == 2
+
+
+def test_report_with_a_broken_template_exits_2_naming_it(
+    backend: str, store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A council template with a syntax error stops the report with exit 2, naming the
+    file and line; no report is written."""
+    fill(store)
+    folder = tmp_path / "ours"
+    folder.mkdir()
+    (folder / "report.html.j2").write_text("line one\n{% if %}\n", encoding="utf-8")
+    config = _report_config(tmp_path, backend, store, monkeypatch, 'templates = "ours"')
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(
+        main, ["audit", "report", "--out", str(out), "--config", str(config)]
+    )
+    assert result.exit_code == 2
+    assert "Error: template" in result.stderr
+    assert "report.html.j2: syntax error at line 2" in result.stderr
+    assert not out.exists()
 
 
 def test_cli_choices_match_the_library() -> None:

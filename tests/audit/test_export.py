@@ -36,56 +36,100 @@ def test_csv_neutralises_formulas_in_event_fields(store: EventStore) -> None:
     assert row["server_message"] == '\'=HYPERLINK("x")'
 
 
-def test_table_never_cuts_a_reference() -> None:
-    """Columns are as wide as their content: a long request and case reference show whole."""
-    ref = "MASH-2026-0412-EDUCATION-6B1F0"
-    case_ref = "MASH-2026-0412-LONG-CASE-REFERENCE"
+def test_table_never_cuts_a_reference_and_counts_rows() -> None:
+    """Columns are as wide as their content: a long request reference is printed whole and
+    the next column lines up after it; the table ends with the row count."""
+    long_ref = "MASH-2026-0412-EDUCATION-6B1F0C9A2D"
     states = [
-        RequestState(request_ref=ref, case_ref=case_ref, partner="education", outcome="sent"),
-        RequestState(request_ref="R-1", case_ref="C-1", partner="police", outcome="sent"),
-    ]
-    out = io.StringIO()
-    write_requests(states, out)
-    heading, first, second, footer = out.getvalue().splitlines()
-    assert first.split()[:3] == [ref, case_ref, "education"]
-    assert "…" not in out.getvalue()
-    # The columns line up: each row's case reference starts where the heading's does.
-    assert first.index(case_ref) == second.index("C-1") == heading.index("CASE")
-    assert footer == "(2 requests)"
-
-
-def test_table_shows_a_value_longer_than_the_measured_rows_whole(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A reference wider than every measured row is still shown whole, never cut."""
-    monkeypatch.setattr("mash_requests.audit.export.MEASURED_ROWS", 1)
-    late = "MASH-2026-0412-EDUCATION-" + "7" * 40
-    states = [
+        RequestState(request_ref=long_ref, case_ref="MASH-2026-0412", outcome="sent"),
         RequestState(request_ref="R-1", case_ref="C-1", outcome="sent"),
-        RequestState(request_ref=late, case_ref="C-2", outcome="sent"),
     ]
     out = io.StringIO()
     write_requests(states, out)
-    assert out.getvalue().splitlines()[2].split()[:2] == [late, "C-2"]
+    lines = out.getvalue().splitlines()
+    assert lines[1].startswith(long_ref + "  MASH-2026-0412")
+    assert lines[2].startswith("R-1".ljust(len(long_ref)) + "  C-1")
+    assert "…" not in out.getvalue()
+    assert lines[-1] == "(2 requests)"
 
 
-def test_table_footer_counts_requests_not_refusal_rows(store: EventStore) -> None:
-    """Refusals logged before any request was built are counted apart from the requests."""
+def test_table_lists_refusals_apart_and_counts_only_requests() -> None:
+    """Refusals go under a heading of their own with their own count; the requests' count
+    line counts requests only."""
+    states = [
+        RequestState(request_ref="C-2-police", case_ref="C-2", partner="police", outcome="sent"),
+        RequestState(
+            request_ref=None,
+            case_ref="C-3",
+            partner="police",
+            outcome="rejected",
+            reason="wrong_case",
+            record_type="refusal",
+        ),
+    ]
+    out = io.StringIO()
+    write_requests(states, out)
+    text = out.getvalue()
+    requests, refusals = text.split("\n\n")
+    assert requests.splitlines()[-1] == "(1 request)"
+    assert refusals.startswith("Refused before any request was built")
+    assert refusals.splitlines()[1].startswith("CASE  PARTNER  REFUSED (UTC)")
+    assert refusals.splitlines()[2].split() == ["C-3", "police", "wrong_case"]
+    assert refusals.splitlines()[-1] == "(1 refusal)"
+
+
+def test_csv_types_each_row(store: EventStore) -> None:
+    """In CSV every row says whether it is a request or a refusal."""
+    store.append_many(
+        [
+            prepared(),
+            sent(),
+            Event(EventKind.REJECTED, "C-1", partner="police", reason="duplicate"),
+        ]
+    )
+    out = io.StringIO(newline="")
+    write_requests(request_states(store), out, output_format="csv")
+    rows = list(csv.DictReader(io.StringIO(out.getvalue(), newline="")))
+    assert [(r["record_type"], r["outcome"]) for r in rows] == [
+        ("request", "sent"),
+        ("refusal", "rejected"),
+    ]
+
+
+@pytest.mark.parametrize("operator", ["\r=1+1", "jo\n=1+1", "jo\r\n+SUM(A1)", "\n@x"])
+def test_csv_quotes_line_breaks_and_neutralises_each_line(store: EventStore, operator: str) -> None:
+    """A value holding a bare CR or LF stays one quoted cell, and no line of it starts a
+    formula, even for a reader that splits records at every line break."""
+    store.append_many([prepared(operator=operator), sent()])
+    out = io.StringIO(newline="")
+    write_events(store.events(), out, output_format="csv")
+    text = out.getvalue()
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert len(rows) == 2
+    assert rows[0]["operator"].replace("'", "") == operator
+    assert f'"{rows[0]["operator"]}"' in text  # quoted
+    for piece in re.split(r"\r\n|\r|\n", text):
+        for cell in piece.split(","):
+            assert not cell.lstrip('"').startswith(("=", "+", "@")), piece
+
+
+def test_csv_has_crlf_line_ends_and_an_optional_bom(store: EventStore) -> None:
+    """CSV records end in CRLF (as Excel writes them); bom=True puts a UTF-8 byte-order
+    mark first, and only then."""
     store.append_many([prepared(), sent()])
-    store.append(Event(EventKind.REJECTED, "C-2", partner="police", reason="wrong_case"))
-    store.append(Event(EventKind.REJECTED, "C-2", partner="health", reason="wrong_case"))
-    out = io.StringIO()
-    write_requests(request_states(store), out)
-    assert out.getvalue().splitlines()[-1] == ("(1 request; 2 refusals before a request was built)")
+    plain, marked = io.StringIO(newline=""), io.StringIO(newline="")
+    write_requests(request_states(store), plain, output_format="csv")
+    write_requests(request_states(store), marked, output_format="csv", bom=True)
+    assert plain.getvalue().count("\r\n") == 2
+    assert "\n" not in plain.getvalue().replace("\r\n", "")
+    assert not plain.getvalue().startswith("\ufeff")
+    assert marked.getvalue() == "\ufeff" + plain.getvalue()
 
 
-def test_table_shows_the_form_fingerprint_by_its_first_12_digits() -> None:
-    """The 64-digit SHA-256 is shown as its first 12 digits; csv and jsonl carry it whole."""
-    state = RequestState(request_ref="R-1", case_ref="C-1", form_sha256="ab" * 32)
-    out = io.StringIO()
-    write_requests([state], out)
-    row = out.getvalue().splitlines()[1]
-    assert "ab" * 6 in row and "ab" * 7 not in row
+def test_bom_is_only_for_csv() -> None:
+    """A byte-order mark asked for a table or JSON lines is a ValueError."""
+    with pytest.raises(ValueError, match="byte-order mark is for CSV"):
+        write_requests([], io.StringIO(), output_format="jsonl", bom=True)
 
 
 def test_jsonl_keeps_every_field_with_utc_times(store: EventStore) -> None:
@@ -104,7 +148,10 @@ def test_jsonl_keeps_every_field_with_utc_times(store: EventStore) -> None:
     ("output_format", "expected"),
     [
         ("table", r"SEQ +RECORDED \(UTC\) +KIND .*\n\(0 events\)\n"),
-        ("csv", r"seq,recorded_at,kind,case_ref,request_ref,partner,gateway,form_sha256,reason\n"),
+        (
+            "csv",
+            r"seq,recorded_at,kind,case_ref,request_ref,partner,gateway,form_sha256,reason\r\n",
+        ),
         ("jsonl", r""),
     ],
 )

@@ -115,8 +115,10 @@ def test_reconciled_not_found_is_not_found(store: EventStore) -> None:
     assert (state.outcome, state.reconciled, state.sent_at) == ("not_found", True, None)
 
 
-def test_refusals_without_request_are_states_of_their_own(store: EventStore) -> None:
-    """Each refusal made before a request existed is listed on its own, in log order."""
+def test_refusals_are_typed_and_listed_after_the_requests(store: EventStore) -> None:
+    """Each refusal made before a request existed is a row of its own, typed "refusal" and
+    listed after every request, so it never reads as the latest state of a partner's
+    request."""
     store.append_many(
         [
             Event(EventKind.REJECTED, "C-1", partner="police", reason="form_missing"),
@@ -125,11 +127,42 @@ def test_refusals_without_request_are_states_of_their_own(store: EventStore) -> 
         ]
     )
     states = list(request_states(store))
-    assert [(s.request_ref, s.partner, s.outcome) for s in states] == [
-        (None, "police", "rejected"),
-        ("C-2-police", "police", "pending"),
-        (None, "health", "rejected"),
+    assert [(s.record_type, s.request_ref, s.partner, s.outcome) for s in states] == [
+        ("request", "C-2-police", "police", "pending"),
+        ("refusal", None, "police", "rejected"),
+        ("refusal", None, "health", "rejected"),
     ]
+
+
+def test_a_refusal_after_a_send_leaves_the_request_sent(store: EventStore) -> None:
+    """A duplicate refusal logged after a partner's request was sent does not become that
+    partner's current state: the request stays one row, sent; the refusal is apart."""
+    store.append_many(
+        [
+            prepared(),
+            sent(),
+            Event(EventKind.REJECTED, "C-1", partner="police", reason="duplicate"),
+        ]
+    )
+    request, refusal = request_states(store)
+    assert (request.record_type, request.outcome) == ("request", "sent")
+    assert (refusal.record_type, refusal.reason) == ("refusal", "duplicate")
+    assert [s.request_ref for s in request_states(store, outcomes=["sent"])] == ["C-1-police"]
+
+
+def test_replies_alone_in_the_selection_list_no_request(store: EventStore) -> None:
+    """A request whose only selected events are replies (or an unmatched message) is not
+    listed as a pending request."""
+    store.append_many(
+        [
+            prepared(),
+            sent(),
+            Event(EventKind.REPLIED, "C-1", request_ref="C-1-police", partner="police"),
+            Event(EventKind.UNMATCHED, "(unmatched)", reason="no_reference"),
+        ]
+    )
+    kinds = (EventKind.REPLIED, EventKind.UNMATCHED)
+    assert list(request_states(store, EventFilter(kinds=kinds))) == []
 
 
 def test_resend_counts_times_sent(store: EventStore) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -185,7 +186,7 @@ def test_everything_from_the_log_is_escaped(store: EventStore) -> None:
     page = render_html(data_for(store, events))
     assert "<script" not in page
     assert "<img" not in page
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
 
 
 def test_chart_has_a_bar_per_partner_month_and_the_rate_line(store: EventStore) -> None:
@@ -273,3 +274,108 @@ def test_write_report_is_readable_by_others(store: EventStore, tmp_path: Path) -
     assert path.read_text(encoding="utf-8").endswith("</html>\n")
     assert path.stat().st_mode & 0o044 == 0o044 or pytest.skip("restrictive umask")
     assert [p.name for p in path.parent.iterdir()] == ["report.html"]
+
+
+# -- what the report says, for people --------------------------------------------------------
+
+
+def named(store: EventStore, events: list[StoredEvent], **fields: object) -> ReportData:
+    data = data_for(store, events)
+    values: dict[str, object] = {
+        "partner_names": {"police": "Eastshire Police", "health": "Eastshire ICB"},
+        "marking": "OFFICIAL-SENSITIVE",
+        **fields,
+    }
+    return dataclasses.replace(data, **values)  # type: ignore[arg-type]
+
+
+def test_partners_are_shown_by_name(store: EventStore) -> None:
+    """Tables, the chart's legend and its bar titles name partners from the directory; a
+    key no longer in the directory is shown as it is."""
+    events = [*sample(), at(99, T0, sent("C-9", partner="housing", request_ref="C-9-h"))]
+    page = render_html(named(store, events))
+    assert '<th scope="row">Eastshire Police</th>' in page
+    assert '<th scope="row">Eastshire ICB</th>' in page
+    assert '<th scope="row">housing</th>' in page
+    assert 'class="legend">Eastshire Police</text>' in page
+    assert "Mar 2026, Eastshire ICB: 1 sent" in page
+    assert '<th scope="row">police</th>' not in page
+
+
+def test_no_empty_no_partner_legend_entry(store: EventStore) -> None:
+    """Refusals that named no partner have a table row in words, but no colour and no
+    legend entry in the chart, which shows requests sent."""
+    page = render_html(named(store, sample()))
+    legend = re.findall(r'class="legend">([^<]*)</text>', page)
+    assert legend == ["Eastshire ICB", "Eastshire Police", "form attached (%)"]
+    assert '<th scope="row">No partner named (case refused as a whole)</th>' in page
+    assert "(no partner)" not in page
+
+
+def test_reasons_read_in_plain_english_beside_their_codes(store: EventStore) -> None:
+    """Each refusal reason shows its words and its code: "another case's form" for
+    wrong_case."""
+    page = render_html(named(store, sample()))
+    assert "another case&#39;s form <code>wrong_case</code>&nbsp;×2" in page
+
+
+def test_duplicates_and_concurrent_runs_are_not_refusals(store: EventStore) -> None:
+    """A refusal because the request was already sent, or another run was sending it, is
+    counted as "not sent again", apart from genuine refusals."""
+    events = timeline(
+        (T0, Event(EventKind.REJECTED, "C-1", partner="police", reason="duplicate")),
+        (T0, Event(EventKind.REJECTED, "C-1", partner="police", reason="in_flight_elsewhere")),
+        (T0, Event(EventKind.REJECTED, "C-2", partner="police", reason="wrong_case")),
+    )
+    result = tally(events)
+    police = result.by_partner["police"]
+    assert (police.refused, police.held) == (1, 2)
+    assert police.refusal_reasons == {"wrong_case": 1}
+    assert police.held_reasons == {"duplicate": 1, "in_flight_elsewhere": 1}
+    page = render_html(named(store, events))
+    assert "not sent again: already sent; not sent twice <code>duplicate</code>" in page
+
+
+def test_the_marking_is_at_the_top_and_the_bottom(store: EventStore) -> None:
+    """The protective marking is the first and the last thing in the report's body."""
+    page = render_html(named(store, sample(), marking="OFFICIAL-SENSITIVE PERSONAL"))
+    body = page[page.index("<body>") + len("<body>") : page.index("</body>")].strip()
+    assert body.startswith('<p class="marking" id="marking-top">OFFICIAL-SENSITIVE PERSONAL</p>')
+    assert body.endswith('<p class="marking" id="marking-bottom">OFFICIAL-SENSITIVE PERSONAL</p>')
+
+
+#: Codes in the source that are never a refusal's reason: reconciliations ("interrupted",
+#: "not_found"), a failure taken over by another run, unmatched replies.
+NOT_REFUSAL_CODES = {
+    "interrupted",
+    "not_found",
+    "taken over by another run",
+    "unknown_request",
+    "no_reference",
+    "accepted",
+}
+
+
+def _codes_the_product_records() -> set[str]:
+    import mash_requests
+    from mash_requests.referral_form import Reason as FormReason
+
+    package = Path(mash_requests.__file__).parent
+    codes = {str(reason) for reason in FormReason}
+    for source in package.rglob("*.py"):
+        text = source.read_text(encoding="utf-8")
+        codes.update(re.findall(r'\breason="([^"]+)"', text))
+        codes.update(re.findall(r'default_reason = "([^"]+)"', text))
+        codes.update(re.findall(r'"(in_flight_elsewhere|duplicate)"', text))
+    return codes - NOT_REFUSAL_CODES
+
+
+def test_every_refusal_code_has_words() -> None:
+    """Every reason code found in the product's source (form verdicts, error defaults,
+    explicit codes) has plain English in the report: a new code without words fails."""
+    from mash_requests.audit.report import REASON_TEXT
+
+    codes = _codes_the_product_records()
+    assert {"wrong_case", "no_form", "duplicate", "invalid_case"} <= codes
+    assert sorted(codes - set(REASON_TEXT)) == []
+    assert REASON_TEXT["wrong_case"] == "another case's form"

@@ -11,7 +11,9 @@ from audit_helpers import prepared, sent
 from mash_requests.audit import Event, EventKind, StoredEvent
 from mash_requests.audit.report import ReportData, tally, write_report
 from mash_requests.audit.sqlite import SQLiteEventStore
+from mash_requests.audit.timeliness import timeliness
 from mash_requests.audit.verify import verify_chain
+from mash_requests.deadlines import Timescales
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -26,6 +28,12 @@ pytestmark = [
 ]
 
 PARTNERS = ("police", "health", "education", "probation")
+NAMES = {
+    "police": "Eastshire Police",
+    "health": "Eastshire Health Safeguarding Team (NHS ICB)",
+    "education": "Eastshire Schools",
+    "probation": "Probation Service",
+}
 
 
 def six_months() -> list[StoredEvent]:
@@ -40,17 +48,37 @@ def six_months() -> list[StoredEvent]:
             ref = f"{case}-{partner}"
             when = start + timedelta(days=day, minutes=index * 7)
             without_form = 60 <= day < 90 and index == 1
+            due = (when + timedelta(hours=24)).isoformat()
+            follow_ups = []
+            if (day + index) % 5 == 0:
+                follow_ups.append((3600 * 30, Event(EventKind.CHASED, case, request_ref=ref)))
+            elif (day + index) % 7 == 0:
+                follow_ups.append((600, Event(EventKind.BOUNCED, case, request_ref=ref)))
+            else:  # answered: health late, the others within the day
+                hours = 30 + day % 10 if partner == "health" else 4 + index * 3 + day % 5
+                follow_ups.append((3600 * hours, Event(EventKind.REPLIED, case, request_ref=ref)))
             for offset, event in (
-                (0, prepared(case, partner=partner, request_ref=ref)),
+                (
+                    0,
+                    prepared(
+                        case,
+                        partner=partner,
+                        request_ref=ref,
+                        request_key=f"key-{ref}",
+                        details={"due": due, "rag": "amber"},
+                    ),
+                ),
                 (
                     42 + index,
                     sent(
                         case,
                         partner=partner,
                         request_ref=ref,
+                        request_key=f"key-{ref}",
                         form_sha256=None if without_form else "ab" * 32,
                     ),
                 ),
+                *follow_ups,
             ):
                 events.append(
                     StoredEvent(
@@ -88,6 +116,11 @@ def report_file(tmp_path: Path) -> Path:
             location=str(store.path),
             verification=verify_chain(store),
             tally=tally(six_months()),
+            marking="OFFICIAL-SENSITIVE",
+            partner_names=NAMES,
+            timeliness=timeliness(
+                six_months(), timescales=Timescales.defaults(), now=datetime(2026, 7, 1, tzinfo=UTC)
+            ),
         )
     finally:
         store.close()
@@ -123,8 +156,48 @@ def test_report_renders_chart_and_figures_in_chromium(report_file: Path) -> None
             assert "requests sent" in totals
             assert "sent with the referral form attached" in totals
             assert "%" in totals
-            police_row = page.locator("table").nth(0).locator("tr", has_text="police")
+            police_row = page.locator("table").nth(0).locator("tr", has_text="Eastshire Police")
             assert police_row.locator("td").nth(0).inner_text().strip().isdigit()
+            reasons = police_row.locator("td.reasons").inner_text()
+            assert "another case's form wrong_case ×1" in reasons.replace("\xa0", " ")
+
+            legend = page.locator("svg#chart text.legend").all_text_contents()
+            assert legend == [NAMES[key] for key in sorted(NAMES)] + ["form attached (%)"]
+            top, bottom = page.locator("#marking-top"), page.locator("#marking-bottom")
+            assert top.inner_text() == bottom.inner_text() == "OFFICIAL-SENSITIVE"
+            top_box, bottom_box = top.bounding_box(), bottom.bounding_box()
+            assert top_box is not None and bottom_box is not None
+            assert top_box["y"] < 40
+            page_height = page.evaluate("document.documentElement.scrollHeight")
+            assert bottom_box["y"] + bottom_box["height"] > page_height - 80
+
+            chart = page.locator("svg#timeliness-chart")
+            assert chart.is_visible()
+            box = chart.bounding_box()
+            assert box is not None and box["width"] > 600 and box["height"] > 150
+            labels = page.locator("svg#timeliness-chart text.legend").all_text_contents()
+            assert labels[0] == "All agencies"
+            assert labels[2] == NAMES["education"]  # label, rate, label, rate, …
+            assert "in time (" in labels[1]
+            segments = page.locator("svg#timeliness-chart rect.segment")
+            assert segments.count() >= 5 * 3
+            widths = [segments.nth(i).bounding_box()["width"] for i in range(segments.count())]  # type: ignore[index]
+            assert all(width > 0 for width in widths)
+            health = page.locator("table.timeliness").nth(0).locator("tr", has_text=NAMES["health"])
+            cells = health.locator("td").all_inner_texts()
+            assert cells[2].startswith("0%")  # every answer from health came late
+            assert cells[3].endswith(" h") and cells[4].endswith(" h")
+
+            for chart_id in ("chart", "timeliness-chart"):  # no label cut off at either side
+                frame = page.locator(f"svg#{chart_id}").bounding_box()
+                assert frame is not None
+                texts = page.locator(f"svg#{chart_id} text")
+                for index in range(texts.count()):
+                    text_box = texts.nth(index).bounding_box()
+                    assert text_box is not None
+                    assert frame["x"] - 1 <= text_box["x"]
+                    assert text_box["x"] + text_box["width"] <= frame["x"] + frame["width"] + 1
+                    assert text_box["y"] + text_box["height"] <= frame["y"] + frame["height"] + 1
 
             page.screenshot(path=str(ARTIFACTS / "audit-report.png"), full_page=True)
             pdf = page.pdf(path=str(ARTIFACTS / "audit-report.pdf"), prefer_css_page_size=True)

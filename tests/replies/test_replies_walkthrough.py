@@ -122,5 +122,11 @@ def test_the_readme_walkthrough(checkout: Path) -> None:
     # A reminder is not a request: the report's sending figures still count five.
     assert "5 request(s) sent, 100% (5 of 5) with the referral form attached" in out
     assert (checkout / "evidence.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    # The evidence report's timeliness section shows the same: three answered, one bounced.
+    page = (checkout / "evidence.html").read_text(encoding="utf-8")
+    timeliness = page[page.index('id="timeliness"') :]
+    assert "All agencies: 3 of 5 (60.0%) answered within the timescale" in timeliness
+    assert "Probation Service, Eastshire: 1 of 1 (100%) bounced, not answered" in timeliness
+    assert "100% in time (3 of 3 due)" in timeliness  # the bounced one is not due yet
     code, out, _ = run_cli("audit", "verify", "--config", config)
     assert code == 0 and "intact" in out

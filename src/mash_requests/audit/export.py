@@ -5,23 +5,23 @@
 
 Three formats (:data:`FORMATS`):
 
-- ``table``: columns as wide as their content for a terminal (references are never cut;
-  only the form's SHA-256 is shown by its first 12 digits, as git shows commits), then a
-  count of requests (refusals logged before any request was built counted apart);
-- ``csv``: every field, one row each, times in UTC ISO-8601; a cell a spreadsheet would run
-  as a formula gets a leading ``'`` (OWASP "CSV injection": server messages come from
-  outside);
+- ``table``: columns as wide as their content for a terminal (nothing is cut), then a count;
+  requests and refusals in sections of their own, each with its count;
+- ``csv``: every field, one row each, times in UTC ISO-8601, CRLF line ends (RFC 4180, as
+  Excel writes them); a cell holding a line break is quoted, and a cell (or a line within
+  one) that a spreadsheet would run as a formula gets a leading ``'`` (OWASP "CSV
+  injection": server messages and operator names come from outside). ``bom=True`` starts
+  the output with a UTF-8 byte-order mark, which Excel needs to read UTF-8;
 - ``jsonl``: one JSON object per line with every field, for scripts.
 
-Rows are written as they come, so memory stays flat whatever the log's size: the table
-measures its columns on the first :data:`MEASURED_ROWS` rows, and a longer value after them
-is still shown whole (pushing the rest of its line to the right), never cut.
+Rows are written as they come, so memory stays flat whatever the log's size.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -33,25 +33,17 @@ from mash_requests.audit.query import RequestState
 
 FORMATS = ("table", "csv", "jsonl")
 
-#: The table's columns are as wide as their widest value among this many first rows.
-MEASURED_ROWS = 1000
-
-#: A fingerprint is shown by this many leading hex digits in the table (csv and jsonl
-#: carry it whole); ``audit query --form-sha256`` takes the whole value.
-_SHA_SHOWN = 12
-
 
 @dataclass(frozen=True)
 class _Layout:
     """What one kind of row looks like in the table format."""
 
-    #: (field, heading); the last column is not padded.
+    #: (field, heading) of each column shown.
     columns: tuple[tuple[str, str], ...]
     #: What a row is, for the count line: "(3 requests)".
     noun: str
-    #: Rows are requests: one without a request reference is a refusal logged before any
-    #: request was built, and is counted apart from the requests.
-    requests: bool = False
+    #: A line above the headings, for a second section of the same output.
+    title: str = ""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -72,7 +64,17 @@ _REQUESTS = _Layout(
         ("reason", "REASON"),
     ),
     "request",
-    requests=True,
+)
+_REFUSALS = _Layout(
+    (
+        ("case_ref", "CASE"),
+        ("partner", "PARTNER"),
+        ("last_event_at", "REFUSED (UTC)"),
+        ("form_sha256", "FORM SHA-256"),
+        ("reason", "REASON"),
+    ),
+    "refusal",
+    title="Refused before any request was built (not requests; one row per refusal):",
 )
 _EVENTS = _Layout(
     (
@@ -89,47 +91,78 @@ _EVENTS = _Layout(
     "event",
 )
 
+#: The table format sizes its columns to the widest value among this many first rows; a
+#: longer value further down is still printed whole (its row is then out of line).
+TABLE_SIZING_ROWS = 10_000
+
 
 def write_requests(
-    states: Iterable[RequestState], out: TextIO, *, output_format: str = "table"
+    states: Iterable[RequestState],
+    out: TextIO,
+    *,
+    output_format: str = "table",
+    bom: bool = False,
 ) -> None:
     """Write request states (from :func:`~mash_requests.audit.query.request_states`) to ``out``.
 
-    ``output_format`` is one of :data:`FORMATS` (ValueError otherwise).
+    ``output_format`` is one of :data:`FORMATS` (ValueError otherwise); ``bom`` (CSV only)
+    starts the output with a UTF-8 byte-order mark. Give ``out`` opened with
+    ``newline=""``: the CSV's CRLF line ends are written as they are.
     """
     rows = ({f.name: getattr(state, f.name) for f in fields(state)} for state in states)
-    _write(rows, _REQUESTS, out, output_format)
+    _write(rows, _REQUESTS, out, output_format, bom=bom)
 
 
 def write_events(
-    events: Iterable[StoredEvent], out: TextIO, *, output_format: str = "table"
+    events: Iterable[StoredEvent],
+    out: TextIO,
+    *,
+    output_format: str = "table",
+    bom: bool = False,
 ) -> None:
     """Write stored events (seq, time, every event field, hash) to ``out``.
 
-    ``output_format`` is one of :data:`FORMATS` (ValueError otherwise).
+    ``output_format`` and ``bom`` as for :func:`write_requests`.
     """
     rows = (
         {"seq": e.seq, "recorded_at": e.recorded_at, **e.event.to_record(), "hash": e.hash}
         for e in events
     )
-    _write(rows, _EVENTS, out, output_format)
+    _write(rows, _EVENTS, out, output_format, bom=bom)
+
+
+#: What starts a formula in Excel and LibreOffice (OWASP "CSV injection").
+_FORMULA_STARTS = "=+-@\t\r"
+#: A line break inside a cell followed by a formula start: a reader that splits records at
+#: a bare CR or LF (older importers, some scripts) would begin a new cell there.
+_FORMULA_AFTER_BREAK = re.compile(r"(?:\r\n|\r|\n)(?=[=+\-@\t])")
 
 
 def spreadsheet_safe(text: str) -> str:
-    """``text`` with a leading ``'`` when a spreadsheet would run it as a formula.
+    """``text`` with a leading ``'`` wherever a spreadsheet could run it as a formula.
 
     A cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is a formula
-    to Excel and LibreOffice (OWASP "CSV injection").
+    to Excel and LibreOffice (OWASP "CSV injection"). Each line inside a cell that holds
+    line breaks is treated the same way, so a reader that splits the record at a bare CR or
+    LF still never meets a formula.
     """
-    if text and text[0] in "=+-@\t\r":
-        return "'" + text
+    if text and text[0] in _FORMULA_STARTS:
+        text = "'" + text
+    if "\r" in text or "\n" in text:
+        text = _FORMULA_AFTER_BREAK.sub(r"\g<0>'", text)
     return text
 
 
-def _write(rows: Iterator[dict[str, Any]], layout: _Layout, out: TextIO, fmt: str) -> None:
+def _write(
+    rows: Iterator[dict[str, Any]], layout: _Layout, out: TextIO, fmt: str, *, bom: bool = False
+) -> None:
+    if bom and fmt != "csv":
+        raise ValueError(f"a byte-order mark is for CSV output, not {fmt}")
     if fmt == "table":
         _write_table(rows, layout, out)
     elif fmt == "csv":
+        if bom:
+            out.write("\ufeff")
         _write_csv(rows, layout, out)
     elif fmt == "jsonl":
         _write_jsonl(rows, out)
@@ -151,55 +184,72 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _table_cells(row: dict[str, Any], layout: _Layout) -> list[str]:
-    values = []
-    for name in layout.names:
-        value = row.get(name)
-        text = _cell(value)
-        if isinstance(value, datetime):
-            text = text[:19].replace("T", " ")
-        elif name == "form_sha256" and len(text) > _SHA_SHOWN:
-            text = text[:_SHA_SHOWN]
-        values.append(text.replace("\n", " "))
-    return values
-
-
 def _write_table(rows: Iterator[dict[str, Any]], layout: _Layout, out: TextIO) -> None:
+    """Columns as wide as their content (references are never cut), then a count line.
+
+    For requests, refusals (rows with ``record_type`` "refusal", which the query lists
+    last) go in a section of their own with their own count: the first count is of
+    requests only.
+    """
+    if layout is not _REQUESTS:
+        _write_section(rows, layout, out)
+        return
+    refusals: list[dict[str, Any]] = []
+
+    def requests_only() -> Iterator[dict[str, Any]]:
+        for row in rows:
+            if row.get("record_type") == "refusal":
+                refusals.append(row)
+                refusals.extend(rows)  # the query lists every refusal after the requests
+                return
+            yield row
+
+    _write_section(requests_only(), _REQUESTS, out)
+    if refusals:
+        out.write("\n")
+        _write_section(iter(refusals), _REFUSALS, out)
+
+
+def _write_section(rows: Iterator[dict[str, Any]], layout: _Layout, out: TextIO) -> None:
+    def cells(row: dict[str, Any]) -> list[str]:
+        values = []
+        for name in layout.names:
+            value = row.get(name)
+            text = _cell(value)
+            if isinstance(value, datetime):
+                text = text[:19].replace("T", " ")
+            values.append(text.replace("\r", " ").replace("\n", " "))
+        return values
+
     headings = [heading for _, heading in layout.columns]
-    measured = [_table_cells(row, layout) for row in islice(rows, MEASURED_ROWS)]
-    widths = [max(len(line[i]) for line in [headings, *measured]) for i in range(len(headings))]
+    first = [cells(row) for row in islice(rows, TABLE_SIZING_ROWS)]
+    widths = [max(len(line[i]) for line in (headings, *first)) for i in range(len(headings))]
 
     def line(values: list[str]) -> str:
-        # Padded to the column, never cut: a longer value pushes the rest of the line right.
-        padded = [value.ljust(width) for value, width in zip(values[:-1], widths, strict=False)]
-        return "  ".join([*padded, values[-1]]).rstrip()
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
 
+    if layout.title:
+        out.write(layout.title + "\n")
     out.write(line(headings) + "\n")
-    counted = 0
-    loose = 0  # refusals logged before a request was built: no request reference
-    ref = layout.names.index("request_ref")
-    for values in chain(measured, (_table_cells(row, layout) for row in rows)):
+    count = 0
+    for values in chain(first, (cells(row) for row in rows)):
         out.write(line(values) + "\n")
-        if layout.requests and not values[ref]:
-            loose += 1
-        else:
-            counted += 1
-    footer = f"{counted} {layout.noun}{'s' if counted != 1 else ''}"
-    if loose:
-        footer += f"; {loose} refusal{'s' if loose != 1 else ''} before a request was built"
-    out.write(f"({footer})\n")
+        count += 1
+    out.write(f"({count} {layout.noun}{'s' if count != 1 else ''})\n")
 
 
 def _write_csv(rows: Iterator[dict[str, Any]], layout: _Layout, out: TextIO) -> None:
     writer: csv.DictWriter[str] | None = None
     for row in rows:
         if writer is None:
-            writer = csv.DictWriter(out, fieldnames=list(row), lineterminator="\n")
+            # CRLF, as RFC 4180 and Excel have it; with both characters in the line
+            # terminator, the writer quotes any cell holding a CR or an LF.
+            writer = csv.DictWriter(out, fieldnames=list(row), lineterminator="\r\n")
             writer.writeheader()
         writer.writerow({key: spreadsheet_safe(_cell(value)) for key, value in row.items()})
     if writer is None:
         # No rows, so no field names from them: the table's columns say what there would be.
-        out.write(",".join(layout.names) + "\n")
+        out.write(",".join(layout.names) + "\r\n")
 
 
 def _write_jsonl(rows: Iterator[dict[str, Any]], out: TextIO) -> None:

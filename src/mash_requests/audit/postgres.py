@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from mash_requests.audit import _open_requests
 from mash_requests.audit._rows import (
     BATCH_SIZE,
     INDEXED_FIELDS,
@@ -107,6 +108,8 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             " FOR EACH STATEMENT EXECUTE FUNCTION log_meta_refuse_change()",
         ),
     ),
+    # For ``overdue`` on a large log (see mash_requests.audit._open_requests).
+    (2, _open_requests.MIGRATION_DESCRIPTION, (_open_requests.POSTGRES_INDEX,)),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -453,6 +456,35 @@ class PostgresEventStore:
 
     def _translate(self, action: str) -> _PostgresErrors:
         return _PostgresErrors(self.location, action)
+
+    # -- open requests (for ``overdue``) ---------------------------------------------------
+
+    def open_request_events(self, kinds: Sequence[str]) -> tuple[int, str, list[StoredEvent]]:
+        """The last event of ``kinds`` (seq, hash; 0 and "" for none) and, in seq order, the
+        events of ``kinds`` of every request key that may still be open, all read from one
+        snapshot (see :mod:`mash_requests.audit._open_requests`)."""
+        conn = self._readers.take()
+        try:
+            with self._translate("read"):
+                # One snapshot for every statement; the pool's reset ends the transaction.
+                conn.execute(b"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                conn.execute(b"SET LOCAL jit = off")  # compiling costs more than it saves
+                head = conn.execute(_open_requests.head_sql(kinds).encode()).fetchone()
+                found = conn.execute(_open_requests.POSTGRES_UNCLOSED_REFS.encode())
+                unclosed = [row[0] for row in found]
+                rows: list[tuple[Any, ...]] = []
+                if unclosed:
+                    found = conn.execute(_open_requests.POSTGRES_KEYS_OF_REFS.encode(), [unclosed])
+                    keys = [row[0] for row in found]
+                    found = conn.execute(_open_requests.POSTGRES_REFS_OF_KEYS.encode(), [keys])
+                    refs = [row[0] for row in found]
+                    sql = _open_requests.postgres_events_of_refs_sql(kinds)
+                    rows = conn.execute(sql.encode(), [refs]).fetchall()
+                    rows.sort(key=lambda row: int(row[0]))
+        finally:
+            self._readers.give(conn)
+        events = [stored_event(*row, location=self.location) for row in rows]
+        return (int(head[0]), str(head[1]), events) if head else (0, "", events)
 
 
 def _reset_reader(conn: psycopg.Connection[Any]) -> bool:

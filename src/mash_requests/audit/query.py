@@ -7,8 +7,13 @@
 
 A request's state is folded from its events in ``seq`` order: the latest outcome wins, the
 first ``prepared`` gives ``prepared_at``, the latest ``sent`` (or a reconciliation that found
-the message in Sent Items) gives ``sent_at``. Events with no request reference (a refusal
-before any request was built) are each a request state of their own.
+the message in Sent Items) gives ``sent_at``.
+
+One row per request: a request's row is its current state, whatever happened before. A
+refusal before any request was built (a ``rejected`` event, which has no request reference)
+is not a request and never stands for one: each is a row of its own with ``record_type``
+"refusal", listed after every request, so "the last row of a partner" is never a refusal
+posing as that partner's request.
 """
 
 from __future__ import annotations
@@ -30,13 +35,19 @@ from mash_requests.audit.events import (
 #: reconciliation did not find among sent messages (it was not sent).
 OUTCOMES = ("pending", "sent", "failed", "unconfirmed", "rejected", "not_found")
 
+#: What a row is: a request (its current state), or a refusal before any request was built.
+RECORD_TYPES = ("request", "refusal")
+
 
 @dataclass(slots=True)
 class RequestState:
-    """Where one request stands, as the log tells it."""
+    """Where one request stands, as the log tells it (or one refusal: see ``record_type``)."""
 
     request_ref: str | None
     case_ref: str
+    #: "request", or "refusal": a ``rejected`` event with no request reference, which
+    #: refused a case (or some of its partners) before any request was built.
+    record_type: str = "request"
     partner: str | None = None
     recipients: tuple[str, ...] = ()
     #: One of :data:`OUTCOMES`.
@@ -73,10 +84,12 @@ def query_events(store: EventStore, where: EventFilter | None = None) -> Iterato
 def request_states(
     store: EventStore, where: EventFilter | None = None, *, outcomes: Iterable[str] = ()
 ) -> Iterator[RequestState]:
-    """The current state of each request with events matching ``where``, in order of first event.
+    """The current state of each request with events matching ``where``, then the refusals.
 
-    ``outcomes`` keeps only states whose outcome is one of them. Memory grows with the number
-    of requests (not events) in the selection: narrow ``where`` for very large logs.
+    Requests come in order of their first event, one each; then each refusal before any
+    request was built (``record_type`` "refusal"), in log order. ``outcomes`` keeps only
+    rows whose outcome is one of them. Memory grows with the number of requests (not
+    events) in the selection: narrow ``where`` for very large logs.
     """
     wanted = frozenset(outcomes)
     unknown = wanted - set(OUTCOMES)
@@ -87,7 +100,11 @@ def request_states(
     for stored in store.events(where):
         ref = stored.event.request_ref
         if ref is None:
-            state = RequestState(request_ref=None, case_ref=stored.event.case_ref)
+            if stored.event.kind in FOLLOW_UP_KINDS:
+                continue  # an unmatched reply names no request; not a send step either
+            state = RequestState(
+                request_ref=None, case_ref=stored.event.case_ref, record_type="refusal"
+            )
             fold(state, stored)
             loose.append(state)
             continue
@@ -95,8 +112,10 @@ def request_states(
             ref, RequestState(request_ref=ref, case_ref=stored.event.case_ref)
         )
         fold(state, stored)
-    merged = sorted([*states.values(), *loose], key=lambda s: s.first_seq)
-    for state in merged:
+    # A request whose only events in the selection are replies or reminders (a period that
+    # starts after it was sent) has no send state to show: it is not listed as "pending".
+    requests = sorted((s for s in states.values() if s.events), key=lambda s: s.first_seq)
+    for state in (*requests, *loose):
         if not wanted or state.outcome in wanted:
             yield state
 
@@ -160,4 +179,4 @@ def fold(state: RequestState, stored: StoredEvent) -> None:
             state.reason = event.reason
 
 
-__all__ = ["OUTCOMES", "RequestState", "fold", "query_events", "request_states"]
+__all__ = ["OUTCOMES", "RECORD_TYPES", "RequestState", "fold", "query_events", "request_states"]

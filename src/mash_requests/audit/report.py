@@ -7,20 +7,24 @@ form attached (sent events carrying the form's SHA-256), refusals with their rea
 failures, retries and the median time from prepared to sent; a chart; and the result of
 verifying the hash chain, with its head hash so a later reader can check the same log.
 
-No external assets: inline CSS and an inline SVG chart, so the file can be mailed, archived
-and printed to PDF as it is. Every value from the log is HTML-escaped. Times are UTC.
+This module computes the figures and the chart's geometry; the words and the look are in
+the Jinja template ``report.html.j2``, which a council can override like the request
+templates (``[mash] templates``) to brand and word it. No external assets: inline CSS and an
+inline SVG chart, so the file can be mailed, archived and printed to PDF as it is. Every
+value is HTML-escaped by the template engine (autoescape). Times are UTC.
 """
 
 from __future__ import annotations
 
-import html
+import dataclasses
+import functools
 import statistics
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mash_requests.audit._files import atomic_write_text
 from mash_requests.audit.chain import format_time
@@ -34,11 +38,61 @@ from mash_requests.audit.events import (
 from mash_requests.audit.verify import VerifyResult, start_verification
 from mash_requests.errors import LogError
 
+if TYPE_CHECKING:
+    from mash_requests.audit.timeliness import TimelinessTally
+    from mash_requests.deadlines import Timescales
+    from mash_requests.rendering import Renderer
+
 #: How far before the period the report looks for ``prepared`` events, so a request
 #: prepared just before the period and sent in it still has a prepared -> sent time.
 PREPARED_LOOKBACK = timedelta(days=7)
 
 NO_PARTNER = "(no partner)"
+#: How the report names the group of refusals that named no partner (a case refused whole).
+NO_PARTNER_LABEL = "No partner named (case refused as a whole)"
+
+#: Refusal codes that are not refusals of a request: the request was already sent, or
+#: another run was sending it at that moment. Nothing was lost; the report counts them
+#: apart ("not sent again") so they never inflate the refusals.
+HELD_REASONS = frozenset({"duplicate", "in_flight_elsewhere"})
+
+#: Plain English beside each refusal code the product records (a ``rejected`` event's
+#: ``reason``): the referral-form check's verdicts, then the other refusals.
+REASON_TEXT: dict[str, str] = {
+    # The referral-form check (mash_requests.referral_form.Reason)
+    "wrong_case": "another case's form",
+    "case_ref_missing": "the form does not show the case reference",
+    "not_pdf": "the form is not a PDF",
+    "unreadable": "the form could not be read",
+    "form_unreadable": "the form could not be read",
+    "encrypted": "the form is password-protected",
+    "no_pages": "the form has no pages",
+    "active_content": "the form contains scripts or actions",
+    "embedded_file": "the form carries an embedded file",
+    "too_large": "the form is larger than allowed",
+    "no_form": "no referral form",
+    # The case, the partners, the templates
+    "invalid_case": "the case file is not valid",
+    "invalid_input": "invalid input",
+    "usage": "asked in a way that cannot be followed",
+    "template_error": "a request template is broken",
+    "recipient_refused": "an address the partner directory does not allow",
+    "reply_to_refused": "the worker's reply address is not allowed",
+    "unknown_partner": "a partner not in the directory",
+    "no_partners": "no partner agencies named",
+    "no_directory": "no partner directory configured",
+    # Batch files
+    "batch_invalid": "the batch file has invalid rows",
+    "batch_unreadable": "the batch file could not be read",
+    "encoding": "the batch file is not in the expected encoding",
+    # Reminders (chase)
+    "not_chaseable": "a request that cannot be chased (unknown, unsent, answered or bounced)",
+    "form_for_several_cases": "one form given for reminders of several cases",
+    # Not refusals of a request (HELD_REASONS)
+    "duplicate": "already sent; not sent twice",
+    "in_flight_elsewhere": "being sent by another run at the time",
+    "unspecified": "no reason recorded",
+}
 
 K = TypeVar("K")
 
@@ -63,8 +117,13 @@ class Figures:
     sent: int = 0
     #: Of those, how many carried the referral form's SHA-256 (it was checked and attached).
     with_form: int = 0
+    #: Genuine refusals: requests stopped before sending because something was wrong.
     refused: int = 0
     refusal_reasons: Counter[str] = field(default_factory=Counter)
+    #: Refusals that refused nothing: the request was already sent, or another run was
+    #: sending it (:data:`HELD_REASONS`). Counted apart from ``refused``.
+    held: int = 0
+    held_reasons: Counter[str] = field(default_factory=Counter)
     failed: int = 0
     unconfirmed: int = 0
     #: Retries: ``attempt_failed`` events with a wait, i.e. followed by another try.
@@ -99,10 +158,24 @@ class ReportData:
     location: str
     verification: VerifyResult
     tally: Tally
+    #: The protective marking, shown at the top and bottom (``[mash] marking``).
+    marking: str = "OFFICIAL-SENSITIVE"
+    mash_name: str = "MASH"
+    #: Partner key -> name from the partner directory; a key not there is shown as it is.
+    partner_names: Mapping[str, str] = field(default_factory=dict)
+    #: How long agencies took to answer the requests sent in the period; None when the log
+    #: records no replies, bounces or reminders from the period on (answers not recorded).
+    timeliness: TimelinessTally | None = None
 
     @property
     def totals(self) -> Figures:
         return self.tally.totals
+
+    def partner_label(self, key: str) -> str:
+        """The partner's name from the directory, else its key."""
+        if key == NO_PARTNER:
+            return NO_PARTNER_LABEL
+        return self.partner_names.get(key, key)
 
 
 @dataclass
@@ -120,15 +193,23 @@ class Tally:
         return _month_range(self.by_month)
 
 
-def tally(events: Iterable[StoredEvent], *, since: datetime | None = None) -> Tally:
+def tally(
+    events: Iterable[StoredEvent],
+    *,
+    since: datetime | None = None,
+    also: Callable[[StoredEvent], None] | None = None,
+) -> Tally:
     """Count events (in seq order) recorded at or after ``since``.
 
     Earlier ``prepared`` events are only remembered, so a request prepared before the period
-    and sent in it still has its prepared -> sent time.
+    and sent in it still has its prepared -> sent time. ``also`` is called with every event
+    first (the report's one read of the period also feeds the timeliness fold).
     """
     result = Tally()
     prepared_at: dict[str, datetime] = {}
     for stored in events:
+        if also is not None:
+            also(stored)
         event = stored.event
         at = stored.recorded_at
         if event.kind is EventKind.PREPARED:
@@ -165,8 +246,13 @@ def tally(events: Iterable[StoredEvent], *, since: datetime | None = None) -> Ta
                 if duration is not None:
                     figures.durations.append(duration)
             elif kind is EventKind.REJECTED:
-                figures.refused += 1
-                figures.refusal_reasons[event.reason or "unspecified"] += 1
+                reason = event.reason or "unspecified"
+                if reason in HELD_REASONS:
+                    figures.held += 1
+                    figures.held_reasons[reason] += 1
+                else:
+                    figures.refused += 1
+                    figures.refusal_reasons[reason] += 1
             elif kind is EventKind.FAILED:
                 figures.failed += 1
             elif kind is EventKind.UNCONFIRMED:
@@ -195,48 +281,99 @@ def build_report(
     until: datetime | None = None,
     title: str = "Requests for information",
     verification: VerifyResult | None = None,
+    marking: str = "OFFICIAL-SENSITIVE",
+    mash_name: str = "MASH",
+    partner_names: Mapping[str, str] | None = None,
+    timescales: Timescales | None = None,
 ) -> ReportData:
     """Verify the whole log and tally the events recorded in [since, until).
+
+    ``marking``, ``mash_name``, ``partner_names`` (key -> name, from the partner
+    directory) and ``timescales`` (for the timeliness figures; default: the built-in
+    timescales) come from the config (``load_report_settings``). Answers, bounces and
+    reminders recorded after ``until`` count for the requests sent in the period.
 
     The whole chain is verified whatever the period, in worker processes while this one
     tallies the period (see :func:`~mash_requests.audit.verify.verify_chain`). To make several
     reports from one verification, pass the ``verification`` that ``verify_chain(store)``
     returned just before: the reports then state that result, head and count included.
     """
+    from mash_requests.audit.timeliness import AnswerFold, count
+    from mash_requests.deadlines import Timescales
+
     running = start_verification(store, walk_first_here=False) if verification is None else None
+    answers: AnswerFold | None = None
     try:
         read_from = since - PREPARED_LOOKBACK if since is not None else None
-        figures = tally(store.events(EventFilter(since=read_from, until=until)), since=since)
+        if _answers_recorded(store, read_from):
+            answers = AnswerFold(since, until)
+        where = EventFilter(since=read_from, until=until)
+        # One read of the period feeds both the send figures and the answers fold.
+        figures = tally(
+            store.events(where), since=since, also=answers.feed if answers is not None else None
+        )
+        if answers is not None and until is not None:
+            # Answers, bounces and reminders after the period still count for the requests
+            # sent in it: the answers fold needs only these kinds from then on.
+            later = EventFilter(
+                kinds=(EventKind.REPLIED, EventKind.BOUNCED, EventKind.CHASED), since=until
+            )
+            for stored in store.events(later):
+                answers.apply(stored)
         if running is not None:
             verification = running.result()
     finally:
         if running is not None:
             running.close()
     assert verification is not None
+    generated_at = datetime.now(UTC)
+    scales = timescales or Timescales.defaults()
     return ReportData(
         title=title,
         since=since,
         until=until,
-        generated_at=datetime.now(UTC),
+        generated_at=generated_at,
         location=str(getattr(store, "location", "")),
         verification=verification,
         tally=figures,
+        marking=marking,
+        mash_name=mash_name,
+        partner_names=dict(partner_names or {}),
+        timeliness=count(answers, scales, generated_at) if answers is not None else None,
     )
 
 
-def write_report(data: ReportData, path: Path) -> None:
-    """Render and write the report atomically; LogError names the file if it cannot."""
+def _answers_recorded(store: EventStore, since: datetime | None) -> bool:
+    """Whether the log holds any reply, bounce or reminder from ``since`` on.
+
+    Without one, nobody is recording answers (no ``[replies]``, no ``replies record``):
+    timeliness figures would call every request unanswered, which is not what the log
+    shows, so the report says that answers are not recorded instead.
+    """
+    events = store.events(EventFilter(kinds=tuple(FOLLOW_UP_KINDS), since=since))
     try:
-        atomic_write_text(path, render_html(data))
+        return next(iter(events), None) is not None
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+
+
+def write_report(data: ReportData, path: Path, *, templates_dir: Path | None = None) -> None:
+    """Render (see :func:`render_html`) and write the report atomically; LogError names the
+    file if it cannot be written."""
+    page = render_html(data, templates_dir=templates_dir)
+    try:
+        atomic_write_text(path, page)
     except OSError as exc:
         raise LogError(f"report {path}: cannot write: {exc.strerror}") from exc
 
 
-# -- rendering -------------------------------------------------------------------------------
+# -- what the template is given ------------------------------------------------------------
 
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+#: The report's template, found like the request templates: ``[mash] templates`` first, then
+#: the templates shipped with the package.
+REPORT_TEMPLATE = "report.html.j2"
 
 
 def _percent(rate: float) -> str:
@@ -258,6 +395,10 @@ def _duration(seconds: float | None) -> str:
     return f"{hours / 24:.1f} days"
 
 
+def _number(value: int) -> str:
+    return f"{value:,}"
+
+
 def _month_label(month: str) -> str:
     return datetime.strptime(month, "%Y-%m").strftime("%b %Y")
 
@@ -276,169 +417,157 @@ def _month_range(by_month: dict[str, Figures]) -> list[str]:
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
 
 
-def _reasons(reasons: Counter[str]) -> str:
-    return ", ".join(f"{_e(reason)}&nbsp;×{n}" for reason, n in reasons.most_common()) or "–"
+@dataclass(frozen=True)
+class Reason:
+    """One refusal reason as the report shows it: the code, its words, and how many."""
+
+    code: str
+    text: str
+    count: int
 
 
-def _rate_cell(figures: Figures) -> str:
-    rate = figures.attachment_rate
-    if rate is None:
-        return '<td class="num">–</td>'
-    warn = ' class="num warn"' if rate < 1 else ' class="num"'
-    return f"<td{warn}>{_e(_percent(rate))}</td>"
+def _reasons(reasons: Counter[str]) -> list[Reason]:
+    return [Reason(code, REASON_TEXT.get(code, ""), n) for code, n in reasons.most_common()]
 
 
-def _figures_row(label: str, figures: Figures) -> str:
-    return (
-        f'<tr><th scope="row">{_e(label)}</th>'
-        f'<td class="num">{figures.sent:,}</td>'
-        f'<td class="num">{figures.with_form:,}</td>'
-        f"{_rate_cell(figures)}"
-        f'<td class="num">{figures.refused:,}</td>'
-        f'<td class="num">{figures.failed:,}</td>'
-        f'<td class="num">{figures.unconfirmed:,}</td>'
-        f'<td class="num">{figures.retries:,}</td>'
-        f'<td class="num">{_e(_duration(figures.median_seconds))}</td>'
-        f'<td class="reasons">{_reasons(figures.refusal_reasons)}</td></tr>'
-    )
+@dataclass(frozen=True)
+class Bar:
+    """One stacked segment of the chart: a partner's requests sent in one month."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    colour: str
+    title: str
 
 
-_TABLE_HEAD = (
-    '<thead><tr><th scope="col">{first}</th>'
-    '<th scope="col" class="num">Sent</th>'
-    '<th scope="col" class="num">With form</th>'
-    '<th scope="col" class="num">Form attached</th>'
-    '<th scope="col" class="num">Refused</th>'
-    '<th scope="col" class="num">Failed</th>'
-    '<th scope="col" class="num">Unconfirmed</th>'
-    '<th scope="col" class="num">Retries</th>'
-    '<th scope="col" class="num">Median prepared→sent</th>'
-    '<th scope="col">Refusal reasons</th></tr></thead>'
-)
+@dataclass(frozen=True)
+class Tick:
+    """A label on an axis (or the legend) at ``x``, ``y``."""
+
+    x: float
+    y: float
+    text: str
+    colour: str = ""
 
 
-def _table(first: str, rows: Iterable[tuple[str, Figures]], caption: str) -> str:
-    body = "".join(_figures_row(label, figures) for label, figures in rows)
-    if not body:
-        body = '<tr><td colspan="10" class="empty">No events in this period.</td></tr>'
-    return (
-        f"<table><caption>{_e(caption)}</caption>{_TABLE_HEAD.format(first=_e(first))}"
-        f"<tbody>{body}</tbody></table>"
-    )
+@dataclass
+class Chart:
+    """The chart's geometry, in SVG user units; the template draws it."""
+
+    width: int = 900
+    height: int = 340
+    left: int = 56
+    right: int = 56
+    top: int = 20
+    bottom: int = 64
+    #: No requests were sent in the period: the template says so instead of drawing.
+    empty: bool = True
+    grid: list[Tick] = field(default_factory=list)
+    rate_ticks: list[Tick] = field(default_factory=list)
+    bars: list[Bar] = field(default_factory=list)
+    month_labels: list[Tick] = field(default_factory=list)
+    #: The attachment-rate line (an SVG path) and its points with their titles.
+    rate_path: str = ""
+    rate_points: list[Tick] = field(default_factory=list)
+    legend: list[Tick] = field(default_factory=list)
+    #: Where the rate line's legend entry starts.
+    legend_rate_x: float = 0
+    legend_rate_y: float = 0
+
+    @property
+    def plot_width(self) -> int:
+        return self.width - self.left - self.right
+
+    @property
+    def plot_height(self) -> int:
+        return self.height - self.top - self.bottom
+
+    @property
+    def baseline(self) -> int:
+        return self.top + self.plot_height
 
 
-def _partner_month_tables(data: ReportData) -> str:
-    sections = []
-    for partner in data.tally.by_partner:
-        rows = [
-            (_month_label(month), data.tally.by_partner_month[(partner, month)])
-            for month in data.tally.months
-            if (partner, month) in data.tally.by_partner_month
-        ]
-        sections.append(
-            f'<section class="partner"><h3>{_e(partner)}</h3>'
-            f"{_table('Month', rows, f'{partner} by month')}</section>"
-        )
-    return "".join(sections)
-
-
-def render_chart(data: ReportData) -> str:
-    """Inline SVG: requests sent per month, stacked by agency, with the attachment rate line."""
-    months = data.tally.months
-    partners = list(data.tally.by_partner)
-    width, height = 900, 340
-    left, right, top, bottom = 56, 56, 20, 64
-    plot_w, plot_h = width - left - right, height - top - bottom
-    svg = [
-        f'<svg id="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'width="100%" role="img" aria-labelledby="chart-title chart-desc">',
-        '<title id="chart-title">Requests sent per month by partner agency, '
-        "with the share sent with the referral form attached</title>",
-        '<desc id="chart-desc">Stacked bars: requests sent per month, one colour per agency. '
-        "Line: percentage of sent requests with a verified referral form attached.</desc>",
-    ]
-    peak = max((data.tally.by_month[m].sent for m in months if m in data.tally.by_month), default=0)
+def chart(data: ReportData) -> Chart:
+    """The chart of requests sent per month, stacked by agency, with the attachment rate."""
+    result = Chart()
+    tally_ = data.tally
+    months = tally_.months
+    peak = max((tally_.by_month[m].sent for m in months if m in tally_.by_month), default=0)
     if peak == 0:
-        svg.append(
-            f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="axis">'
-            "No requests were sent in this period.</text></svg>"
-        )
-        return "".join(svg)
+        return result
+    result.empty = False
+    # Only agencies with requests sent have a colour and a legend entry: refusals that
+    # named no partner (or an agency only refused) draw no bar.
+    partners = [key for key, figures in tally_.by_partner.items() if figures.sent]
+    plot_w, plot_h, top = result.plot_width, result.plot_height, result.top
     step = _nice_step(peak)
     top_value = step * -(-peak // step)
-    # Axes and grid
     for i in range(int(top_value // step) + 1):
         value = i * step
         y = top + plot_h - plot_h * value / top_value
-        svg.append(
-            f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="axis">{value:,}</text>'
-        )
+        result.grid.append(Tick(result.left, round(y, 1), _number(value)))
     for pct in (0, 50, 100):
         y = top + plot_h - plot_h * pct / 100
-        svg.append(
-            f'<text x="{left + plot_w + 6}" y="{y + 4:.1f}" class="axis rate-axis">{pct}%</text>'
-        )
-    svg.append(
-        f'<text transform="translate(14 {top + plot_h / 2}) rotate(-90)" text-anchor="middle" '
-        'class="axis">Requests sent</text>'
-        f'<text transform="translate({width - 12} {top + plot_h / 2}) rotate(90)" '
-        'text-anchor="middle" class="axis rate-axis">Form attached</text>'
-    )
+        result.rate_ticks.append(Tick(result.left + plot_w + 6, round(y + 4, 1), f"{pct}%"))
     slot = plot_w / len(months)
     bar_w = max(2.0, min(48.0, slot * 0.7))
     points: list[tuple[float, float, str]] = []
     label_every = max(1, -(-len(months) // 18))
     for index, month in enumerate(months):
-        x_mid = left + slot * (index + 0.5)
-        y = top + plot_h
+        x_mid = result.left + slot * (index + 0.5)
+        y = float(top + plot_h)
         for p_index, partner in enumerate(partners):
-            figures = data.tally.by_partner_month.get((partner, month))
+            figures = tally_.by_partner_month.get((partner, month))
             if not figures or not figures.sent:
                 continue
             h = plot_h * figures.sent / top_value
             y -= h
-            colour = PALETTE[p_index % len(PALETTE)]
-            svg.append(
-                f'<rect class="bar" x="{x_mid - bar_w / 2:.1f}" y="{y:.1f}" width="{bar_w:.1f}" '
-                f'height="{h:.1f}" fill="{colour}"><title>{_e(_month_label(month))}, '
-                f"{_e(partner)}: {figures.sent:,} sent, {_e(figures.attachment_rate_text)} "
-                "with form</title></rect>"
+            result.bars.append(
+                Bar(
+                    x=round(x_mid - bar_w / 2, 1),
+                    y=round(y, 1),
+                    width=round(bar_w, 1),
+                    height=round(h, 1),
+                    colour=PALETTE[p_index % len(PALETTE)],
+                    title=f"{_month_label(month)}, {data.partner_label(partner)}: "
+                    f"{figures.sent:,} sent, {figures.attachment_rate_text} with form",
+                )
             )
         if index % label_every == 0:
-            svg.append(
-                f'<text x="{x_mid:.1f}" y="{top + plot_h + 16}" text-anchor="middle" '
-                f'class="axis">{_e(_month_label(month))}</text>'
-            )
-        month_figures = data.tally.by_month.get(month)
+            month_tick = Tick(round(x_mid, 1), top + plot_h + 16, _month_label(month))
+            result.month_labels.append(month_tick)
+        month_figures = tally_.by_month.get(month)
         if month_figures and month_figures.attachment_rate is not None:
             ry = top + plot_h - plot_h * month_figures.attachment_rate
             points.append((x_mid, ry, month_figures.attachment_rate_text))
     if points:
-        path = " ".join(
+        result.rate_path = " ".join(
             f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y, _) in enumerate(points)
         )
-        svg.append(f'<path d="{path}" class="rate-line"/>')
-        for x, y, text in points:
-            svg.append(
-                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" class="rate-dot">'
-                f"<title>Form attached: {_e(text)}</title></circle>"
-            )
-    # Legend
-    lx, ly = left, height - 22
+        result.rate_points = [
+            Tick(round(x, 1), round(y, 1), f"Form attached: {text}") for x, y, text in points
+        ]
+    # The legend under the plot, wrapped onto more lines when long names need them (about
+    # 7 units a character at 11 px); the chart grows by a line for each.
+    lx, line = float(result.left), 0
     for p_index, partner in enumerate(partners):
-        colour = PALETTE[p_index % len(PALETTE)]
-        svg.append(
-            f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" fill="{colour}"/>'
-            f'<text x="{lx + 14}" y="{ly}" class="legend">{_e(partner)}</text>'
+        label = data.partner_label(partner)
+        needed = 24 + 7 * len(label)
+        if lx + needed > result.width - 8 and lx > result.left:
+            lx, line = float(result.left), line + 1
+        result.legend.append(
+            Tick(lx, result.baseline + 42 + 18 * line, label, PALETTE[p_index % len(PALETTE)])
         )
-        lx += 24 + 7 * len(partner)
-    svg.append(
-        f'<line x1="{lx}" x2="{lx + 18}" y1="{ly - 4}" y2="{ly - 4}" class="rate-line"/>'
-        f'<text x="{lx + 22}" y="{ly}" class="legend">form attached (%)</text>'
-    )
-    svg.append("</svg>")
-    return "".join(svg)
+        lx += needed
+    if lx + 150 > result.width - 8:
+        lx, line = float(result.left), line + 1
+    result.legend_rate_x = lx
+    result.legend_rate_y = result.baseline + 42 + 18 * line
+    result.height += 18 * line
+    result.bottom += 18 * line
+    return result
 
 
 def _nice_step(peak: int) -> int:
@@ -448,157 +577,259 @@ def _nice_step(peak: int) -> int:
     return int(10 ** len(str(peak // 6)))
 
 
-_CSS = """
-:root { --ink: #1a1a1a; --muted: #5a5a5a; --rule: #d0d0d0; --ok: #0a6b2d; --bad: #a00000; }
-* { box-sizing: border-box; }
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Arial, sans-serif; color: var(--ink);
-       margin: 2rem auto; max-width: 1100px; padding: 0 1.5rem; }
-h1 { font-size: 1.6rem; margin: 0 0 .25rem; }
-h2 { font-size: 1.2rem; margin: 2rem 0 .5rem; border-bottom: 2px solid var(--ink); }
-h3 { font-size: 1rem; margin: 1.25rem 0 .25rem; }
-.meta { color: var(--muted); margin: 0 0 1rem; }
-.verify { border: 2px solid; padding: .75rem 1rem; margin: 1rem 0; }
-.verify.ok { border-color: var(--ok); } .verify.broken { border-color: var(--bad); }
-.verify strong.ok { color: var(--ok); } .verify strong.broken { color: var(--bad); }
-.hash { font-family: ui-monospace, Menlo, Consolas, monospace; word-break: break-all; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)); gap: .75rem; }
-.card { border: 1px solid var(--rule); padding: .6rem .8rem; }
-.card .value { font-size: 1.5rem; font-weight: 600; display: block; }
-.card .label { color: var(--muted); font-size: .85rem; }
-table { border-collapse: collapse; width: 100%; margin: .5rem 0 1rem; font-size: .9rem; }
-caption { text-align: left; color: var(--muted); font-size: .8rem; padding-bottom: .25rem; }
-th[scope="row"] { white-space: nowrap; }
-th, td { border-bottom: 1px solid var(--rule); padding: .3rem .45rem; text-align: left;
-         vertical-align: top; }
-thead th { border-bottom: 2px solid var(--ink); font-weight: 600; }
-.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.warn { color: var(--bad); font-weight: 600; }
-.reasons { font-size: .85rem; }
-.empty { color: var(--muted); text-align: center; }
-svg .grid { stroke: #e3e3e3; stroke-width: 1; }
-svg .axis, svg .legend { font: 11px system-ui, Arial, sans-serif; fill: #333; }
-svg .rate-axis { fill: var(--bad); }
-svg .rate-line { fill: none; stroke: var(--bad); stroke-width: 2; }
-svg .rate-dot { fill: #fff; stroke: var(--bad); stroke-width: 2; }
-.notes { color: var(--muted); font-size: .85rem; }
-.notes dt { font-weight: 600; color: var(--ink); }
-@page { size: A4 landscape; margin: 14mm; }
-@media print {
-  body { margin: 0; max-width: none; padding: 0; font-size: 10.5pt; }
-  * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
-  h2 { break-after: avoid; }
-  table, figure, .verify, .cards { break-inside: auto; }
-  tr, .card, svg { break-inside: avoid; }
-  thead { display: table-header-group; }
-  section.partner { break-inside: avoid-page; }
+#: The timeliness chart's colours per category (Okabe–Ito, as the other chart).
+CATEGORY_COLOURS = {
+    "in_time": "#009E73",
+    "late": "#E69F00",
+    "bounced": "#CC79A7",
+    "overdue": "#D55E00",
+    "not_due": "#56B4E9",
+    "other": "#999999",
 }
-"""
 
 
-def render_html(data: ReportData) -> str:
-    """The complete report as one HTML document (no external resources)."""
+@dataclass(frozen=True)
+class TimelinessRow:
+    """One agency's bar in the timeliness chart: its segments, label and rate text."""
+
+    y: float
+    label: str
+    segments: list[Bar]
+    rate_text: str
+
+
+@dataclass
+class TimelinessChart:
+    """Per agency, a bar of its requests split by where each stands; the template draws it."""
+
+    width: int = 900
+    row_height: int = 30
+    label_width: int = 190
+    rate_width: int = 200
+    top: int = 10
+    rows: list[TimelinessRow] = field(default_factory=list)
+    legend: list[Tick] = field(default_factory=list)
+
+    @property
+    def bar_width(self) -> int:
+        return self.width - self.label_width - self.rate_width
+
+    @property
+    def legend_y(self) -> int:
+        return self.top + self.row_height * len(self.rows) + 22
+
+    @property
+    def height(self) -> int:
+        return self.legend_y + 20 * ((len(self.legend) + 1) // 2) + 4
+
+
+def timeliness_chart(data: ReportData) -> TimelinessChart:
+    """All agencies, then each agency: its requests sent in the period as one full-width bar,
+    split into answered in time, late, bounced, overdue, not due yet, other."""
+    from mash_requests.audit.timeliness import CATEGORIES
+
+    result = TimelinessChart()
+    figures = data.timeliness
+    if figures is None or not figures.totals.requests:
+        return result
+    groups = [("All agencies", figures.totals)] + [
+        (data.partner_label(key), group) for key, group in figures.by_partner.items()
+    ]
+    # Room for the longest name (about 6.5 units a character at 11 px), within reason.
+    longest = max(len(label) for label, _ in groups)
+    result.label_width = min(360, max(120, round(16 + 6.5 * longest)))
+    used: set[str] = set()
+    for index, (label, group) in enumerate(groups):
+        y = result.top + index * result.row_height
+        x = float(result.label_width)
+        segments: list[Bar] = []
+        for category, words in CATEGORIES.items():
+            n = group.categories[category]
+            if not n:
+                continue
+            used.add(category)
+            width = result.bar_width * n / group.requests
+            share = _percent(n / group.requests)
+            segments.append(
+                Bar(
+                    x=round(x, 1),
+                    y=y + 4,
+                    width=round(width, 1),
+                    height=result.row_height - 8,
+                    colour=CATEGORY_COLOURS[category],
+                    title=f"{label}: {n:,} of {group.requests:,} ({share}) {words}",
+                )
+            )
+            x += width
+        rate = group.in_time_rate
+        rate_text = (
+            f"{_percent(rate)} in time ({group.in_time:,} of {group.decided:,} due)"
+            if rate is not None
+            else "none due yet"
+        )
+        result.rows.append(TimelinessRow(y, label, segments, rate_text))
+    column = 0
+    for category, words in CATEGORIES.items():
+        if category in used:
+            # Two columns from the left edge: the longest words fit (about 390 units).
+            x = 16 + (column % 2) * 440
+            y = result.top + result.row_height * len(groups) + 22 + 20 * (column // 2)
+            result.legend.append(Tick(x, y, words, CATEGORY_COLOURS[category]))
+            column += 1
+    return result
+
+
+def _hours(hours: float | None) -> str:
+    return "–" if hours is None else f"{hours:,.1f} h"
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One line of the verification section: a label and its value, as text."""
+
+    label: str
+    value: str
+
+
+#: Labels for the verification result's fields; a field not named here (a later version's)
+#: is shown under its own name.
+_FACT_LABELS = {
+    "count": "Events verified",
+    "head_seq": "Head of the chain: event",
+    "head_hash": "Head hash",
+    "broken_seq": "First broken event",
+    "problem": "What happened to it",
+    "detail": "Detail",
+    "checkpoint": "Checked against the checkpoint",
+}
+
+
+def verification_facts(result: VerifyResult) -> list[Fact]:
+    """Every field of the verification result that has a value, as label and text.
+
+    Generic on purpose: whatever the result records (a later version may say what was
+    verified now and what earlier), the report shows it without being changed.
+    """
+    facts: list[Fact] = []
+    for item in dataclasses.fields(result):
+        if item.name == "ok":
+            continue
+        value = getattr(result, item.name)
+        if value is None or value == "":
+            continue
+        label = _FACT_LABELS.get(item.name, item.name.replace("_", " ").capitalize())
+        facts.append(Fact(label, _fact_text(value)))
+    return facts
+
+
+def _fact_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, datetime):
+        return format_time(value)[:19].replace("T", " ") + " UTC"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return ", ".join(
+            f"{f.name.replace('_', ' ')} {_fact_text(getattr(value, f.name))}"
+            for f in dataclasses.fields(value)
+            if getattr(value, f.name) is not None
+        )
+    if isinstance(value, list | tuple):
+        return "; ".join(_fact_text(v) for v in value)
+    return str(value)
+
+
+def _context(data: ReportData) -> dict[str, Any]:
     start = format_time(data.since)[:10] if data.since else "the first event"
     end = format_time(data.until - timedelta(microseconds=1))[:10] if data.until else "the last"
-    period = f"{start} to {end}"
-    v = data.verification
-    if v.ok:
-        verdict = (
-            f'<strong class="ok">Intact.</strong> All {v.count:,} events in the log verify: '
-            "none was changed, removed, inserted or reordered."
-        )
-    else:
-        verdict = (
-            f'<strong class="broken">BROKEN at event {v.broken_seq} ({_e(v.problem)}).</strong> '
-            f"{_e(v.detail)}. {v.count:,} events verified before it. The figures below may "
-            "not be trustworthy: investigate before relying on them."
-        )
-    t = data.totals
-    cards = [
-        (f"{t.sent:,}", "requests sent"),
-        (
-            _percent(t.attachment_rate) if t.attachment_rate is not None else "n/a",
-            f"sent with the referral form attached ({t.with_form:,} of {t.sent:,})",
-        ),
-        (f"{t.refused:,}", "refused before sending"),
-        (f"{t.failed:,}", "failed"),
-        (f"{t.unconfirmed:,}", "unconfirmed (need checking)"),
-        (f"{t.retries:,}", "retries"),
-        (_duration(t.median_seconds), "median prepared → sent"),
+    tally_ = data.tally
+    by_partner_month = []
+    for partner in tally_.by_partner:
+        rows = [
+            (_month_label(month), tally_.by_partner_month[(partner, month)])
+            for month in tally_.months
+            if (partner, month) in tally_.by_partner_month
+        ]
+        by_partner_month.append((data.partner_label(partner), rows))
+    return {
+        "report": data,
+        "title": data.title,
+        "marking": data.marking,
+        "mash_name": data.mash_name,
+        "period": f"{start} to {end}",
+        "generated": format_time(data.generated_at)[:19].replace("T", " "),
+        "location": data.location,
+        "verification": data.verification,
+        "verification_facts": verification_facts(data.verification),
+        "totals": data.totals,
+        "chart": chart(data),
+        "by_partner": [(data.partner_label(p), f) for p, f in tally_.by_partner.items()],
+        "by_month": [
+            (_month_label(m), tally_.by_month[m]) for m in tally_.months if m in tally_.by_month
+        ],
+        "by_partner_month": by_partner_month,
+        "timeliness": _timeliness_context(data),
+        # Formatting, as functions the template calls.
+        "percent": _percent,
+        "duration": _duration,
+        "hours": _hours,
+        "number": _number,
+        "reasons": lambda figures: _reasons(figures.refusal_reasons),
+        "held_reasons": lambda figures: _reasons(figures.held_reasons),
+    }
+
+
+def _timeliness_context(data: ReportData) -> dict[str, Any] | None:
+    figures = data.timeliness
+    if figures is None:
+        return None
+    by_partner_month = [
+        (data.partner_label(partner), _month_label(month), group)
+        for (partner, month), group in sorted(figures.by_partner_month.items())
     ]
-    cards_html = "".join(
-        f'<div class="card"><span class="value">{_e(value)}</span>'
-        f'<span class="label">{_e(label)}</span></div>'
-        for value, label in cards
-    )
-    month_rows = [
-        (_month_label(m), data.tally.by_month[m])
-        for m in data.tally.months
-        if m in data.tally.by_month
-    ]
-    return f"""<!DOCTYPE html>
-<html lang="en-GB">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(data.title)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<header>
-<h1>{_e(data.title)}</h1>
-<p class="meta">Evidence from the dispatch log, {_e(period)} (UTC).
-Generated {_e(format_time(data.generated_at)[:19].replace("T", " "))} UTC from
-{_e(data.location)}.</p>
-</header>
+    return {
+        "totals": figures.totals,
+        "chart": timeliness_chart(data),
+        "by_partner": [(data.partner_label(p), g) for p, g in figures.by_partner.items()],
+        "by_month": [(_month_label(m), g) for m, g in figures.by_month.items()],
+        "by_partner_month": by_partner_month,
+        "working_ratings": [rating.upper() for rating in figures.working_ratings],
+    }
 
-<section class="verify {"ok" if v.ok else "broken"}" id="verification">
-<p>{verdict}</p>
-<p>Head of the chain: event {v.head_seq:,}, hash <span class="hash">{_e(v.head_hash)}</span></p>
-</section>
 
-<h2>Totals</h2>
-<div class="cards" id="totals">{cards_html}</div>
+@functools.cache
+def _renderer(templates_dir: Path | None) -> Renderer:
+    from mash_requests.rendering import Renderer
 
-<h2>Requests per month</h2>
-<figure>{render_chart(data)}</figure>
+    # The marking and name are given to the report template in its context.
+    return Renderer(marking="", mash_name="", override_dir=templates_dir)
 
-<h2>By partner agency</h2>
-{_table("Partner agency", data.tally.by_partner.items(), "Per partner agency, whole period")}
 
-<h2>By month</h2>
-{_table("Month", month_rows, "Per month, all partner agencies")}
+def render_html(data: ReportData, *, templates_dir: Path | None = None) -> str:
+    """The complete report as one HTML document (no external resources).
 
-<h2>By partner agency and month</h2>
-{_partner_month_tables(data)}
-
-<h2>How to read this report</h2>
-<dl class="notes">
-<dt>Sent</dt><dd>Requests the mail gateway accepted (and unconfirmed sends later found in
-Sent Items), counted in the month they were recorded.</dd>
-<dt>Form attached</dt><dd>The share of sent requests whose log entry carries the SHA-256 of
-a referral form that passed the check (right case, readable, no active content) and was
-attached. Anything under 100% is shown in red.</dd>
-<dt>Refused</dt><dd>Requests stopped before sending (for example no form, wrong case's form,
-address not in the partner directory), with the reason codes.</dd>
-<dt>Retries</dt><dd>Attempts the gateway did not accept and that were tried again
-(the last failed attempt of a failed request is counted under Failed, not here).</dd>
-<dt>Median prepared → sent</dt><dd>Time from the request being built and logged to the
-gateway accepting it.</dd>
-<dt>What the log holds</dt><dd>References, partner agencies, addresses, times, gateway ids
-and form fingerprints. It never holds message bodies or the child's details.</dd>
-</dl>
-</body>
-</html>
-"""
+    Rendered from ``report.html.j2``: from ``templates_dir`` (``[mash] templates``) when it
+    holds one, else the shipped template; sandboxed and autoescaped like the requests, so
+    every value from the log is HTML-escaped. TemplateError names a broken template.
+    """
+    return _renderer(templates_dir).render_document(REPORT_TEMPLATE, _context(data))
 
 
 __all__ = [
+    "HELD_REASONS",
+    "REASON_TEXT",
+    "REPORT_TEMPLATE",
+    "Chart",
     "Figures",
     "ReportData",
     "Tally",
+    "TimelinessChart",
     "build_report",
-    "render_chart",
+    "chart",
     "render_html",
     "tally",
+    "timeliness_chart",
+    "verification_facts",
     "write_report",
 ]

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from mash_requests.audit import _open_requests
 from mash_requests.audit._rows import (
     BATCH_SIZE,
     INDEXED_FIELDS,
@@ -112,6 +113,8 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             """,
         ),
     ),
+    # For ``overdue`` on a large log (see mash_requests.audit._open_requests).
+    (2, _open_requests.MIGRATION_DESCRIPTION, (_open_requests.SQLITE_INDEX,)),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -513,6 +516,31 @@ class SQLiteEventStore:
 
     def _translate(self, action: str) -> _SQLiteErrors:
         return _SQLiteErrors(self.path, action)
+
+    # -- open requests (for ``overdue``) ---------------------------------------------------
+
+    def open_request_events(self, kinds: Sequence[str]) -> tuple[int, str, list[StoredEvent]]:
+        """The last event of ``kinds`` (seq, hash; 0 and "" for none) and, in seq order, the
+        events of ``kinds`` of every request key that may still be open, all read from one
+        snapshot (see :mod:`mash_requests.audit._open_requests`)."""
+        with self._translate("read"):
+            conn = self._readers.take()
+            try:
+                conn.execute("BEGIN")  # one snapshot for every statement (WAL)
+                try:
+                    head = conn.execute(_open_requests.head_sql(kinds)).fetchone()
+                    indexed = conn.execute(
+                        "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
+                        (_open_requests.INDEX_NAME,),
+                    ).fetchone()
+                    sql = _open_requests.candidates_sql(kinds, indexed=indexed is not None)
+                    rows = conn.execute(sql).fetchall()
+                finally:
+                    conn.execute("ROLLBACK")
+            finally:
+                self._readers.give(conn)
+        events = [stored_event(*row, location=self.location) for row in rows]
+        return (int(head[0]), str(head[1]), events) if head else (0, "", events)
 
 
 class _SQLiteErrors:

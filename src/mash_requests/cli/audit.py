@@ -7,13 +7,14 @@ log that cannot even be opened exits 2 there.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
@@ -81,28 +82,6 @@ def _opened_store(config_path: Path | None) -> Iterator[EventStore]:
         yield store
     finally:
         store.close()
-
-
-def _mash_name(config_path: Path | None) -> str:
-    """``[mash] name`` (default "MASH"), without validating the rest of the config.
-
-    load_log_settings has already found and parsed the same file, so reading it fails only
-    if it changed meanwhile; then the default name is good enough for a title.
-    """
-    import tomllib
-
-    from mash_requests._tables import Table
-    from mash_requests.config import find_config
-
-    source = find_config(config_path)
-    if source is None:
-        return "MASH"
-    try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "MASH"
-    root = Table(data, where=f"config {source}:", base_dir=source.parent)
-    return root.table("mash").string("name", "MASH") or "MASH"
 
 
 # -- verify and checkpoint -------------------------------------------------------------------
@@ -224,12 +203,16 @@ Examples:
   mash-requests audit query --partner police --from 2026-06-01 --to 2026-06-30 --format csv
   mash-requests audit query --outcome unconfirmed
   mash-requests audit query --form-sha256 3b5d…e1 --events --format jsonl
+  mash-requests audit query --from 2026-06-01 --format csv --bom > june.csv
 
 \b
-By default one row per request: its latest outcome, when it was prepared and sent, attempts,
-gateway, Message-ID and the SHA-256 of the referral form that was attached. --events lists
-the raw events instead. Dates are UTC; --to DATE includes that whole day. Output streams:
-pipe it anywhere. CSV cells that a spreadsheet would run as a formula get a leading '.
+By default one row per request: its current state (latest outcome), when it was prepared and
+sent, attempts, gateway, Message-ID and the SHA-256 of the referral form that was attached.
+Refusals before any request was built are not requests: they are listed after the requests
+(the table in a section of their own; CSV and JSONL with record_type "refusal"). --events
+lists the raw events instead. Dates are UTC; --to DATE includes that whole day. Output
+streams: pipe it anywhere. CSV is UTF-8 with CRLF line ends (--bom for Excel); cells that a
+spreadsheet would run as a formula get a leading '.
 Exit codes: 0 done; 2 bad usage, config or unreadable log.""",
 )
 @click.option("--case-ref", metavar="REF", help="Only this case.")
@@ -254,6 +237,12 @@ Exit codes: 0 done; 2 bad usage, config or unreadable log.""",
     show_default=True,
     help="table for people, csv for spreadsheets, jsonl for scripts.",
 )
+@click.option(
+    "--bom",
+    is_flag=True,
+    help="With --format csv: start with a UTF-8 byte-order mark, so that Excel reads accented "
+    "letters and symbols correctly when the file is opened by double-clicking.",
+)
 @config_option
 def query(
     case_ref: str | None,
@@ -266,6 +255,7 @@ def query(
     form_sha256: str | None,
     raw_events: bool,
     output_format: str,
+    bom: bool,
     config_path: Path | None,
 ) -> None:
     """List requests (or events) from the dispatch log, filtered."""
@@ -275,6 +265,8 @@ def query(
 
     if raw_events and outcome:
         raise click.UsageError("--outcome selects requests; it cannot be used with --events")
+    if bom and output_format != "csv":
+        raise click.UsageError("--bom is for CSV output; add --format csv")
     since, until = _time_window(from_, to)
     where = EventFilter(
         case_ref=case_ref,
@@ -286,19 +278,40 @@ def query(
         until=until,
     )
     with _opened_store(config_path) as store:
-        out = sys.stdout
         try:
-            with _read_errors():
+            with _read_errors(), _output(csv=output_format == "csv") as out:
                 if raw_events:
-                    write_events(store.events(where), out, output_format=output_format)
+                    write_events(store.events(where), out, output_format=output_format, bom=bom)
                 else:
                     states = request_states(store, where, outcomes=outcome)
-                    write_requests(states, out, output_format=output_format)
+                    write_requests(states, out, output_format=output_format, bom=bom)
         except BrokenPipeError:
             # `… | head`: the reader has all it wants. Point stdout at /dev/null so the
             # interpreter's final flush does not fail again.
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
+
+
+@contextmanager
+def _output(*, csv: bool) -> Iterator[TextIO]:
+    """Standard output; for CSV, UTF-8 with line ends written as they are.
+
+    A CSV file is data, not console text: it is UTF-8 whatever the console's code page, and
+    its CRLF line ends must not become CR CR LF through Windows' text-mode translation.
+    """
+    buffer = getattr(sys.stdout, "buffer", None)
+    if not csv or buffer is None:
+        yield sys.stdout
+        return
+    sys.stdout.flush()
+    out = io.TextIOWrapper(buffer, encoding="utf-8", newline="", write_through=True)
+    try:
+        yield out
+    finally:
+        try:
+            out.flush()
+        finally:
+            out.detach()  # leave sys.stdout's buffer open
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -313,10 +326,14 @@ Examples:
   mash-requests audit report --out everything.html
 
 \b
-One self-contained HTML file (no external files, prints cleanly to PDF): totals, then per
-partner agency and per month the requests sent, the share sent with a verified referral
-form attached, refusals with reasons, failures, retries and the median time from prepared
-to sent; a chart; and the chain verification result with the head hash. Dates are UTC.
+One self-contained HTML file (no external files, prints cleanly to PDF), marked top and
+bottom with [mash] marking: totals, then per partner agency (by name) and per month the
+requests sent, the share sent with a verified referral form attached, refusals with their
+reasons in words, requests not sent again (already sent or being sent by another run),
+failures, retries and the median time from prepared to sent; a chart; the timeliness of
+partners' answers (answered, in time, median and 90th percentile time to answer, overdue
+now, bounced, chasers) with a chart; and the chain verification result with the head hash.
+Rendered from report.html.j2 ([mash] templates overrides it). Dates are UTC.
 Exit codes: 0 written and the log intact; 1 written but the log is broken (the report says
 so); 2 bad usage, config or unreadable log.""",
 )
@@ -336,14 +353,29 @@ def report(
     from_: str | None, to: str | None, out_path: Path, title: str | None, config_path: Path | None
 ) -> None:
     """Write an HTML evidence report of the requests sent in a period."""
+    from mash_requests.audit import open_store
     from mash_requests.audit.report import build_report, write_report
+    from mash_requests.config import load_report_settings
 
     since, until = _time_window(from_, to)
-    with _opened_store(config_path) as store, _read_errors():
-        if title is None:
-            title = f"{_mash_name(config_path)}: requests for information"
-        data = build_report(store, since=since, until=until, title=title)
-        write_report(data, out_path)
+    with _read_errors():
+        settings = load_report_settings(config_path)
+        store = open_store(settings.log, must_exist=True)
+    try:
+        with _read_errors():
+            data = build_report(
+                store,
+                since=since,
+                until=until,
+                title=title or f"{settings.mash_name}: requests for information",
+                marking=settings.marking,
+                mash_name=settings.mash_name,
+                partner_names=settings.partner_names,
+                timescales=settings.timescales,
+            )
+            write_report(data, out_path, templates_dir=settings.templates_dir)
+    finally:
+        store.close()
     click.echo(f"report written to {out_path}")
     click.echo(
         f"{data.totals.sent} request(s) sent, {data.totals.attachment_rate_text} with the "

@@ -193,7 +193,8 @@ def working_hours_between(start: datetime, end: datetime, timescales: Timescales
     """Hours of working time from ``start`` to ``end`` (0 when ``end`` is not later).
 
     Working time is what :meth:`Timescales.due` counts: ``day_start`` to ``day_end`` on
-    ``working_days`` that are not ``holidays``, in ``timezone``.
+    ``working_days`` that are neither bank holidays of the region nor local ``holidays``, in
+    ``timezone``.
     """
     if end <= start:
         return 0.0
@@ -205,7 +206,7 @@ def working_hours_between(start: datetime, end: datetime, timescales: Timescales
     for _ in range(366 * 40):
         if day > end.date():
             break
-        if day.weekday() in timescales.working_days and day not in timescales.holidays:
+        if day.weekday() in timescales.working_days and not timescales.is_holiday(day):
             opens = datetime.combine(day, timescales.day_start, zone)
             closes = datetime.combine(day, timescales.day_end, zone)
             lo, hi = max(opens, start), min(closes, end)

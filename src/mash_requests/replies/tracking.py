@@ -9,14 +9,21 @@ after the cycle opened, answers it and closes it; ``bounced`` for the cycle's ow
 flags it; ``chased`` with outcome ``sent`` counts a reminder. Automatic replies, read
 receipts and unmatched messages change nothing.
 
-Why a cache: a log of a million events takes tens of seconds to read in full, yet only a few
-hundred requests are open at any time. The fold's state after event ``seq`` N (the open
-requests only) is kept in ``<data_dir>/cache/`` with N and the hash of event N; the next
-call checks that event N still has that hash and folds only the events after it. The state
-is the same whether built from the first event or continued from the cache: one fold, one
-result. A cache that does not match the log (another log, a restored backup, a damaged or
-edited file) is ignored and rebuilt from the log; its checksum is an HMAC under the log's
-key when the log has one, so it cannot be forged without the key.
+A log of a million events takes tens of seconds to fold in full in Python, yet only a few
+hundred requests are open at any time. Two things keep ``overdue`` fast:
+
+- Without a usable cache, a store that offers ``open_request_events`` (both built-in stores
+  do: :mod:`mash_requests.audit._open_requests`) picks out in SQL the request keys that may
+  still be open and returns all of their events; the same fold reads only those. The SQL
+  only leaves out keys the fold would certainly close, so the result is the whole fold's.
+- The fold's state after event ``seq`` N (the open requests only) is kept in
+  ``<data_dir>/cache/`` with N and the hash of event N; the next call checks that event N
+  still has that hash and folds only the events after it (or, more than
+  :data:`CATCH_UP_EVENTS` behind, reads the store's selection again). The state is the same
+  whether built from the first event or continued from the cache: one fold, one result. A
+  cache that does not match the log (another log, a restored backup, a damaged or edited
+  file) is ignored; its checksum is an HMAC under the log's key when the log has one, so it
+  cannot be forged without the key.
 """
 
 from __future__ import annotations
@@ -26,11 +33,11 @@ import hmac
 import json
 import logging
 import os
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from mash_requests.audit.events import EventFilter, EventKind, EventStore, StoredEvent
 
@@ -50,8 +57,28 @@ TRACKED_KINDS = (
 
 CACHE_FORMAT = "mash-requests open-requests 1"
 
+#: A cache further behind the log than this many events is not continued when the store can
+#: select the open requests itself (10,000 events take about a quarter of a second to fold).
+CATCH_UP_EVENTS = 10_000
 
-@dataclass
+
+@runtime_checkable
+class OpenRequestSource(Protocol):
+    """A store that can pick out the events of the requests that may still be open."""
+
+    def open_request_events(self, kinds: Sequence[str]) -> tuple[int, str, list[StoredEvent]]:
+        """The seq and hash of the last event of ``kinds`` (0 and "" for none) and, in seq
+        order, every event of ``kinds`` of each request key that may still be open: every
+        key but those whose latest ``prepared`` reference has a ``replied`` or ``failed``
+        after it and was prepared only once. One snapshot."""
+        ...
+
+    def head_seq(self) -> int:
+        """The highest ``seq`` stored (0 for an empty log)."""
+        ...
+
+
+@dataclass(slots=True)
 class OpenRequest:
     """One request key's latest cycle, not answered yet."""
 
@@ -156,7 +183,11 @@ class OpenRequests:
         return {
             "seq": self.seq,
             "hash": self.hash,
-            "requests": [asdict(request) for request in self.by_key.values()],
+            # What dataclasses.asdict gives (the fields in order, lists copied), ten times faster.
+            "requests": [
+                {**vars(request), "earlier_refs": list(request.earlier_refs)}
+                for request in self.by_key.values()
+            ],
         }
 
     @classmethod
@@ -181,17 +212,33 @@ def open_requests(
 ) -> OpenRequests:
     """The open requests of the log, continuing from the cache in ``cache_dir`` if it holds.
 
-    Without ``cache_dir`` the whole log is folded. The cache is written back (best effort:
-    a folder that cannot be written only costs speed next time).
+    Without a usable cache, the store's own selection is folded where it offers one
+    (:class:`OpenRequestSource`), else the whole log. The cache is written back (best
+    effort: a folder that cannot be written only costs speed next time).
     """
     path = _cache_path(cache_dir, location) if cache_dir is not None else None
     state = _load(path, store, location, hmac_key) if path is not None else None
-    if state is None:
-        state = OpenRequests()
-    start = state.seq
-    state.fold(store.events(EventFilter(kinds=TRACKED_KINDS, after_seq=state.seq or None)))
+    start = state.seq if state is not None else 0
+    if isinstance(store, OpenRequestSource) and (
+        state is None or store.head_seq() - state.seq > CATCH_UP_EVENTS
+    ):
+        state = from_selection(store)
+    else:
+        if state is None:
+            state = OpenRequests()
+        state.fold(store.events(EventFilter(kinds=TRACKED_KINDS, after_seq=state.seq or None)))
     if path is not None and (state.seq != start or not path.exists()):
         _save(path, state, location, hmac_key)
+    return state
+
+
+def from_selection(store: OpenRequestSource) -> OpenRequests:
+    """The fold of the store's selection: what folding the whole log gives (see the module)."""
+    seq, hash_, events = store.open_request_events([str(kind) for kind in TRACKED_KINDS])
+    state = OpenRequests()
+    state.fold(events)
+    # Where the whole fold would have stopped: the log's last event of a tracked kind.
+    state.seq, state.hash = seq, hash_
     return state
 
 

@@ -1,0 +1,266 @@
+"""Timeliness of partners' answers: the evidence report's figures, per agency and month."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from audit_helpers import prepared, sent
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mash_requests.audit import Event, EventKind, EventStore, StoredEvent
+from mash_requests.audit.report import build_report, render_html
+from mash_requests.audit.timeliness import timeliness
+from mash_requests.case import Rag
+from mash_requests.deadlines import Timescales
+
+# Monday 2 March 2026, 09:00 UTC (GMT: London time is UTC until 29 March).
+MON = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+NOW = datetime(2026, 4, 20, 12, 0, tzinfo=UTC)
+
+ELAPSED = Timescales(
+    hours={Rag.RED: 4, Rag.AMBER: 24, Rag.GREEN: 72},
+    working_hours=frozenset(),
+    day_start=time(9),
+    day_end=time(17),
+    working_days=frozenset(range(5)),
+    holidays=frozenset(),
+    timezone=ZoneInfo("Europe/London"),
+    holidays_region=None,
+)
+WORKING_AMBER = Timescales(**{**ELAPSED.__dict__, "working_hours": frozenset({Rag.AMBER})})
+
+
+class Log:
+    """Events as a store hands them back, each at the time given."""
+
+    def __init__(self) -> None:
+        self.events: list[StoredEvent] = []
+
+    def add(self, when: datetime, event: Event) -> None:
+        self.events.append(
+            StoredEvent(len(self.events) + 1, when, event, prev_hash="0" * 64, hash="1" * 64)
+        )
+
+    def request(
+        self,
+        case: str,
+        partner: str,
+        when: datetime,
+        *,
+        rag: str = "amber",
+        hours: float = 24,
+    ) -> str:
+        """A request prepared and sent at ``when``, due ``hours`` (elapsed) later."""
+        ref = f"{case}-{partner}"
+        fields = {"partner": partner, "request_ref": ref, "request_key": f"key-{ref}"}
+        due = (when + timedelta(hours=hours)).isoformat()
+        self.add(when, prepared(case, details={"rag": rag, "due": due}, **fields))
+        self.add(when, sent(case, **fields))
+        return ref
+
+    def follow_up(self, when: datetime, kind: EventKind, ref: str, partner: str) -> None:
+        self.add(when, Event(kind, ref.rsplit("-", 1)[0], request_ref=ref, partner=partner))
+
+
+def test_each_request_is_answered_in_time_late_bounced_overdue_or_not_due() -> None:
+    """Per agency: requests, answered, in time of those due, overdue now, bounced, chasers."""
+    log = Log()
+    a = log.request("C-1", "police", MON)
+    b = log.request("C-2", "police", MON)
+    c = log.request("C-3", "police", MON)
+    d = log.request("C-4", "health", MON)
+    e = log.request("C-5", "health", NOW - timedelta(hours=1))  # due tomorrow
+    log.follow_up(MON + timedelta(hours=5), EventKind.REPLIED, a, "police")  # in time
+    log.follow_up(MON + timedelta(hours=30), EventKind.CHASED, b, "police")
+    log.follow_up(MON + timedelta(hours=50), EventKind.REPLIED, b, "police")  # late
+    log.follow_up(MON + timedelta(hours=30), EventKind.CHASED, c, "police")  # overdue now
+    log.follow_up(MON + timedelta(hours=1), EventKind.BOUNCED, d, "health")
+    log.follow_up(MON + timedelta(hours=2), EventKind.AUTO_REPLY, e, "health")  # never counts
+    result = timeliness(log.events, timescales=ELAPSED, now=NOW)
+
+    police = result.by_partner["police"]
+    assert (police.requests, police.answered, police.in_time, police.decided) == (3, 2, 1, 3)
+    assert police.categories == {
+        "in_time": 1,
+        "late": 1,
+        "bounced": 0,
+        "overdue": 1,
+        "not_due": 0,
+        "other": 0,
+    }
+    assert (police.overdue, police.bounced, police.chasers) == (1, 0, 2)
+    assert police.in_time_rate == pytest.approx(1 / 3)
+    assert sorted(police.hours) == [5.0, 50.0]
+    health = result.by_partner["health"]
+    assert (health.requests, health.answered, health.bounced, health.overdue) == (2, 0, 1, 0)
+    assert health.categories["not_due"] == 1
+    assert health.in_time_rate == 0.0  # the bounced one was due; the other is not yet
+    assert list(result.by_month) == ["2026-03", "2026-04"]
+    assert result.totals.requests == 5
+
+
+def test_median_and_90th_percentile_in_working_hours_where_configured() -> None:
+    """AMBER counted in working hours: an answer on Tuesday 10:00 to a request sent on
+    Monday 16:00 took 2 working hours, not 18."""
+    log = Log()
+    refs = [log.request(f"C-{i}", "police", MON + timedelta(hours=7)) for i in range(10)]
+    for index, ref in enumerate(refs):
+        # Answered Tuesday 10:00, 11:00, … 19:00: 1 working hour on Monday, then 1 to 8 on
+        # Tuesday (the working day ends at 17:00, so 18:00 and 19:00 add nothing).
+        answer = MON + timedelta(days=1, hours=1) + timedelta(hours=index)
+        log.follow_up(answer, EventKind.REPLIED, ref, "police")
+    working = timeliness(log.events, timescales=WORKING_AMBER, now=NOW).totals
+    elapsed = timeliness(log.events, timescales=ELAPSED, now=NOW).totals
+    assert working.hours == pytest.approx([2, 3, 4, 5, 6, 7, 8, 9, 9, 9])
+    assert (working.median_hours, working.p90_hours) == pytest.approx((6.5, 9.0))
+    assert elapsed.hours == pytest.approx([18 + i for i in range(10)])
+    assert (elapsed.median_hours, elapsed.p90_hours) == pytest.approx((22.5, 26.0))
+
+
+def test_a_resend_counts_once_and_a_reply_to_the_first_answers_it() -> None:
+    """A request sent again counts once, from its latest sending, keeping the earlier
+    bounce; a reply quoting the first reference answers the resend."""
+    log = Log()
+    first = log.request("C-1", "police", MON)
+    log.follow_up(MON + timedelta(hours=1), EventKind.BOUNCED, first, "police")
+    key = {"partner": "police", "request_key": f"key-{first}"}
+    again = first + "-2"
+    due = (MON + timedelta(hours=26)).isoformat()
+    later = MON + timedelta(hours=2)
+    log.add(later, prepared("C-1", request_ref=again, details={"rag": "amber", "due": due}, **key))
+    log.add(later, sent("C-1", request_ref=again, **key))
+    log.follow_up(MON + timedelta(hours=6), EventKind.REPLIED, first, "police")
+    totals = timeliness(log.events, timescales=ELAPSED, now=NOW).totals
+    assert (totals.requests, totals.answered, totals.in_time, totals.bounced) == (1, 1, 1, 1)
+    assert totals.hours == [4.0]
+
+
+def test_only_requests_sent_in_the_period_count() -> None:
+    """A request sent before ``since`` is not counted, even if answered in the period."""
+    log = Log()
+    before = log.request("C-0", "police", MON - timedelta(days=3))
+    log.request("C-1", "police", MON + timedelta(days=1))
+    log.follow_up(MON + timedelta(hours=30), EventKind.REPLIED, before, "police")
+    result = timeliness(log.events, timescales=ELAPSED, now=NOW, since=MON)
+    assert (result.totals.requests, result.totals.answered) == (1, 0)
+
+
+def test_report_counts_answers_recorded_after_the_period(store: EventStore) -> None:
+    """build_report reads answers recorded after ``until`` for requests sent before it,
+    and the report shows the agency's timeliness by name."""
+    now = datetime.now(UTC)
+    due = (now + timedelta(hours=24)).isoformat()
+    fields = {"request_ref": "C-1-police", "request_key": "key-C-1-police"}
+    store.append_many([prepared("C-1", details={"rag": "amber", "due": due}, **fields)])
+    store.append(sent("C-1", **fields))
+    end = datetime.now(UTC)
+    store.append(Event(EventKind.REPLIED, "C-1", partner="police", **fields))  # type: ignore[arg-type]
+    data = build_report(store, until=end, partner_names={"police": "Eastshire Police"})
+    assert data.timeliness is not None
+    police = data.timeliness.by_partner["police"]
+    assert (police.requests, police.answered, police.in_time) == (1, 1, 1)
+    page = render_html(data)
+    assert 'id="timeliness-chart"' in page
+    assert "Eastshire Police: 1 of 1 (100%) answered within the timescale" in page
+    assert "100% in time (1 of 1 due)" in page
+    assert not re.search(r"\b(src|href)\s*=", page)  # still self-contained
+    assert "<script" not in page and "<link" not in page
+
+
+def test_working_hours_skip_bank_holidays_as_the_deadline_does() -> None:
+    """Sent Thursday 2 April 2026 16:00 (London), answered Tuesday 7 April 10:00: Good
+    Friday and Easter Monday are bank holidays in England, so 2 working hours, and the
+    answer came before the 24-working-hour deadline."""
+    scales = Timescales(**{**WORKING_AMBER.__dict__, "holidays_region": "ENG"})
+    london = ZoneInfo("Europe/London")
+    sent_at = datetime(2026, 4, 2, 16, 0, tzinfo=london)
+    log = Log()
+    ref = log.request("C-1", "police", sent_at, hours=0)
+    log.events[0] = StoredEvent(
+        1,
+        sent_at,
+        prepared(
+            "C-1",
+            partner="police",
+            request_ref=ref,
+            request_key=f"key-{ref}",
+            details={"rag": "amber", "due": scales.due(Rag.AMBER, sent_at).isoformat()},
+        ),
+        prev_hash="0" * 64,
+        hash="1" * 64,
+    )
+    log.follow_up(datetime(2026, 4, 7, 10, 0, tzinfo=london), EventKind.REPLIED, ref, "police")
+    totals = timeliness(log.events, timescales=scales, now=NOW).totals
+    assert totals.hours == pytest.approx([2.0])
+    assert totals.in_time == 1
+
+
+def test_without_recorded_answers_the_report_says_so(store: EventStore) -> None:
+    """A log with no reply, bounce or reminder does not claim every request unanswered: the
+    timeliness section says answers are not recorded and how to record them."""
+    due = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    fields = {"request_ref": "C-1-police", "request_key": "key-C-1-police"}
+    store.append_many([prepared("C-1", details={"rag": "red", "due": due}, **fields)])
+    store.append(sent("C-1", **fields))
+    data = build_report(store)
+    assert data.timeliness is None
+    page = render_html(data)
+    assert 'id="timeliness-none"' in page
+    assert "records no answers from partners for this\nperiod" in page
+    assert 'id="timeliness-chart"' not in page
+
+
+_KINDS = [EventKind.PREPARED, EventKind.SENT, EventKind.FAILED, EventKind.UNCONFIRMED]
+_KINDS += [EventKind.REPLIED, EventKind.BOUNCED, EventKind.CHASED, EventKind.AUTO_REPLY]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.integers(0, 3), st.sampled_from(_KINDS), st.integers(0, 3), st.integers(1, 30)
+        ),
+        max_size=30,
+    ),
+    since_hours=st.integers(0, 400),
+)
+def test_the_cheap_feed_counts_what_the_whole_fold_counts(
+    steps: list[tuple[int, EventKind, int, int]], since_hours: int
+) -> None:
+    """The report's cheap feed (every event of its read, untracked kinds skipped) gives the
+    same timeliness as folding every event, whatever the log holds, before ``since`` too."""
+    from mash_requests.audit.timeliness import AnswerFold, count
+
+    log = Log()
+    when = MON
+    refs: dict[int, list[str]] = {}
+    for key_no, kind, pick, gap in steps:
+        when += timedelta(hours=gap)
+        key = f"key-{key_no}"
+        if kind is EventKind.PREPARED or key_no not in refs:
+            ref = f"C-{key_no}-police-{len(refs.get(key_no, []))}"
+            refs.setdefault(key_no, []).append(ref)
+            due = (when + timedelta(hours=24)).isoformat()
+            fields = {"partner": "police", "request_ref": ref, "request_key": key}
+            log.add(when, prepared(f"C-{key_no}", details={"rag": "amber", "due": due}, **fields))
+            continue
+        own = (
+            refs[key_no][-1]
+            if kind is not EventKind.REPLIED
+            else refs[key_no][pick % len(refs[key_no])]
+        )
+        log.add(
+            when,
+            Event(kind, f"C-{key_no}", request_ref=own, partner="police", request_key=key),
+        )
+    since = MON + timedelta(hours=since_hours)
+    whole = AnswerFold(since)
+    cheap = AnswerFold(since)
+    for stored in log.events:
+        whole.apply(stored)
+        cheap.feed(stored)
+    assert count(cheap, ELAPSED, NOW) == count(whole, ELAPSED, NOW)
