@@ -100,10 +100,14 @@ def main() -> int:
         sys.exit("this example reads the requests from the outbox gateway's folder")
     out = args.out
     if out is None:
-        reader = settings.replies.reader if settings.replies else None
-        out = getattr(reader, "folder", None)
-        if out is None:
-            sys.exit('set [replies] source = "folder" and folder = "…" in the config, or --out')
+        # Only the folder source's "folder" is a folder of files (IMAP's is a mailbox name).
+        folder = settings.replies is not None and settings.replies.source == "folder"
+        out = getattr(settings.replies.reader, "folder", None) if folder else None
+        if not isinstance(out, Path):
+            sys.exit(
+                'set [replies] source = "folder" and folder = "…" in the config, or give --out '
+                "(for a mailbox source: a folder whose files you then deliver to the mailbox)"
+            )
     mine = sent_requests(Path(outbox), args.case_ref)
     if not mine:
         sys.exit(f"no requests of case {args.case_ref} in {outbox}: send the example case first")

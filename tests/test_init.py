@@ -72,3 +72,24 @@ def test_init_into_an_unwritable_place_is_a_clear_error(here: Path) -> None:
     assert result.exit_code == 2
     assert result.output.startswith("Error: blocked: is a file, not a folder")
     assert "Traceback" not in result.output
+
+
+def test_the_starter_s_replies_and_chase_blocks_work_uncommented(here: Path) -> None:
+    """The commented [replies] and [chase] blocks of the starter are valid as they stand:
+    uncommented, the config loads and replies fetch reads the (new) folder."""
+    from mash_requests.config import load_settings
+
+    assert CliRunner().invoke(main, ["init", "my-mash"]).exit_code == 0
+    config = here / "my-mash" / "mash-requests.toml"
+    lines = config.read_text(encoding="utf-8").splitlines()
+    start = lines.index("# [replies]")
+    end = next(i for i, line in enumerate(lines) if line.startswith("# [chase]")) + 3
+    for i in range(start, end + 1):
+        lines[i] = lines[i].removeprefix("# ")
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    settings = load_settings(config)
+    assert settings.replies is not None and settings.replies.source == "folder"
+    assert settings.replies.address == "mash-replies@council.example"
+    (here / "my-mash" / "mash-data" / "replies").mkdir(parents=True)
+    fetched = CliRunner().invoke(main, ["replies", "fetch", "--config", str(config)])
+    assert fetched.exit_code == 0, fetched.output

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mash_requests.api import send_request
     from mash_requests.batch import BatchResult, send_batch
-    from mash_requests.case import Case, load_case
+    from mash_requests.case import Case, Child, Consent, ConsentStatus, Rag, Worker, load_case
     from mash_requests.config import Settings, load_settings
     from mash_requests.dispatch import CaseResult, Dispatcher, Outcome, RequestOutcome
     from mash_requests.errors import (
@@ -94,6 +94,11 @@ _WHERE: dict[str, str] = {
     "TransientGatewayError": "mash_requests.errors",
     "chase": "mash_requests.replies",
     "fetch_replies": "mash_requests.replies",
+    "Child": "mash_requests.case",
+    "Consent": "mash_requests.case",
+    "ConsentStatus": "mash_requests.case",
+    "Rag": "mash_requests.case",
+    "Worker": "mash_requests.case",
     "load_case": "mash_requests.case",
     "load_settings": "mash_requests.config",
     "overdue": "mash_requests.replies",
@@ -136,7 +141,10 @@ __all__ = [
     "CaseResult",
     "ChaseItem",
     "ChaseResult",
+    "Child",
     "ConfigError",
+    "Consent",
+    "ConsentStatus",
     "Dispatcher",
     "DuplicateRequestError",
     "FetchResult",
@@ -152,6 +160,7 @@ __all__ = [
     "OutgoingMessage",
     "OverdueRequest",
     "PermanentGatewayError",
+    "Rag",
     "Receipt",
     "RecipientError",
     "RecordedReply",
@@ -160,6 +169,7 @@ __all__ = [
     "Settings",
     "TemplateError",
     "TransientGatewayError",
+    "Worker",
     "chase",
     "fetch_replies",
     "load_case",

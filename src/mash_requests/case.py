@@ -97,7 +97,8 @@ class Case:
     worker: Worker
     partners: tuple[str, ...]
     referral_form: Path | None
-    source: str
+    #: Where the case came from, for messages (a file path, a batch row; "(in memory)").
+    source: str = "(in memory)"
 
     def form_values(
         self, mapping: Mapping[str, str], *, timescales: Timescales | None = None

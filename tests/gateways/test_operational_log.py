@@ -101,6 +101,36 @@ def test_log_options_go_before_the_subcommand(workspace: Workspace) -> None:
     assert "mash_requests.dispatch" not in result.output
 
 
+def test_the_log_says_how_each_run_ended(workspace: Workspace) -> None:
+    """-v --log-file: each run's last line is "command ended" with its exit code, for a
+    scheduled task's history: 0 for a send, 2 for the same case again (refused) and for a
+    config that cannot be loaded, from both commands; the Error: line stays on stderr."""
+    case = workspace.write_case(workspace.example_case())
+    log_file = workspace.root / "mash.log"
+    logging_args = ["-v", "--log-format", "json", "--log-file", str(log_file)]
+    send = ["send-request", "--config", str(workspace.config), "--case", str(case)]
+    assert CliRunner().invoke(main, [*logging_args, *send]).exit_code == 0
+    again = subprocess.run(
+        [str(Path(sys.executable).with_name("send-request")), *logging_args, *send[1:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == 2 and "Error: case MASH-2026-0412" in again.stderr
+    bad = CliRunner().invoke(
+        main, [*logging_args, "audit", "verify", "--config", str(workspace.root / "none.toml")]
+    )
+    assert bad.exit_code == 2
+    records = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()]
+    ended = [r for r in records if r["message"] == "command ended"]
+    assert [r["exit_code"] for r in ended] == [0, 2, 2]
+    starts = [i for i, r in enumerate(records) if r["message"] == "command started"]
+    ends = [i for i, r in enumerate(records) if r["message"] == "command ended"]
+    assert ends == [*(s - 1 for s in starts[1:]), len(records) - 1]  # each run's last line
+    assert "Error" not in log_file.read_text(encoding="utf-8")
+
+
 def test_an_unwritable_log_file_is_a_usage_error(workspace: Workspace) -> None:
     """A --log-file in a folder that does not exist exits 2 with one Error line; nothing sent."""
     case = workspace.write_case(workspace.example_case())

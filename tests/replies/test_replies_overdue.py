@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -9,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from replies_helpers import run_cli
@@ -16,8 +19,10 @@ from replies_helpers import run_cli
 from mash_requests.audit import open_store
 from mash_requests.audit.events import Event, EventKind, EventStore
 from mash_requests.audit.sqlite import SQLiteEventStore
+from mash_requests.cli import main
 from mash_requests.config import Settings, load_settings
-from mash_requests.replies import overdue
+from mash_requests.replies import overdue, write_overdue
+from mash_requests.replies.overdue import OverdueRequest
 from mash_requests.replies.tracking import OpenRequests, open_requests
 from workspace import Workspace
 
@@ -226,6 +231,63 @@ def test_csv_has_a_header_and_one_row_per_request(workspace: Workspace, log: Log
     header, row = out.splitlines()
     assert header.startswith("request_ref,case_ref,partner,partner_name,rag,due,state,")
     assert ",overdue," in row
+
+
+def test_csv_opens_in_excel_as_the_audit_export_does(workspace: Workspace, log: Log) -> None:
+    """CSV as ``audit query`` writes it (issue 12.11): UTF-8 bytes, CRLF line ends, a
+    byte-order mark with --bom, yes/no for bounced; a partner name a spreadsheet would run
+    as a formula gets a leading '."""
+    ref = log.request(due=datetime.now(UTC) - timedelta(hours=1))
+    result = CliRunner().invoke(
+        main, ["overdue", "--format", "csv", "--bom", "--config", str(workspace.config)]
+    )
+    assert result.exit_code == 1, result.output  # something is overdue
+    data = result.stdout_bytes
+    assert data.startswith("\ufeff".encode())
+    text = data.decode("utf-8-sig")
+    assert text.count("\r\n") == 2 and "\n" not in text.replace("\r\n", "")
+    [row] = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert row["request_ref"] == ref and row["bounced"] == "no" and row["state"] == "overdue"
+    # Without --bom: no byte-order mark, the same CRLF rows.
+    plain = CliRunner().invoke(
+        main, ["overdue", "--format", "csv", "--config", str(workspace.config)]
+    )
+    assert plain.stdout_bytes == data[len("\ufeff".encode()) :]
+
+
+def test_csv_cells_that_look_like_formulas_are_neutralised() -> None:
+    """write_overdue's CSV goes through the audit export's spreadsheet_safe."""
+    item = OverdueRequest(
+        request_ref="MASH-2026-0001-POLICE-00001",
+        case_ref="MASH-2026-0001",
+        partner="police",
+        partner_name='=HYPERLINK("http://x")',
+        rag="red",
+        due=NOW,
+        state="overdue",
+        hours_late=1.5,
+        hours_basis="elapsed",
+        chasers=0,
+        bounced=True,
+        bounce_status="5.1.1",
+        sent_at=None,
+        message_id=None,
+    )
+    out = io.StringIO(newline="")
+    write_overdue([item], out, output_format="csv")
+    [row] = list(csv.DictReader(io.StringIO(out.getvalue(), newline="")))
+    assert row["partner_name"].startswith("'=")
+    assert row["bounced"] == "yes" and row["sent_at"] == "" and row["hours_late"] == "1.5"
+    assert out.getvalue().endswith("\r\n")
+
+
+def test_bom_is_only_for_csv(workspace: Workspace) -> None:
+    """--bom without --format csv: exit 2 saying what to add; from Python, a ValueError."""
+    code, _, err = run_cli("overdue", "--bom", "--config", str(workspace.config))
+    assert code == 2
+    assert "--bom is for CSV output; add --format csv" in err
+    with pytest.raises(ValueError, match="byte-order mark is for CSV"):
+        write_overdue([], io.StringIO(), output_format="jsonl", bom=True)
 
 
 def test_a_negative_within_is_bad_input(workspace: Workspace) -> None:

@@ -215,3 +215,79 @@ def test_the_cli_exits_2_on_a_bad_replies_table(workspace: Workspace) -> None:
     _with(workspace, '\n[replies]\nsource = "folder"\n')
     code, _, err = run_cli("replies", "fetch", "--config", str(workspace.config))
     assert code == 2 and err.startswith("Error: ") and "folder: is required" in err
+
+
+IMAP_REPLIES = (
+    '\n[replies]\nsource = "imap"\naddress = "mash-replies@testbury.gov.uk"\n\n'
+    '[replies.imap]\nhost = "imap.testbury.gov.uk"\nusername = "mash-replies"\n'
+    'password_env = "MASH_TEST_IMAP_PASSWORD"\n'
+)
+
+
+def test_sending_needs_no_replies_secret(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine that only sends needs neither the replies mailbox's password variable nor
+    file (as for a gateway not in use): the config loads, requests carry the replies
+    address, and send-request sends; only reading the mailbox asks for the secret."""
+    from replies_helpers import run_cli
+
+    monkeypatch.delenv("MASH_TEST_IMAP_PASSWORD", raising=False)
+    config = _with(workspace, IMAP_REPLIES)
+    settings = load_settings(config)
+    assert settings.replies is not None
+    assert settings.replies.address == "mash-replies@testbury.gov.uk"
+    code, out, err = run_cli(
+        "send-request", "--config", str(config), "--case",
+        str(workspace.write_case(workspace.example_case())),
+        "--partner", "police",
+    )  # fmt: skip
+    assert code == 0, out + err
+    with pytest.raises(ConfigError, match=r"\[replies.imap\] password_env: environment "):
+        _ = settings.replies.reader
+    code, _, err = run_cli("replies", "fetch", "--config", str(config))
+    assert code == 2
+    assert "[replies.imap] password_env: environment variable MASH_TEST_IMAP_PASSWORD" in err
+    assert "Traceback" not in err
+
+
+def test_the_replies_secret_is_read_when_the_mailbox_is(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Set later (a scheduled task's own environment), the secret is read on first use."""
+    monkeypatch.delenv("MASH_TEST_IMAP_PASSWORD", raising=False)
+    settings = load_settings(_with(workspace, IMAP_REPLIES))
+    monkeypatch.setenv("MASH_TEST_IMAP_PASSWORD", "later")
+    assert settings.replies is not None
+    reader = settings.replies.reader
+    assert isinstance(reader, ImapSettings) and reader.password == "later"
+
+
+def test_every_other_replies_key_is_still_checked_when_the_config_loads(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deferring the secret defers nothing else: a bad key of the source is refused at load,
+    without the secret being set."""
+    monkeypatch.delenv("MASH_TEST_IMAP_PASSWORD", raising=False)
+    message = _error(workspace, IMAP_REPLIES + "prot = 993\n")
+    assert "[replies.imap] prot: unknown key" in message
+
+
+def test_fetch_help_teaches_each_source_s_config() -> None:
+    """`replies fetch --help` says which table and keys each source reads, and that only
+    this command reads the mailbox's secret (a new user sets IMAP, Graph or EWS from it)."""
+    from replies_helpers import run_cli
+
+    code, out, _ = run_cli("replies", "fetch", "--help")
+    assert code == 0
+    for text in (
+        '[replies] source = "folder", folder = "replies"',
+        "[replies.imap] host, username, password_env",
+        "[replies.graph] mailbox, folder",
+        "from [gateway.graph] unless given;",
+        "the app needs Mail.Read",
+        "[replies.ews] mailbox, folder; the rest from [gateway.ews]",
+        "Only this command reads the mailbox's secret.",
+    ):
+        assert text in out, text
+    assert out.isascii()

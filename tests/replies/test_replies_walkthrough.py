@@ -130,3 +130,31 @@ def test_the_readme_walkthrough(checkout: Path) -> None:
     assert "100% in time (3 of 3 due)" in timeliness  # the bounced one is not due yet
     code, out, _ = run_cli("audit", "verify", "--config", config)
     assert code == 0 and "intact" in out
+
+
+def test_make_replies_with_a_mailbox_source_says_to_give_out(checkout: Path) -> None:
+    """examples/make_replies.py with [replies] source = "imap" (whose "folder" is a mailbox
+    name, not a folder) and no --out: one line saying what to do, no traceback."""
+    config = checkout / "examples" / "mash-requests.toml"
+    text = config.read_text(encoding="utf-8")
+    text = text.replace('source = "folder"', 'source = "imap"', 1).replace(
+        '# [replies.imap]\n# host = "imap.eastbury.gov.uk"\n# username = "mash-replies"\n'
+        '# password_env = "MASH_IMAP_PASSWORD"',
+        '[replies.imap]\nhost = "imap.eastbury.gov.uk"\nusername = "mash-replies"\n'
+        'password_env = "MASH_IMAP_PASSWORD"',
+    )
+    assert "[replies.imap]\nhost" in text
+    config.write_text(text, encoding="utf-8")
+    code, out, err = run_cli(
+        "send-request", "--config", str(config), "--case", "examples/cases/MASH-2026-0412.json"
+    )
+    assert code == 0, out + err
+    made = subprocess.run(
+        [sys.executable, "examples/make_replies.py", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 1
+    assert "Traceback" not in made.stderr
+    assert "or give --out" in made.stderr

@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from itertools import chain, islice
@@ -161,9 +161,7 @@ def _write(
     if fmt == "table":
         _write_table(rows, layout, out)
     elif fmt == "csv":
-        if bom:
-            out.write("\ufeff")
-        _write_csv(rows, layout, out)
+        _write_csv(rows, layout, out, bom=bom)
     elif fmt == "jsonl":
         _write_jsonl(rows, out)
     else:
@@ -238,18 +236,41 @@ def _write_section(rows: Iterator[dict[str, Any]], layout: _Layout, out: TextIO)
     out.write(f"({count} {layout.noun}{'s' if count != 1 else ''})\n")
 
 
-def _write_csv(rows: Iterator[dict[str, Any]], layout: _Layout, out: TextIO) -> None:
-    writer: csv.DictWriter[str] | None = None
+def write_csv(
+    rows: Iterable[Mapping[str, Any]],
+    out: TextIO,
+    *,
+    fieldnames: Sequence[str],
+    bom: bool = False,
+) -> None:
+    """CSV for spreadsheets, the same for every export: a header row, then one row each.
+
+    UTF-8 as ``out`` encodes it, CRLF line ends (RFC 4180, as Excel writes them; give ``out``
+    opened with ``newline=""`` so they are written as they are), ``bom=True`` starts with a
+    UTF-8 byte-order mark (Excel reads UTF-8 on double-click only then). Values as in the
+    audit CSV: times in UTC ISO 8601, lists joined by ``;``, booleans ``yes``/``no``, nothing
+    empty; a cell holding a line break is quoted, and one a spreadsheet would run as a formula
+    gets a leading ``'`` (:func:`spreadsheet_safe`).
+    """
+    if bom:
+        out.write("\ufeff")
+    # CRLF, as RFC 4180 and Excel have it; with both characters in the line terminator,
+    # the writer quotes any cell holding a CR or an LF.
+    writer = csv.DictWriter(out, fieldnames=list(fieldnames), lineterminator="\r\n")
+    writer.writeheader()
     for row in rows:
-        if writer is None:
-            # CRLF, as RFC 4180 and Excel have it; with both characters in the line
-            # terminator, the writer quotes any cell holding a CR or an LF.
-            writer = csv.DictWriter(out, fieldnames=list(row), lineterminator="\r\n")
-            writer.writeheader()
         writer.writerow({key: spreadsheet_safe(_cell(value)) for key, value in row.items()})
-    if writer is None:
+
+
+def _write_csv(
+    rows: Iterator[dict[str, Any]], layout: _Layout, out: TextIO, *, bom: bool = False
+) -> None:
+    first = next(rows, None)
+    if first is None:
         # No rows, so no field names from them: the table's columns say what there would be.
-        out.write(",".join(layout.names) + "\r\n")
+        write_csv((), out, fieldnames=layout.names, bom=bom)
+        return
+    write_csv(chain([first], rows), out, fieldnames=list(first), bom=bom)
 
 
 def _write_jsonl(rows: Iterator[dict[str, Any]], out: TextIO) -> None:

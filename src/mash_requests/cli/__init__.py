@@ -17,6 +17,7 @@ import click
 
 from mash_requests.cli._common import (
     CONTEXT_SETTINGS,
+    logging_how_it_ends,
     logging_options,
     make_console_safe,
     start_logging,
@@ -39,6 +40,10 @@ class _Group(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         make_console_safe()
         return super().main(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with logging_how_it_ends():
+            return super().invoke(ctx)
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -116,7 +121,8 @@ def _standalone(command: click.Command, name: str) -> click.Command:
         start_logging(
             verbose=verbose, quiet=quiet, log_file=log_file, log_format=log_format, command=name
         )
-        return original(*args, **kw)
+        with logging_how_it_ends():
+            return original(*args, **kw)
 
     standalone.callback = callback
     standalone.params = list(command.params)

@@ -146,6 +146,37 @@ def start_logging(
     )
 
 
+@contextmanager
+def logging_how_it_ends() -> Iterator[None]:
+    """Log ``command ended`` with the exit code (INFO) however the command ends.
+
+    So a scheduled task's log (``-v --log-file``) says how each run ended, not only that it
+    started: a refused config or a duplicate case leaves its ``exit_code`` (its ``Error:``
+    line still goes to stderr only). Wraps the whole command, so that the log is still set
+    up when it ends; before logging is set up (a usage error) the record goes nowhere.
+    """
+    code = EXIT_OK
+    try:
+        yield
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+        raise
+    except click.ClickException as exc:
+        code = exc.exit_code
+        raise
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else EXIT_INCOMPLETE if exc.code else EXIT_OK
+        raise
+    except (click.Abort, KeyboardInterrupt):
+        code = EXIT_INCOMPLETE
+        raise
+    except BaseException:
+        code = EXIT_INCOMPLETE
+        raise
+    finally:
+        logging.getLogger(__name__).info("command ended", extra={"exit_code": code})
+
+
 # -- --json: one document per run -------------------------------------------------------------
 
 #: The ``--json`` option every command that offers it shares.

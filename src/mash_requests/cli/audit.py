@@ -7,14 +7,13 @@ log that cannot even be opened exits 2 there.
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 import click
 
@@ -26,6 +25,7 @@ from mash_requests.cli._common import (
     CliError,
     library_errors,
 )
+from mash_requests.cli._csv import csv_stdout
 from mash_requests.errors import LogError
 
 if TYPE_CHECKING:
@@ -279,7 +279,7 @@ def query(
     )
     with _opened_store(config_path) as store:
         try:
-            with _read_errors(), _output(csv=output_format == "csv") as out:
+            with _read_errors(), csv_stdout(enabled=output_format == "csv") as out:
                 if raw_events:
                     write_events(store.events(where), out, output_format=output_format, bom=bom)
                 else:
@@ -290,28 +290,6 @@ def query(
             # interpreter's final flush does not fail again.
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-
-
-@contextmanager
-def _output(*, csv: bool) -> Iterator[TextIO]:
-    """Standard output; for CSV, UTF-8 with line ends written as they are.
-
-    A CSV file is data, not console text: it is UTF-8 whatever the console's code page, and
-    its CRLF line ends must not become CR CR LF through Windows' text-mode translation.
-    """
-    buffer = getattr(sys.stdout, "buffer", None)
-    if not csv or buffer is None:
-        yield sys.stdout
-        return
-    sys.stdout.flush()
-    out = io.TextIOWrapper(buffer, encoding="utf-8", newline="", write_through=True)
-    try:
-        yield out
-    finally:
-        try:
-            out.flush()
-        finally:
-            out.detach()  # leave sys.stdout's buffer open
 
 
 # -- report ----------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ writes the list and picks the exit code.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -19,6 +18,7 @@ from mash_requests.cli._common import (
     json_output,
     library_errors,
 )
+from mash_requests.cli._csv import csv_stdout
 
 # Copies of mash_requests.replies.overdue.FORMATS and STATES, so that --help imports nothing
 # more.
@@ -33,7 +33,7 @@ _STATES = ("bounced", "overdue", "due_soon")
 Examples:
   mash-requests overdue
   mash-requests overdue --within 4
-  mash-requests overdue --format csv > overdue.csv
+  mash-requests overdue --format csv --bom > overdue.csv
   mash-requests overdue --format jsonl | jq -r 'select(.state == "bounced") | .request_ref'
   mash-requests overdue --within 4 --json
 
@@ -46,7 +46,9 @@ LATE is in working hours where [timescales] working_hours names the rating, else
 CHASERS counts reminders sent. Run 'mash-requests replies fetch' first so that answers that
 arrived by email are counted. jsonl: one object per request with request_ref, case_ref,
 partner, partner_name, rag, due (ISO 8601), state, hours_late, hours_basis, chasers,
-bounced, bounce_status, sent_at, message_id. --json: one document whose "requests" are
+bounced, bounce_status, sent_at, message_id. CSV has the same fields, UTF-8 with CRLF line
+ends as Excel writes them (--bom for Excel); cells that a spreadsheet would run as a formula
+get a leading '. --json: one document whose "requests" are
 those objects, with "counts" by state (see the README's JSON output).
 
 \b
@@ -69,6 +71,12 @@ bounced; 2 bad option, configuration or unreadable log.""",
     help="table for people, csv for spreadsheets, jsonl for scripts.",
 )
 @click.option(
+    "--bom",
+    is_flag=True,
+    help="With --format csv: start with a UTF-8 byte-order mark, so that Excel reads accented "
+    "letters and symbols correctly when the file is opened by double-clicking.",
+)
+@click.option(
     "--config",
     "config_path",
     type=click.Path(path_type=Path),
@@ -78,6 +86,7 @@ bounced; 2 bad option, configuration or unreadable log.""",
 def overdue(
     within_hours: float | None,
     output_format: str,
+    bom: bool,
     config_path: Path | None,
     as_json: bool = False,
 ) -> None:
@@ -94,6 +103,8 @@ def overdue(
         )
         if as_json and output_format != "table":
             raise click.UsageError("give --json or --format, not both")
+        if bom and output_format != "csv":
+            raise click.UsageError("--bom is for CSV output; add --format csv")
         with library_errors():
             settings = load_settings(config_path)
             items = list_overdue(settings, within_hours=within_hours)
@@ -102,6 +113,7 @@ def overdue(
             requests=[item.to_json() for item in items],
         )
         if not run.enabled:
-            write_overdue(items, sys.stdout, output_format=output_format)
+            with csv_stdout(enabled=output_format == "csv") as out:
+                write_overdue(items, out, output_format=output_format, bom=bom)
         late = any(item.state in ("overdue", "bounced") for item in items)
         click.get_current_context().exit(EXIT_INCOMPLETE if late else EXIT_OK)

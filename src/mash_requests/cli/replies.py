@@ -66,6 +66,17 @@ are recorded but never count as answers. Run it as often as you like: each messa
 recorded once, by its Message-ID, even by runs at the same time.
 
 \b
+Where replies arrive, in the config (the README's configuration reference has every key):
+  [replies] source = "folder", folder = "replies"         .eml files, e.g. a mail rule's
+  [replies] source = "imap"; [replies.imap] host, username, password_env (TLS on 993)
+  [replies] source = "graph"; [replies.graph] mailbox, folder; the rest (tenant_id,
+            client_id, client_secret_env) from [gateway.graph] unless given;
+            the app needs Mail.Read
+  [replies] source = "ews"; [replies.ews] mailbox, folder; the rest from [gateway.ews]
+  [replies] address = "mash-replies@your.gov.uk": in every request's Reply-To too.
+Only this command reads the mailbox's secret.
+
+\b
 Exit codes: 0 done, nothing needs a person; 1 some messages need a person (a bounce: the
 partner never got the request; or an unmatched message: look at it in the mailbox), or the
 mailbox could not be read; 2 bad configuration or no [replies] table.""",

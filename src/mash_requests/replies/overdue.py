@@ -22,7 +22,6 @@ working day, days and holidays as the deadline), in elapsed hours otherwise.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -240,24 +239,30 @@ def describe_lateness(item: OverdueRequest) -> str:
 
 
 def write_overdue(
-    items: Iterable[OverdueRequest], out: TextIO, *, output_format: str = "table"
+    items: Iterable[OverdueRequest],
+    out: TextIO,
+    *,
+    output_format: str = "table",
+    bom: bool = False,
 ) -> None:
-    """Write the list as a table (people), CSV (spreadsheets) or JSON Lines (scripts)."""
-    from mash_requests.audit.export import spreadsheet_safe
+    """Write the list as a table (people), CSV (spreadsheets) or JSON Lines (scripts).
 
+    CSV is written as ``audit query`` writes it (:func:`mash_requests.audit.export.write_csv`):
+    CRLF line ends, so give ``out`` opened with ``newline=""``; ``bom`` (CSV only) starts it
+    with a UTF-8 byte-order mark for Excel. Its cells are the ``jsonl`` fields (times in ISO
+    8601 with their offset), with ``yes``/``no`` for ``bounced``.
+    """
+    from mash_requests.audit.export import write_csv
+
+    if bom and output_format != "csv":
+        raise ValueError(f"a byte-order mark is for CSV output, not {output_format}")
     rows = list(items)
     if output_format == "jsonl":
         for item in rows:
             out.write(json.dumps(item.to_json(), ensure_ascii=False) + "\n")
     elif output_format == "csv":
         fields = list(OverdueRequest.__dataclass_fields__)
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(fields)
-        for item in rows:
-            document = item.to_json()
-            writer.writerow(
-                [spreadsheet_safe("" if document[f] is None else str(document[f])) for f in fields]
-            )
+        write_csv((item.to_json() for item in rows), out, fieldnames=fields, bom=bom)
     elif output_format == "table":
         _write_table(rows, out)
     else:

@@ -24,9 +24,13 @@ keys are errors; secrets are ``*_env`` / ``*_file`` only, as for the gateways.
 
 from __future__ import annotations
 
+import functools
 import importlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from mash_requests._tables import Table
@@ -53,19 +57,35 @@ _NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
 _SECRETS = ("password", "client_secret")
 
 
+def _no_reader() -> SourceSettings:
+    raise ValueError("ReplySettings needs load_reader")
+
+
 @dataclass(frozen=True)
 class ReplySettings:
     """Where replies arrive (validated ``[replies]``)."""
 
     #: "folder", "imap", "graph" or "ews".
     source: str
-    #: The chosen source's validated settings; ``reader.open(policy)`` gives the source.
-    reader: SourceSettings
     #: Where each source's last successful fetch is remembered (a speed-up only).
     state_file: Path
     #: The address of the mailbox replies are read from, when it has one: every request
     #: (and reminder) carries it in ``Reply-To`` after the worker's address.
     address: str | None = None
+    #: Builds the chosen source's settings with its secrets read (see :attr:`reader`).
+    load_reader: Callable[[], SourceSettings] = field(default=_no_reader, repr=False, compare=False)
+
+    @cached_property
+    def reader(self) -> SourceSettings:
+        """The chosen source's validated settings; ``reader.open(policy)`` gives the source.
+
+        Its secrets (``password_env``, ``client_secret_file`` …) are read here, on first use,
+        not when the config loads: every key was checked then, but only a command that reads
+        the mailbox (``replies fetch``) needs the secret, so a machine that only sends
+        requests or chases them needs neither the variable nor the file (as for a gateway
+        that is not in use). Raises ConfigError naming the key when the secret is missing.
+        """
+        return self.load_reader()
 
 
 def parse_reply_settings(
@@ -92,11 +112,14 @@ def parse_reply_settings(
     folder = table.path("folder")
     if source == "folder" and folder is None:
         raise table.error("folder", 'is required with source = "folder": a folder of .eml files')
-    readers: dict[str, SourceSettings] = {}
-    if folder is not None:
+    from mash_requests.config import _ShapeOnly
+
+    load_reader: Callable[[], SourceSettings] | None = None
+    if folder is not None and source == "folder":
         from mash_requests.replies.sources.folder import Settings as FolderSettings
 
-        readers["folder"] = FolderSettings(folder=folder)
+        folder_settings = FolderSettings(folder=folder)
+        load_reader = lambda: folder_settings  # noqa: E731
     for kind in ("imap", "graph", "ews"):
         sub = table.table(kind)
         if kind != source and not sub.data:
@@ -104,15 +127,26 @@ def parse_reply_settings(
         if kind in ("graph", "ews"):
             sub = _with_gateway_defaults(sub, gateway.table(kind))
         module = importlib.import_module(SOURCE_MODULES[kind])
-        readers[kind] = module.Settings.from_table(sub)
+        # Every key checked now, secrets only for their shape; read when the reader is used.
+        module.Settings.from_table(_ShapeOnly(sub.data, where=sub.where, base_dir=sub.base_dir))
         if kind == source:
             _require_client_libraries(kind, table)
+            load_reader = functools.partial(_read_source, module, sub)
+    assert load_reader is not None
     state_file = table.path("state_file") or data_dir / "replies-state.json"
     address = _replies_address(table, sender, allow_list)
     table.reject_unknown()
     return ReplySettings(
-        source=source, reader=readers[source], state_file=state_file, address=address
+        source=source, state_file=state_file, address=address, load_reader=load_reader
     )
+
+
+def _read_source(module: ModuleType, table: Table) -> SourceSettings:
+    """The source's settings from its table, secrets read (a fresh copy of the table)."""
+    settings: SourceSettings = module.Settings.from_table(
+        Table(table.data, where=table.where, base_dir=table.base_dir)
+    )
+    return settings
 
 
 def _replies_address(table: Table, sender: str, allow_list: AllowList | None) -> str | None:

@@ -34,7 +34,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -100,6 +100,10 @@ class OpenRequest:
     message_id: str | None = None
     #: Earlier references of the same key (resends): a reply to any of them answers it.
     earlier_refs: list[str] = field(default_factory=list)
+
+
+#: OpenRequest's fields in order, for the cache (a slotted class has no ``__dict__``).
+_OPEN_REQUEST_FIELDS = tuple(f.name for f in fields(OpenRequest))
 
 
 class OpenRequests:
@@ -183,9 +187,13 @@ class OpenRequests:
         return {
             "seq": self.seq,
             "hash": self.hash,
-            # What dataclasses.asdict gives (the fields in order, lists copied), ten times faster.
+            # What dataclasses.asdict gives (the fields in order, lists copied), ten times
+            # faster. OpenRequest has slots, so no vars(): its fields by name.
             "requests": [
-                {**vars(request), "earlier_refs": list(request.earlier_refs)}
+                {
+                    **{name: getattr(request, name) for name in _OPEN_REQUEST_FIELDS},
+                    "earlier_refs": list(request.earlier_refs),
+                }
                 for request in self.by_key.values()
             ],
         }
