@@ -51,7 +51,14 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from mash_requests.audit.events import Event, EventKind, EventStore, JSONScalar, StoredEvent
+from mash_requests.audit.events import (
+    Event,
+    EventKind,
+    EventStore,
+    JSONScalar,
+    StoredEvent,
+    cross_check_key,
+)
 from mash_requests.audit.runs import ADVISORY, FILE, RunLocks
 
 if TYPE_CHECKING:
@@ -239,11 +246,15 @@ class Claims:
         must still hold its lock (LogError otherwise).
         """
 
+        cases = {e.request_key: e.case_ref for e in prepared if e.request_key is not None}
+
         def precondition() -> None:
             if hand_over is not None:
                 self._runs().check_held()
             held = [
-                key for key, reason in wanted.items() if self._quick_standing(key).blocks(reason)
+                key
+                for key, reason in wanted.items()
+                if self._quick_standing(key, cases.get(key)).blocks(reason)
             ]
             if held:
                 raise Conflict(held)
@@ -251,9 +262,15 @@ class Claims:
         events = [*prepared, *([hand_over] if hand_over is not None else [])]
         self.store.append_many(events, precondition=precondition)
 
-    def _quick_standing(self, key: str) -> Standing:
-        """The state alone, without asking whether a run is alive (for preconditions)."""
+    def _quick_standing(self, key: str, case_ref: str | None = None) -> Standing:
+        """The state alone, without asking whether a run is alive (for preconditions).
+
+        With ``case_ref`` (claiming), the key's last event is also looked up without the
+        request_key index: LogError, and nothing sent, if a damaged index disagrees.
+        """
         last = self.store.last_event_for_key(key)
+        if case_ref is not None:
+            cross_check_key(self.store, key, case_ref, last)
         if last is not None and last.event.kind in IN_FLIGHT_KINDS:
             return Standing(key, State.IN_FLIGHT, last)
         return self._standing_of(key, last)

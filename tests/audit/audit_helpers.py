@@ -280,3 +280,29 @@ def claim_worker(
                 results.put((round_, worker, True))
     finally:
         store.close()
+
+
+def damage_sqlite_index(path: Any, index: str, old: bytes, new: bytes) -> int:
+    """Edit the bytes of one SQLite index's root page on disk, the table rows untouched.
+
+    Every occurrence of ``old`` in that page becomes ``new`` (same length), as a disk fault
+    or an editor of index pages would leave it. The WAL is folded into the file first, and
+    no connection may be open. Returns how many occurrences were changed.
+    """
+    assert len(old) == len(new)
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        ((root,),) = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE type = 'index' AND name = ?", (index,)
+        ).fetchall()
+    finally:
+        conn.close()
+    with open(path, "r+b") as f:
+        f.seek((root - 1) * page_size)
+        page = f.read(page_size)
+        changed = page.count(old)
+        f.seek((root - 1) * page_size)
+        f.write(page.replace(old, new))
+    return changed

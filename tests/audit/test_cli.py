@@ -64,6 +64,64 @@ def test_verify_intact_log_exits_0(run: Run, store: EventStore) -> None:
     assert "intact: 5 events, head seq 5 hash" in result.stdout
 
 
+def test_verify_json_of_an_intact_log(run: Run, store: EventStore) -> None:
+    """verify --json prints one JSON document: status, counts, head, range, database check."""
+    fill(store)
+    result = run("verify", "--json")
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.splitlines()
+    doc = json.loads(line)
+    assert (doc["command"], doc["ok"], doc["exit_code"], doc["error"]) == (
+        "audit verify",
+        True,
+        0,
+        None,
+    )
+    assert doc["status"] == "intact" and doc["intact"] is True
+    assert doc["events"] == 5
+    assert doc["head"]["seq"] == 5 and len(doc["head"]["hash"]) == 64
+    assert doc["verified_now"] == {"from": 1, "to": 5}
+    assert doc["verified_earlier"] is None and doc["break"] is None
+    assert doc["rows_outside_chain"] == {"count": 0, "seqs": []}
+    assert doc["log_table_problems"] == []
+    assert doc["database_check"]["ran"] is True and doc["database_check"]["ok"] is True
+    assert doc["checkpoint"] is None
+
+
+def test_verify_json_of_a_broken_log(run: Run, store: EventStore, raw: RawLog) -> None:
+    """A break and rows outside the chain are in the document; exit 1 as without --json."""
+    fill(store)
+    raw.delete(4)
+    raw.execute(
+        "INSERT INTO events (seq, recorded_at, kind, case_ref, prev_hash, hash, record)"
+        " SELECT -5, recorded_at, kind, 'FORGED', prev_hash, hash, record FROM events"
+        " WHERE seq = 2"
+    )
+    result = run("verify", "--json")
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "broken" and doc["intact"] is False
+    assert doc["break"]["seq"] == 4 and doc["break"]["problem"] == "removed"
+    assert doc["verified_now"] == {"from": 1, "to": 3}
+    assert doc["rows_outside_chain"] == {"count": 1, "seqs": [-5]}
+
+
+def test_verify_json_when_the_log_cannot_be_opened(tmp_path: Path) -> None:
+    """No log: exit 2, the same keys (null) and the error; 'Error:' still on stderr."""
+    config = tmp_path / "mash-requests.toml"
+    config.write_text(
+        f'[mash]\nname = "T"\nsender = "m@t.gov.uk"\n\n[log]\npath = "{tmp_path / "none.db"}"\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(main, ["audit", "verify", "--json", "--config", str(config)])
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert (doc["ok"], doc["exit_code"], doc["status"], doc["events"]) == (False, 2, None, None)
+    assert doc["error"]["reason"] == "config"
+    assert "no dispatch log at" in doc["error"]["message"]
+    assert result.stderr.startswith("Error: no dispatch log at")
+
+
 def test_verify_broken_log_exits_1_with_details(run: Run, store: EventStore, raw: RawLog) -> None:
     """verify of a tampered log prints where and how it is broken and exits 1."""
     fill(store)
@@ -71,7 +129,7 @@ def test_verify_broken_log_exits_1_with_details(run: Run, store: EventStore, raw
     result = run("verify")
     assert result.exit_code == 1
     assert "BROKEN at seq 2 (removed): event 2 is missing" in result.stdout
-    assert "1 event(s) verified before it; last intact seq 1" in result.stdout
+    assert "1 event(s) verified; last intact seq 1" in result.stdout
 
 
 def test_checkpoint_then_verify_catches_removed_tail(
@@ -247,6 +305,23 @@ def test_report_writes_html_and_summarises(run: Run, store: EventStore, tmp_path
     page = out.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
     assert '<h2 id="timeliness">Timeliness of answers</h2>' in page
+
+
+def test_report_after_verify_says_what_it_verified_now_and_earlier(
+    run: Run, store: EventStore, tmp_path: Path
+) -> None:
+    """After audit verify and two new events, report prints both ranges and the time."""
+    fill(store)
+    assert run("verify").exit_code == 0
+    store.append_many([prepared("C-9"), sent("C-9")])
+    result = run("report", "--out", str(tmp_path / "report.html"))
+    assert result.exit_code == 0, result.output
+    assert "log: intact: 7 events (seq 6..7 verified now, 1..5 verified earlier at " in (
+        result.stdout
+    )
+    assert "     verified now: seq 6..7" in result.stdout
+    assert "     verified earlier: seq 1..5 at " in result.stdout
+    assert "not keyed" in result.stdout
 
 
 def test_report_on_broken_log_exits_1(

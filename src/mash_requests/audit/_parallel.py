@@ -18,27 +18,43 @@ that cannot be started or dies is replaced by walking its range here: slower, sa
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mash_requests.audit._rows import ChainSource
+from mash_requests.audit._rows import ChainSource, DatabaseCheck, VerifiedHead
 from mash_requests.audit.chain import format_time, parse_time
-from mash_requests.audit.verify import Break, Checkpoint, VerifyResult, _close, _Verifier
+from mash_requests.audit.verify import (
+    Break,
+    Checkpoint,
+    VerifyResult,
+    _close,
+    _Verifier,
+    account_for_every_row,
+)
 from mash_requests.errors import LogError, MashRequestsError
 
 #: Below this many events one process is quicker than starting others (~0.1-0.3 s each).
 PARALLEL_MIN_EVENTS = 100_000
+
+#: From this many events to walk, one worker is worth starting when this process is busy.
+ONE_WORKER_MIN_EVENTS = 20_000
 
 #: Workers beyond this add little: the database (or the disk) becomes the limit.
 MAX_WORKERS = 4
 
 #: (after_seq, upto_seq): the rows after_seq < seq <= upto_seq; None is open-ended.
 Range = tuple[int, int | None]
+
+#: Where a resumed walk starts: (seq, hash, hash before it, events up to it).
+Start = tuple[int, str, str | None, int]
 
 
 def default_workers() -> int:
@@ -50,10 +66,11 @@ def default_workers() -> int:
     return max(1, min(cpus, MAX_WORKERS))
 
 
-def split(head_seq: int, parts: int) -> list[Range]:
-    """``parts`` ranges of about equal size covering seq 1..head_seq, the last open-ended."""
-    parts = max(1, min(parts, head_seq))
-    starts = [head_seq * i // parts for i in range(parts)]
+def split(head_seq: int, parts: int, start: int = 0) -> list[Range]:
+    """``parts`` ranges of about equal size covering seq start+1..head_seq, the last
+    open-ended."""
+    parts = max(1, min(parts, head_seq - start))
+    starts = [start + (head_seq - start) * i // parts for i in range(parts)]
     ends: list[int | None] = [*starts[1:], None]
     return list(zip(starts, ends, strict=True))
 
@@ -93,15 +110,20 @@ def walk_range(source: ChainSource, checkpoint: Checkpoint | None, span: Range) 
 
 
 def join(
-    source: ChainSource, checkpoint: Checkpoint | None, parts: Sequence[dict[str, Any] | None]
+    source: ChainSource,
+    checkpoint: Checkpoint | None,
+    parts: Sequence[dict[str, Any] | None],
+    start: Start | None = None,
 ) -> VerifyResult:
     """The sequential walk's result from the ranges' parts, in order.
 
     The parts stop at the first range that was not walked (None: it is walked here, with
     everything after it) or that found a break; otherwise the last range is open-ended and
-    they cover the whole log.
+    they cover the whole log (from ``start`` on, when the walk resumes from a verified head).
     """
     walker = _Verifier(source, checkpoint)
+    if start is not None:
+        walker.begin_at(*start)
     for part in parts:
         head = [walker.head_seq, walker.head_hash, walker.before_head_hash]
         if part is None or part["assumed"] != head:
@@ -142,17 +164,40 @@ class Verification:
         *,
         workers: int | None,
         walk_first_here: bool,
+        check_database: bool = False,
+        resume: bool = False,
+        record: bool = False,
     ) -> None:
         self._source = source
+        # The database's own check reads on a connection of its own, in a thread (SQLite and
+        # psycopg release the GIL while the database works), overlapping the walk.
+        self._database: concurrent.futures.Future[DatabaseCheck] | None = None
+        if check_database:
+            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="db-check")
+            self._database = pool.submit(source.database_check)
+            pool.shutdown(wait=False)
+        self._record = record
+        self._earlier: VerifiedHead | None = None
+        self._start: Start | None = None
+        if resume and checkpoint is None:
+            checkpoint = self._resume_point(source)
         self._checkpoint = checkpoint
         self._walk_first_here = walk_first_here
+        first_seq = self._start[0] if self._start is not None else 0
         count = default_workers() if workers is None else max(1, workers)
-        head = source.head_seq() if count > 1 else 0
-        if workers is None and head < PARALLEL_MIN_EVENTS:
+        head = source.head_seq() if count > 1 or not walk_first_here else 0
+        # While this process does other work, workers are worth it from fewer events.
+        least = PARALLEL_MIN_EVENTS if walk_first_here else 2 * ONE_WORKER_MIN_EVENTS
+        if workers is None and head - first_seq < least:
             count = 1
-        self._ranges = split(head, count) if count > 1 else [(0, None)]
+        self._ranges = split(head, count, first_seq) if count > 1 else [(first_seq, None)]
         self._workers: dict[int, subprocess.Popen[bytes]] = {}
-        if len(self._ranges) > 1:
+        # While this process does other work (walk_first_here=False), even a single range is
+        # walked by a worker once that is worth its start-up: the walk overlaps that work.
+        self._in_workers = len(self._ranges) > 1 or (
+            not walk_first_here and workers is None and head - first_seq >= ONE_WORKER_MIN_EVENTS
+        )
+        if self._in_workers:
             first = 1 if walk_first_here else 0
             for index in range(first, len(self._ranges)):
                 worker = _start_worker(source, checkpoint, self._ranges[index])
@@ -160,10 +205,48 @@ class Verification:
                     self._workers[index] = worker
 
     def result(self) -> VerifyResult:
-        """Wait for every range and join them; LogError if the log cannot be read."""
+        """Wait for every range and join them, then account for the rows the walk cannot
+        reach (see :func:`~mash_requests.audit.verify.account_for_every_row`); LogError if
+        the log cannot be read."""
         try:
-            if len(self._ranges) == 1:
-                return _Verifier(self._source, self._checkpoint).run()
+            walked = self._walked()
+        finally:
+            database = self._database.result() if self._database is not None else None
+        if self._start is not None:
+            walked = replace(walked, verified_from=self._start[0] + 1, earlier=self._earlier)
+        result = account_for_every_row(self._source, walked, database)
+        if self._record and result.ok and result.head_seq > 0:
+            with contextlib.suppress(LogError):  # a read-only log: nothing to resume from
+                self._source.record_verified_head(result.head_seq, result.count, result.head_hash)
+        return result
+
+    def _resume_point(self, source: ChainSource) -> Checkpoint | None:
+        """Start after the newest sealed verified head whose row still holds its hash.
+
+        A head whose row is gone or differs cannot be started from: it becomes a checkpoint
+        of a whole walk instead, which then names what happened there.
+        """
+        head = source.latest_verified_head()
+        if head is None:
+            return None
+        rows = source.chain_rows(head.seq - 1, head.seq)
+        try:
+            row = next(rows, None)
+        finally:
+            _close(rows)
+        if row is None or row.seq != head.seq or row.hash != head.hash:
+            return Checkpoint(count=head.count, seq=head.seq, hash=head.hash, time=head.verified_at)
+        self._start = (head.seq, head.hash, row.prev_hash, head.count)
+        self._earlier = head
+        return None
+
+    def _walked(self) -> VerifyResult:
+        try:
+            if not self._in_workers:
+                walker = _Verifier(self._source, self._checkpoint)
+                if self._start is not None:
+                    walker.begin_at(*self._start)
+                return walker.run()
             parts: list[dict[str, Any] | None] = []
             for index, span in enumerate(self._ranges):
                 worker = self._workers.pop(index, None)
@@ -176,7 +259,7 @@ class Verification:
                 last = parts[-1]
                 if last is None or last["assumed"] is None or last["broken"]:
                     break  # the join walks the rest here, or stops at this break
-            return join(self._source, self._checkpoint, parts)
+            return join(self._source, self._checkpoint, parts, self._start)
         finally:
             self.close()
 

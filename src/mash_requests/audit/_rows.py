@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from mash_requests.audit.chain import Chain, decode_record, event_from_fields, parse_time
@@ -34,6 +35,9 @@ OUTCOME_KINDS: tuple[str, ...] = (
 
 C = TypeVar("C")
 
+#: The most problems a database check lists (the first ones say enough).
+MAX_FINDINGS = 20
+
 #: Rows fetched per round trip when streaming; bounds memory whatever the log's size.
 BATCH_SIZE = 1000
 
@@ -59,6 +63,71 @@ class ChainRow:
     record: str
     #: The indexed columns as stored, in :data:`INDEXED_FIELDS` order, to compare with the record.
     columns: tuple[str | None, ...]
+
+
+@dataclass(frozen=True)
+class VerifiedHead:
+    """A head the whole chain up to it was verified at, stored in the log (``verified_heads``).
+
+    Sealed with the log's hash (HMAC under the log's key when there is one, so someone who
+    can write the database but lacks the key cannot move it; plain SHA-256 otherwise, which
+    anyone able to write the database could forge). A verification may start from it and
+    walk only what is newer; it then says what was verified earlier, and when.
+    """
+
+    seq: int
+    count: int
+    hash: str
+    verified_at: datetime
+    #: Whether the seal is an HMAC under the log's key.
+    keyed: bool
+
+
+def head_seal(chain: Chain, seq: int, count: int, hash_: str, verified_at: str) -> str:
+    """The seal of a ``verified_heads`` row: the log's hash over its fields."""
+    text = f"mash-requests verified head v1\x1f{seq}\x1f{count}\x1f{hash_}\x1f{verified_at}"
+    return chain.digest(text.encode("utf-8"))
+
+
+def sealed_head(chain: Chain, row: tuple[Any, ...]) -> VerifiedHead | None:
+    """The VerifiedHead of a ``(seq, count, hash, verified_at text, seal)`` row, or None when
+    its seal does not verify (forged or edited)."""
+    seq, count, hash_, verified_at, seal = row
+    if not (isinstance(seq, int) and isinstance(count, int) and isinstance(verified_at, str)):
+        return None
+    if head_seal(chain, seq, count, str(hash_), verified_at) != seal:
+        return None
+    try:
+        moment = parse_time(verified_at)
+    except ValueError:
+        return None
+    return VerifiedHead(seq, count, str(hash_), moment, keyed=chain.algorithm != "sha256")
+
+
+@dataclass(frozen=True)
+class DatabaseCheck:
+    """The database's own consistency check (tables against their indexes, page structure)."""
+
+    #: False when the check could not be run (then ``note`` says why).
+    ran: bool
+    #: True when it ran and found nothing wrong.
+    ok: bool
+    #: What was run: "SQLite PRAGMA integrity_check", "PostgreSQL amcheck (…)".
+    method: str
+    #: What the database reported, one line each (at most a few dozen).
+    findings: tuple[str, ...] = ()
+    #: Why it was not run, or anything else a reader must know.
+    note: str = ""
+
+    def summary(self) -> str:
+        """One line: what was run and what it found."""
+        if not self.ran:
+            return f"database check NOT RUN: {self.note}"
+        if self.ok:
+            return f"database check ok ({self.method})"
+        shown = "; ".join(self.findings[:3])
+        more = f" (+{len(self.findings) - 3} more)" if len(self.findings) > 3 else ""
+        return f"database check FAILED ({self.method}): {shown}{more}"
 
 
 @runtime_checkable
@@ -97,6 +166,27 @@ class ChainSource(Protocol):
         """The highest ``seq`` stored (0 for an empty log)."""
         ...
 
+    def rows_outside_chain(self, limit: int = 10) -> tuple[int, tuple[int | None, ...]]:
+        """How many rows have a ``seq`` that is no chain position, and the first ``limit``."""
+        ...
+
+    def log_table_problems(self) -> tuple[str, ...]:
+        """Rows of ``log_meta`` and ``schema_migrations`` the log never writes, one sentence
+        each (empty when there are none)."""
+        ...
+
+    def database_check(self) -> DatabaseCheck:
+        """Run the database's own consistency check on the log's tables and indexes."""
+        ...
+
+    def latest_verified_head(self) -> VerifiedHead | None:
+        """The most recently stored verified head whose seal verifies, if any."""
+        ...
+
+    def record_verified_head(self, seq: int, count: int, hash_: str) -> None:
+        """Store that the chain up to ``seq`` (``count`` events, head ``hash_``) verified now."""
+        ...
+
     def worker_job(self) -> dict[str, Any]:
         """JSON telling a verification worker process how to open this log (holds the DSN
         and the key: it goes to the worker through a pipe, never a command line)."""
@@ -111,19 +201,64 @@ def stored_event(seq: int, hash_: str, record: str, *, location: str) -> StoredE
     """
     try:
         document = decode_record(record)
-        return StoredEvent(
+        # As StoredEvent(...) would, without its frozen __init__'s object.__setattr__ calls.
+        stored: StoredEvent = object.__new__(StoredEvent)
+        stored.__dict__.update(
             seq=seq,
             recorded_at=parse_time(document["recorded_at"]),
             event=event_from_fields(document["event"]),
             prev_hash=document["prev_hash"],
             hash=hash_,
         )
+        return stored
     except (KeyError, TypeError, ValueError) as exc:
         # Not the record's text: it may be anything, and would be damaged evidence anyway.
         raise LogError(
             f"dispatch log {location}: event {seq} is damaged (its stored record cannot be "
             "read); run `mash-requests audit verify` to see what happened to it"
         ) from exc
+
+
+#: The tables (and views) a log's database may hold: the log's own, nothing else.
+LOG_TABLES = frozenset({"events", "log_meta", "schema_migrations", "verified_heads"})
+
+
+def foreign_tables(names: list[str]) -> list[str]:
+    """The names among ``names`` that are not the log's tables, sorted."""
+    return sorted(set(names) - LOG_TABLES)
+
+
+#: The keys ``log_meta`` holds: written once, when the log is created.
+META_KEYS = frozenset({"hash_algorithm", "key_check", "created_at"})
+
+
+def table_problems(
+    meta_keys: list[str],
+    versions: list[int],
+    schema_version: int,
+    unsealed_heads: int = 0,
+) -> tuple[str, ...]:
+    """What is wrong with the metadata tables' rows (see ChainSource.log_table_problems)."""
+    problems: list[str] = []
+    if unsealed_heads:
+        problems.append(
+            f"verified_heads holds {unsealed_heads} row(s) whose seal does not verify "
+            "(not written by the log, or edited)"
+        )
+    unknown = sorted(set(meta_keys) - META_KEYS)
+    if unknown:
+        names = ", ".join(map(repr, unknown[:5]))
+        problems.append(f"log_meta holds {len(unknown)} row(s) the log never writes ({names})")
+    repeated = len(meta_keys) - len(set(meta_keys))
+    if repeated:
+        problems.append(f"log_meta holds {repeated} repeated key(s)")
+    missing = sorted(META_KEYS - set(meta_keys))
+    if missing:
+        problems.append(f"log_meta lacks {', '.join(missing)}")
+    expected = list(range(1, schema_version + 1))
+    if sorted(versions) != expected:
+        problems.append(f"schema_migrations holds versions {sorted(versions)}, expected {expected}")
+    return tuple(problems)
 
 
 def check_meta(location: str, chain: Chain, meta: dict[str, str]) -> None:

@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
+
+from mash_requests.errors import LogError
 
 
 class EventKind(StrEnum):
@@ -176,6 +178,8 @@ class EventFilter:
     until: datetime | None = None
     #: Only events with a ``seq`` greater than this (what is new since an earlier read).
     after_seq: int | None = None
+    #: Only events with a ``seq`` up to this (what a verification covered).
+    upto_seq: int | None = None
 
 
 class EventStore(Protocol):
@@ -224,3 +228,46 @@ class EventStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class KeyCrossCheck(Protocol):
+    """A store that can find a key's last event without the ``request_key`` index (both
+    built-in stores can): the send path's guard against a damaged index."""
+
+    #: Where the log is, for messages.
+    location: str
+
+    def last_seq_for_key_in_case(self, request_key: str, case_ref: str) -> int | None:
+        """The latest ``seq`` with this request key among the case's rows, found through the
+        case's rows and each row's own ``request_key`` (never the request_key index)."""
+        ...
+
+
+def cross_check_key(
+    store: EventStore, request_key: str, case_ref: str, last: StoredEvent | None
+) -> None:
+    """Raise LogError unless ``last`` (found through the request_key index) is also the last
+    event for the key when the case's rows are read another way.
+
+    A damaged index that has lost a key's entries would make a sent request look new and let
+    it be sent a second time; SQLite's ``PRAGMA integrity_check`` shows such damage, but reads
+    the whole file. This second lookup costs one small indexed read per request (see the
+    README for the measured figure). Stores without it are trusted as they are.
+    """
+    if not isinstance(store, KeyCrossCheck):
+        return
+    found = store.last_seq_for_key_in_case(request_key, case_ref)
+    expected = last.seq if last is not None else None
+    if found != expected:
+
+        def said(seq: int | None) -> str:
+            return "no event" if seq is None else f"seq {seq}"
+
+        raise LogError(
+            f"dispatch log {store.location}: its indexes disagree with its table about request "
+            f"key {request_key} (latest event: {said(expected)} through the index, "
+            f"{said(found)} through the case's rows), so whether it was sent cannot be told; "
+            "nothing was sent. Run `mash-requests audit verify` to check the database, and "
+            "restore the log from a backup or rebuild its indexes (SQLite: REINDEX)"
+        )

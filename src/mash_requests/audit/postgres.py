@@ -30,12 +30,19 @@ from mash_requests.audit import _open_requests
 from mash_requests.audit._rows import (
     BATCH_SIZE,
     INDEXED_FIELDS,
+    MAX_FINDINGS,
     OUTCOME_KINDS,
     ChainRow,
+    DatabaseCheck,
     ReaderPool,
+    VerifiedHead,
     check_meta,
+    foreign_tables,
+    head_seal,
     indexed_values,
+    sealed_head,
     stored_event,
+    table_problems,
 )
 from mash_requests.audit.chain import GENESIS_HASH, Chain, format_time
 from mash_requests.audit.events import Event, EventFilter, StoredEvent
@@ -110,6 +117,33 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     ),
     # For ``overdue`` on a large log (see mash_requests.audit._open_requests).
     (2, _open_requests.MIGRATION_DESCRIPTION, (_open_requests.POSTGRES_INDEX,)),
+    (
+        3,
+        "verified heads: where a later verification may start",
+        (
+            """
+            CREATE TABLE verified_heads (
+                id bigserial PRIMARY KEY,
+                seq bigint NOT NULL,
+                event_count bigint NOT NULL,
+                hash text NOT NULL,
+                verified_at text NOT NULL,
+                seal text NOT NULL
+            )
+            """,
+            """
+            CREATE FUNCTION verified_heads_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION 'dispatch log verified heads are append-only'
+                    USING ERRCODE = 'integrity_constraint_violation';
+            END $$
+            """,
+            "CREATE TRIGGER verified_heads_no_change BEFORE UPDATE OR DELETE ON verified_heads"
+            " FOR EACH ROW EXECUTE FUNCTION verified_heads_refuse_change()",
+            "CREATE TRIGGER verified_heads_no_truncate BEFORE TRUNCATE ON verified_heads"
+            " FOR EACH STATEMENT EXECUTE FUNCTION verified_heads_refuse_change()",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -131,6 +165,10 @@ _INSERT = (
     f"INSERT INTO events ({_COLUMNS}) "  # noqa: S608
     f"VALUES ({', '.join(['%s'] * (5 + len(INDEXED_FIELDS)))})"
 )
+
+#: The schema version that added verified_heads.
+_HEADS_VERSION = 3
+_HEADS = "SELECT seq, event_count, hash, verified_at, seal FROM verified_heads"
 
 #: The largest seq a bigint holds: "no upper bound" for a range of rows.
 _MAX_SEQ = 2**63 - 1
@@ -170,6 +208,9 @@ class PostgresEventStore:
         self._readers = ReaderPool(self._open_reader, _reset_reader, _close)
         self._conn = self._connect()
         try:
+            # Before anything is created: the log's schema holds the log alone, and the log
+            # never adds its tables to another application's.
+            self._refuse_foreign()
             if must_exist:
                 # For readers (auditors): a database without the log must not get one created
                 # and be reported as an intact log of 0 events.
@@ -181,9 +222,12 @@ class PostgresEventStore:
                         "search_path); check [log] dsn in the config"
                     )
             with self._translate("create the schema of"):
-                if self._schema_version() < SCHEMA_VERSION:
+                # Readers (must_exist) never migrate: an auditor's SELECT-only role must be
+                # enough. An older schema is read as it is until a sender opens the log.
+                if not must_exist and self._schema_version() < SCHEMA_VERSION:
                     self._migrate()
                 self._check_meta()
+                self._version = self._schema_version()
         except BaseException:
             self._conn.close()
             raise
@@ -208,6 +252,23 @@ class PostgresEventStore:
         if self._conn.broken:
             self._conn = self._connect()
         return self._conn
+
+    def _refuse_foreign(self) -> None:
+        with self._translate("open"):
+            rows = self._conn.execute(
+                "SELECT c.relname FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = current_schema()"
+                " AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+            ).fetchall()
+        foreign = foreign_tables([str(row[0]) for row in rows])
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "")
+            raise ConfigError(
+                f"[log] dsn {self.location}: the schema holds tables that are not the dispatch "
+                f"log's ({shown}), so it belongs to another application; give the log a schema "
+                "of its own (add options=-csearch_path=mash_log to the DSN; nothing was added)"
+            )
 
     def _schema_version(self) -> int:
         exists = self._conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
@@ -367,20 +428,135 @@ class PostgresEventStore:
     def head_seq(self) -> int:
         """The highest ``seq`` stored (0 for an empty log)."""
         row = self._fetch_one("SELECT max(seq) FROM events", ())
-        return int(row[0]) if row and row[0] is not None else 0
+        return max(0, int(row[0])) if row and row[0] is not None else 0
+
+    def rows_outside_chain(self, limit: int = 10) -> tuple[int, tuple[int | None, ...]]:
+        """How many rows have a ``seq`` that is no chain position (NULL, 0 or below), and the
+        first ``limit`` of those seqs. The store never writes one; someone went around it."""
+        outside = "seq IS NULL OR seq < 1"
+        row = self._fetch_one(f"SELECT count(*) FROM events WHERE {outside}", ())  # noqa: S608
+        count = int(row[0]) if row else 0
+        if not count or limit <= 0:
+            return count, ()
+        sql = f"SELECT seq FROM events WHERE {outside} ORDER BY seq NULLS FIRST LIMIT %s"  # noqa: S608
+        return count, tuple(r[0] for r in self._stream(sql, [limit]))
+
+    def database_check(self) -> DatabaseCheck:
+        """amcheck's ``bt_index_check(index, heapallindexed => true)`` on every index of the
+        log's tables: each index's structure, and that every row is in it. Creates the
+        ``amcheck`` extension if it can; where it cannot, the result says it was not run."""
+        method = "PostgreSQL amcheck bt_index_check with heapallindexed"
+        conn = self._connect()
+        try:
+            with self._translate("check"):
+                return self._amcheck(conn, method)
+        finally:
+            conn.close()
+
+    def _amcheck(self, conn: psycopg.Connection[Any], method: str) -> DatabaseCheck:
+        import psycopg
+
+        schema = _amcheck_schema(conn)
+        if schema.startswith("!"):
+            return DatabaseCheck(ran=False, ok=False, method=method, note=schema[1:])
+        indexes = [
+            (str(row[0]), int(row[1]))
+            for row in conn.execute(
+                "SELECT c.relname, c.oid FROM pg_index i"
+                " JOIN pg_class c ON c.oid = i.indexrelid"
+                " JOIN pg_am a ON a.oid = c.relam"
+                " WHERE a.amname = 'btree' AND i.indrelid IN ("
+                "  to_regclass('events'), to_regclass('log_meta'),"
+                "  to_regclass('schema_migrations'))"
+                " ORDER BY c.relname"
+            ).fetchall()
+        ]
+        findings: list[str] = []
+        check = f"SELECT {_quote_ident(schema)}.bt_index_check(%s::oid::regclass, true)"
+        for name, oid in indexes:
+            try:
+                conn.execute(check.encode(), (oid,))
+            except psycopg.Error as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                if exc.sqlstate == "42501":
+                    return DatabaseCheck(
+                        ran=False,
+                        ok=False,
+                        method=method,
+                        note=f"this database user may not run amcheck ({first}); "
+                        "ask the database admin to GRANT EXECUTE on its functions",
+                    )
+                findings.append(f"index {name}: {first}")
+                if len(findings) >= MAX_FINDINGS:
+                    break
+        return DatabaseCheck(
+            ran=True,
+            ok=not findings,
+            method=f"{method}, {len(indexes)} indexes",
+            findings=tuple(findings),
+        )
+
+    def log_table_problems(self) -> tuple[str, ...]:
+        """Rows of the log's small tables the log never writes (see ChainSource)."""
+        keys = [str(row[0]) for row in self._stream("SELECT key FROM log_meta", ())]
+        versions = [
+            int(row[0]) for row in self._stream("SELECT version FROM schema_migrations", ())
+        ]
+        unsealed = 0
+        if self._version >= _HEADS_VERSION:
+            heads = self._stream(_HEADS, ())
+            unsealed = sum(sealed_head(self.chain, row) is None for row in heads)
+        return table_problems(keys, versions, self._version, unsealed)
+
+    def latest_verified_head(self) -> VerifiedHead | None:
+        """The most recently stored verified head whose seal verifies, if any."""
+        if self._version < _HEADS_VERSION:
+            return None
+        for row in self._stream(_HEADS + " ORDER BY id DESC", ()):
+            head = sealed_head(self.chain, row)
+            if head is not None:
+                return head
+        return None
+
+    def record_verified_head(self, seq: int, count: int, hash_: str) -> None:
+        """Store a sealed verified head (its own short transaction, apart from appends); a
+        log of an older schema opened by a reader has nowhere to keep one."""
+        if self._version < _HEADS_VERSION:
+            return
+        with self._lock, self._translate("record a verified head in"):
+            conn = self._live()
+            with conn.transaction():
+                at = format_time(_server_now(conn))
+                conn.execute(
+                    "INSERT INTO verified_heads (seq, event_count, hash, verified_at, seal)"
+                    " VALUES (%s, %s, %s, %s, %s)",
+                    (seq, count, hash_, at, head_seal(self.chain, seq, count, hash_, at)),
+                )
 
     def last_event_for_key(self, request_key: str) -> StoredEvent | None:
         """The latest event of any kind for this request key (committed state)."""
         row = self._fetch_one(
-            "SELECT seq, hash, record FROM events WHERE request_key = %s ORDER BY seq DESC LIMIT 1",
+            "SELECT seq, hash, record FROM events WHERE request_key = %s AND seq > 0"
+            " ORDER BY seq DESC LIMIT 1",
             (request_key,),
         )
         return None if row is None else stored_event(*row, location=self.location)
 
+    def last_seq_for_key_in_case(self, request_key: str, case_ref: str) -> int | None:
+        """The latest ``seq`` of this key among the case's rows, read without the request_key
+        index (see :func:`~mash_requests.audit.events.cross_check_key`)."""
+        row = self._fetch_one(
+            # `|| ''`: an expression no index covers, so the request_key index is never used.
+            "SELECT max(seq) FROM events"
+            " WHERE case_ref = %s AND request_key || '' = %s AND seq > 0",
+            (case_ref, request_key),
+        )
+        return int(row[0]) if row and row[0] is not None else None
+
     def last_outcome(self, request_key: str) -> StoredEvent | None:
         """The latest sent/failed/unconfirmed/reconciled event for this request key."""
         row = self._fetch_one(
-            "SELECT seq, hash, record FROM events WHERE request_key = %s"
+            "SELECT seq, hash, record FROM events WHERE request_key = %s AND seq > 0"
             " AND kind = ANY(%s) ORDER BY seq DESC LIMIT 1",
             (request_key, list(OUTCOME_KINDS)),
         )
@@ -390,7 +566,8 @@ class PostgresEventStore:
         """How many ``sent`` events from this mailbox were recorded at or after ``since``."""
         format_time(since)  # refuses a naive datetime, as the SQLite store does
         row = self._fetch_one(
-            "SELECT count(*) FROM events WHERE sender = %s AND kind = 'sent' AND recorded_at >= %s",
+            "SELECT count(*) FROM events WHERE sender = %s AND kind = 'sent' AND recorded_at >= %s"
+            " AND seq > 0",
             (sender, since),
         )
         return int(row[0]) if row else 0
@@ -487,6 +664,42 @@ class PostgresEventStore:
         return (int(head[0]), str(head[1]), events) if head else (0, "", events)
 
 
+def _amcheck_schema(conn: psycopg.Connection[Any]) -> str:
+    """The schema holding the amcheck extension, created if need be; ``"!why"`` if it is not
+    there and cannot be created."""
+    import psycopg
+
+    find = (
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+        " WHERE e.extname = 'amcheck'"
+    )
+    row = conn.execute(find).fetchone()
+    if row is not None:
+        return str(row[0])
+    why = ""
+    # In public when there is one (it outlives any one log's schema), else where it may.
+    for statement in (
+        "CREATE EXTENSION IF NOT EXISTS amcheck SCHEMA public",
+        "CREATE EXTENSION IF NOT EXISTS amcheck",
+    ):
+        try:
+            conn.execute(statement.encode())
+        except psycopg.Error as exc:
+            # Another session may have created it meanwhile: look again below.
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        row = conn.execute(find).fetchone()
+        if row is not None:
+            return str(row[0])
+    return (
+        f"!the amcheck extension is not installed and cannot be created here ({why}); "
+        "ask the database admin to run CREATE EXTENSION amcheck"
+    )
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _reset_reader(conn: psycopg.Connection[Any]) -> bool:
     """End the stream's read transaction; a broken connection is not reused."""
     if conn.broken or conn.closed:
@@ -580,7 +793,9 @@ def _describe(dsn: str) -> str:
 
 def _where(where: EventFilter) -> tuple[str, list[object]]:
     """SQL WHERE clause (``%s`` placeholders) and parameters for a filter."""
-    terms: list[str] = []
+    # Only chain positions: a row stored with seq 0 or below was put there around the log,
+    # never by it; `audit verify` names such rows (see rows_outside_chain).
+    terms: list[str] = ["seq > 0"]
     params: list[object] = []
     for name in ("case_ref", "request_ref", "request_key", "partner", "gateway", "form_sha256"):
         value = getattr(where, name)
@@ -601,4 +816,7 @@ def _where(where: EventFilter) -> tuple[str, list[object]]:
     if where.after_seq is not None:
         terms.append("seq > %s")
         params.append(where.after_seq)
-    return (" WHERE " + " AND ".join(terms) if terms else ""), params
+    if where.upto_seq is not None:
+        terms.append("seq <= %s")
+        params.append(where.upto_seq)
+    return " WHERE " + " AND ".join(terms), params

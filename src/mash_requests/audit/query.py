@@ -77,8 +77,28 @@ class RequestState:
 
 
 def query_events(store: EventStore, where: EventFilter | None = None) -> Iterator[StoredEvent]:
-    """Matching events in ``seq`` order, streamed (the store's own filter, nothing added)."""
+    """Matching events in ``seq`` order, streamed (the store's own filter, nothing added).
+
+    Like every reader, only the chain's rows (``seq`` 1..head): rows someone stored with a
+    seq of 0 or below are never read; :func:`outside_chain_warning` says when there are any.
+    """
     return store.events(where)
+
+
+def outside_chain_warning(store: EventStore) -> str | None:
+    """A sentence for the reader when the events table holds rows outside the chain
+    (which no query shows), else None. Costs one index seek."""
+    count_rows = getattr(store, "rows_outside_chain", None)
+    if count_rows is None:
+        return None
+    count, _ = count_rows(limit=0)
+    if not count:
+        return None
+    return (
+        f"the dispatch log holds {count} row(s) with a seq outside the chain, not written by "
+        "mash-requests; they are left out here. Run `mash-requests audit verify` and "
+        "investigate"
+    )
 
 
 def request_states(
@@ -179,4 +199,12 @@ def fold(state: RequestState, stored: StoredEvent) -> None:
             state.reason = event.reason
 
 
-__all__ = ["OUTCOMES", "RECORD_TYPES", "RequestState", "fold", "query_events", "request_states"]
+__all__ = [
+    "OUTCOMES",
+    "RECORD_TYPES",
+    "RequestState",
+    "fold",
+    "outside_chain_warning",
+    "query_events",
+    "request_states",
+]

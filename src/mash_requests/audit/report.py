@@ -286,28 +286,36 @@ def build_report(
     partner_names: Mapping[str, str] | None = None,
     timescales: Timescales | None = None,
 ) -> ReportData:
-    """Verify the whole log and tally the events recorded in [since, until).
+    """Verify the log and tally the events recorded in [since, until).
 
     ``marking``, ``mash_name``, ``partner_names`` (key -> name, from the partner
     directory) and ``timescales`` (for the timeliness figures; default: the built-in
     timescales) come from the config (``load_report_settings``). Answers, bounces and
     reminders recorded after ``until`` count for the requests sent in the period.
 
-    The whole chain is verified whatever the period, in worker processes while this one
-    tallies the period (see :func:`~mash_requests.audit.verify.verify_chain`). To make several
-    reports from one verification, pass the ``verification`` that ``verify_chain(store)``
-    returned just before: the reports then state that result, head and count included.
+    The chain is verified whatever the period, in worker processes while this one tallies
+    the period, from the most recent verified head stored in the log on (the result says
+    what was verified now and what earlier, and when: see
+    :func:`~mash_requests.audit.verify.start_verification`). To make several reports from
+    one verification, pass the ``verification`` that ``verify_chain(store)`` returned just
+    before: the reports then state that result, head and count included. A broken log's
+    figures count only the events up to the last one that verifies.
     """
     from mash_requests.audit.timeliness import AnswerFold, count
     from mash_requests.deadlines import Timescales
 
-    running = start_verification(store, walk_first_here=False) if verification is None else None
-    answers: AnswerFold | None = None
-    try:
-        read_from = since - PREPARED_LOOKBACK if since is not None else None
-        if _answers_recorded(store, read_from):
-            answers = AnswerFold(since, until)
-        where = EventFilter(since=read_from, until=until)
+    # Resumes after the newest verified head stored in the log (and stores the new one):
+    # the result says what was verified now and what earlier, and when.
+    running = (
+        start_verification(store, walk_first_here=False, resume=True, record=True)
+        if verification is None
+        else None
+    )
+    read_from = since - PREPARED_LOOKBACK if since is not None else None
+
+    def read(upto_seq: int | None) -> tuple[Tally, AnswerFold | None]:
+        answers = AnswerFold(since, until) if _answers_recorded(store, read_from) else None
+        where = EventFilter(since=read_from, until=until, upto_seq=upto_seq)
         # One read of the period feeds both the send figures and the answers fold.
         figures = tally(
             store.events(where), since=since, also=answers.feed if answers is not None else None
@@ -316,16 +324,24 @@ def build_report(
             # Answers, bounces and reminders after the period still count for the requests
             # sent in it: the answers fold needs only these kinds from then on.
             later = EventFilter(
-                kinds=(EventKind.REPLIED, EventKind.BOUNCED, EventKind.CHASED), since=until
+                kinds=(EventKind.REPLIED, EventKind.BOUNCED, EventKind.CHASED),
+                since=until,
+                upto_seq=upto_seq,
             )
             for stored in store.events(later):
                 answers.apply(stored)
+        return figures, answers
+
+    try:
+        figures, answers = read(None)
         if running is not None:
             verification = running.result()
+        assert verification is not None
+        if not verification.ok:  # count only the events that verify (rare: a second read)
+            figures, answers = read(verification.head_seq)
     finally:
         if running is not None:
             running.close()
-    assert verification is not None
     generated_at = datetime.now(UTC)
     scales = timescales or Timescales.defaults()
     return ReportData(
@@ -701,6 +717,12 @@ _FACT_LABELS = {
     "problem": "What happened to it",
     "detail": "Detail",
     "checkpoint": "Checked against the checkpoint",
+    "outside_count": "Rows outside the chain",
+    "outside_seqs": "Their seq (the first ones)",
+    "table_problems": "Log table problems",
+    "database": "Database check",
+    "verified_from": "Verified now from event",
+    "earlier": "Verified earlier (stored verified head)",
 }
 
 
@@ -715,7 +737,7 @@ def verification_facts(result: VerifyResult) -> list[Fact]:
         if item.name == "ok":
             continue
         value = getattr(result, item.name)
-        if value is None or value == "":
+        if value is None or value == "" or value == ():
             continue
         label = _FACT_LABELS.get(item.name, item.name.replace("_", " ").capitalize())
         facts.append(Fact(label, _fact_text(value)))

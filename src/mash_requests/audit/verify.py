@@ -9,7 +9,19 @@ reports the first problem, naming the event and what happened to it:
 - ``inserted``: an event was slipped in and the events after it renumbered;
 - ``reordered``: an event is stored at a position other than the one it was written at;
 - ``hash mismatch``: an event does not link to the hash of the event before it (one of the two
-  was altered and re-hashed), or the log disagrees with a checkpoint.
+  was altered and re-hashed), or the log disagrees with a checkpoint;
+- ``outside the chain``: rows stored with a ``seq`` that is no chain position (0, negative,
+  NULL): the log never writes one, so someone went around it. Readers leave them out;
+- ``log tables``: the log's own small tables (``log_meta``, ``schema_migrations``) hold rows
+  the log never writes;
+- ``database``: the database's own consistency check (SQLite ``PRAGMA integrity_check``,
+  PostgreSQL amcheck) found a table and its index disagreeing, or a damaged page. Readers
+  find rows through indexes, so such a log may hide rows from a query even when every row
+  verifies.
+
+Every row of every table the log owns is either walked or named: the walk covers ``seq``
+1..head one by one (a gap, a duplicate, a renumbered row is a break), and the rows outside
+that range and the metadata rows are counted by the database afterwards.
 
 Without an HMAC key, someone who can write the database could rebuild a whole consistent chain
 from some point on; removing the newest events leaves no trace in the chain at all. A
@@ -22,14 +34,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mash_requests.audit._files import atomic_write_text
-from mash_requests.audit._rows import INDEXED_FIELDS, ChainRow, ChainSource
+from mash_requests.audit._rows import (
+    INDEXED_FIELDS,
+    ChainRow,
+    ChainSource,
+    DatabaseCheck,
+    VerifiedHead,
+)
 from mash_requests.audit.chain import (
     GENESIS_HASH,
     RECORD_VERSION,
@@ -55,6 +73,15 @@ class Break(StrEnum):
     INSERTED = "inserted"
     REORDERED = "reordered"
     HASH_MISMATCH = "hash mismatch"
+    OUTSIDE = "outside the chain"
+    TABLES = "log tables"
+    DATABASE = "database"
+
+
+#: Breaks found by the walk itself (at ``broken_seq``); the others are found beside it.
+_CHAIN = frozenset(
+    {Break.CHANGED, Break.REMOVED, Break.INSERTED, Break.REORDERED, Break.HASH_MISMATCH}
+)
 
 
 @dataclass(frozen=True)
@@ -88,9 +115,126 @@ class VerifyResult:
     detail: str = ""
     #: The checkpoint the log was checked against, if any.
     checkpoint: Checkpoint | None = None
+    #: Rows whose seq is no chain position (0, negative, NULL): how many, and the first few.
+    outside_count: int = 0
+    outside_seqs: tuple[int | None, ...] = ()
+    #: Rows of the log's metadata tables that the log never writes, one sentence each.
+    table_problems: tuple[str, ...] = ()
+    #: The database's own consistency check, when it was asked for.
+    database: DatabaseCheck | None = None
+    #: The first seq walked by this verification (1, or the one after a verified head).
+    verified_from: int = 1
+    #: The stored verified head this verification started after, if it resumed.
+    earlier: VerifiedHead | None = None
+
+    def verified_upto(self) -> int:
+        """The last seq this verification walked and found intact (before any break)."""
+        if self.broken_seq is not None and self.problem in _CHAIN:
+            return min(self.head_seq, self.broken_seq - 1)
+        return self.head_seq
+
+    def coverage_lines(self) -> list[str]:
+        """What was verified now and what earlier, and when: for the report and the CLI."""
+        upto = self.verified_upto()
+        if upto >= self.verified_from:
+            now = f"verified now: seq {self.verified_from}..{upto}"
+        else:
+            now = f"verified now: no event after seq {self.verified_from - 1}"
+        lines = [now]
+        e = self.earlier
+        if e is not None:
+            seal = (
+                "HMAC-keyed: it cannot be placed or moved without the log's key"
+                if e.keyed
+                else "not keyed: anyone able to write the database could have placed it"
+            )
+            lines.append(
+                f"verified earlier: seq 1..{e.seq} at {format_time(e.verified_at)} (stored "
+                f"verified head, {seal}); those rows were not read again now: "
+                "`mash-requests audit verify` reads every row"
+            )
+        return lines
 
     def summary(self) -> str:
         """One line for a person: intact with its head, or where and how it is broken."""
+        text = self._chain_summary()
+        failed = self.database is not None and self.database.ran and not self.database.ok
+        also = [
+            problem
+            for problem in (
+                self.outside_detail(),
+                *self.table_problems,
+                self.database.summary() if self.database is not None and failed else "",
+            )
+            if problem and problem != self.detail
+        ]
+        return "; also ".join([text, *also])
+
+    def to_json(self, location: str = "") -> dict[str, Any]:
+        """The result as one JSON object (``audit verify --json``; shape in the README)."""
+        upto = self.verified_upto()
+        e, cp, db = self.earlier, self.checkpoint, self.database
+        return {
+            "log": location,
+            "status": "intact" if self.ok else "broken",
+            "intact": self.ok,
+            "events": self.count,
+            "head": {"seq": self.head_seq, "hash": self.head_hash},
+            "verified_now": (
+                {"from": self.verified_from, "to": upto} if upto >= self.verified_from else None
+            ),
+            "verified_earlier": (
+                {"from": 1, "to": e.seq, "at": format_time(e.verified_at), "keyed": e.keyed}
+                if e is not None
+                else None
+            ),
+            "break": (
+                {"seq": self.broken_seq, "problem": str(self.problem), "detail": self.detail}
+                if not self.ok
+                else None
+            ),
+            "rows_outside_chain": {"count": self.outside_count, "seqs": list(self.outside_seqs)},
+            "log_table_problems": list(self.table_problems),
+            "database_check": (
+                {
+                    "ran": db.ran,
+                    "ok": db.ok,
+                    "method": db.method,
+                    "findings": list(db.findings),
+                    "note": db.note,
+                }
+                if db is not None
+                else None
+            ),
+            "checkpoint": (
+                {"seq": cp.seq, "count": cp.count, "hash": cp.hash, "time": format_time(cp.time)}
+                if cp is not None
+                else None
+            ),
+        }
+
+    def lines(self) -> list[str]:
+        """What a person reads: :meth:`summary`, what was verified now and earlier, then the
+        database check, if run."""
+        lines = [self.summary()]
+        if self.earlier is not None:
+            lines.extend(self.coverage_lines())
+        if self.database is not None and (self.database.ok or not self.database.ran):
+            lines.append(self.database.summary())
+        return lines
+
+    def outside_detail(self) -> str:
+        """The sentence naming the rows outside the chain ("" when there are none)."""
+        if not self.outside_count:
+            return ""
+        seqs = ", ".join("NULL" if seq is None else str(seq) for seq in self.outside_seqs)
+        more = ", …" if self.outside_count > len(self.outside_seqs) else ""
+        return (
+            f"{self.outside_count} row(s) stored with a seq outside the chain 1..{self.head_seq} "
+            f"(seq {seqs}{more}): not written by the log; audit query and the report leave them out"
+        )
+
+    def _chain_summary(self) -> str:
         if self.ok:
             against = (
                 f"; extends the checkpoint of {format_time(self.checkpoint.time)} "
@@ -99,22 +243,84 @@ class VerifyResult:
                 else ""
             )
             head = f"head seq {self.head_seq} hash {self.head_hash}"
+            if self.earlier is not None:
+                e = self.earlier
+                split = (
+                    f" (seq {self.verified_from}..{self.head_seq} verified now, 1..{e.seq} "
+                    f"verified earlier at {format_time(e.verified_at)})"
+                    if self.head_seq >= self.verified_from
+                    else f" (all verified earlier at {format_time(e.verified_at)})"
+                )
+                return f"intact: {self.count} events{split}, {head}{against}"
             return f"intact: {self.count} events, {head}{against}"
-        return f"BROKEN at seq {self.broken_seq} ({self.problem}): {self.detail}"
+        where = f" at seq {self.broken_seq}" if self.broken_seq is not None else ""
+        return f"BROKEN{where} ({self.problem}): {self.detail}"
+
+
+def account_for_every_row(
+    source: ChainSource, result: VerifyResult, database: DatabaseCheck | None = None
+) -> VerifyResult:
+    """``result`` with the rows the walk cannot reach named (seq outside 1..head, metadata)
+    and the database's own check, if one was run.
+
+    The walk reads ``seq`` > 0 in order and breaks on any gap, duplicate or renumbering in
+    it, so together with these counts every row of every table the log owns is either
+    verified or reported. Both are cheap: an index seek and two tiny tables.
+    """
+    count, seqs = source.rows_outside_chain()
+    problems = source.log_table_problems()
+    damaged = database is not None and database.ran and not database.ok
+    if not count and not problems and not damaged:
+        return replace(result, database=database) if database is not None else result
+    changes: dict[str, Any] = {
+        "outside_count": count,
+        "outside_seqs": seqs,
+        "table_problems": problems,
+        "database": database,
+        "ok": False,
+    }
+    if result.ok:
+        marked = replace(result, **changes)
+        if count:
+            changes.update(
+                broken_seq=seqs[0] if seqs else None,
+                problem=Break.OUTSIDE,
+                detail=marked.outside_detail(),
+            )
+        elif problems:
+            changes.update(broken_seq=None, problem=Break.TABLES, detail=problems[0])
+        else:
+            assert database is not None
+            changes.update(broken_seq=None, problem=Break.DATABASE, detail=database.summary())
+    return replace(result, **changes)
 
 
 def verify_chain(
-    store: EventStore, *, checkpoint: Checkpoint | None = None, workers: int | None = None
+    store: EventStore,
+    *,
+    checkpoint: Checkpoint | None = None,
+    workers: int | None = None,
+    check_database: bool = True,
+    record: bool = False,
 ) -> VerifyResult:
     """Check every event's hash, seq and link, and (optionally) that ``checkpoint`` still holds.
 
     Streams the log in ``seq`` order with constant memory. A log of 100,000 events or more is
     split into ranges walked side by side by ``workers`` processes (default: one per CPU, at
-    most 4; ``workers=1``: this process alone); the result is the same either way. Raises
-    LogError when the log cannot be read; a log that is readable but not intact is a result,
-    not an exception.
+    most 4; ``workers=1``: this process alone); the result is the same either way. With
+    ``check_database`` the database's own consistency check runs meanwhile, in a thread (on
+    SQLite it reads the whole file: the longest part on a large log). Raises LogError when
+    the log cannot be read; a log that is readable but not intact is a result, not an
+    exception. With ``record`` an intact result is stored in the log as a verified head that
+    later reports start from (see :func:`start_verification`).
     """
-    return start_verification(store, checkpoint=checkpoint, workers=workers).result()
+    return start_verification(
+        store,
+        checkpoint=checkpoint,
+        workers=workers,
+        check_database=check_database,
+        record=record,
+    ).result()
 
 
 def start_verification(
@@ -123,18 +329,34 @@ def start_verification(
     checkpoint: Checkpoint | None = None,
     workers: int | None = None,
     walk_first_here: bool = True,
+    check_database: bool = False,
+    resume: bool = False,
+    record: bool = False,
 ) -> Verification:
     """Start :func:`verify_chain`'s work and return at once; ``.result()`` waits for it.
 
     With ``walk_first_here=False`` every range goes to a worker process, so this one is free
-    for other work meanwhile (the report tallies its period). Close the returned object if
-    its result is never asked for.
+    for other work meanwhile (the report tallies its period). With ``resume`` (and no
+    ``checkpoint``) the walk starts after the newest stored verified head whose row still
+    holds its hash, and the result says what it verified now and what earlier, and when
+    (``verified_from``, ``earlier``, :meth:`VerifyResult.coverage_lines`); rows outside the
+    chain and the metadata tables are still all checked. With ``record`` an intact result
+    is stored as a new verified head. Close the returned object if its result is never
+    asked for.
     """
     from mash_requests.audit._parallel import Verification
 
     if not isinstance(store, ChainSource):
         raise TypeError(f"{type(store).__name__} does not expose its rows for verification")
-    return Verification(store, checkpoint, workers=workers, walk_first_here=walk_first_here)
+    return Verification(
+        store,
+        checkpoint,
+        workers=workers,
+        walk_first_here=walk_first_here,
+        check_database=check_database,
+        resume=resume,
+        record=record,
+    )
 
 
 class _Verifier:
@@ -163,8 +385,17 @@ class _Verifier:
         # Hash of the event before the head: recognises an event slipped in just before.
         self.before_head_hash: str | None = None
 
+    def begin_at(self, seq: int, hash_: str, before: str | None, count: int) -> None:
+        """Start after a verified head (``count`` events up to ``seq``) instead of the start."""
+        self.head_seq, self.head_hash, self.before_head_hash, self.count = (
+            seq,
+            hash_,
+            before,
+            count,
+        )
+
     def run(self) -> VerifyResult:
-        broken = self.walk(0, None)
+        broken = self.walk(self.head_seq, None)
         return broken if broken is not None else self.finish()
 
     def finish(self) -> VerifyResult:
@@ -215,6 +446,11 @@ class _Verifier:
                 index = passes(batch, 0)
                 while index < len(batch):
                     # batch[index] did not pass: judge it as stored, then go on after it.
+                    seq = batch[index][0]
+                    if seq <= self.head_seq:
+                        # Rows come in seq order from after the head: this seq was just
+                        # walked, so it is stored twice (possible once a key is dropped).
+                        return self._broken(seq, Break.REORDERED, f"seq {seq} is stored twice")
                     broken = self._check_next_exactly()
                     if broken is not None:
                         return broken

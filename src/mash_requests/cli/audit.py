@@ -23,6 +23,8 @@ from mash_requests.cli._common import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     CliError,
+    json_option,
+    json_output,
     library_errors,
 )
 from mash_requests.cli._csv import csv_stdout
@@ -70,8 +72,9 @@ def _opened_store(config_path: Path | None) -> Iterator[EventStore]:
     """Load the config's [log] and open the existing log, closing it afterwards.
 
     Only ``[mash] data_dir`` and ``[log]`` are read: an auditor's config need not name the
-    gateway or hold its secrets. Every audit command only reads: a log that is not there is
-    an error, never created.
+    gateway or hold its secrets. A log that is not there is an error, never created, and an
+    older schema is not migrated; the only thing audit commands write is the verified head
+    that verify and report reached (where the log lets them).
     """
     from mash_requests.audit import open_store
     from mash_requests.config import load_log_settings
@@ -96,9 +99,15 @@ Examples:
   mash-requests audit verify --checkpoint /secure/mash-log-checkpoint.json
 
 \b
+Checks every row of every table of the log (rows outside the chain are named) and runs the
+database's own consistency check (SQLite PRAGMA integrity_check; PostgreSQL amcheck where
+the extension can be created, else it says it was not run).
+
+\b
 Exit codes: 0 intact (and still extends the checkpoint); 1 broken: the first broken event
-and what happened to it (changed, removed, inserted, reordered, hash mismatch) are printed;
-2 bad usage, unreadable config, log or checkpoint.""",
+and what happened to it (changed, removed, inserted, reordered, hash mismatch, outside the
+chain, log tables, database) are printed; 2 bad usage, unreadable config, log or
+checkpoint.""",
 )
 @click.option(
     "--checkpoint",
@@ -108,26 +117,36 @@ and what happened to it (changed, removed, inserted, reordered, hash mismatch) a
     help="A checkpoint written earlier by 'audit checkpoint'; proves no newest events were "
     "removed or rewritten since.",
 )
+@json_option
 @config_option
-def verify(checkpoint_path: Path | None, config_path: Path | None) -> None:
+def verify(checkpoint_path: Path | None, as_json: bool, config_path: Path | None) -> None:
     """Walk the hash chain from the first event to the last and report the first break."""
-    from mash_requests.audit.verify import read_checkpoint, verify_chain
+    from mash_requests.audit.verify import VerifyResult, read_checkpoint, verify_chain
 
-    checkpoint = None
-    if checkpoint_path is not None:
-        with library_errors():
-            checkpoint = read_checkpoint(checkpoint_path)
-    with _opened_store(config_path) as store, _read_errors():
-        result = verify_chain(store, checkpoint=checkpoint)
-        location = getattr(store, "location", "")
-    click.echo(f"dispatch log {location}")
-    click.echo(result.summary())
-    if not result.ok:
-        click.echo(
-            f"{result.count} event(s) verified before it; last intact seq {result.head_seq}, "
-            f"hash {result.head_hash}"
-        )
-    click.get_current_context().exit(EXIT_OK if result.ok else EXIT_INCOMPLETE)
+    with json_output("audit verify", as_json) as run:
+        # The same keys whether the log could be verified or not (then they are null).
+        blank = VerifyResult(ok=False, count=0, head_seq=0, head_hash="").to_json()
+        run.update(**dict.fromkeys(blank))
+        checkpoint = None
+        if checkpoint_path is not None:
+            with library_errors():
+                checkpoint = read_checkpoint(checkpoint_path)
+        with _opened_store(config_path) as store, _read_errors():
+            # Every row, every time; an intact result is stored as a verified head that later
+            # reports start from.
+            result = verify_chain(store, checkpoint=checkpoint, record=True)
+            location = getattr(store, "location", "")
+        run.update(**result.to_json(str(location)))
+        if not as_json:
+            click.echo(f"dispatch log {location}")
+            for line in result.lines():
+                click.echo(line)
+            if not result.ok:
+                click.echo(
+                    f"{result.count} event(s) verified; last intact seq {result.head_seq}, "
+                    f"hash {result.head_hash}"
+                )
+        click.get_current_context().exit(EXIT_OK if result.ok else EXIT_INCOMPLETE)
 
 
 @audit.command(
@@ -261,7 +280,7 @@ def query(
     """List requests (or events) from the dispatch log, filtered."""
     from mash_requests.audit import EventFilter
     from mash_requests.audit.export import write_events, write_requests
-    from mash_requests.audit.query import request_states
+    from mash_requests.audit.query import outside_chain_warning, request_states
 
     if raw_events and outcome:
         raise click.UsageError("--outcome selects requests; it cannot be used with --events")
@@ -285,6 +304,9 @@ def query(
                 else:
                     states = request_states(store, where, outcomes=outcome)
                     write_requests(states, out, output_format=output_format, bom=bom)
+                warning = outside_chain_warning(store)
+                if warning:
+                    click.echo(f"Warning: {warning}", err=True)
         except BrokenPipeError:
             # `… | head`: the reader has all it wants. Point stdout at /dev/null so the
             # interpreter's final flush does not fail again.
@@ -359,5 +381,8 @@ def report(
         f"{data.totals.sent} request(s) sent, {data.totals.attachment_rate_text} with the "
         "referral form attached"
     )
-    click.echo(f"log: {data.verification.summary()}")
+    summary, *more = data.verification.lines()
+    click.echo(f"log: {summary}")
+    for line in more:  # what was verified now and earlier, and when
+        click.echo(f"     {line}")
     click.get_current_context().exit(EXIT_OK if data.verification.ok else EXIT_INCOMPLETE)
