@@ -229,7 +229,7 @@ def test_log_failing_mid_case_names_what_went_out(workspace: Workspace) -> None:
     from mash_requests.audit import open_store
 
     settings = mash_requests.load_settings(workspace.config)
-    store = FailingStore(open_store(settings.log), fail_at=5)  # claim, mark, sent, mark, ✗
+    store = FailingStore(open_store(settings.log), fail_at=3)  # claim+mark, sent+mark, ✗
     case = mash_requests.load_case(workspace.write_case(workspace.example_case()))
     with (
         Dispatcher(settings, store=store) as dispatcher,  # type: ignore[arg-type]
@@ -258,7 +258,7 @@ def test_log_failing_mid_case_exits_1_from_the_cli(
     real = audit.open_store
 
     def failing(settings: Any, **kwargs: Any) -> Any:
-        return FailingStore(real(settings, **kwargs), fail_at=3)  # claim, mark, ✗
+        return FailingStore(real(settings, **kwargs), fail_at=2)  # claim+mark, ✗
 
     monkeypatch.setattr(audit, "open_store", failing)
     result = cli(workspace, "send-request", "--case", case_with_three_partners(workspace))
@@ -298,7 +298,7 @@ def test_json_log_failing_mid_case_lists_what_went_out(
     real = audit.open_store
 
     def failing(settings: Any, **kwargs: Any) -> Any:
-        return FailingStore(real(settings, **kwargs), fail_at=3)  # claim, mark, ✗
+        return FailingStore(real(settings, **kwargs), fail_at=2)  # claim+mark, ✗
 
     monkeypatch.setattr(audit, "open_store", failing)
     case = case_with_three_partners(workspace)

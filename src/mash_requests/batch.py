@@ -491,6 +491,7 @@ def send_batch(
     dispatcher: Dispatcher | None = None,
     encoding: str = DEFAULT_ENCODING,
     base_dir: Path | None = None,
+    workers: int = 1,
 ) -> BatchResult:
     """Validate then send every case of a batch file, or of an iterable of cases; resumable.
 
@@ -498,7 +499,15 @@ def send_batch(
     bad rows and ``skip_invalid`` is false (``.problems`` of the error's result lists them:
     catch :class:`BatchInvalidError`), or cannot be read (:class:`BatchEncodingError` when
     it is not in ``encoding``). Raises :class:`BatchLogError` if the log fails mid-way.
+
+    ``workers`` > 1 sends with that many processes, each a run of its own sharing the log
+    (:mod:`mash_requests.workers`); ``progress`` is then called in this process. The
+    settings and cases must pickle; a ``dispatcher`` cannot be given.
     """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if workers > 1 and dispatcher is not None:
+        raise ValueError("a dispatcher cannot be shared by worker processes; use workers=1")
     where = _Source(source, encoding=encoding, base_dir=base_dir)
     problems, valid, total = _validate(settings, where)
     result = BatchResult(problems=problems, validated_rows=valid)
@@ -518,6 +527,27 @@ def send_batch(
         if problems and not skip_invalid:
             raise BatchInvalidError(result)
         run = _Run(dispatcher, result, BatchProgress(total_requests=total), dry_run=dry_run)
+        if workers > 1:
+            from mash_requests.workers import send_with_workers
+
+            # The log (file, schema) is made here, once, before the workers open it: N
+            # processes making a new SQLite log at the same moment can meet its locks.
+            dispatcher.store  # noqa: B018
+
+            with _StopFlag() as flag:
+                send_with_workers(
+                    settings,
+                    _valid_cases(settings, where),
+                    result,
+                    run.state,
+                    workers=workers,
+                    dry_run=dry_run,
+                    progress=progress,
+                    stop_requested=lambda: flag.stop,
+                )
+            result.refused.sort()
+            result.unconfirmed.sort()
+            return result
         # Cases with a request another live run is sending: come back to them at the end.
         later: list[tuple[int, Case, list[str]]] = []
         with _StopFlag() as flag:
@@ -548,12 +578,23 @@ def send_batch(
                     time.sleep(0.5)
             if flag.stop and (later or result.interrupted):
                 result.interrupted = True
+    except BatchLogError:
+        raise
     except LogError as exc:
         raise BatchLogError(exc, result, number) from exc
     finally:
         if owned:
             dispatcher.close()
     return result
+
+
+def _valid_cases(settings: Settings, where: _Source) -> Iterator[tuple[int, Case]]:
+    """The valid rows' cases, streamed (bad rows were reported and logged already)."""
+    for number, data in where.rows():
+        try:
+            yield number, _validate_row(settings, where, number, data)
+        except InputError:
+            continue
 
 
 class BatchInvalidError(InputError):

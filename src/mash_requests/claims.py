@@ -227,17 +227,30 @@ class Claims:
 
     # -- claiming ---------------------------------------------------------------------------
 
-    def claim(self, wanted: Mapping[str, str | None], prepared: Sequence[Event]) -> None:
+    def claim(
+        self,
+        wanted: Mapping[str, str | None],
+        prepared: Sequence[Event],
+        *,
+        hand_over: Event | None = None,
+    ) -> None:
         """Append ``prepared`` in one durable transaction unless a key is held meanwhile.
 
         ``wanted`` maps each request key to its resend reason (or None). The check runs
         under the log's write lock: no other run can claim these keys at the same moment.
         Raises :class:`Conflict` (nothing appended) naming the keys that are held now.
+
+        ``hand_over``, the handing_over mark of the first request, goes in the same
+        transaction, after the ``prepared`` events: what :meth:`hand_over` checks holds
+        there by construction (this run's own claim, made in the same step), and this run
+        must still hold its lock (LogError otherwise).
         """
 
         cases = {e.request_key: e.case_ref for e in prepared if e.request_key is not None}
 
         def precondition() -> None:
+            if hand_over is not None:
+                self._runs().check_held()
             held = [
                 key
                 for key, reason in wanted.items()
@@ -246,7 +259,8 @@ class Claims:
             if held:
                 raise Conflict(held)
 
-        self.store.append_many(list(prepared), precondition=precondition)
+        events = [*prepared, *([hand_over] if hand_over is not None else [])]
+        self.store.append_many(events, precondition=precondition)
 
     def _quick_standing(self, key: str, case_ref: str | None = None) -> Standing:
         """The state alone, without asking whether a run is alive (for preconditions).
@@ -261,8 +275,11 @@ class Claims:
             return Standing(key, State.IN_FLIGHT, last)
         return self._standing_of(key, last)
 
-    def hand_over(self, mark: Event) -> None:
+    def hand_over(self, mark: Event, *, before: Sequence[Event] = ()) -> None:
         """Durably record that ``mark``'s request is about to be handed to the gateway.
+
+        ``before`` (outcomes of this run's earlier requests, not yet committed) are
+        appended ahead of the mark in the same transaction, and only if the mark is.
 
         Only while this run holds its lock (LogError otherwise: stop sending) and the
         request is still the one this run claimed: :class:`Conflict` if another run has
@@ -282,7 +299,7 @@ class Claims:
             ):
                 raise Conflict([key])
 
-        self.store.append(mark, precondition=precondition)
+        self.store.append_many([*before, mark], precondition=precondition)
 
     # -- settling ---------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ by :meth:`Dispatcher.send_case`; with ``skip_sent`` (a batch) it comes back at o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -642,19 +643,23 @@ class Dispatcher:
             details["resend_reason"] = request.resend_reason
         return self._event(request, EventKind.PREPARED, details=details)
 
-    def _wait_for_rate_limit(self) -> None:
+    def _wait_for_rate_limit(self, pending: _Pending, handed: list[HandedOver]) -> None:
         """Hold the send until this mailbox has sent fewer than the limit in the last minute.
 
         The count comes from the shared log (requests and reminders alike), so concurrent
-        processes, and a chase beside a batch, share the budget.
+        processes, and a chase beside a batch, share the budget; this run's outcomes not yet
+        committed count too. Before waiting they are committed, so a wait never holds an
+        outcome back from the log (nor from the others' counts).
         """
         if self._gateway_kind() == "outbox":
             return  # a local folder has no sending limit
         limit = self.settings.rate_limit_per_minute
         while True:
             since = self._clock() - timedelta(seconds=60)
-            if messages_sent_since(self.store, self.settings.sender, since) < limit:
+            count = messages_sent_since(self.store, self.settings.sender, since)
+            if count + pending.sent < limit:
                 return
+            self._commit(pending, handed)
             self._sleep(1.0)
 
     def send(self, requests: Sequence[PreparedRequest]) -> list[RequestOutcome]:
@@ -692,19 +697,66 @@ class Dispatcher:
             return []
         case_ref = requests[0].case.case_ref
         self.gateway  # noqa: B018 - open it now: a gateway that cannot open strands nothing
-        # One durable transaction claims every request (as prepared) before the first send.
+        outcomes: list[RequestOutcome] = []
+        handed: list[HandedOver] = []
+        # Outcomes wait to be committed with the next request's handing_over mark (one
+        # durable commit where there were two) and are all committed before this returns:
+        # nothing is reported before the log holds it. See "Grouped commits" in the README.
+        pending = _Pending()
+        # One durable transaction claims every request (as prepared) before the first send,
+        # and carries the first request's handing_over mark.
+        first = requests[0]
+        mark = None
+        if self._login_refused is None:
+            self._wait_for_rate_limit(pending, handed)
+            mark = self._event(first, EventKind.HANDING_OVER)
         try:
             self.claims.claim(
                 {r.request_key: r.resend_reason for r in requests},
                 [self._prepared_event(request) for request in requests],
+                hand_over=mark,
             )
         except LogError as exc:
             raise _log_failed(exc, case_ref, [], requests) from exc
-        outcomes: list[RequestOutcome] = []
-        handed: list[HandedOver] = []
+        if mark is not None:
+            handed.append(
+                HandedOver(first.partner.key, first.request_ref, first.message.message_id, None)
+            )
+        try:
+            self._send_all(requests, outcomes, handed, pending)
+            self._commit(pending, handed)
+        except LogError as exc:
+            # Not handed over: those not reached yet, and those whose outcome (failed
+            # without a hand-over) was still waiting to be committed.
+            waiting = {e.request_ref for e in pending.events}
+            not_sent = [
+                r
+                for number, r in enumerate(requests)
+                if r.request_ref not in _refs(handed)
+                and (number >= len(outcomes) or r.request_ref in waiting)
+            ]
+            raise _log_failed(exc, case_ref, handed, not_sent) from exc
+        except BaseException:
+            # E.g. a second Ctrl-C: record the outcomes already known if the log allows;
+            # any not recorded read as handed over, and are settled as such (claims.py).
+            with contextlib.suppress(LogError):
+                self._commit(pending, handed)
+            raise
+        return outcomes
+
+    def _send_all(
+        self,
+        requests: Sequence[PreparedRequest],
+        outcomes: list[RequestOutcome],
+        handed: list[HandedOver],
+        pending: _Pending,
+    ) -> None:
+        case_ref = requests[0].case.case_ref
         for number, request in enumerate(requests):
+            # The first request's mark went with the claim (if it was to be handed over).
+            marked = number == 0 and bool(handed)
             try:
-                outcomes.append(self._send_one(request, handed))
+                outcomes.append(self._send_one(request, handed, pending, marked=marked))
             except Conflict:
                 # Another run decided this one was dead and took the request over: it is
                 # that run's to send now, and this run must not.
@@ -718,27 +770,45 @@ class Dispatcher:
                         reason="taken over by another run",
                     )
                 )
-            except LogError as exc:
-                not_sent = [r for r in requests[number:] if r.request_ref not in _refs(handed)]
-                raise _log_failed(exc, case_ref, handed, not_sent) from exc
-        return outcomes
 
-    def _send_one(self, request: PreparedRequest, handed: list[HandedOver]) -> RequestOutcome:
-        """Hand one claimed request to the gateway and log its outcome; see claims.py."""
+    def _commit(self, pending: _Pending, handed: list[HandedOver]) -> None:
+        """Make the outcomes waiting in ``pending`` durable (one transaction)."""
+        if pending.events:
+            self.store.append_many(pending.events)
+            pending.committed(handed)
+
+    def _send_one(
+        self,
+        request: PreparedRequest,
+        handed: list[HandedOver],
+        pending: _Pending,
+        *,
+        marked: bool = False,
+    ) -> RequestOutcome:
+        """Hand one claimed request to the gateway; its outcome joins ``pending``.
+
+        ``marked``: its handing_over mark is durable already (it went with the claim).
+        """
         from mash_requests.errors import Failure
         from mash_requests.retry import SendStatus, send_with_retry
 
-        if self._login_refused is not None:
-            # The credentials were refused earlier in this run: fail without a login.
-            return self._record_outcome(
-                request, dataclasses.replace(self._login_refused, attempts=0)
+        if not marked:
+            if self._login_refused is not None:
+                # The credentials were refused earlier in this run: fail without a login.
+                return self._record_outcome(
+                    request, dataclasses.replace(self._login_refused, attempts=0), pending, None
+                )
+            self._wait_for_rate_limit(pending, handed)
+            # The invariant of claims.py: the mark is durable before the gateway sees the
+            # message. The outcomes still pending ride in the same transaction, before it.
+            mark = self._event(request, EventKind.HANDING_OVER)
+            self.claims.hand_over(mark, before=pending.events)
+            pending.committed(handed)
+            handed.append(
+                HandedOver(
+                    request.partner.key, request.request_ref, request.message.message_id, None
+                )
             )
-        self._wait_for_rate_limit()
-        # The invariant of claims.py: the mark is durable before the gateway sees the message.
-        self.claims.hand_over(self._event(request, EventKind.HANDING_OVER))
-        handed.append(
-            HandedOver(request.partner.key, request.request_ref, request.message.message_id, None)
-        )
 
         def log_failure(failure: AttemptFailure) -> None:
             logger.info("attempt failed", extra=_log_fields(request, "attempt_failed"))
@@ -765,12 +835,16 @@ class Dispatcher:
         )
         if result.failure is Failure.AUTHENTICATION and result.status is SendStatus.FAILED:
             self._login_refused = result
-        outcome = self._record_outcome(request, result)
-        handed[-1] = handed[-1]._replace(recorded=str(outcome.outcome))
-        return outcome
+        return self._record_outcome(request, result, pending, len(handed) - 1)
 
-    def _record_outcome(self, request: PreparedRequest, result: SendResult) -> RequestOutcome:
-        """Log how one request ended; return it as an outcome."""
+    def _record_outcome(
+        self,
+        request: PreparedRequest,
+        result: SendResult,
+        pending: _Pending,
+        handed_index: int | None,
+    ) -> RequestOutcome:
+        """Add how one request ended to ``pending``; return it as an outcome."""
         from mash_requests.retry import SendStatus
 
         kind = {
@@ -779,13 +853,7 @@ class Dispatcher:
             SendStatus.UNCONFIRMED: EventKind.UNCONFIRMED,
         }[result.status]
         gateway_id = result.receipt.gateway_id if result.receipt else None
-        logger.log(
-            logging.INFO if kind is EventKind.SENT else logging.WARNING,
-            "request %s",
-            result.status,
-            extra=_log_fields(request, str(result.status)),
-        )
-        self.store.append(
+        pending.add(
             self._event(
                 request,
                 kind,
@@ -794,7 +862,9 @@ class Dispatcher:
                 error_class=result.error_class,
                 server_message=result.server_message or None,
                 attempt=result.attempts,
-            )
+            ),
+            handed_index,
+            _log_fields(request, str(result.status)),
         )
         return RequestOutcome(
             case_ref=request.case.case_ref,
@@ -885,6 +955,43 @@ class Dispatcher:
             finding = self.claims.look_up(event) or "cannot_check"
             findings.append(ReconcileFinding(event.request_ref, event.partner or "-", finding))
         return findings
+
+
+@dataclass
+class _Pending:
+    """Outcome events of a case's requests not yet committed to the log.
+
+    Each waits for the next durable append of the case (the next request's handing_over
+    mark) or the end of the case, whichever comes first. Until then it is not reported,
+    not even in the operational log, and the request's entry in ``handed`` says its
+    outcome is not recorded.
+    """
+
+    events: list[Event] = field(default_factory=list)
+    #: Per event: its request's index in ``handed`` (None: never handed over), log fields.
+    marks: list[tuple[int | None, dict[str, str]]] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        return sum(1 for e in self.events if e.kind is EventKind.SENT)
+
+    def add(self, event: Event, handed_index: int | None, fields: dict[str, str]) -> None:
+        self.events.append(event)
+        self.marks.append((handed_index, fields))
+
+    def committed(self, handed: list[HandedOver]) -> None:
+        """The events are durable now: say so in ``handed`` and the operational log."""
+        for event, (index, fields) in zip(self.events, self.marks, strict=True):
+            if index is not None:
+                handed[index] = handed[index]._replace(recorded=str(event.kind))
+            logger.log(
+                logging.INFO if event.kind is EventKind.SENT else logging.WARNING,
+                "request %s",
+                event.kind,
+                extra=fields,
+            )
+        self.events.clear()
+        self.marks.clear()
 
 
 def _held_outcome(case: Case, partner: Partner, standing: Standing) -> RequestOutcome:

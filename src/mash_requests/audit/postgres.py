@@ -150,6 +150,17 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _COLUMNS = "seq, recorded_at, prev_hash, hash, record, " + ", ".join(INDEXED_FIELDS)
 # SQL here is built only from the constant column names above; every value is a parameter.
+#: An append's first statements: its limits, then the table lock (see append_many).
+_TAKE_LOCK = (
+    f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_SECONDS}s';"
+    " SET LOCAL synchronous_commit = on;"
+    " LOCK TABLE events IN EXCLUSIVE MODE"
+)
+#: The chain's head (no row in an empty log gives NULLs) and the server's clock, in one.
+_HEAD_AND_NOW = (
+    "SELECT head.seq, head.hash, clock_timestamp() FROM (SELECT 1) AS one"
+    " LEFT JOIN (SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1) AS head ON true"
+)
 _INSERT = (
     f"INSERT INTO events ({_COLUMNS}) "  # noqa: S608
     f"VALUES ({', '.join(['%s'] * (5 + len(INDEXED_FIELDS)))})"
@@ -337,9 +348,10 @@ class PostgresEventStore:
             self._writer = me
             try:
                 with conn.transaction():
-                    conn.execute("SET LOCAL lock_timeout = '30s'")  # LOCK_TIMEOUT_SECONDS
-                    conn.execute("SET LOCAL synchronous_commit = on")
-                    conn.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+                    # One round trip for the three (a query without parameters may hold
+                    # several statements): each round trip is paid once per append, and an
+                    # append is paid once per message.
+                    conn.execute(_TAKE_LOCK)
                     if precondition is not None:
                         try:
                             precondition()
@@ -352,9 +364,11 @@ class PostgresEventStore:
 
     def _insert(self, conn: psycopg.Connection[Any], events: Sequence[Event]) -> list[StoredEvent]:
         """Chain and insert ``events`` after the head; the caller holds the table lock."""
-        head = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
-        now = _server_now(conn)
+        head = conn.execute(_HEAD_AND_NOW).fetchone()
+        assert head is not None and isinstance(head[2], datetime)
+        seq, prev_hash = (int(head[0]), str(head[1])) if head[0] is not None else (0, GENESIS_HASH)
+        # In UTC whatever the server's TimeZone setting, as the SQLite store returns it.
+        now = head[2].astimezone(UTC)
         stored: list[StoredEvent] = []
         rows: list[tuple[Any, ...]] = []
         for event in events:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,12 @@ from mash_requests.errors import ConfigError, LogError
 
 #: How long a writer waits for another process's append before giving up.
 BUSY_TIMEOUT_SECONDS = 30.0
+#: A writer that finds the log locked tries again this soon, doubling up to _RETRY_MAX.
+#: SQLite's own busy handler sleeps 1, 2, 5, 10 … 100 ms between tries, so with several
+#: processes appending (send-batch --workers) the log stood idle most of the time a writer
+#: waited: an append holds the lock for about a millisecond.
+_RETRY_FIRST = 0.0001
+_RETRY_MAX = 0.002
 
 _APPEND_ONLY = "dispatch log events are append-only"
 
@@ -365,7 +372,7 @@ class SQLiteEventStore:
         with self._lock, errors:
             self._writer = me
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                self._begin(conn)
                 try:
                     if precondition is not None:
                         try:
@@ -382,6 +389,28 @@ class SQLiteEventStore:
             finally:
                 self._writer = None
         return stored
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, retried briskly while another process holds the write lock."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        wait = _RETRY_FIRST
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    # The primary code: BUSY_RECOVERY, BUSY_SNAPSHOT … are worth a retry too.
+                    if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise
+                time.sleep(wait)
+                wait = min(wait * 2, _RETRY_MAX)
+        finally:
+            # Inside the transaction (and for everything else) SQLite's own handler again.
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
 
     def _insert(self, conn: sqlite3.Connection, events: Sequence[Event]) -> list[StoredEvent]:
         """Chain and insert ``events`` after the head; the caller holds the write lock."""

@@ -64,6 +64,7 @@ Examples:
   mash-requests send-batch export.csv --encoding cp1252
   mash-requests send-batch today.jsonl --dry-run
   mash-requests send-batch today.jsonl --json > today-result.json
+  mash-requests send-batch backlog.jsonl --workers 4
 
 \b
 Run it again after a crash, kill or Ctrl-C: it sends only what was not sent (the dispatch
@@ -100,6 +101,15 @@ unconfirmed, refused, still in flight elsewhere, or the batch was interrupted; 2
     help="Text encoding of the file. UTF-8 is read with or without a byte-order mark; "
     "Excel's 'CSV (Comma delimited)' on Windows is cp1252.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Send with N processes, each with its own gateway connection, sharing the log, "
+    "the duplicate guard and the rate limit. See the README's 'Sending with workers'.",
+)
 @json_option
 def send_batch(
     batch_file: Path,
@@ -107,6 +117,7 @@ def send_batch(
     skip_invalid: bool,
     dry_run: bool,
     encoding: str,
+    workers: int = 1,
     as_json: bool = False,
 ) -> None:
     """Send the requests for every case in a batch file (JSON Lines or CSV).
@@ -125,7 +136,7 @@ def send_batch(
             refused=[],
             unconfirmed=[],
         )
-        _send_batch(run, batch_file, config_path, skip_invalid, dry_run, encoding)
+        _send_batch(run, batch_file, config_path, skip_invalid, dry_run, encoding, workers)
 
 
 def _send_batch(
@@ -135,6 +146,7 @@ def _send_batch(
     skip_invalid: bool,
     dry_run: bool,
     encoding: str,
+    workers: int,
 ) -> None:
     from mash_requests.batch import (
         SUMMARY_ORDER,
@@ -159,6 +171,7 @@ def _send_batch(
                     dry_run=dry_run,
                     progress=progress,
                     encoding=encoding,
+                    workers=workers,
                 )
             except BatchInvalidError as exc:
                 run.update(bad_rows=_rows(exc.result.problems))

@@ -17,12 +17,52 @@ same wherever it is seen.
 
 from __future__ import annotations
 
+import io
+import random
+import re
+import sys
 from dataclasses import dataclass
+from email.generator import BytesGenerator
 from email.message import Message
 from email.policy import compat32
 from typing import Protocol, runtime_checkable
 
 _WIRE_POLICY = compat32.clone(linesep="\r\n", max_line_length=998)
+#: A line end, as email.generator finds them.
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+class _WireGenerator(BytesGenerator):
+    """The standard library's BytesGenerator, writing the same bytes with less work.
+
+    Writing a request (a 20 KB form in base64, two text parts) was most of the SMTP
+    gateway's own time per message: the standard generator writes a part line by line,
+    and compiles a regular expression for every multipart's new boundary.
+    """
+
+    _NL: str  # the policy's line end, set by flatten()
+
+    def _write_lines(self, lines: str) -> None:
+        # The standard one splits on line ends and writes line, separator, line …: the
+        # same as replacing each line end with the separator, in one write.
+        if lines:
+            self.write(_LINE_END.sub(self._NL, lines))
+
+    @classmethod
+    def _make_boundary(cls, text: bytes | str | None = None) -> str:
+        # The standard boundary, drawn the same way; refused when "--boundary" appears
+        # anywhere in the text (the standard one refuses it only at a line's start, so
+        # this never accepts a boundary it would refuse).
+        token = random.randrange(sys.maxsize)  # noqa: S311 - a MIME boundary, not a secret
+        boundary = ("=" * 15) + f"{token:0{len(repr(sys.maxsize - 1))}d}" + "=="
+        if text is None:
+            return boundary
+        data = text.encode("ascii", "surrogateescape") if isinstance(text, str) else text
+        candidate, counter = boundary, 0
+        while b"--" + candidate.encode("ascii") in data:
+            candidate = f"{boundary}.{counter}"
+            counter += 1
+        return candidate
 
 
 @dataclass(frozen=True)
@@ -75,7 +115,9 @@ class OutgoingMessage:
         # compat32: the message is built with email.mime; see mash_requests.message. Headers
         # are not folded below RFC 5322's hard limit: a folded Message-ID is legal but some
         # systems read it back with a leading space, and it is what proves a send.
-        return self.mime.as_bytes(policy=_WIRE_POLICY)
+        out = io.BytesIO()
+        _WireGenerator(out, mangle_from_=False, policy=_WIRE_POLICY).flatten(self.mime)
+        return out.getvalue()
 
 
 @dataclass(frozen=True)
