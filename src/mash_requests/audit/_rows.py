@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
@@ -11,6 +11,11 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 from mash_requests.audit.chain import Chain, decode_record, event_from_fields, parse_time
 from mash_requests.audit.events import Event, EventKind, StoredEvent
 from mash_requests.errors import LogError
+
+#: The schema version that added the ``verified_heads`` table (both stores).
+HEADS_VERSION = 3
+#: A verified head's columns, in the order :func:`sealed_head` reads them.
+HEADS_QUERY = "SELECT seq, event_count, hash, verified_at, seal FROM verified_heads"
 
 #: Event fields copied beside the record into their own indexed columns, for filtering.
 #: The record is the evidence; these columns are a convenience the verifier checks against it.
@@ -332,3 +337,41 @@ class ReaderPool(Generic[C]):
             idle, self._idle = self._idle, []
         for conn in idle:
             self._close(conn)
+
+
+class SmallTablesReader:
+    """What both stores read alike from the log's small tables (``log_meta``,
+    ``schema_migrations``, ``verified_heads``): one definition, mixed into each store.
+
+    A store provides ``chain``, ``_version`` (the schema version it opened) and
+    ``_stream(sql, params)``, which yields rows of a query in this module's SQL (the same
+    text on SQLite and PostgreSQL: no parameters).
+    """
+
+    chain: Chain
+    _version: int
+
+    def _stream(self, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:
+        raise NotImplementedError  # provided by the store
+
+    def log_table_problems(self) -> tuple[str, ...]:
+        """Rows of the log's small tables the log never writes (see ChainSource)."""
+        keys = [str(row[0]) for row in self._stream("SELECT key FROM log_meta", ())]
+        versions = [
+            int(row[0]) for row in self._stream("SELECT version FROM schema_migrations", ())
+        ]
+        unsealed = 0
+        if self._version >= HEADS_VERSION:
+            heads = self._stream(HEADS_QUERY, ())
+            unsealed = sum(sealed_head(self.chain, row) is None for row in heads)
+        return table_problems(keys, versions, self._version, unsealed)
+
+    def latest_verified_head(self) -> VerifiedHead | None:
+        """The most recently stored verified head whose seal verifies, if any."""
+        if self._version < HEADS_VERSION:
+            return None
+        for row in self._stream(HEADS_QUERY + " ORDER BY id DESC", ()):
+            head = sealed_head(self.chain, row)
+            if head is not None:
+                return head
+        return None

@@ -29,20 +29,20 @@ from typing import TYPE_CHECKING, Any
 from mash_requests.audit import _open_requests
 from mash_requests.audit._rows import (
     BATCH_SIZE,
+    HEADS_QUERY,
+    HEADS_VERSION,
     INDEXED_FIELDS,
     MAX_FINDINGS,
     OUTCOME_KINDS,
     ChainRow,
     DatabaseCheck,
     ReaderPool,
-    VerifiedHead,
+    SmallTablesReader,
     check_meta,
     foreign_tables,
     head_seal,
     indexed_values,
-    sealed_head,
     stored_event,
-    table_problems,
 )
 from mash_requests.audit.chain import GENESIS_HASH, Chain, format_time
 from mash_requests.audit.events import Event, EventFilter, StoredEvent
@@ -167,8 +167,8 @@ _INSERT = (
 )
 
 #: The schema version that added verified_heads.
-_HEADS_VERSION = 3
-_HEADS = "SELECT seq, event_count, hash, verified_at, seal FROM verified_heads"
+_HEADS_VERSION = HEADS_VERSION
+_HEADS = HEADS_QUERY
 
 #: The largest seq a bigint holds: "no upper bound" for a range of rows.
 _MAX_SEQ = 2**63 - 1
@@ -186,7 +186,7 @@ _CHAIN_BATCHES = (
 )
 
 
-class PostgresEventStore:
+class PostgresEventStore(SmallTablesReader):
     """An :class:`~mash_requests.audit.events.EventStore` in a PostgreSQL database.
 
     Opening connects and creates the schema when it does not exist yet; with ``must_exist``
@@ -495,28 +495,6 @@ class PostgresEventStore:
             method=f"{method}, {len(indexes)} indexes",
             findings=tuple(findings),
         )
-
-    def log_table_problems(self) -> tuple[str, ...]:
-        """Rows of the log's small tables the log never writes (see ChainSource)."""
-        keys = [str(row[0]) for row in self._stream("SELECT key FROM log_meta", ())]
-        versions = [
-            int(row[0]) for row in self._stream("SELECT version FROM schema_migrations", ())
-        ]
-        unsealed = 0
-        if self._version >= _HEADS_VERSION:
-            heads = self._stream(_HEADS, ())
-            unsealed = sum(sealed_head(self.chain, row) is None for row in heads)
-        return table_problems(keys, versions, self._version, unsealed)
-
-    def latest_verified_head(self) -> VerifiedHead | None:
-        """The most recently stored verified head whose seal verifies, if any."""
-        if self._version < _HEADS_VERSION:
-            return None
-        for row in self._stream(_HEADS + " ORDER BY id DESC", ()):
-            head = sealed_head(self.chain, row)
-            if head is not None:
-                return head
-        return None
 
     def record_verified_head(self, seq: int, count: int, hash_: str) -> None:
         """Store a sealed verified head (its own short transaction, apart from appends); a
