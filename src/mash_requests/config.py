@@ -152,13 +152,7 @@ def load_report_settings(path: Path | None = None) -> ReportSettings:
     name = f"config {source}" if source else "embedded default config"
     root = Table(data, where=f"{name}:", base_dir=base_dir)
     mash = _section(root, "mash")
-    data_dir = mash.path("data_dir", "mash-data")
-    assert data_dir is not None
-    marking = mash.string("marking", DEFAULT_MARKING) or DEFAULT_MARKING
-    if not _MARKING.match(marking):
-        raise mash.error(
-            "marking", f"expected a marking such as OFFICIAL-SENSITIVE (capitals), got {marking!r}"
-        )
+    data_dir, marking = _data_dir_and_marking(mash)
     directory = _directory(root)
     return ReportSettings(
         log=LogSettings.from_table(_section(root, "log"), data_dir=data_dir),
@@ -209,12 +203,9 @@ def _windows_path_hint(text: str, error: str) -> str:
     )
 
 
-def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path) -> Settings:
-    """Validate parsed TOML. ``source`` names the file in errors (None: embedded defaults)."""
-    name = f"config {source}" if source else "embedded default config"
-    root = Table(data, where=f"{name}:", base_dir=base_dir)
-
-    mash = _section(root, "mash")
+def _data_dir_and_marking(mash: Table) -> tuple[Path, str]:
+    """``[mash] data_dir`` (default ``mash-data``) and ``marking``, validated: read alike by
+    the full settings and the auditors' report settings."""
     data_dir = mash.path("data_dir", "mash-data")
     assert data_dir is not None
     marking = mash.string("marking", DEFAULT_MARKING) or DEFAULT_MARKING
@@ -222,6 +213,16 @@ def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path)
         raise mash.error(
             "marking", f"expected a marking such as OFFICIAL-SENSITIVE (capitals), got {marking!r}"
         )
+    return data_dir, marking
+
+
+def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path) -> Settings:
+    """Validate parsed TOML. ``source`` names the file in errors (None: embedded defaults)."""
+    name = f"config {source}" if source else "embedded default config"
+    root = Table(data, where=f"{name}:", base_dir=base_dir)
+
+    mash = _section(root, "mash")
+    data_dir, marking = _data_dir_and_marking(mash)
     sender = mash.string("sender", "mash@localhost.invalid") or ""
     if "@" not in sender or any(ch in sender for ch in "\r\n <>"):
         raise mash.error("sender", f"expected the MASH's secure mailbox address, got {sender!r}")

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 from mash_requests.audit import _open_requests
 from mash_requests.audit._rows import (
     BATCH_SIZE,
-    HEADS_QUERY,
     HEADS_VERSION,
     INDEXED_FIELDS,
     MAX_FINDINGS,
@@ -167,8 +166,6 @@ _INSERT = (
 )
 
 #: The schema version that added verified_heads.
-_HEADS_VERSION = HEADS_VERSION
-_HEADS = HEADS_QUERY
 
 #: The largest seq a bigint holds: "no upper bound" for a range of rows.
 _MAX_SEQ = 2**63 - 1
@@ -499,7 +496,7 @@ class PostgresEventStore(SmallTablesReader):
     def record_verified_head(self, seq: int, count: int, hash_: str) -> None:
         """Store a sealed verified head (its own short transaction, apart from appends); a
         log of an older schema opened by a reader has nowhere to keep one."""
-        if self._version < _HEADS_VERSION:
+        if self._version < HEADS_VERSION:
             return
         with self._lock, self._translate("record a verified head in"):
             conn = self._live()

@@ -32,7 +32,6 @@ from typing import Any
 from mash_requests.audit import _open_requests
 from mash_requests.audit._rows import (
     BATCH_SIZE,
-    HEADS_QUERY,
     HEADS_VERSION,
     INDEXED_FIELDS,
     MAX_FINDINGS,
@@ -158,8 +157,6 @@ _INSERT = (
 )
 
 #: The schema version that added verified_heads.
-_HEADS_VERSION = HEADS_VERSION
-_HEADS = HEADS_QUERY
 
 #: The largest seq SQLite can store: "no upper bound" for a range of rows.
 _MAX_SEQ = 2**63 - 1
@@ -514,7 +511,7 @@ class SQLiteEventStore(SmallTablesReader):
     def record_verified_head(self, seq: int, count: int, hash_: str) -> None:
         """Store a sealed verified head (its own short transaction, apart from appends); a
         log of an older schema opened by a reader has nowhere to keep one."""
-        if self._version < _HEADS_VERSION:
+        if self._version < HEADS_VERSION:
             return
         at = format_time(datetime.now(UTC))
         seal = head_seal(self.chain, seq, count, hash_, at)
