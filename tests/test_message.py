@@ -144,3 +144,31 @@ def test_line_break_in_the_mash_name_is_refused() -> None:
     """A MASH name with a line break cannot inject a header through From."""
     with pytest.raises(InputError, match="line break"):
         build(rendered=dataclasses.replace(RENDERED, sender_name="MASH\r\nBcc: spy@x.example"))
+
+
+def _standard_bytes(outgoing) -> bytes:  # type: ignore[no-untyped-def]
+    """The message as the standard library's own generator writes it, boundaries as ours."""
+    import io
+    from email.generator import BytesGenerator
+    from email.policy import compat32
+
+    out = io.BytesIO()
+    wire = compat32.clone(linesep="\r\n", max_line_length=998)
+    BytesGenerator(out, mangle_from_=False, policy=wire).flatten(outgoing.mime)
+    return out.getvalue()
+
+
+def test_requests_sharing_a_form_are_written_as_the_standard_generator_writes_them() -> None:
+    """The form's part is shared by a case's requests and written once; every request's
+    bytes are still exactly what the standard library writes, and hold their own form."""
+    form = bytes(range(256)) * 200  # 68 KB of base64 lines
+    first = build(form_bytes=form, request_ref="MASH-1-POLICE-AAAAA")
+    second = build(form_bytes=form, request_ref="MASH-1-HEALTH-BBBBB", recipients=("c@nhs.net",))
+    other = build(form_bytes=form[:-1] + b"x", request_ref="MASH-1-SCHOOL-CCCCC")
+    for outgoing in (first, second, other, first):
+        wire = outgoing.as_bytes()
+        assert wire == _standard_bytes(outgoing)
+        parsed = email.message_from_bytes(wire, policy=policy.default)
+        assert parsed["X-MASH-Request-Ref"] == outgoing.request_ref
+        assert parsed.get_payload()[1].get_content() == outgoing.attachment.data  # type: ignore[index]
+    assert first.attachment.data == form and other.attachment.data != form

@@ -91,6 +91,31 @@ def reply_to_header(worker: str, replies_address: str | None) -> str:
     return ", ".join(addresses)
 
 
+class _FormPart(MIMEApplication):
+    """The referral form's part. Never changed once made, so the requests of a case share
+    one, and the wire writer writes its base64 once (``wire_cache``, see gateways.base)."""
+
+    def __init__(self, data: bytes, filename: str) -> None:
+        super().__init__(data, "pdf")
+        self.add_header("Content-Disposition", "attachment", filename=filename)
+        self.wire_cache: dict[tuple[object, ...], bytes] = {}
+
+
+#: The last form part made, with the bytes and name it was made from: a case's requests are
+#: built one after another around the same form. One only, as a form may be megabytes.
+_last_form_part: tuple[bytes, str, _FormPart] | None = None
+
+
+def _form_part(form_bytes: bytes, filename: str) -> _FormPart:
+    global _last_form_part
+    last = _last_form_part
+    if last is not None and last[1] == filename and last[0] == form_bytes:
+        return last[2]
+    part = _FormPart(form_bytes, filename)
+    _last_form_part = (form_bytes, filename, part)
+    return part
+
+
 def build_message(
     *,
     rendered: RenderedRequest,
@@ -137,9 +162,7 @@ def build_message(
     body.attach(_text_part(rendered.text, "plain"))
     body.attach(_text_part(rendered.html, "html"))
     msg.attach(body)
-    attachment = MIMEApplication(form_bytes, "pdf")
-    attachment.add_header("Content-Disposition", "attachment", filename=filename)
-    msg.attach(attachment)
+    msg.attach(_form_part(form_bytes, filename))
     return OutgoingMessage(
         mime=msg,
         message_id=message_id,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from email.generator import BytesGenerator
 from email.message import Message
 from email.policy import compat32
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 _WIRE_POLICY = compat32.clone(linesep="\r\n", max_line_length=998)
 #: A line end, as email.generator finds them.
@@ -41,6 +41,45 @@ class _WireGenerator(BytesGenerator):
     """
 
     _NL: str  # the policy's line end, set by flatten()
+    _fp: BinaryIO  # the output, as the standard generator keeps it
+    _mangle_from_: bool
+
+    def flatten(self, msg: Message, unixfrom: bool = False, linesep: str | None = None) -> None:
+        # A part that says it never changes (it has a ``wire_cache`` dict: the referral
+        # form's part, shared by the requests of a case) is written once per way of writing
+        # and the bytes reused: writing the form's base64 was most of writing a message.
+        cache: dict[tuple[object, ...], bytes] | None = getattr(msg, "wire_cache", None)
+        if cache is None or unixfrom:
+            super().flatten(msg, unixfrom, linesep)
+            return
+        key = (linesep, self._mangle_from_, self.maxheaderlen, repr(self.policy))
+        data = cache.get(key)
+        if data is None:
+            buffer = io.BytesIO()
+            writer = type(self)(buffer, self._mangle_from_, self.maxheaderlen, policy=self.policy)
+            BytesGenerator.flatten(writer, msg, False, linesep)
+            data = cache[key] = buffer.getvalue()
+        self._fp.write(data)
+
+    def _write_headers(self, msg: Message) -> None:
+        # The standard one folds every header through email.header.Header (some 40 us
+        # each); a one-line ASCII header that fits the line is written as it is, which is
+        # what folding it gives (tests/gateways/test_wire.py compares the two).
+        policy = self.policy or _WIRE_POLICY  # flatten() has set the one in use
+        fold, linesep = policy.fold_binary, policy.linesep
+        room = (policy.max_line_length or 0) - 2
+        for name, value in msg.raw_items():
+            if (
+                isinstance(value, str)
+                and value.isascii()
+                and len(name) + len(value) <= room
+                and "\r" not in value
+                and "\n" not in value
+            ):
+                self._fp.write(f"{name}: {value}{linesep}".encode("ascii"))
+            else:
+                self._fp.write(fold(name, value))
+        self.write(linesep)
 
     def _write_lines(self, lines: str) -> None:
         # The standard one splits on line ends and writes line, separator, line …: the

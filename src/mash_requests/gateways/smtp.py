@@ -654,7 +654,8 @@ _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 def _dot_stuffed(data: bytes) -> bytes:
     """The DATA payload: leading dots doubled, CRLF-terminated, then the ``.`` line."""
-    data = _LEADING_DOT.sub(b"..", data)
+    if data.startswith(b".") or b"\n." in data:  # rare: a fast search spares the rewrite
+        data = _LEADING_DOT.sub(b"..", data)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data + b".\r\n"
