@@ -946,6 +946,37 @@ def test_a_different_reference_never_matches(ref: str, other: str) -> None:
         assert not contains_case_ref(f"Case reference: {other}\n", ref)
 
 
+def _by_the_pattern_alone(text: str, ref: str) -> bool:
+    """contains_case_ref without its quick literal search: every place the pattern finds."""
+    from mash_requests.referral_form import binding
+
+    pattern = binding._reference_pattern(ref)
+    chars = [c for c in binding._normalise(ref) if not c.isspace()]
+    folded = binding._normalise(text)
+    return pattern is not None and any(
+        not binding._continues_before(folded, m.start(1), chars[0])
+        and not binding._continues_after(folded, m.end(1), chars[-1])
+        for m in pattern.finditer(folded)
+    )
+
+
+@given(
+    REFERENCES,
+    st.lists(
+        st.one_of(st.sampled_from(["", "-", " ", "\n", "-\n", "A", "1", "/", "."]), REFERENCES),
+        max_size=6,
+    ),
+    st.data(),
+)
+def test_quick_literal_search_agrees_with_the_pattern(
+    ref: str, pieces: list[str], data: st.DataObject
+) -> None:
+    """The literal search that spares compiling the pattern never answers otherwise."""
+    pieces = [*pieces, ref, data.draw(noisy(ref))]
+    text = "".join(data.draw(st.permutations(pieces)))
+    assert contains_case_ref(text, ref) is _by_the_pattern_alone(text, ref)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -136,11 +136,23 @@ def contains_case_ref(text: str, case_ref: str) -> bool:
     must not continue into a longer one, so ``MASH-2024-0012`` is not found in
     ``MASH-2024-00123``, ``MASH-2024-0012A`` or ``XMASH-2024-0012``.
     """
+    ref = [c for c in _normalise(case_ref) if not c.isspace()]
+    if not any(c.isalnum() for c in ref):
+        return False
+    folded = _normalise(text)
+    # The reference as it is, the usual case, found without building the pattern (compiling
+    # it costs about a millisecond): each such place is also where the pattern would match,
+    # with the same bounds, so a place accepted here is one the pattern would accept.
+    literal = "".join(ref)
+    at = folded.find(literal)
+    while at >= 0:
+        end = at + len(literal)
+        if not _continues_before(folded, at, ref[0]) and not _continues_after(folded, end, ref[-1]):
+            return True
+        at = folded.find(literal, at + 1)
     pattern = _reference_pattern(case_ref)
     if pattern is None:
         return False
-    ref = [c for c in _normalise(case_ref) if not c.isspace()]
-    folded = _normalise(text)
     for match in pattern.finditer(folded):
         start, end = match.start(1), match.end(1)
         if not _continues_before(folded, start, ref[0]) and not _continues_after(
