@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from mash_requests.audit.runs import RunLocks
     from mash_requests.config import Settings
     from mash_requests.referral_form import Verdict
+    from mash_requests.referral_form.ahead import CheckAhead
     from mash_requests.retry import AttemptFailure, SendResult
 
 logger = logging.getLogger(__name__)
@@ -196,6 +197,7 @@ class Dispatcher:
         self._claims: Claims | None = None
         self._runs: RunLocks | None = None
         self._verdicts: dict[tuple[str, str, str], Verdict] = {}
+        self._ahead: CheckAhead | None = None
         self.in_flight_wait = (
             in_flight_wait if in_flight_wait is not None else settings.retry.max_seconds + 120
         )
@@ -254,7 +256,31 @@ class Dispatcher:
             )
         return self._renderer
 
+    def check_ahead(self, case: Case) -> None:
+        """Start checking ``case``'s form in a helper process, to be ready when it is sent.
+
+        For a batch, a few cases early: see :mod:`mash_requests.referral_form.ahead`. The
+        verdicts that decide are the same; only when the form is checked changes.
+        """
+        if case.referral_form is None:
+            return
+        if self._ahead is None:
+            from mash_requests.referral_form.ahead import CheckAhead
+
+            self._ahead = CheckAhead(
+                max_size=self.settings.form.max_size,
+                case_ref_field=self.settings.form.case_ref_field,
+            )
+        self._ahead.submit(case.referral_form, case.case_ref, self.settings.form.password)
+
+    def stop_checking_ahead(self) -> None:
+        """End the helper :meth:`check_ahead` started, if any (:meth:`close` does too)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.close()
+
     def close(self) -> None:
+        self.stop_checking_ahead()
         try:
             if self._gateway is not None:
                 self._gateway.close()
@@ -416,6 +442,8 @@ class Dispatcher:
         # A batch may attach the same form to many requests: check each distinct one once.
         cache_key = (hashlib.sha256(data).hexdigest(), case.case_ref, password or "")
         verdict = self._verdicts.get(cache_key)
+        if verdict is None and self._ahead is not None:
+            verdict = self._ahead.result(path, case.case_ref, password, data)
         if verdict is None:
             verdict = check_form(
                 data,
