@@ -40,7 +40,7 @@ ALLOWED_FIELDS = frozenset(
         "partner",  # a partner key from the directory, e.g. "police"
         "outcome",  # sent, failed, unconfirmed, rejected, attempt_failed …
         "gateway",  # outbox, smtp, ews, graph
-        "command",  # the command being run, e.g. "send-request"
+        "command",  # the command being run, its full path: "send-request", "audit verify"
         "version",  # mash-requests' version
         "count",  # how many (requests, cases, files)
         "template",  # a template set's name, e.g. "police"

@@ -95,6 +95,24 @@ class RowProblem:
     case_ref: str = "(unknown)"
 
 
+@dataclass(frozen=True, order=True)
+class UnsentRequest:
+    """One request of a batch that did not end sent, and why (never the case's details).
+
+    ``outcome`` is ``rejected``, ``failed``, ``unconfirmed`` or ``in_flight``; ``reason``
+    the refusal's code (``wrong_case`` …) for ``rejected``, else the outcome's sentence
+    (for ``failed``, the gateway's words and what to do). ``request_ref`` is None for a
+    request refused before it was made.
+    """
+
+    row: int
+    case_ref: str
+    partner: str
+    outcome: str
+    reason: str
+    request_ref: str | None = None
+
+
 @dataclass
 class BatchProgress:
     """Running totals, passed to the progress callback after every case."""
@@ -134,6 +152,9 @@ class BatchResult:
     refused: list[tuple[int, str, str]] = field(default_factory=list)
     #: (row, case reference, partner, request reference) of each unconfirmed request.
     unconfirmed: list[tuple[int, str, str, str]] = field(default_factory=list)
+    #: Every request not recorded sent (refused, failed, unconfirmed, in flight elsewhere),
+    #: one each, with its reason: what a person acts on.
+    unsent: list[UnsentRequest] = field(default_factory=list)
     interrupted: bool = False
     validated_rows: int = 0
 
@@ -450,6 +471,10 @@ class _Run:
             self.count(Outcome.REJECTED, len(asked))
             self.result.refusals[exc.reason] += len(asked)
             self.result.refused.append((number, case.case_ref, exc.reason))
+            self.result.unsent.extend(
+                UnsentRequest(number, case.case_ref, partner, str(Outcome.REJECTED), exc.reason)
+                for partner in asked
+            )
             return []
         held = []
         for request in outcome.outcomes:
@@ -459,6 +484,17 @@ class _Run:
             if request.outcome is Outcome.UNCONFIRMED:
                 self.result.unconfirmed.append(
                     (number, case.case_ref, request.partner, request.request_ref or "-")
+                )
+            if request.outcome not in (Outcome.SENT, Outcome.SKIPPED, Outcome.DRY_RUN):
+                self.result.unsent.append(
+                    UnsentRequest(
+                        number,
+                        case.case_ref,
+                        request.partner,
+                        str(request.outcome),
+                        request.reason,
+                        request.request_ref,
+                    )
                 )
             self.count(request.outcome)
         return held
@@ -547,6 +583,7 @@ def send_batch(
                 )
             result.refused.sort()
             result.unconfirmed.sort()
+            result.unsent.sort()
             return result
         # Cases with a request another live run is sending: come back to them at the end.
         later: list[tuple[int, Case, list[str]]] = []

@@ -28,7 +28,7 @@ from mash_requests.referral_form import DEFAULT_FILL_MAPPING
 
 if TYPE_CHECKING:
     from mash_requests.audit import LogSettings
-    from mash_requests.gateways import GatewaySettings
+    from mash_requests.gateways import Gateway, GatewaySettings
     from mash_requests.replies.settings import ReplySettings
     from mash_requests.retry import RetryPolicy
 
@@ -97,12 +97,24 @@ def find_config(explicit: Path | None) -> Path | None:
     return local if local.is_file() else None
 
 
-def load_settings(path: Path | None = None) -> Settings:
-    """Find, read and validate the configuration; ConfigError names the file and key."""
+def load_settings(path: Path | None = None, *, gateway_secrets: bool = True) -> Settings:
+    """Find, read and validate the configuration; ConfigError names the file and key.
+
+    ``gateway_secrets=False`` is for what sends nothing (filling or checking a form,
+    listing overdue requests, recording a reply by hand): the gateway's table is validated
+    in full but its secrets (``password_env``, ``client_secret_file`` …) are not read, so
+    they need not be set on this machine, and its client library need not be installed.
+    ``settings.gateway.open()`` then raises ConfigError: such settings cannot send.
+    """
     source = find_config(path)
     if source is None:
-        return parse_settings({}, source=None, base_dir=Path.cwd())
-    return parse_settings(_read_toml(source), source=source, base_dir=source.resolve().parent)
+        return parse_settings({}, source=None, base_dir=Path.cwd(), gateway_secrets=gateway_secrets)
+    return parse_settings(
+        _read_toml(source),
+        source=source,
+        base_dir=source.resolve().parent,
+        gateway_secrets=gateway_secrets,
+    )
 
 
 def load_log_settings(path: Path | None = None) -> LogSettings:
@@ -216,8 +228,17 @@ def _data_dir_and_marking(mash: Table) -> tuple[Path, str]:
     return data_dir, marking
 
 
-def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path) -> Settings:
-    """Validate parsed TOML. ``source`` names the file in errors (None: embedded defaults)."""
+def parse_settings(
+    data: dict[str, Any],
+    *,
+    source: Path | None,
+    base_dir: Path,
+    gateway_secrets: bool = True,
+) -> Settings:
+    """Validate parsed TOML. ``source`` names the file in errors (None: embedded defaults).
+
+    ``gateway_secrets``: as for :func:`load_settings`.
+    """
     name = f"config {source}" if source else "embedded default config"
     root = Table(data, where=f"{name}:", base_dir=base_dir)
 
@@ -252,7 +273,11 @@ def parse_settings(data: dict[str, Any], *, source: Path | None, base_dir: Path)
             where=kind_table.where,
             base_dir=base_dir,
         )
-    gateway = parse_gateway_settings(kind, kind_table)
+    gateway: GatewaySettings
+    if gateway_secrets:
+        gateway = parse_gateway_settings(kind, kind_table)
+    else:
+        gateway = GatewayNotRead(_shape_only_gateway(kind, kind_table, data_dir))
     if kind in ("graph", "ews") and gateway.mailbox.lower() != sender.lower():
         # Graph and EWS send as the mailbox; the log, the rate limit and the Message-ID
         # domain all use [mash] sender, so the two must be the same address.
@@ -384,6 +409,11 @@ def _check_inactive_gateway(kind: str, table: Table, data_dir: Path) -> None:
     Secrets are not read (see :class:`_ShapeOnly`) and the gateway's client library need
     not be installed; both are checked when it becomes ``[gateway] type``.
     """
+    _shape_only_gateway(kind, table, data_dir)
+
+
+def _shape_only_gateway(kind: str, table: Table, data_dir: Path) -> GatewaySettings:
+    """A ``[gateway.<kind>]`` table's settings, validated with its secrets not read."""
     import importlib
 
     from mash_requests.gateways import GATEWAY_MODULES
@@ -392,7 +422,35 @@ def _check_inactive_gateway(kind: str, table: Table, data_dir: Path) -> None:
     if kind == "outbox":
         data.setdefault("folder", str(data_dir / "outbox"))
     shape = _ShapeOnly(data, where=table.where, base_dir=table.base_dir)
-    importlib.import_module(GATEWAY_MODULES[kind]).Settings.from_table(shape)
+    settings: GatewaySettings = importlib.import_module(GATEWAY_MODULES[kind]).Settings.from_table(
+        shape
+    )
+    return settings
+
+
+@dataclass(frozen=True)
+class GatewayNotRead:
+    """The configured gateway, validated, its secrets not read: it cannot be opened.
+
+    What ``load_settings(gateway_secrets=False)`` gives as ``settings.gateway``, for a
+    command that sends nothing. ``kind`` and ``mailbox`` are the configured ones.
+    """
+
+    settings: GatewaySettings
+
+    @property
+    def kind(self) -> str:
+        return self.settings.kind
+
+    @property
+    def mailbox(self) -> str:
+        return self.settings.mailbox
+
+    def open(self) -> Gateway:
+        raise ConfigError(
+            f"the {self.kind} gateway's secrets were not read (the settings were loaded for "
+            "a command that sends nothing); load them with load_settings(path) to send"
+        )
 
 
 def _section(root: Table, key: str) -> Table:

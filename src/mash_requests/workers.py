@@ -275,6 +275,7 @@ def _add(result: BatchResult, state: BatchProgress, delta: BatchResult) -> None:
     result.refusals.update(delta.refusals)
     result.refused.extend(delta.refused)
     result.unconfirmed.extend(delta.unconfirmed)
+    result.unsent.extend(delta.unsent)
 
 
 def _join(pool: dict[int, _Worker], seconds: float) -> None:

@@ -241,7 +241,10 @@ def test_send_mail_400_is_a_permanent_message_failure_with_graphs_words(
         gateway.send(message)
     words = "400 ErrorMimeContentInvalidBase64String: Invalid base64 string for MIME content."
     assert caught.value.server_message == words
-    assert str(caught.value) == f"Graph refused the message ({words})"
+    assert str(caught.value) == (
+        f"Graph refused the message ({words}); Graph's words say why; check the partner's "
+        "addresses and the form's size, or ask the mailbox's administrators"
+    )
     assert caught.value.failure is Failure.MESSAGE
     assert not graph.delivered and not graph.drafts
 

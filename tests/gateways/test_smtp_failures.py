@@ -247,7 +247,9 @@ def test_550_after_data_reads_as_the_message_was_refused(
     result = send_once(server.port, ca_file, message)
     assert result.reason == (
         f"the message was refused by SMTP server 127.0.0.1:{server.port}: "
-        "550 5.7.1 Message rejected as spam by content filter"
+        "550 5.7.1 Message rejected as spam by content filter; its words say why; check that "
+        "it takes mail for the partner's address and a message of this size (the form is "
+        "attached), or ask its administrators"
     )
     assert (result.failure, result.attempts) == (Failure.MESSAGE, 1)
 
@@ -260,7 +262,8 @@ def test_nothing_listening_reads_as_could_not_connect_after_every_attempt(
     result = send_once(port, ca_file, message)
     assert result.reason == (
         f"gave up after 3 attempts: could not connect to SMTP server 127.0.0.1:{port}: "
-        "Connection refused"
+        "Connection refused; check host and port, that the mail server is running, and that "
+        "no firewall blocks this machine from it"
     )
     assert (result.failure, result.attempts) == (Failure.CONNECTION, 3)
 
@@ -494,7 +497,9 @@ def test_refused_message_reads_the_same_in_outcome_and_log(
     result = send_request(smtp_workspace)
     sentence = (
         f"the message was refused by SMTP server 127.0.0.1:{server.port}: "
-        "550 5.7.1 Message rejected as spam by content filter"
+        "550 5.7.1 Message rejected as spam by content filter; its words say why; check that "
+        "it takes mail for the partner's address and a message of this size (the form is "
+        "attached), or ask its administrators"
     )
     assert f" failed ({sentence}) " in outcome_cell(result, "police")
     [event] = failed_events(smtp_workspace).values()
@@ -507,7 +512,11 @@ def test_connection_refused_reads_the_same_after_the_attempt_count(
     """Nothing listening: the outcome and log give the attempts, then check's sentence."""
     port = free_port()
     use_server(smtp_workspace, port, ca_file)
-    sentence = f"could not connect to SMTP server 127.0.0.1:{port}: Connection refused"
+    sentence = (
+        f"could not connect to SMTP server 127.0.0.1:{port}: Connection refused; check host "
+        "and port, that the mail server is running, and that no firewall blocks this machine "
+        "from it"
+    )
     result = send_request(smtp_workspace)
     assert f" failed (gave up after 2 attempts: {sentence}) " in outcome_cell(result, "police")
     events = failed_events(smtp_workspace)

@@ -45,6 +45,30 @@ class _Group(click.Group):
         with logging_how_it_ends():
             return super().invoke(ctx)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """Also note the full command path ("audit verify") for the log's ``command`` field.
+
+        Called before the group's callback, while the arguments are still at hand: a nested
+        group's subcommand is its first argument (the groups take no options of their own).
+        """
+        name, command, rest = super().resolve_command(ctx, args)
+        path = [name or ""]
+        inner, words = command, rest
+        while isinstance(inner, click.Group) and words and not words[0].startswith("-"):
+            inner = inner.get_command(ctx, words[0])
+            if inner is None:
+                break
+            path.append(words[0])
+            words = words[1:]
+        ctx.meta[_COMMAND_PATH] = " ".join(path)
+        return name, command, rest
+
+
+#: Where the top-level group keeps the full command path for its callback (``ctx.meta``).
+_COMMAND_PATH = "mash_requests.command_path"
+
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value and not ctx.resilient_parsing:
@@ -89,7 +113,7 @@ def main(verbose: int, quiet: bool, log_file: Path | None, log_format: str) -> N
       mash-requests init my-mash                           a starter config and example case
     """
     ctx = click.get_current_context()
-    command = ctx.invoked_subcommand or "mash-requests"
+    command = ctx.meta.get(_COMMAND_PATH) or ctx.invoked_subcommand or "mash-requests"
     start_logging(
         verbose=verbose, quiet=quiet, log_file=log_file, log_format=log_format, command=command
     )

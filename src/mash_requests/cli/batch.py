@@ -135,6 +135,7 @@ def send_batch(
             refusals={},
             refused=[],
             unconfirmed=[],
+            unsent=[],
         )
         _send_batch(run, batch_file, config_path, skip_invalid, dry_run, encoding, workers)
 
@@ -235,6 +236,17 @@ def _result_fields(result: object, *, dry_run: bool) -> dict[str, Any]:
             {"row": row, "case_ref": case_ref, "partner": partner, "request_ref": ref}
             for row, case_ref, partner, ref in result.unconfirmed
         ],
+        "unsent": [
+            {
+                "row": item.row,
+                "case_ref": item.case_ref,
+                "partner": item.partner,
+                "outcome": item.outcome,
+                "reason": item.reason,
+                "request_ref": item.request_ref,
+            }
+            for item in sorted(result.unsent)
+        ],
     }
 
 
@@ -250,8 +262,45 @@ _LABELS = {
 }
 
 
+#: At most this many requests are listed one a line; --json lists every one.
+_LISTED = 50
+
+#: What a person does about each outcome that is not "sent", said once under the list.
+_WHAT_TO_DO = {
+    "rejected": "Refused: nothing was sent. Fix the case in the batch file as its reason "
+    "says (a form: check it with 'mash-requests form check PDF --case-ref REF'), then run "
+    "the same command again.",
+    "failed": "Failed: nothing was delivered. Fix what its reason says (the gateway's settings, "
+    "the partner's address), then run the same command again: it sends only what was not sent.",
+    "in_flight": "In flight: another run is still sending them; run the same command later to "
+    "see how they ended.",
+}
+
+
+def _unsent_line(item: object) -> str:
+    """One request not sent, in one line: where, which partner, what happened and why.
+
+    Only the row, the case reference, the partner's key and the reason: never the case's
+    details. A refusal's reason is its code, with the code's words.
+    """
+    from mash_requests.batch import UnsentRequest
+
+    assert isinstance(item, UnsentRequest)
+    label = _LABELS.get(item.outcome, item.outcome)
+    reason = " ".join(item.reason.split()) or "no reason recorded"
+    if item.outcome == "rejected":
+        from mash_requests.audit.report import REASON_TEXT
+
+        words = REASON_TEXT.get(item.reason)
+        reason = f"{reason} ({words})" if words else reason
+    if item.outcome == "unconfirmed" and item.request_ref:
+        label += f" (request {item.request_ref})"
+    return f"  row {item.row}, case {item.case_ref}, {item.partner}: {label}: {reason}"
+
+
 def _summary(result: object, *, dry_run: bool) -> None:
-    """The counts, each request in exactly one; refusals and unconfirmed ones listed."""
+    """The counts, each request in exactly one; then every request not sent, one a line
+    with its reason, and what to do about each kind."""
     from mash_requests.batch import SUMMARY_ORDER, BatchResult
     from mash_requests.dispatch import Outcome
 
@@ -267,21 +316,27 @@ def _summary(result: object, *, dry_run: bool) -> None:
         click.echo(f"skipped row {problem.row}: {problem.message}", err=True)
     for reason, count in sorted(result.refusals.items()):
         click.echo(f"  refused ({reason}): {count}")
-    for row, case_ref, reason in result.refused[:50]:
-        click.echo(f"  row {row}: case {case_ref} refused ({reason})", err=True)
-    if len(result.refused) > 50:
+    unsent = sorted(result.unsent)
+    if not unsent:
+        return
+    click.echo(f"Not sent ({len(unsent)} request(s)):", err=True)
+    for item in unsent[:_LISTED]:
+        click.echo(_unsent_line(item), err=True)
+    if len(unsent) > _LISTED:
         click.echo(
-            f"  … and {len(result.refused) - 50} more: mash-requests audit query --outcome "
-            "rejected",
+            f"  … and {len(unsent) - _LISTED} more: --json lists every one, or "
+            "mash-requests audit query --outcome failed (or rejected, unconfirmed)",
             err=True,
         )
-    if result.unconfirmed:
+    kinds = {item.outcome for item in unsent}
+    for kind in ("rejected", "failed", "in_flight"):
+        if kind in kinds:
+            click.echo(_WHAT_TO_DO[kind], err=True)
+    if "unconfirmed" in kinds:
         click.echo(
-            f"{len(result.unconfirmed)} request(s) unconfirmed: they may have been delivered. "
-            "Check with 'mash-requests reconcile' or the partner; send one again only once you "
-            "know it did not arrive (send-request --case FILE --partner KEY --resend "
-            "--reason TEXT):",
+            f"{sum(1 for i in unsent if i.outcome == 'unconfirmed')} request(s) unconfirmed: "
+            "they may have been delivered. Check with 'mash-requests reconcile' or the "
+            "partner; send one again only once you know it did not arrive (send-request "
+            "--case FILE --partner KEY --resend --reason TEXT).",
             err=True,
         )
-        for row, case_ref, partner, request_ref in result.unconfirmed[:50]:
-            click.echo(f"  row {row}: case {case_ref} {partner} {request_ref}", err=True)

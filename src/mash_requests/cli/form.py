@@ -107,7 +107,7 @@ def check(
     from mash_requests.referral_form import check_form, read_form
 
     with library_errors():
-        settings = load_settings(config_path).form
+        settings = load_settings(config_path, gateway_secrets=False).form
         data = read_form(pdf)
     verdict = check_form(
         data,
@@ -210,7 +210,7 @@ def fill(template_path: Path, case_path: Path, out_path: Path, config_path: Path
             EXIT_BAD_INPUT,
         )
     with library_errors():
-        all_settings = load_settings(config_path)
+        all_settings = load_settings(config_path, gateway_secrets=False)
         settings = all_settings.form
         case = load_case(case_path)
         template = read_form(template_path)

@@ -251,7 +251,8 @@ def record(
             operator=None,
         )
         with library_errors():
-            settings = load_settings(config_path)
+            # Recording sends nothing: the gateway's secrets need not be set here.
+            settings = load_settings(config_path, gateway_secrets=False)
             received = parse_received(received_text, settings.timescales.timezone)
             recorded = record_reply(settings, request_ref, received=received, channel=channel)
         local = recorded.received_at.astimezone(settings.timescales.timezone)

@@ -580,7 +580,13 @@ class _Translator:
                 if never_sent
                 else f"Exchange at {self.endpoint} gave no answer while {step}"
             )
-            return _explained(TransientGatewayError, Failure.CONNECTION, what, problem)
+            fix = (
+                "check endpoint, that Exchange is running, and that this machine can reach it "
+                "(a firewall; HTTPS_PROXY where a proxy is needed)"
+                if never_sent
+                else ""
+            )
+            return _explained(TransientGatewayError, Failure.CONNECTION, what, problem, fix=fix)
 
         # No answer kept (it never reached the policy, e.g. during autodiscover, or a layer
         # below raised): exchangelib's class and the status it quotes are all there is.

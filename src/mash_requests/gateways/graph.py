@@ -347,15 +347,22 @@ class GraphGateway:
         when = "" if sending else f" when {step}"
         if status == 413:
             return PermanentGatewayError(
-                f"Graph refused the message as too large{when} ({words})",
+                f"Graph refused the message as too large{when} ({words}); ask the mailbox's "
+                "administrators for its message size limit, or attach a smaller form",
                 server_message=words,
                 failure=Failure.MESSAGE,
             )
         if status == 400:
             code = _error_code(response)
             failure = Failure.RECIPIENT if "Recipient" in code else Failure.MESSAGE
+            advice = (
+                "check the partner's addresses in the partner directory"
+                if failure is Failure.RECIPIENT
+                else "Graph's words say why; check the partner's addresses and the form's "
+                "size, or ask the mailbox's administrators"
+            )
             return PermanentGatewayError(
-                f"Graph refused the message{when} ({words})",
+                f"Graph refused the message{when} ({words}); {advice}",
                 server_message=words,
                 failure=failure,
             )

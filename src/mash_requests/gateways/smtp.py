@@ -351,7 +351,15 @@ class SmtpGateway:
                 if _deferred(exc.smtp_code)
                 else "refused the connection"
             )
-            return cls.explained(Failure.SERVER, f"{server} {what}", words)
+            return cls.explained(
+                Failure.SERVER,
+                f"{server} {what}",
+                words,
+                fix=""
+                if _deferred(exc.smtp_code)
+                else "its words say why; check host and port, and ask its administrators to "
+                "let this machine's address send through it",
+            )
         if isinstance(exc, smtplib.SMTPServerDisconnected):
             return TransientGatewayError.explained(
                 Failure.CONNECTION,
@@ -370,7 +378,13 @@ class SmtpGateway:
                 else f"the connection to {server} was lost while {during[step]}"
             )
             return TransientGatewayError.explained(
-                Failure.CONNECTION, what, words or type(exc).__name__
+                Failure.CONNECTION,
+                what,
+                words or type(exc).__name__,
+                fix="check host and port, that the mail server is running, and that no "
+                "firewall blocks this machine from it"
+                if step == "connect"
+                else "",
             )
         kind = type(exc).__name__
         if step == "login":
@@ -596,7 +610,11 @@ class SmtpGateway:
                 fix="check that the account may send as [mash] sender",
             )
         return PermanentGatewayError.explained(
-            Failure.MESSAGE, f"the message was refused by {server}", words
+            Failure.MESSAGE,
+            f"the message was refused by {server}",
+            words,
+            fix="its words say why; check that it takes mail for the partner's address and "
+            "a message of this size (the form is attached), or ask its administrators",
         )
 
     def _envelope(self, smtp: smtplib.SMTP, message: OutgoingMessage, data: bytes) -> None:
