@@ -57,7 +57,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -267,12 +267,28 @@ class PostgresBackend(Backend):
 
     def clock(self, now: Callable[[], datetime]) -> AbstractContextManager[Any]:
         from mash_requests.audit import postgres
+        from mash_requests.audit.chain import format_time
 
         def server_now(conn: object) -> datetime:
             return now()
 
-        # The store takes the server's clock_timestamp() inside its append transaction.
-        return mock.patch.object(postgres, "_server_now", server_now)
+        # An append takes the server's clock_timestamp() in the statement that reads the
+        # chain's head (_HEAD_AND_NOW): each append_many is given the time as a literal.
+        original = postgres.PostgresEventStore._insert
+        head_and_now = postgres._HEAD_AND_NOW
+        assert "clock_timestamp()" in head_and_now, "the store no longer reads the time there"
+
+        def insert(store: Any, conn: Any, events: Any) -> Any:
+            moment = f"'{format_time(now())}'::timestamptz"
+            with mock.patch.object(
+                postgres, "_HEAD_AND_NOW", head_and_now.replace("clock_timestamp()", moment)
+            ):
+                return original(store, conn, events)
+
+        stack = ExitStack()
+        stack.enter_context(mock.patch.object(postgres, "_server_now", server_now))
+        stack.enter_context(mock.patch.object(postgres.PostgresEventStore, "_insert", insert))
+        return stack
 
     def close(self) -> None:
         self.raw.close()
