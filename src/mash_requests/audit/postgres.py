@@ -21,7 +21,7 @@ a store is opened, never when this module is.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -386,6 +386,44 @@ class PostgresEventStore(SmallTablesReader):
         """Stream matching events in ``seq`` order (``since`` inclusive, ``until`` exclusive)."""
         clause, params = _where(where or EventFilter())
         sql = f"SELECT seq, hash, record FROM events{clause} ORDER BY seq"  # noqa: S608
+        for seq, hash_, record in self._stream(sql, params):
+            yield stored_event(seq, hash_, record, location=self.location)
+
+    def any_event_since(self, kinds: Sequence[str], since: datetime | None) -> bool:
+        """Whether the log holds an event of ``kinds`` recorded at or after ``since``.
+
+        One probe per kind down the ``(kind, seq)`` index from the newest row, stopping at
+        the first match: nothing to sort, and the answer is usually the newest row of its kind.
+        """
+        sql = "SELECT 1 FROM events WHERE kind = %s AND seq > 0"
+        bound: list[object] = []
+        if since is not None:
+            format_time(since)  # refuses a naive datetime, as the SQLite store does
+            sql += " AND recorded_at >= %s"
+            bound.append(since)
+        sql += " ORDER BY kind DESC, seq DESC LIMIT 1"
+        return any(self._fetch_one(sql, (str(kind), *bound)) for kind in kinds)
+
+    def events_of_refs(
+        self,
+        refs: Collection[str],
+        kinds: Sequence[str],
+        *,
+        since: datetime,
+        upto_seq: int | None = None,
+    ) -> Iterator[StoredEvent]:
+        """The events of ``kinds`` for these request references recorded at or after
+        ``since`` (and up to ``upto_seq``), in ``seq`` order: a few index lookups per
+        reference, however long the log after ``since``."""
+        if not refs or not kinds:
+            return
+        format_time(since)  # refuses a naive datetime, as the SQLite store does
+        sql = (
+            "SELECT seq, hash, record FROM events WHERE request_ref = ANY(%s)"
+            " AND kind = ANY(%s) AND recorded_at >= %s AND seq > 0 AND seq <= %s ORDER BY seq"
+        )
+        upto = _MAX_SEQ if upto_seq is None else upto_seq
+        params = [sorted(refs), list(kinds), since, upto]
         for seq, hash_, record in self._stream(sql, params):
             yield stored_event(seq, hash_, record, location=self.location)
 
