@@ -384,10 +384,16 @@ class PostgresEventStore(SmallTablesReader):
 
     def events(self, where: EventFilter | None = None) -> Iterator[StoredEvent]:
         """Stream matching events in ``seq`` order (``since`` inclusive, ``until`` exclusive)."""
-        clause, params = _where(where or EventFilter())
+        where = where or EventFilter()
+        clause, params = _where(where)
         sql = f"SELECT seq, hash, record FROM events{clause} ORDER BY seq"  # noqa: S608
-        for seq, hash_, record in self._stream(sql, params):
-            yield stored_event(seq, hash_, record, location=self.location)
+        # A period (a report's month) is read to its end: planned for its first rows, as a
+        # cursor is by default, it walks the whole log in seq order (0.73 s on a million
+        # events) rather than take the recorded_at index and sort the month (0.46 s).
+        whole = where.since is not None or where.until is not None
+        for rows in self._stream_batches(sql, params, BATCH_SIZE, read_all=whole):
+            for seq, hash_, record in rows:
+                yield stored_event(seq, hash_, record, location=self.location)
 
     def any_event_since(self, kinds: Sequence[str], since: datetime | None) -> bool:
         """Whether the log holds an event of ``kinds`` recorded at or after ``since``.
@@ -424,7 +430,16 @@ class PostgresEventStore(SmallTablesReader):
         )
         upto = _MAX_SEQ if upto_seq is None else upto_seq
         params = [sorted(refs), list(kinds), since, upto]
-        for seq, hash_, record in self._stream(sql, params):
+        # Fetched whole (a few rows per reference), not through a server-side cursor: a
+        # cursor is planned for its first rows, and PostgreSQL then walks the whole log in
+        # seq order (0.8 s on a million events) rather than look the references up and sort.
+        conn = self._readers.take()
+        try:
+            with self._translate("read"):
+                rows = conn.execute(sql.encode(), params).fetchall()
+        finally:
+            self._readers.give(conn)
+        for seq, hash_, record in rows:
             yield stored_event(seq, hash_, record, location=self.location)
 
     #: :meth:`chain_batches` rows carry the columns; the verifier compares them with the record.
@@ -601,12 +616,17 @@ class PostgresEventStore(SmallTablesReader):
             yield from rows
 
     def _stream_batches(
-        self, sql: str, params: Sequence[object], size: int
+        self, sql: str, params: Sequence[object], size: int, *, read_all: bool = False
     ) -> Iterator[list[tuple[Any, ...]]]:
         # Its own connection (from the pool) and a server-side cursor: memory stays bounded,
         # and a half-read stream never holds a transaction open on the appending connection.
+        # ``read_all``: the caller reads every row, so the query is planned for all of them
+        # (for this read transaction only; the pool's rollback ends the setting).
         conn = self._readers.take()
         try:
+            if read_all:
+                with self._translate("read"):
+                    conn.execute(b"SET LOCAL cursor_tuple_fraction = 1")
             with self._translate("read"), conn.cursor(name="mash_log_stream") as cursor:
                 cursor.itersize = size
                 cursor.execute(sql.encode(), params)
