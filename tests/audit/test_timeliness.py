@@ -415,3 +415,35 @@ def test_only_the_awaited_references_later_events_matter(
         if stored.event.request_ref in refs:
             awaited.apply(stored)
     assert count(awaited, ELAPSED, NOW) == count(every, ELAPSED, NOW)
+
+
+class _EventsOnly:
+    """A store offering only ``events`` (a third-party store): the report reads it whole."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.events = store.events
+
+
+def test_a_store_without_narrow_reads_gives_the_same_figures(store: EventStore) -> None:
+    """The report's figures are the same whether the store looks the awaited references up
+    itself or the report reads every later reply, bounce and reminder through ``events``."""
+    from mash_requests.audit.report import NarrowReader
+    from mash_requests.audit.verify import verify_chain
+
+    since = _moment()
+    answered = _request(store, "C-1")
+    flagged = _request(store, "C-2")
+    _request(store, "C-3")
+    until = _moment()
+    _follow_up(store, EventKind.REPLIED, answered)
+    _follow_up(store, EventKind.CHASED, flagged, outcome="sent")
+    _follow_up(store, EventKind.REPLIED, _request(store, "C-4"))
+    verification = verify_chain(store)  # type: ignore[arg-type]
+    plain = _EventsOnly(store)
+    assert isinstance(store, NarrowReader) and not isinstance(plain, NarrowReader)
+    narrow = build_report(store, since=since, until=until, verification=verification)
+    whole = build_report(plain, since=since, until=until, verification=verification)  # type: ignore[arg-type]
+    assert narrow.timeliness is not None and whole.timeliness is not None
+    totals = narrow.timeliness.totals
+    assert (totals.requests, totals.answered, totals.chasers) == (3, 1, 1)
+    assert narrow.timeliness == whole.timeliness  # nothing falls due between the two
