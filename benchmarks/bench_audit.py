@@ -13,6 +13,9 @@ same run, on the same rows, so the ratio says what the library adds:
            verified head stored in the log     records
 - monthW:  the same verifying the whole     vs SHA-256 over every record + json.loads of
            chain meanwhile (as before)         that month's records
+- monthCLI: the same monthly report as the  vs the same as for month
+           whole ``audit report`` command in a
+           fresh process (imports, config, verification workers, writing the file)
 - month*:  the same, reusing a verification vs json.loads of that month's records
            (several reports, one verify)
 - query:   query_events(case_ref=…)       vs raw SELECT of the records of that case
@@ -29,6 +32,14 @@ Usage::
     python benchmarks/bench_audit.py                      # 100,000 events, SQLite
     python benchmarks/bench_audit.py --events 1000000 --keep /var/tmp/bench-1m.sqlite3
     python benchmarks/bench_audit.py --backend postgres --dsn postgresql://postgres@127.0.0.1/test
+    python benchmarks/bench_audit.py --events 1000000 --replies --keep /var/tmp/replies-1m.sqlite3
+
+``--replies`` builds the log with a reply after almost every send (a few bounced or chased
+instead), as ``benchmarks/bench_replies.py`` builds its own, so a kept log of either serves
+both: about 325,000 of a million events are then answers, which the monthly report's
+timeliness section reads.
+
+``--month-only`` times only ``month`` and ``monthCLI`` (on a kept log, in a minute or two).
 
 ``--keep`` builds the log once and reuses it on later runs (a SQLite file, or a PostgreSQL
 schema name), so figures can be taken again in seconds instead of minutes. The append
@@ -46,13 +57,14 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -162,6 +174,7 @@ class SQLiteBackend(Backend):
         from mash_requests.audit.sqlite import SQLiteEventStore
 
         self.name = "sqlite"
+        self.path = path
         self.reused = path.exists()
         self.store = SQLiteEventStore(path)
         self.raw = sqlite3.connect(path, isolation_level=None)
@@ -261,12 +274,28 @@ class PostgresBackend(Backend):
 
     def clock(self, now: Callable[[], datetime]) -> AbstractContextManager[Any]:
         from mash_requests.audit import postgres
+        from mash_requests.audit.chain import format_time
 
         def server_now(conn: object) -> datetime:
             return now()
 
-        # The store takes the server's clock_timestamp() inside its append transaction.
-        return mock.patch.object(postgres, "_server_now", server_now)
+        # An append takes the server's clock_timestamp() in the statement that reads the
+        # chain's head (_HEAD_AND_NOW): each append_many is given the time as a literal.
+        original = postgres.PostgresEventStore._insert
+        head_and_now = postgres._HEAD_AND_NOW
+        assert "clock_timestamp()" in head_and_now, "the store no longer reads the time there"
+
+        def insert(store: Any, conn: Any, events: Any) -> Any:
+            moment = f"'{format_time(now())}'::timestamptz"
+            with mock.patch.object(
+                postgres, "_HEAD_AND_NOW", head_and_now.replace("clock_timestamp()", moment)
+            ):
+                return original(store, conn, events)
+
+        stack = ExitStack()
+        stack.enter_context(mock.patch.object(postgres, "_server_now", server_now))
+        stack.enter_context(mock.patch.object(postgres.PostgresEventStore, "_insert", insert))
+        return stack
 
     def close(self) -> None:
         self.raw.close()
@@ -336,7 +365,12 @@ def opened(args: argparse.Namespace) -> Iterator[Backend]:
 def build(backend: Backend, args: argparse.Namespace, first: datetime, last: datetime) -> None:
     """Fill the log with ``--events`` events recorded evenly between ``first`` and ``last``."""
     store = backend.store
-    events = list(make_events(args.events))
+    if getattr(args, "replies", False):
+        from bench_replies import events_with_replies  # the same log bench_replies builds
+
+        events = list(events_with_replies(args.events))
+    else:
+        events = list(make_events(args.events))
     batches = -(-len(events) // BUILD_BATCH)
     step = (last - first) / max(batches, 1)
     moment = first
@@ -371,6 +405,48 @@ def log_size(backend: Backend) -> int:
     return int(count)
 
 
+def run_cli_report(
+    backend: Backend,
+    args: argparse.Namespace,
+    month: datetime,
+    month_end: datetime,
+    record_head: Callable[[int, int, str], None],
+) -> None:
+    """``mash-requests audit report`` for the month in a fresh process, with the verified
+    head stored a month behind first (as for ``month``); exit 0 or the benchmark stops."""
+    size = log_size(backend)
+    behind = size - size // args.months
+    ((behind_hash,),) = list(
+        backend.raw_rows(
+            f"SELECT hash FROM events WHERE seq = {backend.placeholder}",  # noqa: S608
+            (behind,),
+        )
+    )
+    record_head(behind, behind, behind_hash)
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory(prefix="bench-audit-cli-", dir=args.tmp) as folder:
+        root = Path(folder)
+        if isinstance(backend, PostgresBackend):
+            from psycopg import conninfo
+
+            env["MASH_BENCH_LOG_DSN"] = conninfo.make_conninfo(
+                args.dsn, options=f"-c search_path={backend.schema}"
+            )
+            log = '[log]\nbackend = "postgres"\ndsn_env = "MASH_BENCH_LOG_DSN"\n'
+        else:
+            assert isinstance(backend, SQLiteBackend)
+            log = f"[log]\npath = {json.dumps(str(backend.path))}\n"
+        config = root / "mash-requests.toml"
+        config.write_text(f"[mash]\ndata_dir = {json.dumps(str(root / 'data'))}\n\n{log}")
+        last_day = month_end - timedelta(days=1)
+        command = [sys.executable, "-m", "mash_requests", "audit", "report"]
+        command += ["--from", f"{month:%Y-%m-%d}", "--to", f"{last_day:%Y-%m-%d}"]
+        command += ["--out", str(root / "report.html"), "--config", str(config)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"audit report exited {done.returncode}: {done.stderr.strip()[-500:]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000, help="log size (100,000)")
@@ -386,6 +462,16 @@ def main() -> None:
         metavar="PATH",
         default=None,
         help="keep the log here and reuse it next time: a SQLite file, or a PostgreSQL schema",
+    )
+    parser.add_argument(
+        "--replies",
+        action="store_true",
+        help="build the log with a reply after almost every send (as bench_replies.py does)",
+    )
+    parser.add_argument(
+        "--month-only",
+        action="store_true",
+        help="time only the monthly report (month, and the command: monthCLI)",
     )
     parser.add_argument(
         "--skip-whole-report", action="store_true", help="do not time the whole-log report"
@@ -422,49 +508,51 @@ def main() -> None:
             build(backend, args, first, last)
             size = log_size(backend)
 
-        # verify
-        result = verify_chain(store, check_database=False)
-        assert result.ok and result.count == size, result.summary()
-
-        def baseline_verify() -> None:
-            for (record,) in backend.raw_rows("SELECT record FROM events ORDER BY seq"):
-                hashlib.sha256(record.encode()).hexdigest()
-
-        line(
-            "verify",
-            f"{size:,} events, chain",
-            timed(lambda: verify_chain(store, check_database=False), args.repeat),
-            timed(baseline_verify, args.repeat),
-            "read + sha256",
-        )
-        if not args.skip_database_check:
-            line(
-                "verifyDB",
-                "chain + database check",
-                timed(lambda: verify_chain(store), 1),
-                timed(lambda: verify_chain(store, check_database=False), 1),
-                "chain alone",
-            )
-
-        # report of the whole log
         def baseline_loads(sql: str, params: tuple[Any, ...] = ()) -> None:
             for (record,) in backend.raw_rows(sql, params):
                 json.loads(record)
 
-        if not args.skip_whole_report:
+        if not args.month_only:
+            # verify
+            result = verify_chain(store, check_database=False)
+            assert result.ok and result.count == size, result.summary()
 
-            def report() -> None:
-                render_html(build_report(store, title="benchmark"))
+            def baseline_verify() -> None:
+                for (record,) in backend.raw_rows("SELECT record FROM events ORDER BY seq"):
+                    hashlib.sha256(record.encode()).hexdigest()
 
             line(
-                "report",
-                f"whole log, {size:,} events",
-                timed(report, args.repeat),
-                timed(
-                    lambda: baseline_loads("SELECT record FROM events ORDER BY seq"), args.repeat
-                ),
-                "read + json.loads",
+                "verify",
+                f"{size:,} events, chain",
+                timed(lambda: verify_chain(store, check_database=False), args.repeat),
+                timed(baseline_verify, args.repeat),
+                "read + sha256",
             )
+            if not args.skip_database_check:
+                line(
+                    "verifyDB",
+                    "chain + database check",
+                    timed(lambda: verify_chain(store), 1),
+                    timed(lambda: verify_chain(store, check_database=False), 1),
+                    "chain alone",
+                )
+
+            # report of the whole log
+            if not args.skip_whole_report:
+
+                def report() -> None:
+                    render_html(build_report(store, title="benchmark"))
+
+                line(
+                    "report",
+                    f"whole log, {size:,} events",
+                    timed(report, args.repeat),
+                    timed(
+                        lambda: baseline_loads("SELECT record FROM events ORDER BY seq"),
+                        args.repeat,
+                    ),
+                    "read + json.loads",
+                )
 
         # report of one month (what a steering group asks for). A report verifies what is
         # newer than the last verification stored in the log (a verified head); here, as after
@@ -506,6 +594,20 @@ def main() -> None:
             timed(baseline_monthly, args.repeat),
             "sha256 new + json.loads month",
         )
+
+        # the same as a person runs it: the whole command, in a fresh process
+        line(
+            "monthCLI",
+            "same, `audit report` command",
+            timed(
+                lambda: run_cli_report(backend, args, month, month_end, record_head), args.repeat
+            ),
+            timed(baseline_monthly, args.repeat),
+            "sha256 new + json.loads month",
+        )
+        if args.month_only:
+            return
+        result = verify_chain(store, check_database=False)
 
         # the same verifying the whole chain meanwhile, as reports did before verified heads
         def monthly_whole() -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import time as pytime
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from audit_helpers import prepared, sent
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mash_requests.audit import Event, EventKind, EventStore, StoredEvent
@@ -264,3 +265,185 @@ def test_the_cheap_feed_counts_what_the_whole_fold_counts(
         whole.apply(stored)
         cheap.feed(stored)
     assert count(cheap, ELAPSED, NOW) == count(whole, ELAPSED, NOW)
+
+
+def _moment() -> datetime:
+    """Now, a little apart from the events appended just before and just after."""
+    pytime.sleep(0.002)
+    moment = datetime.now(UTC)
+    pytime.sleep(0.002)
+    return moment
+
+
+def _request(store: EventStore, case: str, partner: str = "police", ref: str = "") -> str:
+    """A request prepared and sent now (due in a day); its reference."""
+    ref = ref or f"{case}-{partner}"
+    fields = {"partner": partner, "request_ref": ref, "request_key": f"key-{case}-{partner}"}
+    due = (datetime.now(UTC) + timedelta(hours=24)).isoformat()
+    store.append_many([prepared(case, details={"rag": "amber", "due": due}, **fields)])
+    store.append(sent(case, **fields))
+    return ref
+
+
+def _follow_up(store: EventStore, kind: EventKind, ref: str, **details: str) -> None:
+    case = ref.split("-police")[0]
+    store.append(Event(kind, case, request_ref=ref, partner="police", details=details))
+
+
+def test_follow_ups_after_the_period_count_for_requests_sent_in_it(store: EventStore) -> None:
+    """A reply, a bounce and a reminder recorded after the period count for the requests
+    sent in it, a reply quoting a resent request's first reference too; the requests sent
+    after the period do not count, nor do their answers change anything."""
+    since = _moment()
+    answered = _request(store, "C-1")
+    flagged = _request(store, "C-2")
+    first = _request(store, "C-3")
+    again = _request(store, "C-3", ref="C-3-police-2")  # resent: a new reference, same key
+    until = _moment()
+    _follow_up(store, EventKind.REPLIED, answered)
+    _follow_up(store, EventKind.BOUNCED, flagged)
+    _follow_up(store, EventKind.CHASED, flagged, outcome="sent")
+    _follow_up(store, EventKind.REPLIED, first)  # answers the resend
+    later = _request(store, "C-4")
+    _follow_up(store, EventKind.REPLIED, later)
+    data = build_report(store, since=since, until=until)
+    assert data.timeliness is not None
+    totals = data.timeliness.totals
+    assert (totals.requests, totals.answered, totals.in_time) == (3, 2, 2)
+    assert (totals.bounced, totals.chasers, totals.categories["bounced"]) == (1, 1, 1)
+    assert again != first
+    # What folding every event of the log gives (nothing after the period resends here).
+    whole = timeliness(
+        store.events(),
+        timescales=Timescales.defaults(),
+        now=data.generated_at,
+        since=since,
+        until=until,
+    )
+    assert data.timeliness == whole
+
+
+def test_a_request_sent_before_the_period_answered_in_it_does_not_count(
+    store: EventStore,
+) -> None:
+    """Timeliness is of the requests sent in the period: one sent before it and answered in
+    it is not counted (its answer neither), whether answered in the period or after it."""
+    before = _request(store, "C-1")
+    also_before = _request(store, "C-2")
+    since = _moment()
+    _follow_up(store, EventKind.REPLIED, before)  # answered in the period
+    in_period = _request(store, "C-3")
+    until = _moment()
+    _follow_up(store, EventKind.REPLIED, also_before)  # answered after the period
+    data = build_report(store, since=since, until=until)
+    assert data.timeliness is not None
+    totals = data.timeliness.totals
+    assert (totals.requests, totals.answered, totals.hours) == (1, 0, [])
+    assert totals.categories["not_due"] == 1
+    assert list(data.timeliness.by_partner) == ["police"]
+    assert in_period == "C-3-police"
+
+
+def test_answers_only_after_the_period_are_answers_recorded(store: EventStore) -> None:
+    """A log whose only answer came after the period still records answers: the report
+    shows timeliness (not "answers not recorded") and counts that answer."""
+    since = _moment()
+    ref = _request(store, "C-1")
+    until = _moment()
+    _follow_up(store, EventKind.REPLIED, ref)
+    data = build_report(store, since=since, until=until)
+    assert data.timeliness is not None
+    assert (data.timeliness.totals.requests, data.timeliness.totals.answered) == (1, 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.integers(0, 3), st.sampled_from(_KINDS), st.integers(0, 4), st.integers(1, 30)
+        ),
+        max_size=40,
+    ),
+    until_hours=st.integers(0, 600),
+)
+@example(  # key 0 prepares R-0 then R-1; key 1 prepares R-1 too and sends it; after the
+    # period a reply to R-0 closes key 0, dropping R-1, so the reply to R-1 answers nothing
+    steps=[
+        (0, EventKind.PREPARED, 0, 1),
+        (0, EventKind.PREPARED, 1, 1),
+        (1, EventKind.PREPARED, 1, 1),
+        (1, EventKind.SENT, 1, 1),
+        (0, EventKind.REPLIED, 0, 20),
+        (1, EventKind.REPLIED, 1, 1),
+    ],
+    until_hours=10,
+)
+def test_only_the_awaited_references_later_events_matter(
+    steps: list[tuple[int, EventKind, int, int]], until_hours: int
+) -> None:
+    """Applying after the period only the events of the references the fold still awaits
+    gives the figures that applying every reply, bounce and reminder after it gives, also
+    when two keys prepared the same reference (references are short and may repeat)."""
+    from mash_requests.audit.timeliness import AnswerFold, count
+
+    log = Log()
+    when = MON
+    pool = [f"R-{n}" for n in range(5)]  # few references, shared between keys at random
+    for key_no, kind, pick, gap in steps:
+        when += timedelta(hours=gap)
+        ref = pool[pick]
+        fields = {"partner": "police", "request_ref": ref, "request_key": f"key-{key_no}"}
+        if kind is EventKind.PREPARED:
+            due = (when + timedelta(hours=24)).isoformat()
+            log.add(when, prepared(f"C-{key_no}", details={"rag": "amber", "due": due}, **fields))
+        else:
+            log.add(when, Event(kind, f"C-{key_no}", **fields))  # type: ignore[arg-type]
+    until = MON + timedelta(hours=until_hours)
+    period = [stored for stored in log.events if stored.recorded_at < until]
+    later = [
+        stored
+        for stored in log.events[len(period) :]
+        if stored.event.kind in (EventKind.REPLIED, EventKind.BOUNCED, EventKind.CHASED)
+    ]
+    every, awaited = AnswerFold(None, until), AnswerFold(None, until)
+    for stored in period:
+        every.feed(stored)
+        awaited.feed(stored)
+    refs = awaited.awaited_refs()
+    for stored in later:
+        every.apply(stored)
+        if stored.event.request_ref in refs:
+            awaited.apply(stored)
+    assert count(awaited, ELAPSED, NOW) == count(every, ELAPSED, NOW)
+
+
+class _EventsOnly:
+    """A store offering only ``events`` (a third-party store): the report reads it whole."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.events = store.events
+
+
+def test_a_store_without_narrow_reads_gives_the_same_figures(store: EventStore) -> None:
+    """The report's figures are the same whether the store looks the awaited references up
+    itself or the report reads every later reply, bounce and reminder through ``events``."""
+    from mash_requests.audit.report import NarrowReader
+    from mash_requests.audit.verify import verify_chain
+
+    since = _moment()
+    answered = _request(store, "C-1")
+    flagged = _request(store, "C-2")
+    _request(store, "C-3")
+    until = _moment()
+    _follow_up(store, EventKind.REPLIED, answered)
+    _follow_up(store, EventKind.CHASED, flagged, outcome="sent")
+    _follow_up(store, EventKind.REPLIED, _request(store, "C-4"))
+    verification = verify_chain(store)  # type: ignore[arg-type]
+    plain = _EventsOnly(store)
+    assert isinstance(store, NarrowReader) and not isinstance(plain, NarrowReader)
+    narrow = build_report(store, since=since, until=until, verification=verification)
+    whole = build_report(plain, since=since, until=until, verification=verification)  # type: ignore[arg-type]
+    assert narrow.timeliness is not None and whole.timeliness is not None
+    totals = narrow.timeliness.totals
+    assert (totals.requests, totals.answered, totals.chasers) == (3, 1, 1)
+    assert narrow.timeliness == whole.timeliness  # nothing falls due between the two

@@ -21,7 +21,7 @@ a store is opened, never when this module is.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -384,9 +384,62 @@ class PostgresEventStore(SmallTablesReader):
 
     def events(self, where: EventFilter | None = None) -> Iterator[StoredEvent]:
         """Stream matching events in ``seq`` order (``since`` inclusive, ``until`` exclusive)."""
-        clause, params = _where(where or EventFilter())
+        where = where or EventFilter()
+        clause, params = _where(where)
         sql = f"SELECT seq, hash, record FROM events{clause} ORDER BY seq"  # noqa: S608
-        for seq, hash_, record in self._stream(sql, params):
+        # A period (a report's month) is read to its end: planned for its first rows, as a
+        # cursor is by default, it walks the whole log in seq order (0.73 s on a million
+        # events) rather than take the recorded_at index and sort the month (0.46 s).
+        whole = where.since is not None or where.until is not None
+        for rows in self._stream_batches(sql, params, BATCH_SIZE, read_all=whole):
+            for seq, hash_, record in rows:
+                yield stored_event(seq, hash_, record, location=self.location)
+
+    def any_event_since(self, kinds: Sequence[str], since: datetime | None) -> bool:
+        """Whether the log holds an event of ``kinds`` recorded at or after ``since``.
+
+        One probe per kind down the ``(kind, seq)`` index from the newest row, stopping at
+        the first match: nothing to sort, and the answer is usually the newest row of its kind.
+        """
+        sql = "SELECT 1 FROM events WHERE kind = %s AND seq > 0"
+        bound: list[object] = []
+        if since is not None:
+            format_time(since)  # refuses a naive datetime, as the SQLite store does
+            sql += " AND recorded_at >= %s"
+            bound.append(since)
+        sql += " ORDER BY kind DESC, seq DESC LIMIT 1"
+        return any(self._fetch_one(sql, (str(kind), *bound)) for kind in kinds)
+
+    def events_of_refs(
+        self,
+        refs: Collection[str],
+        kinds: Sequence[str],
+        *,
+        since: datetime,
+        upto_seq: int | None = None,
+    ) -> Iterator[StoredEvent]:
+        """The events of ``kinds`` for these request references recorded at or after
+        ``since`` (and up to ``upto_seq``), in ``seq`` order: a few index lookups per
+        reference, however long the log after ``since``."""
+        if not refs or not kinds:
+            return
+        format_time(since)  # refuses a naive datetime, as the SQLite store does
+        sql = (
+            "SELECT seq, hash, record FROM events WHERE request_ref = ANY(%s)"
+            " AND kind = ANY(%s) AND recorded_at >= %s AND seq > 0 AND seq <= %s ORDER BY seq"
+        )
+        upto = _MAX_SEQ if upto_seq is None else upto_seq
+        params = [sorted(refs), list(kinds), since, upto]
+        # Fetched whole (a few rows per reference), not through a server-side cursor: a
+        # cursor is planned for its first rows, and PostgreSQL then walks the whole log in
+        # seq order (0.8 s on a million events) rather than look the references up and sort.
+        conn = self._readers.take()
+        try:
+            with self._translate("read"):
+                rows = conn.execute(sql.encode(), params).fetchall()
+        finally:
+            self._readers.give(conn)
+        for seq, hash_, record in rows:
             yield stored_event(seq, hash_, record, location=self.location)
 
     #: :meth:`chain_batches` rows carry the columns; the verifier compares them with the record.
@@ -563,12 +616,17 @@ class PostgresEventStore(SmallTablesReader):
             yield from rows
 
     def _stream_batches(
-        self, sql: str, params: Sequence[object], size: int
+        self, sql: str, params: Sequence[object], size: int, *, read_all: bool = False
     ) -> Iterator[list[tuple[Any, ...]]]:
         # Its own connection (from the pool) and a server-side cursor: memory stays bounded,
         # and a half-read stream never holds a transaction open on the appending connection.
+        # ``read_all``: the caller reads every row, so the query is planned for all of them
+        # (for this read transaction only; the pool's rollback ends the setting).
         conn = self._readers.take()
         try:
+            if read_all:
+                with self._translate("read"):
+                    conn.execute(b"SET LOCAL cursor_tuple_fraction = 1")
             with self._translate("read"), conn.cursor(name="mash_log_stream") as cursor:
                 cursor.itersize = size
                 cursor.execute(sql.encode(), params)

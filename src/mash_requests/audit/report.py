@@ -20,11 +20,11 @@ import dataclasses
 import functools
 import statistics
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from mash_requests.audit._files import atomic_write_text
 from mash_requests.audit.chain import format_time
@@ -39,7 +39,7 @@ from mash_requests.audit.verify import VerifyResult, start_verification
 from mash_requests.errors import LogError
 
 if TYPE_CHECKING:
-    from mash_requests.audit.timeliness import TimelinessTally
+    from mash_requests.audit.timeliness import AnswerFold, TimelinessTally
     from mash_requests.deadlines import Timescales
     from mash_requests.rendering import Renderer
 
@@ -322,13 +322,9 @@ def build_report(
         )
         if answers is not None and until is not None:
             # Answers, bounces and reminders after the period still count for the requests
-            # sent in it: the answers fold needs only these kinds from then on.
-            later = EventFilter(
-                kinds=(EventKind.REPLIED, EventKind.BOUNCED, EventKind.CHASED),
-                since=until,
-                upto_seq=upto_seq,
-            )
-            for stored in store.events(later):
+            # sent in it: the answers fold needs only these kinds from then on, and only for
+            # the references of the requests still open on a sending of the period.
+            for stored in _later_follow_ups(store, answers, until, upto_seq):
                 answers.apply(stored)
         return figures, answers
 
@@ -359,6 +355,55 @@ def build_report(
     )
 
 
+#: What the answers fold reads after the period: what answers, flags or chases a request.
+_LATER_KINDS = (EventKind.REPLIED, EventKind.BOUNCED, EventKind.CHASED)
+
+
+@runtime_checkable
+class NarrowReader(Protocol):
+    """A store that can answer the report's two narrow questions without reading on in
+    ``seq`` order (both built-in stores can); any other store is read through ``events``."""
+
+    def any_event_since(self, kinds: Sequence[str], since: datetime | None) -> bool:
+        """Whether the log holds an event of ``kinds`` recorded at or after ``since``."""
+        ...
+
+    def events_of_refs(
+        self,
+        refs: Collection[str],
+        kinds: Sequence[str],
+        *,
+        since: datetime,
+        upto_seq: int | None = None,
+    ) -> Iterator[StoredEvent]:
+        """The events of ``kinds`` for these references from ``since`` on, in seq order."""
+        ...
+
+
+def _later_follow_ups(
+    store: EventStore, answers: AnswerFold, until: datetime, upto_seq: int | None
+) -> Iterator[StoredEvent]:
+    """The replies, bounces and reminders recorded from ``until`` on (up to ``upto_seq``)
+    that can change the figures of the period's sendings, in seq order: those of the
+    references the fold still awaits (see :meth:`AnswerFold.awaited_refs`). Applying these
+    gives the figures that applying every such event after the period gives."""
+    refs = answers.awaited_refs()
+    if not refs:
+        return iter(())
+    if isinstance(store, NarrowReader):
+        kinds = [str(kind) for kind in _LATER_KINDS]
+        return store.events_of_refs(refs, kinds, since=until, upto_seq=upto_seq)
+    later = EventFilter(kinds=_LATER_KINDS, since=until, upto_seq=upto_seq)
+    return (stored for stored in store.events(later) if stored.event.request_ref in refs)
+
+
+#: Follow-up kinds, those most often recorded first (the existence check stops at one).
+_FOLLOW_UPS_FIRST = (
+    *_LATER_KINDS,
+    *sorted(FOLLOW_UP_KINDS - set(_LATER_KINDS), key=str),
+)
+
+
 def _answers_recorded(store: EventStore, since: datetime | None) -> bool:
     """Whether the log holds any reply, bounce or reminder from ``since`` on.
 
@@ -366,7 +411,9 @@ def _answers_recorded(store: EventStore, since: datetime | None) -> bool:
     timeliness figures would call every request unanswered, which is not what the log
     shows, so the report says that answers are not recorded instead.
     """
-    events = store.events(EventFilter(kinds=tuple(FOLLOW_UP_KINDS), since=since))
+    if isinstance(store, NarrowReader):
+        return store.any_event_since([str(kind) for kind in _FOLLOW_UPS_FIRST], since)
+    events = store.events(EventFilter(kinds=_FOLLOW_UPS_FIRST, since=since))
     try:
         return next(iter(events), None) is not None
     finally:

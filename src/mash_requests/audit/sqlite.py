@@ -20,10 +20,11 @@ read made by a ``precondition``, which runs inside the append's transaction.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -434,6 +435,45 @@ class SQLiteEventStore(SmallTablesReader):
         """Stream matching events in ``seq`` order (``since`` inclusive, ``until`` exclusive)."""
         clause, params = _where(where or EventFilter())
         sql = f"SELECT seq, hash, record FROM events{clause} ORDER BY seq"  # noqa: S608
+        for seq, hash_, record in self._stream(sql, params):
+            yield stored_event(seq, hash_, record, location=self.location)
+
+    def any_event_since(self, kinds: Sequence[str], since: datetime | None) -> bool:
+        """Whether the log holds an event of ``kinds`` recorded at or after ``since``.
+
+        One probe per kind down the ``kind`` index from the newest row, stopping at the first
+        match: nothing to sort, and the answer is usually the newest row of its kind.
+        """
+        sql = "SELECT 1 FROM events INDEXED BY events_kind WHERE kind = ? AND +seq > 0"
+        bound: list[object] = []
+        if since is not None:
+            sql += " AND recorded_at >= ?"
+            bound.append(format_time(since))
+        sql += " ORDER BY seq DESC LIMIT 1"
+        return any(self._fetch_one(sql, (str(kind), *bound)) for kind in kinds)
+
+    def events_of_refs(
+        self,
+        refs: Collection[str],
+        kinds: Sequence[str],
+        *,
+        since: datetime,
+        upto_seq: int | None = None,
+    ) -> Iterator[StoredEvent]:
+        """The events of ``kinds`` for these request references recorded at or after
+        ``since`` (and up to ``upto_seq``), in ``seq`` order: a few index lookups per
+        reference, however long the log after ``since``."""
+        if not refs or not kinds:
+            return
+        marks = ", ".join("?" * len(kinds))
+        sql = (
+            "SELECT seq, hash, record FROM events INDEXED BY events_request_ref"  # noqa: S608
+            " WHERE request_ref IN (SELECT value FROM json_each(?))"
+            f" AND kind IN ({marks}) AND recorded_at >= ? AND +seq > 0 AND +seq <= ?"
+            " ORDER BY seq"
+        )
+        upto = _MAX_SEQ if upto_seq is None else upto_seq
+        params = [json.dumps(sorted(refs)), *kinds, format_time(since), upto]
         for seq, hash_, record in self._stream(sql, params):
             yield stored_event(seq, hash_, record, location=self.location)
 

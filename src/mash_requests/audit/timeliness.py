@@ -133,6 +133,42 @@ class AnswerFold(OpenRequests):
     def is_open(self, sending: Sending) -> bool:
         return self.by_key.get(sending.request.request_key) is sending.request
 
+    def awaited_refs(self) -> set[str]:
+        """The references whose later ``replied``, ``bounced`` or ``chased`` events can still
+        change the figures of the sendings noted so far; those of any other reference cannot.
+
+        A sending no longer open (answered, closed, or its key prepared again) is settled:
+        later events reach only a key's open request. So these are the references of the
+        keys still open on a sending, plus, rarely, those of any other open request whose
+        closing would drop one of them (two keys that both prepared one reference), and so
+        on: :meth:`apply` of only these references' later events, in ``seq`` order, leaves
+        every sending as applying all of them does.
+        """
+        keys = {key for key, sending in self.sendings.items() if self.is_open(sending)}
+        if not keys:
+            return set()
+        key_of_ref = self.key_of_ref
+        # A reference that an open request would drop on closing but that now names another
+        # key (both prepared it): closing that request changes what the reference answers.
+        droppers: dict[str, list[str]] = {}
+        for key, request in self.by_key.items():
+            for ref in (*request.earlier_refs, request.request_ref):
+                owner = key_of_ref.get(ref)
+                if owner is not None and owner != key:
+                    droppers.setdefault(ref, []).append(key)
+        if droppers:
+            refs_of: dict[str, list[str]] = {}
+            for ref, key in key_of_ref.items():
+                refs_of.setdefault(key, []).append(ref)
+            pending = list(keys)
+            while pending:
+                for ref in refs_of.get(pending.pop(), ()):
+                    for other in droppers.get(ref, ()):
+                        if other not in keys:
+                            keys.add(other)
+                            pending.append(other)
+        return {ref for ref, key in key_of_ref.items() if key in keys}
+
 
 @dataclass
 class Timeliness:
