@@ -288,7 +288,7 @@ def parse_settings(
     for other in ("outbox", "smtp", "ews", "graph"):
         if other != kind and other in gateway_table.data:
             # Kept for switching back, and checked now, so a switch never meets a typo.
-            _check_inactive_gateway(other, gateway_table.table(other), data_dir)
+            _shape_only_gateway(other, gateway_table.table(other), data_dir)
     gateway_table.reject_unknown()
 
     from mash_requests.replies.settings import parse_reply_settings
@@ -403,17 +403,13 @@ class _ShapeOnly(Table):
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _check_inactive_gateway(kind: str, table: Table, data_dir: Path) -> None:
-    """Validate a ``[gateway.<kind>]`` table that is not in use: keys, types and shapes.
+def _shape_only_gateway(kind: str, table: Table, data_dir: Path) -> GatewaySettings:
+    """A ``[gateway.<kind>]`` table's settings, validated (keys, types and shapes) with its
+    secrets not read: a table not in use, or one loaded for a command that sends nothing.
 
     Secrets are not read (see :class:`_ShapeOnly`) and the gateway's client library need
-    not be installed; both are checked when it becomes ``[gateway] type``.
+    not be installed; both are checked when it is ``[gateway] type`` and is to send.
     """
-    _shape_only_gateway(kind, table, data_dir)
-
-
-def _shape_only_gateway(kind: str, table: Table, data_dir: Path) -> GatewaySettings:
-    """A ``[gateway.<kind>]`` table's settings, validated with its secrets not read."""
     import importlib
 
     from mash_requests.gateways import GATEWAY_MODULES
