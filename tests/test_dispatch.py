@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -362,6 +363,48 @@ def test_rate_limit_holds_the_send_until_the_minute_has_room(workspace: Workspac
     with Dispatcher(settings, gateway=gateway, clock=clock, sleep=sleep) as second:
         assert second.send_case(case, ["education"]).all_sent
     assert 55 <= sum(slept) <= 65
+
+
+class _Waited(Exception):
+    """Raised by a test's sleep: the run had to wait for the rate limit."""
+
+
+def test_rate_limit_is_exact_for_runs_sending_at_once(workspace: Workspace) -> None:
+    """Two runs sending at the same moment never hand over more than the limit between them:
+    the count is taken under the log's write lock, with the mark that uses the place."""
+    workspace.config.write_text(
+        workspace.config.read_text() + "\n[rate_limit]\nper_minute = 2\n", encoding="utf-8"
+    )
+    settings = mash_requests.load_settings(workspace.config)
+    frozen = datetime.now(UTC)  # no time passes: a run that must wait stops instead
+
+    def sleep(seconds: float) -> None:
+        raise _Waited
+
+    case = mash_requests.load_case(workspace.write_case(workspace.example_case()))
+    gateways = [RecordingGateway(name="smtp"), RecordingGateway(name="smtp")]
+    waited: list[bool] = []
+
+    def run(gateway: RecordingGateway, partners: list[str]) -> None:
+        with Dispatcher(settings, gateway=gateway, clock=lambda: frozen, sleep=sleep) as d:
+            try:
+                d.send_case(case, partners)
+            except _Waited:
+                waited.append(True)
+
+    threads = [
+        threading.Thread(target=run, args=(gateways[0], ["police", "health"])),
+        threading.Thread(target=run, args=(gateways[1], ["education"])),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sum(len(g.sent) for g in gateways) == 2
+    assert waited, "one run had to wait for the third place"
+    with Dispatcher(settings) as d:
+        marks = [e for e in d.store.events() if e.event.kind is EventKind.HANDING_OVER]
+    assert len(marks) == 2
 
 
 def test_reminders_from_the_mailbox_count_against_the_rate_limit(workspace: Workspace) -> None:

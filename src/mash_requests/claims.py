@@ -133,6 +133,34 @@ class Conflict(Exception):
         self.keys = tuple(keys)
 
 
+class LimitReached(Exception):
+    """The mailbox's per-minute limit is used up: nothing was appended; wait and try again."""
+
+
+@dataclass(frozen=True)
+class SendingLimit:
+    """A mailbox's per-minute sending limit (``[rate_limit] per_minute``), shared by every
+    process using the log.
+
+    Checked inside the transaction that appends a hand-over mark, under the log's write
+    lock: the marks of the last minute are counted there, so a message is handed over only
+    if fewer than ``per_minute`` were handed over before it, by this run or any other, and
+    no two runs can take the last place at once.
+    """
+
+    sender: str
+    per_minute: int
+    clock: Callable[[], datetime]
+
+    def check(self, store: EventStore) -> None:
+        """Raise LimitReached when another message now would exceed the limit."""
+        since = self.clock() - timedelta(seconds=60)
+        if store.count_handed_over_since(self.sender, since, at_most=self.per_minute) >= (
+            self.per_minute
+        ):
+            raise LimitReached
+
+
 class Claims:
     """Reads what the log says of request keys, claims them, marks them handed over, and
     settles those that runs which died left in flight.
@@ -233,6 +261,7 @@ class Claims:
         prepared: Sequence[Event],
         *,
         hand_over: Event | None = None,
+        limit: SendingLimit | None = None,
     ) -> None:
         """Append ``prepared`` in one durable transaction unless a key is held meanwhile.
 
@@ -243,7 +272,8 @@ class Claims:
         ``hand_over``, the handing_over mark of the first request, goes in the same
         transaction, after the ``prepared`` events: what :meth:`hand_over` checks holds
         there by construction (this run's own claim, made in the same step), and this run
-        must still hold its lock (LogError otherwise).
+        must still hold its lock (LogError otherwise), and the mark must fit in ``limit``
+        (:class:`LimitReached`, nothing appended, otherwise: claim without the mark).
         """
 
         cases = {e.request_key: e.case_ref for e in prepared if e.request_key is not None}
@@ -258,6 +288,8 @@ class Claims:
             ]
             if held:
                 raise Conflict(held)
+            if hand_over is not None and limit is not None:
+                limit.check(self.store)
 
         events = [*prepared, *([hand_over] if hand_over is not None else [])]
         self.store.append_many(events, precondition=precondition)
@@ -275,7 +307,9 @@ class Claims:
             return Standing(key, State.IN_FLIGHT, last)
         return self._standing_of(key, last)
 
-    def hand_over(self, mark: Event, *, before: Sequence[Event] = ()) -> None:
+    def hand_over(
+        self, mark: Event, *, before: Sequence[Event] = (), limit: SendingLimit | None = None
+    ) -> None:
         """Durably record that ``mark``'s request is about to be handed to the gateway.
 
         ``before`` (outcomes of this run's earlier requests, not yet committed) are
@@ -284,7 +318,9 @@ class Claims:
         Only while this run holds its lock (LogError otherwise: stop sending) and the
         request is still the one this run claimed: :class:`Conflict` if another run has
         taken it over meanwhile (it decided this run was dead), and then it must not be
-        sent. See the invariant in the module docstring.
+        sent. See the invariant in the module docstring. With ``limit``, only if the mark
+        fits in the mailbox's per-minute limit: :class:`LimitReached` otherwise, and nothing
+        (``before`` neither) is appended.
         """
         assert mark.kind is EventKind.HANDING_OVER and mark.request_key is not None
         key, request_ref = mark.request_key, mark.request_ref
@@ -298,6 +334,8 @@ class Claims:
                 or last.event.request_ref != request_ref
             ):
                 raise Conflict([key])
+            if limit is not None:
+                limit.check(self.store)
 
         self.store.append_many([*before, mark], precondition=precondition)
 

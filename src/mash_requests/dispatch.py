@@ -39,9 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mash_requests.audit.events import Event, EventFilter, EventKind, EventStore, JSONScalar
-from mash_requests.audit.query import messages_sent_since
 from mash_requests.case import Case
-from mash_requests.claims import Claims, Conflict, Standing, State
+from mash_requests.claims import Claims, Conflict, LimitReached, SendingLimit, Standing, State
 from mash_requests.errors import (
     DuplicateRequestError,
     FormRefusedError,
@@ -671,24 +670,15 @@ class Dispatcher:
             details["resend_reason"] = request.resend_reason
         return self._event(request, EventKind.PREPARED, details=details)
 
-    def _wait_for_rate_limit(self, pending: _Pending, handed: list[HandedOver]) -> None:
-        """Hold the send until this mailbox has sent fewer than the limit in the last minute.
+    def _sending_limit(self) -> SendingLimit | None:
+        """The mailbox's per-minute limit, checked as each hand-over mark is appended.
 
-        The count comes from the shared log (requests and reminders alike), so concurrent
-        processes, and a chase beside a batch, share the budget; this run's outcomes not yet
-        committed count too. Before waiting they are committed, so a wait never holds an
-        outcome back from the log (nor from the others' counts).
+        The count is of the marks in the shared log (requests and reminders alike), so
+        concurrent processes, and a chase beside a batch, share the budget exactly.
         """
         if self._gateway_kind() == "outbox":
-            return  # a local folder has no sending limit
-        limit = self.settings.rate_limit_per_minute
-        while True:
-            since = self._clock() - timedelta(seconds=60)
-            count = messages_sent_since(self.store, self.settings.sender, since)
-            if count + pending.sent < limit:
-                return
-            self._commit(pending, handed)
-            self._sleep(1.0)
+            return None  # a local folder has no sending limit
+        return SendingLimit(self.settings.sender, self.settings.rate_limit_per_minute, self._clock)
 
     def send(self, requests: Sequence[PreparedRequest]) -> list[RequestOutcome]:
         """Claim prepared requests, then send them one by one; every step logged first.
@@ -736,14 +726,16 @@ class Dispatcher:
         first = requests[0]
         mark = None
         if self._login_refused is None:
-            self._wait_for_rate_limit(pending, handed)
             mark = self._event(first, EventKind.HANDING_OVER)
+        wanted = {r.request_key: r.resend_reason for r in requests}
+        prepared = [self._prepared_event(request) for request in requests]
         try:
-            self.claims.claim(
-                {r.request_key: r.resend_reason for r in requests},
-                [self._prepared_event(request) for request in requests],
-                hand_over=mark,
-            )
+            try:
+                self.claims.claim(wanted, prepared, hand_over=mark, limit=self._sending_limit())
+            except LimitReached:
+                # The minute is full: claim now, and hand the first over when there is room.
+                mark = None
+                self.claims.claim(wanted, prepared)
         except LogError as exc:
             raise _log_failed(exc, case_ref, [], requests) from exc
         if mark is not None:
@@ -826,11 +818,19 @@ class Dispatcher:
                 return self._record_outcome(
                     request, dataclasses.replace(self._login_refused, attempts=0), pending, None
                 )
-            self._wait_for_rate_limit(pending, handed)
             # The invariant of claims.py: the mark is durable before the gateway sees the
             # message. The outcomes still pending ride in the same transaction, before it.
             mark = self._event(request, EventKind.HANDING_OVER)
-            self.claims.hand_over(mark, before=pending.events)
+            limit = self._sending_limit()
+            while True:
+                try:
+                    self.claims.hand_over(mark, before=pending.events, limit=limit)
+                    break
+                except LimitReached:
+                    # Wait for room; what is pending is committed first, so a wait never
+                    # holds an outcome back from the log.
+                    self._commit(pending, handed)
+                    self._sleep(1.0)
             pending.committed(handed)
             handed.append(
                 HandedOver(

@@ -98,18 +98,20 @@ def test_database_error_from_precondition_is_not_translated(
 
 
 def test_precondition_may_read_the_store(store: EventStore) -> None:
-    """Inside the precondition, last_event_for_key, last_outcome and count_sent_since answer.
+    """Inside the precondition, last_event_for_key, last_outcome and the mailbox's count answer.
 
     Run in a thread so that a deadlock fails the test instead of hanging it.
     """
-    store.append_many([prepared(), sent()])
+    mark = Event(EventKind.HANDING_OVER, "C-1", request_key=KEY, sender="mash@council.gov.uk")
+    store.append_many([prepared(), mark, sent()])
     seen: list[object] = []
 
     def precondition() -> None:
         last = store.last_event_for_key(KEY)
         outcome = store.last_outcome(KEY)
         seen.append((last and last.seq, outcome and outcome.event.kind))
-        seen.append(store.count_sent_since("mash@council.gov.uk", last.recorded_at))  # type: ignore[union-attr]
+        since = last.recorded_at  # type: ignore[union-attr]
+        seen.append(store.count_handed_over_since("mash@council.gov.uk", since, at_most=9))
 
     worker = threading.Thread(
         target=store.append, args=(prepared("C-2"),), kwargs={"precondition": precondition}
@@ -117,8 +119,8 @@ def test_precondition_may_read_the_store(store: EventStore) -> None:
     worker.start()
     worker.join(timeout=30)
     assert not worker.is_alive(), "append_many deadlocked when its precondition read the store"
-    assert seen == [(2, EventKind.SENT), 1]
-    assert [s.seq for s in store.events()] == [1, 2, 3]
+    assert seen == [(3, EventKind.SENT), 1]
+    assert [s.seq for s in store.events()] == [1, 2, 3, 4]
 
 
 def test_precondition_sees_events_committed_by_another_writer(

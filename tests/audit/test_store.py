@@ -209,26 +209,49 @@ def test_last_outcome_is_the_latest_outcome_of_that_key(store: EventStore) -> No
     assert (outcome.seq, outcome.event.kind) == (4, EventKind.RECONCILED)
 
 
-def test_count_sent_since_counts_that_senders_recent_sends(store: EventStore) -> None:
-    """Only sent events from that mailbox at or after the time are counted."""
+def _mark(case_ref: str, sender: str = "mash@council.gov.uk") -> Event:
+    return Event(EventKind.HANDING_OVER, case_ref, request_key=f"key-{case_ref}", sender=sender)
+
+
+def _chased(case_ref: str, outcome: str) -> Event:
+    return Event(
+        EventKind.CHASED,
+        case_ref,
+        partner="police",
+        sender="mash@council.gov.uk",
+        details={"outcome": outcome, "reminder": 1},
+    )
+
+
+def test_count_handed_over_since_counts_that_mailboxs_marks(store: EventStore) -> None:
+    """Requests' hand-over marks and reminders handed over count; outcomes, other steps and
+    other mailboxes do not; the count stops at the limit asked."""
     start = datetime.now(UTC) - timedelta(seconds=1)
     store.append_many(
         [
-            sent("C-1"),
-            sent("C-2"),
-            sent("C-3", sender="other@council.gov.uk"),
+            _mark("C-1"),
+            sent("C-1"),  # the outcome of a request already counted by its mark
+            _mark("C-2"),
+            _mark("C-3", sender="other@council.gov.uk"),
             prepared("C-4", sender="mash@council.gov.uk"),
+            _chased("C-5", "handing_over"),
+            _chased("C-5", "sent"),
+            _chased("C-6", "skipped"),
         ]
     )
-    assert store.count_sent_since("mash@council.gov.uk", start) == 2
-    assert store.count_sent_since("other@council.gov.uk", start) == 1
-    assert store.count_sent_since("mash@council.gov.uk", datetime.now(UTC) + timedelta(1)) == 0
+    count = store.count_handed_over_since
+    assert count("mash@council.gov.uk", start, at_most=100) == 3
+    assert count("other@council.gov.uk", start, at_most=100) == 1
+    assert count("mash@council.gov.uk", start, at_most=2) == 2
+    assert count("mash@council.gov.uk", start, at_most=1) == 1
+    later = datetime.now(UTC) + timedelta(days=1)
+    assert count("mash@council.gov.uk", later, at_most=100) == 0
 
 
 def test_naive_datetime_is_refused(store: EventStore) -> None:
     """A time without a time zone is refused rather than guessed."""
     with pytest.raises(ValueError, match="timezone-aware"):
-        store.count_sent_since("mash@council.gov.uk", datetime(2026, 1, 1))
+        store.count_handed_over_since("mash@council.gov.uk", datetime(2026, 1, 1), at_most=30)
 
 
 def test_unencodable_text_is_refused_with_the_case(store: EventStore) -> None:

@@ -220,10 +220,15 @@ class EventStore(Protocol):
         """
         ...
 
-    def count_sent_since(self, sender: str, since: datetime) -> int:
-        """How many ``sent`` events from this sending mailbox were recorded since ``since``.
+    def count_handed_over_since(self, sender: str, since: datetime, *, at_most: int) -> int:
+        """How many messages this mailbox handed to its gateway at or after ``since``.
 
-        Shared by every process writing to the log, so it backs the per-mailbox rate limit.
+        A message is counted by its hand-over mark, durable before the gateway sees it:
+        a request's ``handing_over`` event, or a reminder's ``chased`` step with outcome
+        ``handing_over``. Counting stops at ``at_most`` (the caller's limit), so the answer
+        costs no more than the limit however busy the mailbox was. Shared by every process
+        writing to the log; read inside an append's precondition it is exact (no other
+        writer can append meanwhile), which is how the per-mailbox rate limit is kept.
         """
         ...
 

@@ -21,7 +21,7 @@ a store is opened, never when this module is.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -160,6 +160,18 @@ _HEAD_AND_NOW = (
     "SELECT head.seq, head.hash, clock_timestamp() FROM (SELECT 1) AS one"
     " LEFT JOIN (SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1) AS head ON true"
 )
+#: Hand-over marks from one mailbox since a time, each part stopping at a limit: requests'
+#: ``handing_over`` events, and reminders' ``chased`` steps whose outcome is ``handing_over``.
+_COUNT_HANDED_OVER = """
+    SELECT
+      (SELECT count(*) FROM (SELECT 1 FROM events
+         WHERE sender = %(sender)s AND kind = 'handing_over' AND recorded_at >= %(since)s
+         AND seq > 0 LIMIT %(most)s) AS requests)
+    + (SELECT count(*) FROM (SELECT 1 FROM events
+         WHERE sender = %(sender)s AND kind = 'chased' AND recorded_at >= %(since)s AND seq > 0
+         AND record::jsonb #>> '{event,details,outcome}' = 'handing_over'
+         LIMIT %(most)s) AS reminders)
+"""
 _INSERT = (
     f"INSERT INTO events ({_COLUMNS}) "  # noqa: S608
     f"VALUES ({', '.join(['%s'] * (5 + len(INDEXED_FIELDS)))})"
@@ -590,17 +602,20 @@ class PostgresEventStore(SmallTablesReader):
         )
         return None if row is None else stored_event(*row, location=self.location)
 
-    def count_sent_since(self, sender: str, since: datetime) -> int:
-        """How many ``sent`` events from this mailbox were recorded at or after ``since``."""
-        format_time(since)  # refuses a naive datetime, as the SQLite store does
-        row = self._fetch_one(
-            "SELECT count(*) FROM events WHERE sender = %s AND kind = 'sent' AND recorded_at >= %s"
-            " AND seq > 0",
-            (sender, since),
-        )
-        return int(row[0]) if row else 0
+    def count_handed_over_since(self, sender: str, since: datetime, *, at_most: int) -> int:
+        """How many messages this mailbox handed to its gateway at or after ``since``.
 
-    def _fetch_one(self, sql: str, params: Sequence[object]) -> tuple[Any, ...] | None:
+        Counted up to ``at_most`` (see EventStore), on the ``events_sender`` index; only a
+        reminder's record is read.
+        """
+        format_time(since)  # refuses a naive datetime, as the SQLite store does
+        params = {"sender": sender, "since": since, "most": at_most}
+        row = self._fetch_one(_COUNT_HANDED_OVER, params)
+        return min(int(row[0]), at_most) if row else 0
+
+    def _fetch_one(
+        self, sql: str, params: Sequence[object] | Mapping[str, object]
+    ) -> tuple[Any, ...] | None:
         # Literal SQL from this module only; psycopg's typing wants LiteralString.
         query = sql.encode()
         if self._writer == threading.get_ident():

@@ -208,18 +208,3 @@ __all__ = [
     "query_events",
     "request_states",
 ]
-
-
-def messages_sent_since(store: EventStore, sender: str, since: datetime) -> int:
-    """How many messages this mailbox handed to its gateway at or after ``since``.
-
-    Requests (``sent`` events) and reminders (``chased`` steps with outcome
-    ``handing_over``) count alike: both go through the same mailbox, so a sending run and a
-    chase, in one process or several, share one per-mailbox rate limit.
-    """
-    reminders = sum(
-        1
-        for stored in store.events(EventFilter(kinds=[EventKind.CHASED], since=since))
-        if stored.event.sender == sender and stored.event.details.get("outcome") == "handing_over"
-    )
-    return store.count_sent_since(sender, since) + reminders

@@ -152,6 +152,16 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _COLUMNS = "seq, recorded_at, prev_hash, hash, record, " + ", ".join(INDEXED_FIELDS)
 # SQL here is built only from the constant column names above; every value is a parameter.
+#: Hand-over marks from one mailbox since a time, each part stopping at a limit: requests'
+#: ``handing_over`` events, and reminders' ``chased`` steps whose outcome is ``handing_over``.
+_COUNT_HANDED_OVER = """
+    SELECT
+      (SELECT count(*) FROM (SELECT 1 FROM events INDEXED BY events_sender
+         WHERE sender = ?1 AND kind = 'handing_over' AND recorded_at >= ?2 AND seq > 0 LIMIT ?3))
+    + (SELECT count(*) FROM (SELECT 1 FROM events INDEXED BY events_sender
+         WHERE sender = ?1 AND kind = 'chased' AND recorded_at >= ?2 AND seq > 0
+         AND json_extract(record, '$.event.details.outcome') = 'handing_over' LIMIT ?3))
+"""
 _INSERT = (
     f"INSERT INTO events ({_COLUMNS}) "  # noqa: S608
     f"VALUES ({', '.join('?' * (5 + len(INDEXED_FIELDS)))})"
@@ -599,15 +609,15 @@ class SQLiteEventStore(SmallTablesReader):
         )
         return None if row is None else stored_event(*row, location=self.location)
 
-    def count_sent_since(self, sender: str, since: datetime) -> int:
-        """How many ``sent`` events from this mailbox were recorded at or after ``since``."""
-        row = self._fetch_one(
-            "SELECT count(*) FROM events WHERE sender = ? AND kind = 'sent' AND recorded_at >= ?"
-            " AND seq > 0",
-            (sender, format_time(since)),
-        )
+    def count_handed_over_since(self, sender: str, since: datetime, *, at_most: int) -> int:
+        """How many messages this mailbox handed to its gateway at or after ``since``.
+
+        Counted up to ``at_most`` (see EventStore); each part walks the ``events_sender``
+        index, which holds ``seq`` too, and only a reminder's record is read.
+        """
+        row = self._fetch_one(_COUNT_HANDED_OVER, (sender, format_time(since), at_most))
         assert row is not None
-        return int(row[0])
+        return min(int(row[0]), at_most)
 
     def _fetch_one(self, sql: str, params: Sequence[object]) -> tuple[Any, ...] | None:
         with self._translate("read"):

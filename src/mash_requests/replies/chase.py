@@ -65,8 +65,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mash_requests.audit.events import Event, EventFilter, EventKind, JSONScalar, StoredEvent
-from mash_requests.audit.query import messages_sent_since
 from mash_requests.case import Rag
+from mash_requests.claims import LimitReached, SendingLimit
 from mash_requests.errors import InputError
 
 if TYPE_CHECKING:
@@ -865,7 +865,6 @@ class _Chaser:
         target = reminder.target
         if self._login_refused is not None:
             return self._record(reminder, _no_attempt(self._login_refused))
-        self._wait_for_rate_limit()
         try:
             self._claim(reminder)
         except _Held as held:
@@ -904,7 +903,9 @@ class _Chaser:
     def _claim(self, reminder: _Reminder) -> None:
         """The durable ``handing_over`` step, appended only if, under the log's write lock,
         this run still holds its lock, the reminder is nobody else's, the request is still
-        unanswered, and the previous reminder is still ``interval_hours`` old."""
+        unanswered, the previous reminder is still ``interval_hours`` old, and the mailbox's
+        per-minute limit has room (requests and reminders alike, from every run); while it
+        has none, the reminder waits."""
         target, number = reminder.target, reminder.number
         runs = self.dispatcher.runs
         interval = timedelta(hours=self.settings.chase.interval_hours)
@@ -929,24 +930,21 @@ class _Chaser:
                     or self.now() < previous.recorded_at + interval
                 ):
                     raise _Held("interval", f"reminder {number - 1} is too recent or not sent")
+            if limit is not None:
+                limit.check(self.store)
 
-        self.store.append(self._event(reminder, "handing_over"), precondition=precondition)
-
-    def _wait_for_rate_limit(self) -> None:
-        """Hold the reminder until this mailbox sent fewer than the limit in the last minute.
-
-        Requests (``sent`` events) and reminders handed over count alike, read from the
-        shared log, so concurrent runs share the budget.
-        """
-        if self.dispatcher.gateway_kind == "outbox":
-            return
-        limit = self.settings.rate_limit_per_minute
-        sender = self.settings.sender
+        limit = None
+        if self.dispatcher.gateway_kind != "outbox":  # a local folder has no sending limit
+            limit = SendingLimit(
+                self.settings.sender, self.settings.rate_limit_per_minute, self._clock
+            )
+        mark = self._event(reminder, "handing_over")
         while True:
-            since = self._clock() - timedelta(seconds=60)
-            if messages_sent_since(self.store, sender, since) < limit:
+            try:
+                self.store.append(mark, precondition=precondition)
                 return
-            self._sleep(1.0)
+            except LimitReached:
+                self._sleep(1.0)
 
     def _record(self, reminder: _Reminder, result: SendResult) -> ChaseItem:
         from mash_requests.retry import SendStatus
