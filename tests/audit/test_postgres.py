@@ -94,3 +94,39 @@ def test_wrong_hmac_key_is_refused(store_factory: StoreFactory) -> None:
     keyed = store_factory(hmac_key=b"k" * 32)
     with pytest.raises(LogError, match="not the key this log was created with"):
         PostgresEventStore(keyed._dsn, hmac_key=b"j" * 32)  # type: ignore[attr-defined]
+
+
+def test_a_refused_append_leaves_nothing_and_the_connection_ready(pg_store: EventStore) -> None:
+    """A precondition that refuses ends the transaction it ran in: nothing is appended, the
+    table lock is released, and the next append on the same connection follows the head."""
+    first = pg_store.append(prepared())
+
+    def refuse() -> None:
+        raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError, match="refused"):
+        pg_store.append(prepared("C-2"), precondition=refuse)
+    with PostgresEventStore(pg_store._dsn) as other:  # type: ignore[attr-defined]
+        # Another writer is not held by a lock left behind.
+        second = other.append(prepared("C-3"))
+    third = pg_store.append(prepared("C-4"))
+    assert (second.seq, second.prev_hash, third.seq) == (2, first.hash, 3)
+    assert [s.event.case_ref for s in pg_store.events()] == ["C-1", "C-3", "C-4"]
+
+
+def test_an_append_whose_connection_dies_appends_nothing_and_the_next_reconnects(
+    pg_store: EventStore, raw: RawLog
+) -> None:
+    """The server ends the connection in the middle of an append (after its lock, before its
+    insert): LogError, nothing of it in the log, and the next append works on a new one."""
+    pg_store.append(prepared())
+    pid = pg_store._conn.info.backend_pid  # type: ignore[attr-defined]
+
+    def terminate() -> None:
+        raw.execute("SELECT pg_terminate_backend(?)", (pid,))
+
+    with pytest.raises(LogError):
+        pg_store.append(prepared("C-2"), precondition=terminate)
+    again = pg_store.append(prepared("C-3"))
+    assert again.seq == 2
+    assert [s.event.case_ref for s in pg_store.events()] == ["C-1", "C-3"]

@@ -20,6 +20,7 @@ a store is opened, never when this module is.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -160,6 +161,9 @@ _HEAD_AND_NOW = (
     "SELECT head.seq, head.hash, clock_timestamp() FROM (SELECT 1) AS one"
     " LEFT JOIN (SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1) AS head ON true"
 )
+#: An append's start, in one round trip (a query without parameters may hold several
+#: statements): the transaction, its limits, the table lock, then the head it appends to.
+_BEGIN_APPEND = f"BEGIN; {_TAKE_LOCK}; {_HEAD_AND_NOW}".encode()
 #: Hand-over marks from one mailbox since a time, each part stopping at a limit: requests'
 #: ``handing_over`` events, and reminders' ``chased`` steps whose outcome is ``handing_over``.
 _COUNT_HANDED_OVER = """
@@ -262,6 +266,17 @@ class PostgresEventStore(SmallTablesReader):
             self._conn = self._connect()
         return self._conn
 
+    def _appending(self) -> psycopg.Connection[Any]:
+        """The connection to append on: idle, outside any transaction. One left inside a
+        failed append's transaction (its ROLLBACK failed too) is replaced, never reused."""
+        from psycopg.pq import TransactionStatus
+
+        conn = self._live()
+        if not conn.closed and conn.info.transaction_status is not TransactionStatus.IDLE:
+            conn.close()
+            conn = self._conn = self._connect()
+        return conn
+
     def _refuse_foreign(self) -> None:
         with self._translate("open"):
             rows = self._conn.execute(
@@ -353,27 +368,40 @@ class PostgresEventStore(SmallTablesReader):
             raise RuntimeError("a precondition of append_many must not append to the log")
         errors = self._translate("append to")
         with self._lock, errors:
-            conn = self._live()
+            conn = self._appending()
             self._writer = me
             try:
-                with conn.transaction():
-                    # One round trip for the three (a query without parameters may hold
-                    # several statements): each round trip is paid once per append, and an
-                    # append is paid once per message.
-                    conn.execute(_TAKE_LOCK)
+                # Each round trip is paid once per append, and an append once per message:
+                # BEGIN, the lock and the head go in one, then the precondition's reads,
+                # the insert, and COMMIT.
+                cursor = conn.execute(_BEGIN_APPEND)
+                try:
+                    while cursor.nextset():
+                        pass  # to the last statement's result: the head
+                    head = cursor.fetchone()
                     if precondition is not None:
                         try:
                             precondition()
                         except BaseException as exc:
                             errors.passthrough = exc
                             raise
-                    return self._insert(conn, events)
+                    stored = self._insert(conn, events, head)
+                    conn.execute(b"COMMIT")
+                except BaseException:
+                    _roll_back(conn)
+                    raise
+                return stored
             finally:
                 self._writer = None
 
-    def _insert(self, conn: psycopg.Connection[Any], events: Sequence[Event]) -> list[StoredEvent]:
-        """Chain and insert ``events`` after the head; the caller holds the table lock."""
-        head = conn.execute(_HEAD_AND_NOW).fetchone()
+    def _insert(
+        self,
+        conn: psycopg.Connection[Any],
+        events: Sequence[Event],
+        head: tuple[Any, ...] | None,
+    ) -> list[StoredEvent]:
+        """Chain and insert ``events`` after ``head`` (seq, hash, server time); the caller
+        holds the table lock."""
         assert head is not None and isinstance(head[2], datetime)
         seq, prev_hash = (int(head[0]), str(head[1])) if head[0] is not None else (0, GENESIS_HASH)
         # In UTC whatever the server's TimeZone setting, as the SQLite store returns it.
@@ -710,6 +738,17 @@ class PostgresEventStore(SmallTablesReader):
             self._readers.give(conn)
         events = [stored_event(*row, location=self.location) for row in rows]
         return (int(head[0]), str(head[1]), events) if head else (0, "", events)
+
+
+def _roll_back(conn: psycopg.Connection[Any]) -> None:
+    """End a failed append's transaction, if the connection still has one. If even that
+    fails, the connection is left as it is: the next append does not use it (_appending)."""
+    import psycopg
+    from psycopg.pq import TransactionStatus
+
+    if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        with contextlib.suppress(psycopg.Error):
+            conn.execute(b"ROLLBACK")
 
 
 def _amcheck_schema(conn: psycopg.Connection[Any]) -> str:
