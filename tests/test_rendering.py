@@ -295,3 +295,65 @@ def test_wrapped_lines_hang_under_their_label() -> None:
     assert lines[1].startswith(" " * 17) and not lines[1].startswith(" " * 18)
     bullet = lines.index(next(line for line in lines if line.startswith("  - ")))
     assert lines[bullet + 1].startswith("    ask")
+
+
+_WORDS = st.text(alphabet="abcdefghij -", min_size=1, max_size=40).filter(str.strip)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    first=st.lists(_WORDS, min_size=1, max_size=12),
+    second=st.lists(_WORDS, min_size=1, max_size=12),
+)
+def test_a_renderer_reused_across_cases_renders_what_a_fresh_one_does(
+    first: list[str], second: list[str]
+) -> None:
+    """The paragraphs a renderer keeps from earlier requests never change a later one: each
+    request renders exactly as a new renderer renders it alone."""
+    shared = Renderer(marking="OFFICIAL-SENSITIVE", mash_name="Testbury MASH")
+    cases = [case(address=" ".join(first)), case(address=" ".join(second), name=" ".join(first))]
+    for partner in (POLICE, replace(POLICE, name=" ".join(second) or "Agency")):
+        for each in cases:
+            alone = Renderer(marking="OFFICIAL-SENSITIVE", mash_name="Testbury MASH")
+            assert render(shared, each, partner) == render(alone, each, partner)
+
+
+def test_wrap_text_with_kept_paragraphs_is_wrap_text() -> None:
+    """Wrapping with paragraphs kept from earlier texts gives the same text as without."""
+    kept: dict[tuple[str, int, int], list[str]] = {}
+    texts = [
+        "  Address:       " + "word " * 30 + "\n  - " + "ask " * 30,
+        "  Address:       " + "word " * 30 + "\n  - " + "ask " * 31,
+        "  Address:       " + "word " * 30,
+    ]
+    for text in texts * 2:
+        for width in (40, 76):
+            assert wrap_text(text, width, filled=kept) == wrap_text(text, width)
+
+
+def test_the_sandbox_reads_the_requests_data_as_the_plain_sandbox_does() -> None:
+    """The fast path for the request's own data classes gives what jinja's immutable sandbox
+    gives, field by field; anything else still goes through the sandbox's checks."""
+    from dataclasses import fields
+
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    ours = Renderer(marking="OFFICIAL", mash_name="M")._env
+    plain = ImmutableSandboxedEnvironment(undefined=StrictUndefined)
+    the_case = case()
+    for obj in (the_case, the_case.child, the_case.worker, the_case.consent, POLICE):
+        for field in fields(obj):  # type: ignore[arg-type]
+            assert ours.getattr(obj, field.name) == plain.getattr(obj, field.name)
+        for internal in ("__class__", "__dict__", "__init__", "_replace", "nonexistent"):
+            assert type(ours.getattr(obj, internal)) is type(plain.getattr(obj, internal))
+
+
+def test_sandbox_refuses_mutating_a_field_read_quickly(tmp_path: Path) -> None:
+    """A value read by the fast path is still sandboxed: its methods cannot change it."""
+    (tmp_path / "police.subject.j2").write_text(
+        "{{ partner.addresses.__class__ }}{{ case.case_ref }} {{ request_ref }}"
+    )
+    renderer = Renderer(marking="OFFICIAL", mash_name="M", override_dir=tmp_path)
+    with pytest.raises(TemplateError):
+        render(renderer)

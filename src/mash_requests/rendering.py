@@ -26,19 +26,21 @@ import hashlib
 import logging
 import re
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mash_requests._wording import format_date
-from mash_requests.case import Case, ConsentStatus, Rag
+from mash_requests.case import Case, Child, Consent, ConsentStatus, Rag, Worker
 from mash_requests.deadlines import describe_hours
 from mash_requests.errors import TemplateError
 from mash_requests.partners import Partner
 
 if TYPE_CHECKING:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
     from mash_requests.deadlines import Timescales
 
 logger = logging.getLogger(__name__)
@@ -105,7 +107,12 @@ def _hang(line: str, width: int) -> int:
     return match.end() if match and match.end() <= width // 2 else indent
 
 
-def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
+def wrap_text(
+    text: str,
+    width: int = TEXT_WIDTH,
+    *,
+    filled: dict[tuple[str, int, int], list[str]] | None = None,
+) -> str:
     """Wrap lines longer than ``width`` at spaces, keeping each line's indent.
 
     A line that is too long is joined with the lines that continue its paragraph (same
@@ -113,6 +120,9 @@ def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
     the result does not leave one word on a line of its own. Never breaks inside a word
     or at a hyphen: a request reference (``MASH-2026-0412-POLICE-1BAC7``) or a URL longer
     than the line stays whole.
+
+    ``filled``: paragraphs already filled, reused and added to (a case's requests share
+    most paragraphs: the child, the concerns, the statements).
     """
     source = text.split("\n")
     lines: list[str] = []
@@ -135,16 +145,19 @@ def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
                 break  # a new bullet or label starts here
             paragraph.append(stripped)
             index += 1
-        lines.extend(
-            textwrap.wrap(
-                " ".join(paragraph),
+        joined = " ".join(paragraph)
+        done = filled.get((joined, width, hang)) if filled is not None else None
+        if done is None:
+            done = textwrap.wrap(
+                joined,
                 width=width,
                 subsequent_indent=" " * hang,
                 break_long_words=False,
                 break_on_hyphens=False,
-            )
-            or [line]
-        )
+            ) or [line]
+            if filled is not None:
+                filled[(joined, width, hang)] = done
+        lines.extend(done)
     return "\n".join(lines)
 
 
@@ -157,6 +170,40 @@ def _template_line(exc: BaseException, filename: str) -> str:
         if frame.filename.endswith(filename):
             line = f" at line {frame.lineno}"
     return line
+
+
+#: How many wrapped paragraphs a renderer keeps (a batch's requests share most of theirs).
+_FILLED_KEPT = 512
+
+
+def _plain_fields(kind: type) -> frozenset[str]:
+    return frozenset(f.name for f in fields(kind) if not f.name.startswith("_"))
+
+
+#: The data classes given to templates, and their public fields: plain data, read-only.
+_PLAIN_DATA: dict[type, frozenset[str]] = {
+    kind: _plain_fields(kind) for kind in (Case, Child, Consent, Worker, Partner)
+}
+
+
+def _sandbox_class() -> type[ImmutableSandboxedEnvironment]:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Sandbox(ImmutableSandboxedEnvironment):
+        """The immutable sandbox, reading a field of the request's own data classes
+        (``case.child.name``) without its general checks, which cost most of a render.
+
+        Only a declared field of exactly those frozen classes is read so; anything else,
+        and anything done with the value read, goes through the sandbox's checks.
+        """
+
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            names = _PLAIN_DATA.get(type(obj))
+            if names is not None and attribute in names:
+                return object.__getattribute__(obj, attribute)
+            return super().getattr(obj, attribute)
+
+    return Sandbox
 
 
 @dataclass(frozen=True)
@@ -186,7 +233,6 @@ class Renderer:
     ) -> None:
         """``timescales`` tells which ratings count working hours (for ``timescale``)."""
         from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         if override_dir is not None and not override_dir.is_dir():
             raise TemplateError(
@@ -194,7 +240,7 @@ class Renderer:
             )
         loaders = [FileSystemLoader(str(override_dir))] if override_dir else []
         loaders.append(FileSystemLoader(str(shipped_templates())))
-        self._env = ImmutableSandboxedEnvironment(
+        self._env = _sandbox_class()(
             loader=ChoiceLoader(loaders),
             undefined=StrictUndefined,
             autoescape=lambda name: bool(name and name.endswith(".html.j2")),
@@ -208,6 +254,14 @@ class Renderer:
         self.mash_name = mash_name
         self._working = timescales.working_hours if timescales is not None else frozenset()
         self._versions: dict[str, str] = {}
+        # Paragraphs of plain text already wrapped, shared by the requests of a batch; kept
+        # small, and dropped with the renderer.
+        self._filled: dict[tuple[str, int, int], list[str]] = {}
+
+    def _wrap(self, text: str) -> str:
+        if len(self._filled) > _FILLED_KEPT:
+            self._filled.clear()
+        return wrap_text(text, filled=self._filled)
 
     def template_version(self, name: str) -> str:
         """First 12 hex digits of the SHA-256 of the template set's sources, bases included."""
@@ -365,7 +419,7 @@ class Renderer:
         )
         return RenderedRequest(
             subject=subject,
-            text=wrap_text(text),
+            text=self._wrap(text),
             html=html,
             template=name,
             template_version=self.template_version(name),
@@ -419,7 +473,7 @@ class Renderer:
                 )
         return RenderedRequest(
             subject=subject,
-            text=wrap_text(text),
+            text=self._wrap(text),
             html=html,
             template=name,
             template_version=self.template_version(name),
