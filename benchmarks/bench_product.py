@@ -378,14 +378,23 @@ def bench_throughput(
         print(f"throughput: {n} requests ({cases} cases x 5 partners, each case its own form), "
               f"aiosmtpd sink in another process; medians of {repeat}, contenders in turn; "
               f"load average {load:.1f} -> {os.getloadavg()[0]:.1f}")  # fmt: skip
-        bare_time = statistics.median(times[contenders[0][0]])
-        redmail_time = statistics.median(times[contenders[1][0]])
+        bare_times, redmail_times = times[contenders[0][0]], times[contenders[1][0]]
+        bare_time, redmail_time = statistics.median(bare_times), statistics.median(redmail_times)
         for label, _, _ in contenders:
             took = statistics.median(times[label])
             line = f"  {label:<42} {took:8.3f} s {n / took:8.1f}/s"
             if label.startswith("send-batch"):
+                # Also each repetition's ratio to the peers run beside it in that repetition,
+                # then their median: a load that changes between repetitions falls on both.
+                paired_rate = statistics.median(
+                    r / t for r, t in zip(redmail_times, times[label], strict=True)
+                )
+                paired_time = statistics.median(
+                    t / b for t, b in zip(times[label], bare_times, strict=True)
+                )
                 line += (f"   x{redmail_time / took:.2f} red-mail's rate (target >= 1.5), "
-                         f"x{took / bare_time:.2f} bare smtplib's time (target <= 3)")  # fmt: skip
+                         f"x{took / bare_time:.2f} bare smtplib's time (target <= 3); "
+                         f"paired x{paired_rate:.2f}, x{paired_time:.2f}")  # fmt: skip
             print(line + f"   [{', '.join(f'{t:.2f}' for t in times[label])}]")
     finally:
         sink.close()
