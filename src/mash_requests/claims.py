@@ -57,7 +57,7 @@ from mash_requests.audit.events import (
     EventStore,
     JSONScalar,
     StoredEvent,
-    cross_check_key,
+    cross_check_keys,
 )
 from mash_requests.audit.runs import ADVISORY, FILE, RunLocks
 
@@ -210,6 +210,11 @@ class Claims:
         """What the log says of a request key now, with the liveness of its run."""
         return self._standing_of(key, self.store.last_event_for_key(key))
 
+    def standings(self, keys: Sequence[str]) -> list[Standing]:
+        """:meth:`standing` of each key, in order, from one read of the log."""
+        lasts = self.store.last_events_for_keys(keys)
+        return [self._standing_of(key, lasts.get(key)) for key in keys]
+
     def _standing_of(self, key: str, last: StoredEvent | None) -> Standing:
         if last is None:
             return Standing(key, State.NEW)
@@ -281,11 +286,8 @@ class Claims:
         def precondition() -> None:
             if hand_over is not None:
                 self._runs().check_held()
-            held = [
-                key
-                for key, reason in wanted.items()
-                if self._quick_standing(key, cases.get(key)).blocks(reason)
-            ]
+            standings = self._quick_standings(list(wanted), cases)
+            held = [key for key, reason in wanted.items() if standings[key].blocks(reason)]
             if held:
                 raise Conflict(held)
             if hand_over is not None and limit is not None:
@@ -294,18 +296,27 @@ class Claims:
         events = [*prepared, *([hand_over] if hand_over is not None else [])]
         self.store.append_many(events, precondition=precondition)
 
-    def _quick_standing(self, key: str, case_ref: str | None = None) -> Standing:
+    def _quick_standings(
+        self, keys: Sequence[str], cases: Mapping[str, str]
+    ) -> dict[str, Standing]:
         """The state alone, without asking whether a run is alive (for preconditions).
 
-        With ``case_ref`` (claiming), the key's last event is also looked up without the
-        request_key index: LogError, and nothing sent, if a damaged index disagrees.
+        Each key's last event is also looked up without the request_key index, through the
+        rows of its case (``cases``): LogError, and nothing sent, if a damaged index
+        disagrees.
         """
-        last = self.store.last_event_for_key(key)
-        if case_ref is not None:
-            cross_check_key(self.store, key, case_ref, last)
-        if last is not None and last.event.kind in IN_FLIGHT_KINDS:
-            return Standing(key, State.IN_FLIGHT, last)
-        return self._standing_of(key, last)
+        lasts = self.store.last_events_for_keys(keys)
+        for case_ref in sorted(set(cases.values())):
+            of_case = {k: lasts.get(k) for k in keys if cases.get(k) == case_ref}
+            cross_check_keys(self.store, case_ref, of_case)
+        standings: dict[str, Standing] = {}
+        for key in keys:
+            last = lasts.get(key)
+            if last is not None and last.event.kind in IN_FLIGHT_KINDS:
+                standings[key] = Standing(key, State.IN_FLIGHT, last)
+            else:
+                standings[key] = self._standing_of(key, last)
+        return standings
 
     def hand_over(
         self, mark: Event, *, before: Sequence[Event] = (), limit: SendingLimit | None = None

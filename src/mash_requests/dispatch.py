@@ -485,13 +485,11 @@ class Dispatcher:
 
     def _standings(self, case: Case, checked: _Checked, *, settle: bool) -> list[Standing]:
         """What the log says of each partner's request, settling abandoned ones first."""
-        standings = []
-        for partner in checked.partners:
-            standing = self.claims.standing(request_key(case, partner.key, checked.verdict.sha256))
-            if standing.abandoned and settle:
-                standing = self.claims.settle(standing)
-            standings.append(standing)
-        return standings
+        keys = [request_key(case, p.key, checked.verdict.sha256) for p in checked.partners]
+        return [
+            self.claims.settle(standing) if standing.abandoned and settle else standing
+            for standing in self.claims.standings(keys)
+        ]
 
     def _build(
         self,
@@ -690,7 +688,7 @@ class Dispatcher:
             try:
                 return self._send(requests)
             except Conflict:
-                standings = [self.claims.standing(r.request_key) for r in requests]
+                standings = self.claims.standings([r.request_key for r in requests])
                 held = [
                     (r.partner, standing)
                     for r, standing in zip(requests, standings, strict=True)

@@ -76,17 +76,19 @@ def test_database_check_can_be_left_out(store: EventStore) -> None:
 
 def test_claim_refuses_when_the_index_lost_the_key(tmp_path: Path) -> None:
     """The store's second lookup, through the case's rows, disagrees with the index."""
-    from mash_requests.audit.events import cross_check_key
+    from mash_requests.audit.events import cross_check_keys
     from mash_requests.errors import LogError
 
     path = _damaged_log(tmp_path)
     with SQLiteEventStore(path) as store:
         last = store.last_event_for_key("key-C-1-police")
         assert last is None
+        assert store.last_events_for_keys(["key-C-1-police"]) == {}
         with pytest.raises(LogError, match=r"indexes disagree .* audit verify"):
-            cross_check_key(store, "key-C-1-police", "C-1", last)
+            cross_check_keys(store, "C-1", {"key-C-1-police": last})
         # An intact key passes.
-        cross_check_key(store, "key-C-2-police", "C-2", store.last_event_for_key("key-C-2-police"))
+        intact = store.last_events_for_keys(["key-C-2-police"])
+        cross_check_keys(store, "C-2", {"key-C-2-police": intact["key-C-2-police"]})
         assert [s.seq for s in store.events(EventFilter(case_ref="C-2"))] == [3, 4]
 
 

@@ -285,3 +285,26 @@ def test_abandoned_streams_leave_the_store_usable(store: EventStore) -> None:
     store.append(sent())
     assert store.last_outcome("key-C-1-police") is not None
     assert len(list(store.events())) == 4
+
+
+def test_last_events_for_keys_is_last_event_for_key_of_each(store: EventStore) -> None:
+    """One read of several keys gives what one read of each gives; keys without events are
+    left out; the reads through the case's rows agree."""
+    store.append_many(
+        [
+            prepared("C-1"),
+            sent("C-1"),
+            prepared("C-2"),
+            prepared("C-1", request_key="key-C-1-health", partner="health"),
+            sent("C-2"),
+            sent("C-2", request_key="key-C-2-other"),
+        ]
+    )
+    keys = ["key-C-1-police", "key-C-1-health", "key-C-2-police", "key-C-2-other", "key-none"]
+    found = store.last_events_for_keys(keys)
+    expected = {key: store.last_event_for_key(key) for key in keys}
+    assert found == {key: last for key, last in expected.items() if last is not None}
+    assert [found[k].seq for k in keys[:4]] == [2, 4, 5, 6]
+    assert store.last_events_for_keys([]) == {}
+    through_case = store.last_seqs_for_keys_in_case(keys, "C-1")  # type: ignore[attr-defined]
+    assert through_case == {"key-C-1-police": 2, "key-C-1-health": 4}

@@ -610,16 +610,34 @@ class PostgresEventStore(SmallTablesReader):
         )
         return None if row is None else stored_event(*row, location=self.location)
 
-    def last_seq_for_key_in_case(self, request_key: str, case_ref: str) -> int | None:
-        """The latest ``seq`` of this key among the case's rows, read without the request_key
-        index (see :func:`~mash_requests.audit.events.cross_check_key`)."""
-        row = self._fetch_one(
-            # `|| ''`: an expression no index covers, so the request_key index is never used.
-            "SELECT max(seq) FROM events"
-            " WHERE case_ref = %s AND request_key || '' = %s AND seq > 0",
-            (case_ref, request_key),
+    def last_events_for_keys(self, request_keys: Sequence[str]) -> dict[str, StoredEvent]:
+        """The latest event of each of these request keys that has one, in one read."""
+        if not request_keys:
+            return {}
+        rows = self._fetch_all(
+            "SELECT DISTINCT ON (request_key) request_key, seq, hash, record FROM events"
+            " WHERE request_key = ANY(%s) AND seq > 0 ORDER BY request_key, seq DESC",
+            (list(request_keys),),
         )
-        return int(row[0]) if row and row[0] is not None else None
+        return {
+            str(key): stored_event(seq, hash_, record, location=self.location)
+            for key, seq, hash_, record in rows
+        }
+
+    def last_seqs_for_keys_in_case(
+        self, request_keys: Sequence[str], case_ref: str
+    ) -> dict[str, int]:
+        """The latest ``seq`` of each key among the case's rows, read without the request_key
+        index (see :func:`~mash_requests.audit.events.cross_check_keys`)."""
+        if not request_keys:
+            return {}
+        rows = self._fetch_all(
+            # `|| ''`: an expression no index covers, so the request_key index is never used.
+            "SELECT request_key || '', max(seq) FROM events"
+            " WHERE case_ref = %s AND request_key || '' = ANY(%s) AND seq > 0 GROUP BY 1",
+            (case_ref, list(request_keys)),
+        )
+        return {str(key): int(seq) for key, seq in rows}
 
     def last_outcome(self, request_key: str) -> StoredEvent | None:
         """The latest sent/failed/unconfirmed/reconciled event for this request key."""
@@ -644,15 +662,24 @@ class PostgresEventStore(SmallTablesReader):
     def _fetch_one(
         self, sql: str, params: Sequence[object] | Mapping[str, object]
     ) -> tuple[Any, ...] | None:
+        rows = self._fetch(sql, params, one=True)
+        return rows[0] if rows else None
+
+    def _fetch_all(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        return self._fetch(sql, params, one=False)
+
+    def _fetch(
+        self, sql: str, params: Sequence[object] | Mapping[str, object], *, one: bool
+    ) -> list[tuple[Any, ...]]:
         # Literal SQL from this module only; psycopg's typing wants LiteralString.
         query = sql.encode()
         if self._writer == threading.get_ident():
             # A precondition, inside the append's transaction (READ COMMITTED, table locked
             # against writers): sees every committed event; the lock is already ours.
             with self._translate("read"):
-                return self._conn.execute(query, params).fetchone()
+                return _rows(self._conn.execute(query, params), one=one)
         with self._lock, self._translate("read"):
-            return self._live().execute(query, params).fetchone()
+            return _rows(self._live().execute(query, params), one=one)
 
     def _stream(self, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:
         for rows in self._stream_batches(sql, params, BATCH_SIZE):
@@ -738,6 +765,13 @@ class PostgresEventStore(SmallTablesReader):
             self._readers.give(conn)
         events = [stored_event(*row, location=self.location) for row in rows]
         return (int(head[0]), str(head[1]), events) if head else (0, "", events)
+
+
+def _rows(cursor: psycopg.Cursor[Any], *, one: bool) -> list[tuple[Any, ...]]:
+    if one:
+        row = cursor.fetchone()
+        return [] if row is None else [row]
+    return cursor.fetchall()
 
 
 def _roll_back(conn: psycopg.Connection[Any]) -> None:

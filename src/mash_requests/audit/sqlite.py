@@ -151,7 +151,16 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _COLUMNS = "seq, recorded_at, prev_hash, hash, record, " + ", ".join(INDEXED_FIELDS)
+
+
 # SQL here is built only from the constant column names above; every value is a parameter.
+def _rows(cursor: sqlite3.Cursor, *, one: bool) -> list[tuple[Any, ...]]:
+    if one:
+        row = cursor.fetchone()
+        return [] if row is None else [row]
+    return cursor.fetchall()
+
+
 #: Hand-over marks from one mailbox since a time, each part stopping at a limit: requests'
 #: ``handing_over`` events, and reminders' ``chased`` steps whose outcome is ``handing_over``.
 _COUNT_HANDED_OVER = """
@@ -589,15 +598,36 @@ class SQLiteEventStore(SmallTablesReader):
         )
         return None if row is None else stored_event(*row, location=self.location)
 
-    def last_seq_for_key_in_case(self, request_key: str, case_ref: str) -> int | None:
-        """The latest ``seq`` of this key among the case's rows, read without the request_key
-        index (see :func:`~mash_requests.audit.events.cross_check_key`)."""
-        row = self._fetch_one(
-            "SELECT max(seq) FROM events INDEXED BY events_case_ref"
-            " WHERE case_ref = ? AND +request_key = ? AND seq > 0",
-            (case_ref, request_key),
+    def last_events_for_keys(self, request_keys: Sequence[str]) -> dict[str, StoredEvent]:
+        """The latest event of each of these request keys that has one, in one read."""
+        if not request_keys:
+            return {}
+        marks = ", ".join("?" * len(request_keys))
+        # SQLite takes the bare columns of an aggregate query from the row holding max().
+        rows = self._fetch_all(
+            f"SELECT request_key, max(seq), hash, record FROM events"  # noqa: S608
+            f" WHERE request_key IN ({marks}) AND seq > 0 GROUP BY request_key",
+            tuple(request_keys),
         )
-        return int(row[0]) if row and row[0] is not None else None
+        return {
+            str(key): stored_event(seq, hash_, record, location=self.location)
+            for key, seq, hash_, record in rows
+        }
+
+    def last_seqs_for_keys_in_case(
+        self, request_keys: Sequence[str], case_ref: str
+    ) -> dict[str, int]:
+        """The latest ``seq`` of each key among the case's rows, read without the request_key
+        index (see :func:`~mash_requests.audit.events.cross_check_keys`)."""
+        if not request_keys:
+            return {}
+        marks = ", ".join("?" * len(request_keys))
+        rows = self._fetch_all(
+            f"SELECT +request_key, max(seq) FROM events INDEXED BY events_case_ref"  # noqa: S608
+            f" WHERE case_ref = ? AND +request_key IN ({marks}) AND seq > 0 GROUP BY +request_key",
+            (case_ref, *request_keys),
+        )
+        return {str(key): int(seq) for key, seq in rows}
 
     def last_outcome(self, request_key: str) -> StoredEvent | None:
         """The latest sent/failed/unconfirmed/reconciled event for this request key."""
@@ -620,20 +650,25 @@ class SQLiteEventStore(SmallTablesReader):
         return min(int(row[0]), at_most)
 
     def _fetch_one(self, sql: str, params: Sequence[object]) -> tuple[Any, ...] | None:
+        rows = self._fetch(sql, params, one=True)
+        return rows[0] if rows else None
+
+    def _fetch_all(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        return self._fetch(sql, params, one=False)
+
+    def _fetch(self, sql: str, params: Sequence[object], *, one: bool) -> list[tuple[Any, ...]]:
         with self._translate("read"):
             if self._writer == threading.get_ident():
                 # A precondition, inside the append's transaction: this thread holds the
                 # write lock, so the writing connection sees every committed event.
-                row: tuple[Any, ...] | None = self._conn.execute(sql, params).fetchone()
-                return row
+                return _rows(self._conn.execute(sql, params), one=one)
             # Everyone else reads on a connection of their own: the writing connection may be
             # in the middle of another thread's append, whose rows are not committed yet.
             conn = self._readers.take()
             try:
-                row = conn.execute(sql, params).fetchone()
+                return _rows(conn.execute(sql, params), one=one)
             finally:
                 self._readers.give(conn)
-            return row
 
     def _stream(self, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:
         for rows in self._stream_batches(sql, params, BATCH_SIZE):
