@@ -70,7 +70,7 @@ from typing import Any
 from unittest import mock
 
 from mash_requests.audit import Event, EventFilter, EventKind, EventStore
-from mash_requests.audit.events import cross_check_key
+from mash_requests.audit.events import cross_check_keys
 from mash_requests.audit.query import query_events
 from mash_requests.audit.report import build_report, render_html
 from mash_requests.audit.verify import start_verification, verify_chain
@@ -691,7 +691,7 @@ def main() -> None:
 
         def lookup_checked() -> None:
             for key, case in keyed:
-                cross_check_key(store, key, case, store.last_event_for_key(key))
+                cross_check_keys(store, case, {key: store.last_event_for_key(key)})
 
         ours = [t / len(keyed) for t in timed(lookup_checked, args.repeat)]
         base = [t / len(keyed) for t in timed(lookup_only, args.repeat)]
