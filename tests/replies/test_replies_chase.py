@@ -344,6 +344,58 @@ def test_a_refused_reminder_fails_and_the_next_run_sends_the_same_number(
     assert [(i.outcome, i.chaser) for i in again.outcomes] == [(ChaseOutcome.SENT, 1)]
 
 
+@dataclass
+class AcceptingGateway:
+    """A relay that takes every message (a gateway with a sending limit, unlike the outbox)."""
+
+    name: str = "smtp"
+    calls: list[OutgoingMessage] = field(default_factory=list)
+
+    def send(self, message: OutgoingMessage) -> Receipt:
+        self.calls.append(message)
+        return Receipt(gateway=self.name, message_id=message.message_id)
+
+    def close(self) -> None:
+        pass
+
+
+def test_reminders_wait_for_the_mailboxs_rate_limit(
+    workspace: Workspace, sent: dict[str, object]
+) -> None:
+    """The requests just sent from the mailbox fill its minute: the reminders wait until
+    their marks are a minute old, then both go, and never more than the limit a minute."""
+    workspace.config.write_text(
+        workspace.config.read_text() + "\n[rate_limit]\nper_minute = 2\n", encoding="utf-8"
+    )
+    settings = _settings(workspace)
+    offset = 0.0
+    slept: list[float] = []
+    handed: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        nonlocal offset
+        offset += seconds
+        slept.append(seconds)
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=offset)
+
+    gateway = AcceptingGateway()
+    original = gateway.send
+
+    def send(message: OutgoingMessage) -> Receipt:
+        handed.append(offset)
+        return original(message)
+
+    gateway.send = send  # type: ignore[method-assign]
+    with Dispatcher(settings, gateway=gateway) as dispatcher:
+        result = chase(settings, now=LATER, dispatcher=dispatcher, clock=clock, sleep=sleep)
+    assert sorted(i.outcome for i in result.outcomes) == [ChaseOutcome.SENT] * 2
+    assert len(gateway.calls) == 2
+    assert 55 <= sum(slept) <= 65
+    assert all(at >= 55 for at in handed), "a reminder went while the minute was full"
+
+
 def test_a_reminder_left_in_flight_by_a_stopped_run_is_looked_up_not_doubled(
     workspace: Workspace, sent: dict[str, object]
 ) -> None:
