@@ -1,6 +1,6 @@
 """Each command needs only the secrets it uses: what sends nothing (form fill and check,
-overdue, replies record) runs without the gateway's secret; what sends or connects refuses
-early and clearly without it, before anything is sent or logged."""
+overdue, replies record, chase --dry-run) runs without the gateway's secret; what sends or
+connects refuses early and clearly without it, before anything is sent or logged."""
 
 from __future__ import annotations
 
@@ -102,12 +102,97 @@ def test_overdue_and_replies_record_run_without_the_gateway_secret(
     assert UNSET not in recorded.output
 
 
+def _logged(workspace: Workspace) -> int:
+    """How many events the dispatch log holds (read without the gateway's secrets)."""
+    from mash_requests.audit import open_store
+    from mash_requests.config import load_log_settings
+
+    store = open_store(load_log_settings(workspace.config))
+    try:
+        return sum(1 for _ in store.events())
+    finally:
+        store.close()
+
+
+def _sent_police(workspace: Workspace) -> str:
+    """One request sent to police through the outbox, before the gateway is switched."""
+    case = workspace.write_case(workspace.example_case())
+    sent = cli(workspace, "send-request", "--case", str(case), "--partner", "police", "--json")
+    assert sent.exit_code == 0, sent.output
+    [request] = json.loads(sent.stdout)["requests"]
+    return str(request["request_ref"])
+
+
+@pytest.mark.parametrize("kind", sorted(GATEWAYS))
+def test_chase_dry_run_runs_without_the_gateway_secret(workspace: Workspace, kind: str) -> None:
+    """A dry run sends nothing: it checks the form and builds the reminder, records
+    nothing, and neither reads the gateway's secret nor opens the gateway."""
+    ref = _sent_police(workspace)
+    events = _logged(workspace)
+    without_secret(workspace, kind)
+    result = cli(workspace, "chase", "--dry-run", "--request", ref)
+    assert result.exit_code == 0, result.output
+    assert "Dry run: 1 reminder(s) checked and built; nothing was sent." in result.stdout
+    assert UNSET not in result.output
+    assert _logged(workspace) == events and len(workspace.outbox_files()) == 1
+
+
+def test_chase_dry_run_still_checks_the_form_without_the_gateway_secret(
+    workspace: Workspace,
+) -> None:
+    """Without the secret, a dry run still finds and checks the form: a missing one is
+    refused (exit 1), and nothing is recorded."""
+    ref = _sent_police(workspace)
+    events = _logged(workspace)
+    without_secret(workspace)
+    (workspace.forms / "MASH-2026-0412.pdf").unlink()
+    result = cli(workspace, "chase", "--dry-run", "--request", ref)
+    assert result.exit_code == 1, result.output
+    assert "refused (no_form)" in result.stdout
+    assert _logged(workspace) == events
+
+
+def test_a_real_chase_refuses_early_without_the_gateway_secret(workspace: Workspace) -> None:
+    """Not a dry run: exit 2 with the same Error line as the other senders, nothing sent,
+    nothing (not even a form refusal) recorded."""
+    ref = _sent_police(workspace)
+    events = _logged(workspace)
+    without_secret(workspace)
+    (workspace.forms / "MASH-2026-0412.pdf").unlink()
+    result = cli(workspace, "chase", "--request", ref)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"Error: config {workspace.config}: [gateway.smtp] password_env: environment "
+        f"variable {UNSET} is not set; set it and retry"
+    )
+    assert _logged(workspace) == events and len(workspace.outbox_files()) == 1
+
+
+def test_the_chase_api_refuses_to_send_with_settings_without_gateway_secrets(
+    workspace: Workspace,
+) -> None:
+    """chase(settings) with gateway_secrets=False settings: a dry run works; a real run
+    raises ConfigError before it records anything (here, the missing form's refusal)."""
+    from mash_requests.replies import ChaseOutcome, chase
+
+    ref = _sent_police(workspace)
+    events = _logged(workspace)
+    without_secret(workspace)
+    settings = load_settings(workspace.config, gateway_secrets=False)
+    dry = chase(settings, [ref], dry_run=True)
+    assert [item.outcome for item in dry.outcomes] == [ChaseOutcome.DRY_RUN]
+    (workspace.forms / "MASH-2026-0412.pdf").unlink()
+    with pytest.raises(ConfigError, match="secrets were not read"):
+        chase(settings, [ref])
+    assert _logged(workspace) == events
+
+
 @pytest.mark.parametrize(
     "command",
     [
         ["send-request", "--case", "{case}"],
         ["send-batch", "{batch}"],
-        ["chase", "--dry-run"],
+        ["chase"],
         ["gateway", "check"],
         ["replies", "fetch"],
         ["reconcile"],
