@@ -245,3 +245,89 @@ def test_gateway_table_is_still_validated_without_its_secrets(workspace: Workspa
     workspace.config.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match="prot"):
         load_settings(workspace.config, gateway_secrets=False)
+
+
+# -- the referral form's password ----------------------------------------------------------
+
+#: ``[form] password_env``'s variable: never set in these tests.
+FORM_UNSET = "MASH_TEST_FORM_PASSWORD_NOT_SET"
+
+
+def with_form_password(workspace: Workspace) -> Path:
+    """The workspace's config with ``[form] password_env`` naming a variable not set."""
+    with workspace.config.open("a", encoding="utf-8") as handle:
+        handle.write(f'\n[form]\npassword_env = "{FORM_UNSET}"\n')
+    return workspace.config
+
+
+@pytest.fixture
+def _form_password_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(FORM_UNSET, raising=False)
+    monkeypatch.delenv("MASH_FORM_PASSWORD", raising=False)
+
+
+@pytest.mark.usefixtures("_form_password_unset")
+def test_overdue_runs_without_the_form_password(workspace: Workspace) -> None:
+    """overdue opens no form: an unset [form] password_env does not stop the listing."""
+    ref = _sent_police(workspace)
+    with_form_password(workspace)
+    listed = cli(workspace, "overdue", "--within", "10000", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert [r["request_ref"] for r in json.loads(listed.stdout)["requests"]] == [ref]
+    assert FORM_UNSET not in listed.output
+
+
+@pytest.mark.usefixtures("_form_password_unset")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["send-request", "--case", "{case}"],
+        ["send-batch", "{batch}"],
+        ["chase", "--request", "{ref}"],
+        ["chase", "--dry-run", "--request", "{ref}"],
+        ["form", "check", "{form}", "--case-ref", "MASH-2026-0412"],
+        ["form", "fill", "--template", "{blank}", "--case", "{case}", "--out", "{out}"],
+    ],
+    ids=lambda c: " ".join(w for w in c if "{" not in w and not w.startswith("-")),
+)
+def test_commands_that_open_forms_still_need_the_form_password(
+    workspace: Workspace, command: list[str]
+) -> None:
+    """What opens a form keeps refusing early: exit 2, the variable named, nothing logged."""
+    ref = _sent_police(workspace)
+    events = _logged(workspace)
+    case = workspace.write_case(workspace.example_case(), name="again.json")
+    batch = write_jsonl(workspace, make_cases(workspace, 1))
+    with_form_password(workspace)
+    args = [
+        w.format(
+            case=case,
+            batch=batch,
+            ref=ref,
+            form=workspace.forms / "MASH-2026-0412.pdf",
+            blank=EXAMPLES / "forms" / "blank-referral-form.pdf",
+            out=workspace.root / "filled.pdf",
+        )
+        for w in command
+    ]
+    result = cli(workspace, *args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"Error: config {workspace.config}: [form] password_env: environment variable "
+        f"{FORM_UNSET} is not set; set it and retry"
+    )
+    assert _logged(workspace) == events and len(workspace.outbox_files()) == 1
+
+
+def test_form_table_is_still_validated_without_its_password(workspace: Workspace) -> None:
+    """form_secrets=False reads no password but still refuses a password written in the
+    config, or a typo in [form]."""
+    for table, problem in (
+        ('password = "hunter2"', "secrets are not written in the config"),
+        ('password_env = "NOT A NAME"', "expected an environment variable name"),
+        ('pasword_env = "X"', "unknown key"),
+    ):
+        text = workspace.config.read_text(encoding="utf-8").split("\n[form]")[0]
+        workspace.config.write_text(f"{text}\n[form]\n{table}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=problem):
+            load_settings(workspace.config, gateway_secrets=False, form_secrets=False)
