@@ -1,6 +1,6 @@
 """Each command needs only the secrets it uses: what sends nothing (form fill and check,
-overdue, replies record) runs without the gateway's secret; what sends or connects refuses
-early and clearly without it, before anything is sent or logged."""
+overdue, replies record, chase --dry-run) runs without the gateway's secret; what sends or
+connects refuses early and clearly without it, before anything is sent or logged."""
 
 from __future__ import annotations
 
@@ -102,12 +102,97 @@ def test_overdue_and_replies_record_run_without_the_gateway_secret(
     assert UNSET not in recorded.output
 
 
+def _logged(workspace: Workspace) -> int:
+    """How many events the dispatch log holds (read without the gateway's secrets)."""
+    from mash_requests.audit import open_store
+    from mash_requests.config import load_log_settings
+
+    store = open_store(load_log_settings(workspace.config))
+    try:
+        return sum(1 for _ in store.events())
+    finally:
+        store.close()
+
+
+def _sent_police(workspace: Workspace) -> str:
+    """One request sent to police through the outbox, before the gateway is switched."""
+    case = workspace.write_case(workspace.example_case())
+    sent = cli(workspace, "send-request", "--case", str(case), "--partner", "police", "--json")
+    assert sent.exit_code == 0, sent.output
+    [request] = json.loads(sent.stdout)["requests"]
+    return str(request["request_ref"])
+
+
+@pytest.mark.parametrize("kind", sorted(GATEWAYS))
+def test_chase_dry_run_runs_without_the_gateway_secret(workspace: Workspace, kind: str) -> None:
+    """A dry run sends nothing: it checks the form and builds the reminder, records
+    nothing, and neither reads the gateway's secret nor opens the gateway."""
+    ref = _sent_police(workspace)
+    events = _logged(workspace)
+    without_secret(workspace, kind)
+    result = cli(workspace, "chase", "--dry-run", "--request", ref)
+    assert result.exit_code == 0, result.output
+    assert "Dry run: 1 reminder(s) checked and built; nothing was sent." in result.stdout
+    assert UNSET not in result.output
+    assert _logged(workspace) == events and len(workspace.outbox_files()) == 1
+
+
+def test_chase_dry_run_still_checks_the_form_without_the_gateway_secret(
+    workspace: Workspace,
+) -> None:
+    """Without the secret, a dry run still finds and checks the form: a missing one is
+    refused (exit 1), and nothing is recorded."""
+    ref = _sent_police(workspace)
+    events = _logged(workspace)
+    without_secret(workspace)
+    (workspace.forms / "MASH-2026-0412.pdf").unlink()
+    result = cli(workspace, "chase", "--dry-run", "--request", ref)
+    assert result.exit_code == 1, result.output
+    assert "refused (no_form)" in result.stdout
+    assert _logged(workspace) == events
+
+
+def test_a_real_chase_refuses_early_without_the_gateway_secret(workspace: Workspace) -> None:
+    """Not a dry run: exit 2 with the same Error line as the other senders, nothing sent,
+    nothing (not even a form refusal) recorded."""
+    ref = _sent_police(workspace)
+    events = _logged(workspace)
+    without_secret(workspace)
+    (workspace.forms / "MASH-2026-0412.pdf").unlink()
+    result = cli(workspace, "chase", "--request", ref)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"Error: config {workspace.config}: [gateway.smtp] password_env: environment "
+        f"variable {UNSET} is not set; set it and retry"
+    )
+    assert _logged(workspace) == events and len(workspace.outbox_files()) == 1
+
+
+def test_the_chase_api_refuses_to_send_with_settings_without_gateway_secrets(
+    workspace: Workspace,
+) -> None:
+    """chase(settings) with gateway_secrets=False settings: a dry run works; a real run
+    raises ConfigError before it records anything (here, the missing form's refusal)."""
+    from mash_requests.replies import ChaseOutcome, chase
+
+    ref = _sent_police(workspace)
+    events = _logged(workspace)
+    without_secret(workspace)
+    settings = load_settings(workspace.config, gateway_secrets=False)
+    dry = chase(settings, [ref], dry_run=True)
+    assert [item.outcome for item in dry.outcomes] == [ChaseOutcome.DRY_RUN]
+    (workspace.forms / "MASH-2026-0412.pdf").unlink()
+    with pytest.raises(ConfigError, match="secrets were not read"):
+        chase(settings, [ref])
+    assert _logged(workspace) == events
+
+
 @pytest.mark.parametrize(
     "command",
     [
         ["send-request", "--case", "{case}"],
         ["send-batch", "{batch}"],
-        ["chase", "--dry-run"],
+        ["chase"],
         ["gateway", "check"],
         ["replies", "fetch"],
         ["reconcile"],
@@ -160,3 +245,89 @@ def test_gateway_table_is_still_validated_without_its_secrets(workspace: Workspa
     workspace.config.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match="prot"):
         load_settings(workspace.config, gateway_secrets=False)
+
+
+# -- the referral form's password ----------------------------------------------------------
+
+#: ``[form] password_env``'s variable: never set in these tests.
+FORM_UNSET = "MASH_TEST_FORM_PASSWORD_NOT_SET"
+
+
+def with_form_password(workspace: Workspace) -> Path:
+    """The workspace's config with ``[form] password_env`` naming a variable not set."""
+    with workspace.config.open("a", encoding="utf-8") as handle:
+        handle.write(f'\n[form]\npassword_env = "{FORM_UNSET}"\n')
+    return workspace.config
+
+
+@pytest.fixture
+def _form_password_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(FORM_UNSET, raising=False)
+    monkeypatch.delenv("MASH_FORM_PASSWORD", raising=False)
+
+
+@pytest.mark.usefixtures("_form_password_unset")
+def test_overdue_runs_without_the_form_password(workspace: Workspace) -> None:
+    """overdue opens no form: an unset [form] password_env does not stop the listing."""
+    ref = _sent_police(workspace)
+    with_form_password(workspace)
+    listed = cli(workspace, "overdue", "--within", "10000", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert [r["request_ref"] for r in json.loads(listed.stdout)["requests"]] == [ref]
+    assert FORM_UNSET not in listed.output
+
+
+@pytest.mark.usefixtures("_form_password_unset")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["send-request", "--case", "{case}"],
+        ["send-batch", "{batch}"],
+        ["chase", "--request", "{ref}"],
+        ["chase", "--dry-run", "--request", "{ref}"],
+        ["form", "check", "{form}", "--case-ref", "MASH-2026-0412"],
+        ["form", "fill", "--template", "{blank}", "--case", "{case}", "--out", "{out}"],
+    ],
+    ids=lambda c: " ".join(w for w in c if "{" not in w and not w.startswith("-")),
+)
+def test_commands_that_open_forms_still_need_the_form_password(
+    workspace: Workspace, command: list[str]
+) -> None:
+    """What opens a form keeps refusing early: exit 2, the variable named, nothing logged."""
+    ref = _sent_police(workspace)
+    events = _logged(workspace)
+    case = workspace.write_case(workspace.example_case(), name="again.json")
+    batch = write_jsonl(workspace, make_cases(workspace, 1))
+    with_form_password(workspace)
+    args = [
+        w.format(
+            case=case,
+            batch=batch,
+            ref=ref,
+            form=workspace.forms / "MASH-2026-0412.pdf",
+            blank=EXAMPLES / "forms" / "blank-referral-form.pdf",
+            out=workspace.root / "filled.pdf",
+        )
+        for w in command
+    ]
+    result = cli(workspace, *args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"Error: config {workspace.config}: [form] password_env: environment variable "
+        f"{FORM_UNSET} is not set; set it and retry"
+    )
+    assert _logged(workspace) == events and len(workspace.outbox_files()) == 1
+
+
+def test_form_table_is_still_validated_without_its_password(workspace: Workspace) -> None:
+    """form_secrets=False reads no password but still refuses a password written in the
+    config, or a typo in [form]."""
+    for table, problem in (
+        ('password = "hunter2"', "secrets are not written in the config"),
+        ('password_env = "NOT A NAME"', "expected an environment variable name"),
+        ('pasword_env = "X"', "unknown key"),
+    ):
+        text = workspace.config.read_text(encoding="utf-8").split("\n[form]")[0]
+        workspace.config.write_text(f"{text}\n[form]\n{table}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=problem):
+            load_settings(workspace.config, gateway_secrets=False, form_secrets=False)

@@ -97,7 +97,9 @@ def find_config(explicit: Path | None) -> Path | None:
     return local if local.is_file() else None
 
 
-def load_settings(path: Path | None = None, *, gateway_secrets: bool = True) -> Settings:
+def load_settings(
+    path: Path | None = None, *, gateway_secrets: bool = True, form_secrets: bool = True
+) -> Settings:
     """Find, read and validate the configuration; ConfigError names the file and key.
 
     ``gateway_secrets=False`` is for what sends nothing (filling or checking a form,
@@ -105,15 +107,27 @@ def load_settings(path: Path | None = None, *, gateway_secrets: bool = True) -> 
     in full but its secrets (``password_env``, ``client_secret_file`` …) are not read, so
     they need not be set on this machine, and its client library need not be installed.
     ``settings.gateway.open()`` then raises ConfigError: such settings cannot send.
+
+    ``form_secrets=False`` is for what never opens a referral form (listing overdue
+    requests): ``[form] password_env``/``password_file`` is checked for shape but not
+    read, and ``settings.form.password`` is None, so such settings cannot open an
+    encrypted form.
     """
     source = find_config(path)
     if source is None:
-        return parse_settings({}, source=None, base_dir=Path.cwd(), gateway_secrets=gateway_secrets)
+        return parse_settings(
+            {},
+            source=None,
+            base_dir=Path.cwd(),
+            gateway_secrets=gateway_secrets,
+            form_secrets=form_secrets,
+        )
     return parse_settings(
         _read_toml(source),
         source=source,
         base_dir=source.resolve().parent,
         gateway_secrets=gateway_secrets,
+        form_secrets=form_secrets,
     )
 
 
@@ -234,10 +248,11 @@ def parse_settings(
     source: Path | None,
     base_dir: Path,
     gateway_secrets: bool = True,
+    form_secrets: bool = True,
 ) -> Settings:
     """Validate parsed TOML. ``source`` names the file in errors (None: embedded defaults).
 
-    ``gateway_secrets``: as for :func:`load_settings`.
+    ``gateway_secrets``, ``form_secrets``: as for :func:`load_settings`.
     """
     name = f"config {source}" if source else "embedded default config"
     root = Table(data, where=f"{name}:", base_dir=base_dir)
@@ -259,7 +274,7 @@ def parse_settings(
 
     timescales = _timescales(_section(root, "timescales"))
     directory = _directory(root)
-    form = _form(_section(root, "form"))
+    form = _form(_section(root, "form"), read_password=form_secrets)
 
     from mash_requests.gateways import parse_gateway_settings
 
@@ -371,6 +386,8 @@ class _ShapeOnly(Table):
 
     For a gateway that is configured but not in use: its ``*_env`` variables need not be
     set and its ``*_file`` files need not exist on this machine until it is switched to.
+    Likewise ``[form]`` for a command that opens no form. :meth:`secret` returns a
+    placeholder, never a secret: the caller must not use it as one.
     """
 
     def secret(self, key: str, *, required: bool = True) -> str | None:
@@ -548,7 +565,11 @@ def _directory(root: Table) -> PartnerDirectory:
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def _form(table: Table) -> FormSettings:
+def _form(table: Table, *, read_password: bool = True) -> FormSettings:
+    if not read_password:
+        # The password's keys are still checked (a typo is refused), its variable or file
+        # is not read: see load_settings(form_secrets=False).
+        table = _ShapeOnly(table.data, where=table.where, base_dir=table.base_dir)
     max_mb = table.number("max_size_mb", 10, minimum=0.01)
     mapping_table = table.table("fill_mapping")
     mapping = dict(DEFAULT_FILL_MAPPING)
@@ -558,9 +579,10 @@ def _form(table: Table) -> FormSettings:
                 f"fill_mapping.{form_field}", "expected a case path like 'child.name'"
             )
         mapping[form_field] = case_path
+    password = table.secret("password", required=False)
     settings = FormSettings(
         max_size=int(max_mb * 1024 * 1024),
-        password=table.secret("password", required=False),
+        password=password if read_password else None,
         case_ref_field=table.string("case_ref_field", "case_reference") or "case_reference",
         fill_mapping=mapping,
     )

@@ -132,7 +132,7 @@ def test_a_server_that_is_down_is_reported_after_the_retries(
     _configure(workspace, dovecot, monkeypatch, port=closed)
     send_example(workspace)
     code, _, err = _fetch(workspace)
-    assert code == 1 and f"127.0.0.1:{closed} could not be reached" in err
+    assert code == 1 and f"IMAP server 127.0.0.1:{closed} refused the connection" in err
 
 
 def test_messages_older_than_the_last_fetch_window_are_not_read(

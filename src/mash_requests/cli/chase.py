@@ -78,7 +78,8 @@ reference, template or configuration: nothing was sent.""",
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Find the form, check it and build every reminder, but send and record nothing.",
+    help="Find the form, check it and build every reminder, but send and record nothing "
+    "(the gateway's secret is not needed).",
 )
 @click.option(
     "--form",
@@ -129,7 +130,9 @@ def _chase(
     from mash_requests.replies import chase as run_chase
 
     with library_errors():
-        settings = load_settings(config_path)
+        # A dry run sends nothing: the gateway's table is checked, its secret is not read
+        # (as for overdue). A real chase reads it here, and refuses before anything is done.
+        settings = load_settings(config_path, gateway_secrets=not dry_run)
         result = run_chase(
             settings,
             list(request_refs) or None,

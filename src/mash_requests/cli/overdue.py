@@ -106,7 +106,8 @@ def overdue(
         if bom and output_format != "csv":
             raise click.UsageError("--bom is for CSV output; add --format csv")
         with library_errors():
-            settings = load_settings(config_path, gateway_secrets=False)
+            # A listing: it sends nothing and opens no form, so it reads neither secret.
+            settings = load_settings(config_path, gateway_secrets=False, form_secrets=False)
             items = list_overdue(settings, within_hours=within_hours)
         run.update(
             counts={state: sum(1 for i in items if i.state == state) for state in _STATES},

@@ -257,9 +257,16 @@ def chase(
     a template that does not render. ``now`` decides what is overdue and whether the
     interval has passed (default: the clock's time). Pass a ``dispatcher`` to choose the
     gateway and the log (tests), ``clock`` and ``sleep`` to run waits without waiting.
+
+    A dry run never opens the gateway, so settings loaded with
+    ``load_settings(path, gateway_secrets=False)`` do for it; a real run with such
+    settings raises ConfigError before anything is settled, refused or sent.
     """
+    from mash_requests.config import GatewayNotRead
     from mash_requests.dispatch import Dispatcher
 
+    if not dry_run and dispatcher is None and isinstance(settings.gateway, GatewayNotRead):
+        settings.gateway.open()  # raises ConfigError: its secrets were not read
     owned = dispatcher is None
     if dispatcher is None:
         dispatcher = Dispatcher(settings, clock=clock, sleep=sleep)

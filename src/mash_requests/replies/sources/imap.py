@@ -9,8 +9,11 @@ TLS as for the SMTP gateway: certificates always verified, TLS 1.2 or later, a p
 trusted with ``ca_file``; ``security = "none"`` is allowed only to a loopback address.
 
 Failures: a refused login (``[AUTHENTICATIONFAILED]``, ``NO`` to LOGIN or AUTHENTICATE), an
-untrusted certificate, or a folder that does not exist are permanent; a refused or lost
-connection, a timeout or a ``BYE`` are transient and retried under ``[retry]``.
+untrusted certificate, a port that does not speak TLS, or a folder that does not exist are
+permanent; a refused or lost connection, an unknown host name, a timeout or a ``BYE`` are
+transient and retried under ``[retry]``. A server that cannot be reached at all is named
+(host and port) with what to check: ``[replies.imap]`` host and port, that the server runs,
+the network and firewall.
 """
 
 from __future__ import annotations
@@ -172,6 +175,7 @@ class ImapSource:
             return self._conn
         s = self.settings
         conn: imaplib.IMAP4 | None = None
+        step = "connecting"  # what was under way when it failed, for the error
         try:
             if s.security == "tls":
                 conn = imaplib.IMAP4_SSL(
@@ -186,8 +190,11 @@ class ImapSource:
                             "log in in clear (use security = 'tls' if it expects TLS at once)",
                             failure=Failure.TLS,
                         )
+                    step = "starting TLS"
                     conn.starttls(ssl_context=self._tls_context())
+            step = "logging in"
             self._login(conn)
+            step = "opening the folder"
             status, data = conn.select(_quoted(s.folder), readonly=True)
             if status != "OK":
                 raise PermanentGatewayError(
@@ -200,7 +207,7 @@ class ImapSource:
             if conn is not None:
                 _close_quietly(conn)
             if isinstance(exc, Exception) and not isinstance(exc, GatewayError):
-                raise self._translate(exc, "connecting") from exc
+                raise self._translate(exc, step) from exc
             raise
         self._conn = conn
         return conn
@@ -235,6 +242,17 @@ class ImapSource:
                 server_message=str(exc.verify_message),
                 failure=Failure.TLS,
             )
+        if isinstance(exc, ssl.SSLError) and exc.reason == "WRONG_VERSION_NUMBER":
+            return PermanentGatewayError.explained(
+                Failure.TLS,
+                f"IMAP server {self._where} did not answer in TLS",
+                str(exc.reason),
+                fix="security = 'tls' needs a port that speaks TLS from the first byte "
+                "(usually 993); for port 143 use security = 'starttls'"
+                if self.settings.security == "tls"
+                else "check [replies.imap] host and port: something other than an IMAP "
+                "server answered STARTTLS",
+            )
         if isinstance(exc, ssl.SSLError):
             return PermanentGatewayError(
                 f"TLS with IMAP server {self._where} failed ({exc.reason}); it may offer "
@@ -242,6 +260,8 @@ class ImapSource:
                 server_message=str(exc.reason),
                 failure=Failure.TLS,
             )
+        if step == "connecting" and isinstance(exc, OSError):
+            return self._unreachable(exc)
         if isinstance(exc, imaplib.IMAP4.abort | OSError | socket.timeout):
             problem = "timed out" if isinstance(exc, TimeoutError) else _words(exc.args)
             return TransientGatewayError(
@@ -261,6 +281,38 @@ class ImapSource:
             f"IMAP failed unexpectedly while {step} ({kind})",
             server_message=kind,
             failure=Failure.SERVER,
+        )
+
+    def _unreachable(self, exc: OSError) -> TransientGatewayError:
+        """No connection to the server at all: what happened, and what a person checks.
+
+        Transient (a server restarting, a network blip); when the retries run out, this is
+        what the person reads, so it names the server and the config keys, never a secret.
+        """
+        server = f"IMAP server {self._where}"
+        check = "check [replies.imap] host and port in the config"
+        if isinstance(exc, socket.gaierror):
+            what = f"the host name of {server} could not be found"
+            fix = f"{check} (the host's spelling), and that this machine's DNS works"
+        elif isinstance(exc, ConnectionRefusedError):
+            what = f"{server} refused the connection"
+            fix = f"{check}, that the IMAP server is running, and that no firewall refuses it"
+        elif isinstance(exc, TimeoutError):
+            seconds = self.settings.timeout
+            what = f"{server} did not answer within {seconds:g} second{'s' * (seconds != 1)}"
+            fix = (
+                f"{check}, that the IMAP server is running, and that no firewall drops "
+                "this machine's connections to it"
+            )
+        else:  # e.g. no route to the host or its network
+            what = f"could not connect to {server}"
+            fix = (
+                f"{check}, that the IMAP server is running, and that this machine's network "
+                "and firewall let it reach the server"
+            )
+        words = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        return TransientGatewayError.explained(
+            Failure.CONNECTION, what, words or type(exc).__name__, fix=fix
         )
 
     def _call(self, step: str, action: Callable[[imaplib.IMAP4], T]) -> T:
