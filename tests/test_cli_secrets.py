@@ -8,6 +8,7 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner, Result
@@ -275,6 +276,33 @@ def test_overdue_runs_without_the_form_password(workspace: Workspace) -> None:
     assert listed.exit_code == 0, listed.output
     assert [r["request_ref"] for r in json.loads(listed.stdout)["requests"]] == [ref]
     assert FORM_UNSET not in listed.output
+
+
+@pytest.mark.usefixtures("_form_password_unset")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["reconcile"],
+        ["gateway", "check"],
+        ["replies", "fetch", "--dry-run"],
+        ["replies", "record", "{ref}", "--received", "{now}", "--channel", "phone"],
+    ],
+    ids=lambda c: " ".join(w for w in c if "{" not in w and not w.startswith("-"))[:20],
+)
+def test_commands_that_open_no_form_run_without_the_form_password(
+    workspace: Workspace, command: list[str]
+) -> None:
+    """Looking in Sent Items, checking the gateway, reading and recording replies open no
+    referral form: an unset [form] password_env does not stop them."""
+    ref = _sent_police(workspace)
+    (workspace.root / "replies").mkdir()
+    with workspace.config.open("a", encoding="utf-8") as handle:
+        handle.write('\n[replies]\nsource = "folder"\nfolder = "replies"\n')
+    with_form_password(workspace)
+    now = datetime.now(ZoneInfo("Europe/London")).strftime("%Y-%m-%d %H:%M")
+    result = cli(workspace, *(w.format(ref=ref, now=now) for w in command))
+    assert result.exit_code == 0, result.output
+    assert FORM_UNSET not in result.output
 
 
 @pytest.mark.usefixtures("_form_password_unset")

@@ -66,7 +66,8 @@ def check(config_path: Path | None, as_json: bool = False) -> None:
     with json_output("gateway check", as_json) as run:
         run.update(gateway=None, checked=None)
         with library_errors():
-            settings = load_settings(config_path)
+            # A connection check opens no referral form: its password need not be set.
+            settings = load_settings(config_path, form_secrets=False)
             run.update(gateway=settings.gateway.kind)
             opened = settings.gateway.open()
             try:

@@ -100,7 +100,8 @@ def fetch(dry_run: bool, config_path: Path | None, as_json: bool = False) -> Non
             messages=[],
         )
         with library_errors():
-            settings = load_settings(config_path)
+            # Reading replies opens no referral form: its password need not be set.
+            settings = load_settings(config_path, form_secrets=False)
             result = fetch_replies(settings, dry_run=dry_run)
         run.update(**_fetch_fields(result))
         if not run.enabled:
@@ -251,8 +252,8 @@ def record(
             operator=None,
         )
         with library_errors():
-            # Recording sends nothing: the gateway's secrets need not be set here.
-            settings = load_settings(config_path, gateway_secrets=False)
+            # Recording sends nothing and opens no form: neither's secrets need be set here.
+            settings = load_settings(config_path, gateway_secrets=False, form_secrets=False)
             received = parse_received(received_text, settings.timescales.timezone)
             recorded = record_reply(settings, request_ref, received=received, channel=channel)
         local = recorded.received_at.astimezone(settings.timescales.timezone)

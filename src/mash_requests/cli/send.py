@@ -302,7 +302,8 @@ def reconcile(config_path: Path | None) -> None:
     from mash_requests.dispatch import Dispatcher
 
     with library_errors():
-        settings = load_settings(config_path)
+        # Looking in Sent Items opens no referral form: its password need not be set.
+        settings = load_settings(config_path, form_secrets=False)
         with Dispatcher(settings) as dispatcher:
             results = dispatcher.reconcile()
     if not results:
