@@ -478,7 +478,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     everything = ["startup", "e2e", "throughput", "memory"]
     parser.add_argument("which", nargs="*", help=f"any of {', '.join(everything)} (default: all)")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help="repetitions of each figure (default: 5; 3 for throughput, whose runs are long)",
+    )
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--cases", type=int, default=10000)
     parser.add_argument(
@@ -498,16 +502,18 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown benchmark {sorted(unknown)[0]!r}; choose from {everything}")
     args.which = args.which or everything
     os.environ.setdefault("MASH_OPERATOR", "bench")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; medians of {args.repeat}")
+    repeat = max(1, args.repeat or 5)
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; start-up and end to end: "
+          f"medians of {repeat}")  # fmt: skip
     if "startup" in args.which:
-        bench_startup(args.repeat)
+        bench_startup(repeat)
     if "e2e" in args.which:
-        bench_e2e(args.repeat)
+        bench_e2e(repeat)
     if "throughput" in args.which:
         try:
             bench_throughput(
                 args.requests,
-                max(1, min(args.repeat, 3)),
+                max(1, args.repeat or 3),
                 [int(w) for w in args.workers.split(",")],
                 args.backends.split(","),
                 args.dsn,
