@@ -997,10 +997,6 @@ class _Pending:
     #: Per event: its request's index in ``handed`` (None: never handed over), log fields.
     marks: list[tuple[int | None, dict[str, str]]] = field(default_factory=list)
 
-    @property
-    def sent(self) -> int:
-        return sum(1 for e in self.events if e.kind is EventKind.SENT)
-
     def add(self, event: Event, handed_index: int | None, fields: dict[str, str]) -> None:
         self.events.append(event)
         self.marks.append((handed_index, fields))
