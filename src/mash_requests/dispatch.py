@@ -8,9 +8,10 @@ The flow for one case, the same from the CLI, the Python API and a batch:
    sent. If anything is wrong, a ``rejected`` event is logged for each partner asked and an
    InputError is raised: *nothing* of the case is sent.
 2. **Send** (:meth:`Dispatcher.send`): the case's requests are claimed (durable ``prepared``
-   events), then for each: the per-mailbox rate limit, a durable ``handing_over`` mark, the
-   gateway with the retry policy (each failed attempt logged), then the outcome: ``sent``,
-   ``failed`` or ``unconfirmed``.
+   events), then for each: a durable ``handing_over`` mark (appended only while the
+   mailbox's per-minute limit has room; otherwise the run waits), the gateway with the retry
+   policy (each failed attempt logged), then the outcome: ``sent``, ``failed`` or
+   ``unconfirmed``.
 
 A request's *key* is (case reference, contact id, partner, form SHA-256): sending a key whose
 last outcome was sent or unconfirmed again needs ``resend_reason``, which is logged. Who may
