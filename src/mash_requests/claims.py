@@ -152,6 +152,16 @@ class SendingLimit:
     per_minute: int
     clock: Callable[[], datetime]
 
+    @classmethod
+    def of(
+        cls, settings: Settings, gateway_kind: str, clock: Callable[[], datetime]
+    ) -> SendingLimit | None:
+        """The limit of the config's mailbox through this gateway; None for the outbox: a
+        local folder has no sending limit."""
+        if gateway_kind == "outbox":
+            return None
+        return cls(settings.sender, settings.rate_limit_per_minute, clock)
+
     def check(self, store: EventStore) -> None:
         """Raise LimitReached when another message now would exceed the limit."""
         since = self.clock() - timedelta(seconds=60)

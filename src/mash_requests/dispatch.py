@@ -675,9 +675,7 @@ class Dispatcher:
         The count is of the marks in the shared log (requests and reminders alike), so
         concurrent processes, and a chase beside a batch, share the budget exactly.
         """
-        if self._gateway_kind() == "outbox":
-            return None  # a local folder has no sending limit
-        return SendingLimit(self.settings.sender, self.settings.rate_limit_per_minute, self._clock)
+        return SendingLimit.of(self.settings, self._gateway_kind(), self._clock)
 
     def send(self, requests: Sequence[PreparedRequest]) -> list[RequestOutcome]:
         """Claim prepared requests, then send them one by one; every step logged first.

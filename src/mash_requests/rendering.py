@@ -22,6 +22,7 @@ Dates read one way everywhere (``9 April 2016``, ``Thursday 26 November 2026 at 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -186,6 +187,7 @@ _PLAIN_DATA: dict[type, frozenset[str]] = {
 }
 
 
+@functools.cache
 def _sandbox_class() -> type[ImmutableSandboxedEnvironment]:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 

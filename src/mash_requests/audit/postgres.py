@@ -662,14 +662,12 @@ class PostgresEventStore(SmallTablesReader):
     def _fetch_one(
         self, sql: str, params: Sequence[object] | Mapping[str, object]
     ) -> tuple[Any, ...] | None:
-        rows = self._fetch(sql, params, one=True)
+        """The row of a query that has at most one (an aggregate, or LIMIT 1)."""
+        rows = self._fetch_all(sql, params)
         return rows[0] if rows else None
 
-    def _fetch_all(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
-        return self._fetch(sql, params, one=False)
-
-    def _fetch(
-        self, sql: str, params: Sequence[object] | Mapping[str, object], *, one: bool
+    def _fetch_all(
+        self, sql: str, params: Sequence[object] | Mapping[str, object]
     ) -> list[tuple[Any, ...]]:
         # Literal SQL from this module only; psycopg's typing wants LiteralString.
         query = sql.encode()
@@ -677,9 +675,9 @@ class PostgresEventStore(SmallTablesReader):
             # A precondition, inside the append's transaction (READ COMMITTED, table locked
             # against writers): sees every committed event; the lock is already ours.
             with self._translate("read"):
-                return _rows(self._conn.execute(query, params), one=one)
+                return self._conn.execute(query, params).fetchall()
         with self._lock, self._translate("read"):
-            return _rows(self._live().execute(query, params), one=one)
+            return self._live().execute(query, params).fetchall()
 
     def _stream(self, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:
         for rows in self._stream_batches(sql, params, BATCH_SIZE):
@@ -765,13 +763,6 @@ class PostgresEventStore(SmallTablesReader):
             self._readers.give(conn)
         events = [stored_event(*row, location=self.location) for row in rows]
         return (int(head[0]), str(head[1]), events) if head else (0, "", events)
-
-
-def _rows(cursor: psycopg.Cursor[Any], *, one: bool) -> list[tuple[Any, ...]]:
-    if one:
-        row = cursor.fetchone()
-        return [] if row is None else [row]
-    return cursor.fetchall()
 
 
 def _roll_back(conn: psycopg.Connection[Any]) -> None:

@@ -154,13 +154,6 @@ _COLUMNS = "seq, recorded_at, prev_hash, hash, record, " + ", ".join(INDEXED_FIE
 
 
 # SQL here is built only from the constant column names above; every value is a parameter.
-def _rows(cursor: sqlite3.Cursor, *, one: bool) -> list[tuple[Any, ...]]:
-    if one:
-        row = cursor.fetchone()
-        return [] if row is None else [row]
-    return cursor.fetchall()
-
-
 #: Hand-over marks from one mailbox since a time, each part stopping at a limit: requests'
 #: ``handing_over`` events, and reminders' ``chased`` steps whose outcome is ``handing_over``.
 _COUNT_HANDED_OVER = """
@@ -650,23 +643,21 @@ class SQLiteEventStore(SmallTablesReader):
         return min(int(row[0]), at_most)
 
     def _fetch_one(self, sql: str, params: Sequence[object]) -> tuple[Any, ...] | None:
-        rows = self._fetch(sql, params, one=True)
+        """The row of a query that has at most one (an aggregate, or LIMIT 1)."""
+        rows = self._fetch_all(sql, params)
         return rows[0] if rows else None
 
     def _fetch_all(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
-        return self._fetch(sql, params, one=False)
-
-    def _fetch(self, sql: str, params: Sequence[object], *, one: bool) -> list[tuple[Any, ...]]:
         with self._translate("read"):
             if self._writer == threading.get_ident():
                 # A precondition, inside the append's transaction: this thread holds the
                 # write lock, so the writing connection sees every committed event.
-                return _rows(self._conn.execute(sql, params), one=one)
+                return self._conn.execute(sql, params).fetchall()
             # Everyone else reads on a connection of their own: the writing connection may be
             # in the middle of another thread's append, whose rows are not committed yet.
             conn = self._readers.take()
             try:
-                return _rows(conn.execute(sql, params), one=one)
+                return conn.execute(sql, params).fetchall()
             finally:
                 self._readers.give(conn)
 

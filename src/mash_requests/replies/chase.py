@@ -940,11 +940,7 @@ class _Chaser:
             if limit is not None:
                 limit.check(self.store)
 
-        limit = None
-        if self.dispatcher.gateway_kind != "outbox":  # a local folder has no sending limit
-            limit = SendingLimit(
-                self.settings.sender, self.settings.rate_limit_per_minute, self._clock
-            )
+        limit = SendingLimit.of(self.settings, self.dispatcher.gateway_kind, self._clock)
         mark = self._event(reminder, "handing_over")
         while True:
             try:
