@@ -18,6 +18,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from mash_requests._version import __version__ as __version__
+
 if TYPE_CHECKING:
     from mash_requests.api import send_request
     from mash_requests.batch import BatchResult, send_batch
@@ -54,9 +56,6 @@ if TYPE_CHECKING:
         overdue,
         record_reply,
     )
-
-    #: The installed version, from the package metadata (read on first use).
-    __version__: str
 
 # Names are imported on first use (PEP 562), so ``mash-requests --help`` does not pay for
 # the whole library; ``import mash_requests`` still offers exactly ``__all__``.
@@ -109,24 +108,12 @@ _WHERE: dict[str, str] = {
 
 
 def __getattr__(name: str) -> Any:
-    if name == "__version__":
-        globals()[name] = _version()
-        return globals()[name]
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'mash_requests' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("mash-requests")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "0+unknown"
 
 
 def __dir__() -> list[str]:
