@@ -274,23 +274,17 @@ class PostgresBackend(Backend):
 
     def clock(self, now: Callable[[], datetime]) -> AbstractContextManager[Any]:
         from mash_requests.audit import postgres
-        from mash_requests.audit.chain import format_time
 
         def server_now(conn: object) -> datetime:
             return now()
 
-        # An append takes the server's clock_timestamp() in the statement that reads the
-        # chain's head (_HEAD_AND_NOW): each append_many is given the time as a literal.
+        # An append takes the server's clock_timestamp() in the round trip that reads the
+        # chain's head (_HEAD_AND_NOW) and hands it to _insert: each append is given ours.
         original = postgres.PostgresEventStore._insert
-        head_and_now = postgres._HEAD_AND_NOW
-        assert "clock_timestamp()" in head_and_now, "the store no longer reads the time there"
+        assert "clock_timestamp()" in postgres._HEAD_AND_NOW, "the store reads the time elsewhere"
 
-        def insert(store: Any, conn: Any, events: Any) -> Any:
-            moment = f"'{format_time(now())}'::timestamptz"
-            with mock.patch.object(
-                postgres, "_HEAD_AND_NOW", head_and_now.replace("clock_timestamp()", moment)
-            ):
-                return original(store, conn, events)
+        def insert(store: Any, conn: Any, events: Any, head: Any) -> Any:
+            return original(store, conn, events, (head[0], head[1], now()))
 
         stack = ExitStack()
         stack.enter_context(mock.patch.object(postgres, "_server_now", server_now))
