@@ -83,11 +83,13 @@ def test_log_holds_no_body_or_child_details(workspace: Workspace) -> None:
 
 
 def test_dry_run_sends_nothing(workspace: Workspace) -> None:
-    """--dry-run checks and renders every request, writes nothing and says so."""
+    """--dry-run checks and renders every request, writes nothing and says so; the refs it
+    shows are never a real request's, and it says that too (no one should quote them)."""
     case = workspace.write_case(workspace.example_case())
     code, out, _ = run(workspace, "--case", str(case), "--dry-run")
     assert code == 0
     assert "nothing was sent" in out
+    assert "request refs above are not kept" in out
     assert workspace.outbox_files() == []
 
 

@@ -195,7 +195,8 @@ def _send_request(
         if not run.enabled:
             click.echo(
                 f"Dry run: {len(result.outcomes)} request(s) checked and rendered; "
-                "nothing was sent."
+                "nothing was sent. The request refs above are not kept: a real send gives "
+                "each request its own."
             )
         sys.exit(EXIT_OK)
     if not run.enabled:
