@@ -23,6 +23,7 @@ from ews_fake import (
     TENANT,
     FakeExchange,
     basic_settings,
+    envelope,
     find_item,
     recorded,
 )
@@ -547,3 +548,64 @@ def test_bad_settings_are_config_errors(
     monkeypatch.setenv("EWS_PASSWORD", PASSWORD)
     with pytest.raises(ConfigError, match=re.escape(problem)):
         Settings.from_table(table(data, tmp_path))
+
+
+def _fault(code: str, text: str) -> str:
+    """A SOAP fault as Exchange sends one (the recorded schema-validation fault's shape)."""
+    return envelope(
+        '<s:Fault><faultcode xmlns:a="http://schemas.microsoft.com/exchange/services/2006/'
+        f'types">a:{code}</faultcode><faultstring>{text}</faultstring><detail>'
+        '<e:ResponseCode xmlns:e="http://schemas.microsoft.com/exchange/services/2006/errors">'
+        f'{code}</e:ResponseCode><e:Message xmlns:e="http://schemas.microsoft.com/exchange/'
+        f'services/2006/errors">{text}</e:Message></detail></s:Fault>'
+    )
+
+
+@pytest.mark.parametrize(
+    "code", ["ErrorInvalidRequest", "ErrorInvalidServerVersion", "ErrorIncorrectSchemaVersion"]
+)
+def test_version_like_refusal_of_create_item_is_one_post_with_the_servers_words(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage, code: str
+) -> None:
+    """exchangelib posts a refused request again with every other API version it knows:
+    for a send that is up to ten copies. The message is posted once, and the server's own
+    refusal is what the person reads."""
+    exchange.on("CreateItem", (500, _fault(code, "The request is invalid.")))
+    with pytest.raises(PermanentGatewayError) as caught:
+        gateway.send(message)
+    assert len(exchange.ops("CreateItem")) == 1
+    assert caught.value.server_message == f"{code}: The request is invalid."
+
+
+@pytest.mark.parametrize("code", ["ErrorInternalServerError", "ErrorInternalServerTransientError"])
+def test_internal_server_error_answering_create_item_is_ambiguous(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage, code: str
+) -> None:
+    """Exchange failing part-way through the sending CreateItem may have sent the message:
+    ambiguous (looked up before any resend), as an HTTP 500 is; before it, transient."""
+    exchange.on("CreateItem", (500, _fault(code, "An internal server error occurred.")))
+    with pytest.raises(AmbiguousGatewayError) as caught:
+        gateway.send(message)
+    assert caught.value.server_message == f"{code}: An internal server error occurred."
+    assert len(exchange.ops("CreateItem")) == 1
+
+
+def test_internal_server_error_answering_create_item_is_looked_up_not_resent(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """Through the retry policy: found in Sent Items, so recorded sent, with one CreateItem."""
+    exchange.on("CreateItem", (500, _fault("ErrorInternalServerError", "Internal error.")))
+    exchange.on("FindItem", (200, find_item("AAMkAGI2")))
+    result, _, _ = run(gateway, message)
+    assert result.status is SendStatus.SENT
+    assert len(exchange.ops("CreateItem")) == 1
+
+
+def test_internal_server_error_before_sending_is_transient(
+    exchange: FakeExchange, gateway: EwsGateway, message: OutgoingMessage
+) -> None:
+    """The same error while opening Sent Items: nothing was sent, so try again."""
+    exchange.on("GetFolder", (500, _fault("ErrorInternalServerError", "Internal error.")))
+    with pytest.raises(TransientGatewayError):
+        gateway.send(message)
+    assert exchange.ops("CreateItem") == []

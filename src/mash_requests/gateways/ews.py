@@ -7,7 +7,10 @@ header (an InternetHeaders extended property) and the form as a ``FileAttachment
 A copy goes to Sent Items, where :meth:`EwsGateway.find_sent` looks the Message-ID up.
 
 exchangelib runs with its FailFast policy: it must never re-POST by itself, because a
-re-POST after a lost answer sends a second copy. Our subclass of it also keeps the HTTP
+re-POST after a lost answer sends a second copy. For the same reason the CreateItem is posted
+with the configured API version only: exchangelib would post it again with every other
+version it knows when the answer is a version-like refusal (``ErrorInvalidRequest`` …).
+Our subclass of it also keeps the HTTP
 answer each error is about, because exchangelib's errors do not carry it and some misname
 it (a 401 with ``Connection: close`` arrives as "ErrorServerBusy: Caused by closed
 connection"). An answer exchangelib refused is classed by its HTTP status, and quoted by
@@ -24,8 +27,9 @@ internal. Errors are classed here:
   server sent one (``BackOffMilliseconds`` read from its answer, ``Retry-After``); never
   exchangelib's own default, which it puts in ``ErrorServerBusy.back_off`` when there is
   none;
-- a timeout, reset or HTTP 5xx (503 included: a front end can answer it after the mailbox
-  server sent the message) *after* the CreateItem was sent: ambiguous (Exchange may have
+- a timeout, reset, HTTP 5xx (503 included: a front end can answer it after the mailbox
+  server sent the message) or ``ErrorInternalServerError`` (the server failed part-way)
+  *after* the CreateItem was sent: ambiguous (Exchange may have
   sent it; the retry policy looks in Sent Items);
 - an untrusted certificate, and the server's refusals (``ErrorInvalidRecipients``,
   ``ErrorSendAsDenied``, ``ErrorMessageSizeExceeded`` …): permanent, with the server's own
@@ -384,6 +388,10 @@ TRANSIENT_CODES = frozenset(
         "ErrorInternalServerError",
     }
 )
+#: Of those, the ones that say the server failed part-way, not that it did nothing: in
+#: answer to the sending CreateItem the message may have gone (like an HTTP 500), so it is
+#: looked up in Sent Items before any resend.
+MAYBE_DONE_CODES = frozenset({"ErrorInternalServerError", "ErrorInternalServerTransientError"})
 #: Response codes that refuse a recipient, and the message itself.
 RECIPIENT_CODES = frozenset(
     {"ErrorInvalidRecipients", "ErrorMailRecipientNotFound", "ErrorMissingRecipients"}
@@ -616,7 +624,7 @@ class _Translator:
                 retry_after=hint,
             )
         if isinstance(exc, ews.ResponseMessageError):
-            return self._response_code(exc, step)
+            return self._response_code(exc, step, sending=sending)
         if isinstance(exc, ews.MalformedResponseError):
             # Only the status code is kept, never the content (it may quote anything).
             words = f"HTTP {status}" if status else "an answer that is not EWS"
@@ -771,10 +779,12 @@ class _Translator:
             PermanentGatewayError, Failure.SERVER, f"Exchange refused {step}", words, fix=fix
         )
 
-    def _response_code(self, exc: Exception, step: str) -> GatewayError:
+    def _response_code(self, exc: Exception, step: str, *, sending: bool) -> GatewayError:
         """An EWS response code (ErrorSendAsDenied, ErrorInvalidRecipients …)."""
         code = type(exc).__name__
         words = f"{code}: {_words(exc)}"
+        if sending and code in MAYBE_DONE_CODES:
+            return self._maybe_sent(f"Exchange failed while {step}", words)
         if code in TRANSIENT_CODES:
             return _explained(
                 TransientGatewayError,
@@ -877,6 +887,56 @@ def _build(account: Any, folder: Any, message: OutgoingMessage) -> Any:
             server_message=f"{type(exc).__name__} in {field_name}",
         ) from exc
     return item
+
+
+def _send_and_save_once(item: Any) -> Any:
+    """``item.send_and_save()`` (SendAndSaveCopy) in exactly one POST.
+
+    exchangelib answers a version-like refusal (ErrorInvalidRequest, ErrorInvalidServerVersion
+    and two more) by posting the same request again with each other API version it knows: up
+    to ten CreateItems for one message, none of which the retry policy or the log would see.
+    Here the configured version is the only one tried, and its refusal is raised as the
+    server gave it, so the server's own words reach the person.
+    """
+    from exchangelib import errors as ews
+    from exchangelib.items import SEND_AND_SAVE_COPY, SEND_TO_NONE
+    from exchangelib.services import CreateItem
+
+    version_refusals = (
+        ews.ErrorInvalidServerVersion,
+        ews.ErrorIncorrectSchemaVersion,
+        ews.ErrorInvalidRequest,
+        ews.ErrorInvalidSchemaVersionForMailboxVersion,
+    )
+
+    class CreateItemOnce(CreateItem):  # type: ignore[misc]
+        def _api_versions_to_try(self) -> tuple[str, ...]:
+            return (self._version_hint.api_version,)
+
+        def _get_soap_messages(self, body: Any) -> Any:
+            try:
+                return super()._get_soap_messages(body=body)
+            except version_refusals as exc:
+                # Not the error exchangelib would take as "try the next version".
+                raise _RefusedOnce(exc) from exc
+
+    try:
+        return CreateItemOnce(account=item.account).get(
+            items=[item],
+            folder=item.folder,
+            message_disposition=SEND_AND_SAVE_COPY,
+            send_meeting_invitations=SEND_TO_NONE,
+        )
+    except _RefusedOnce as wrapped:
+        raise wrapped.error from None
+
+
+class _RefusedOnce(Exception):
+    """Carries a version-like refusal past exchangelib's loop over API versions."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(type(error).__name__)
+        self.error = error
 
 
 class EwsGateway:
@@ -1025,7 +1085,7 @@ class EwsGateway:
         # Resolving Sent Items (two GetFolder calls) happens before anything is sent.
         sent_folder = self._call("opening Sent Items", lambda: account.sent)
         item = _build(account, sent_folder, message)
-        self._call("sending the message", item.send_and_save, sending=True)
+        self._call("sending the message", lambda: _send_and_save_once(item), sending=True)
         return Receipt(
             gateway=self.name,
             message_id=message.message_id,
