@@ -193,6 +193,58 @@ def test_reconcile_over_smtp_reports_it_cannot_check(
     assert len(arrivals_of(workspace, fake, "police")) == 1
 
 
+@pytest.mark.parametrize("fake", ["graph"], indirect=True)
+def test_reconcile_at_once_looks_twice_before_saying_not_found(
+    workspace: Workspace, fake: FakeMailSystem
+) -> None:
+    """reconcile run straight after a send left a request unconfirmed gives Sent Items
+    lookup_delay, and looks once more before recording not_found (which lets the next send
+    send it again): a message Exchange files late is found, and never sent twice."""
+    assert isinstance(fake, GraphFake)
+    workspace.config.write_text(
+        workspace.config.read_text().replace("lookup_delay = 0", "lookup_delay = 0.5"),
+        encoding="utf-8",
+    )
+    fake.service.fail("sendMail", Fault.answer(504, done=True))
+    fake.service.fail("searchSentItems", *[Fault.answer(500, code="InternalServerError")] * 2)
+    assert send(workspace).exit_code == 1
+    [unconfirmed] = [e for e in workspace.events() if e.kind is EventKind.UNCONFIRMED]
+    [police] = [
+        item
+        for item in fake.service.delivered
+        if item.internet_message_id == unconfirmed.message_id
+    ]
+    police.hidden_searches = 1  # filed late: the next search misses it
+    result = cli(workspace, "reconcile")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f"{unconfirmed.request_ref}  police  sent"]
+    again = send(workspace)
+    assert again.exit_code == 2
+    assert "police was already sent" in again.stderr
+    assert len(arrivals_of(workspace, fake, "police")) == 1
+
+
+@pytest.mark.parametrize("fake", ["graph"], indirect=True)
+def test_reconcile_not_found_says_the_next_send_sends_it_again(
+    workspace: Workspace, fake: FakeMailSystem
+) -> None:
+    """Not in Sent Items after both looks: recorded not_found, reported as not sent (exit
+    1) with what the next send does, never as 'still unconfirmed'; that send sends it."""
+    assert isinstance(fake, GraphFake)
+    fake.service.fail("sendMail", Fault.answer(504, done=False))
+    fake.service.fail("searchSentItems", *[Fault.answer(500, code="InternalServerError")] * 2)
+    assert send(workspace).exit_code == 1
+    result = cli(workspace, "reconcile")
+    assert result.exit_code == 1
+    assert result.stdout.rstrip().endswith("  police  not_found")
+    assert "1 request(s) not found in Sent Items (looked for twice" in result.stderr
+    assert "still unconfirmed" not in result.stderr
+    assert "send-request --case <its case file> --partner <partner>" in result.stderr
+    again = send(workspace, "--partner", "police")
+    assert again.exit_code == 0, again.output
+    assert len(arrivals_of(workspace, fake, "police")) == 1
+
+
 # -- Graph and EWS: the answer lost, then Sent Items --------------------------------------
 
 

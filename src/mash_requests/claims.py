@@ -472,26 +472,48 @@ class Claims:
             and isinstance(self._gateway(), SentItemsLookup)
         )
 
-    def look_up(self, event: Event, *, detail: str | None = None) -> str | None:
-        """Look a request up in Sent Items and log a ``reconciled`` event with the finding.
+    def look_up(self, requests: Sequence[StoredEvent]) -> list[str | None]:
+        """Look requests left unconfirmed up in Sent Items; log a ``reconciled`` event with
+        each finding, "sent" or "not_found", and return them in order.
 
-        Returns "sent" or "not_found", or None (nothing logged) when the configured gateway
-        cannot look, or is not the mailbox the request went through.
+        "not_found" lets the request be sent again, so it is said only after the two looks
+        that come before any resend: a mail system files a message in Sent Items some time
+        after taking it, so each request is looked for no sooner than ``lookup_delay`` after
+        its last event, and one not found is looked for once more ``lookup_delay`` later.
+        Requests are looked at in turn, so the waits overlap. None (nothing logged) where the
+        configured gateway cannot look, or is not the mailbox the request went through.
         """
-        if not self.can_look(event):
-            return None
-        found = self._find(event)
-        finding = "sent" if found is not None else "not_found"
-        self.store.append(
-            self._event_after(
-                event,
-                EventKind.RECONCILED,
-                gateway_id=found,
-                detail=detail,
-                details={"outcome": finding},
-            )
+        delay = timedelta(seconds=self.settings.retry.lookup_delay)
+        lookable = sorted(
+            (i for i, stored in enumerate(requests) if self.can_look(stored.event)),
+            key=lambda i: requests[i].recorded_at,
         )
-        return finding
+        found: dict[int, str | None] = {}
+        looked: dict[int, datetime] = {}
+        for i in lookable:
+            self._wait_until(requests[i].recorded_at.astimezone(UTC) + delay)
+            looked[i] = self._clock()
+            found[i] = self._find(requests[i].event)
+        for i in lookable:
+            if found[i] is None and delay:
+                self._wait_until(looked[i] + delay)
+                found[i] = self._find(requests[i].event)
+        findings: list[str | None] = []
+        for i, stored in enumerate(requests):
+            if i not in found:
+                findings.append(None)
+                continue
+            finding = "sent" if found[i] is not None else "not_found"
+            self.store.append(
+                self._event_after(
+                    stored.event,
+                    EventKind.RECONCILED,
+                    gateway_id=found[i],
+                    details={"outcome": finding},
+                )
+            )
+            findings.append(finding)
+        return findings
 
     def same_mailbox(self, event: Event) -> bool:
         """Whether the configured gateway is the one the request went through.

@@ -39,7 +39,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mash_requests.audit.events import Event, EventFilter, EventKind, EventStore, JSONScalar
+from mash_requests.audit.events import (
+    Event,
+    EventFilter,
+    EventKind,
+    EventStore,
+    JSONScalar,
+    StoredEvent,
+)
 from mash_requests.case import Case
 from mash_requests.claims import Claims, Conflict, LimitReached, SendingLimit, Standing, State
 from mash_requests.errors import (
@@ -963,23 +970,29 @@ class Dispatcher:
             return result
 
     def reconcile(self) -> list[ReconcileFinding]:
-        """Look every unconfirmed request up in Sent Items and log what is found."""
-        latest: dict[str, Event] = {}
+        """Look every unconfirmed request up in Sent Items and log what is found.
+
+        A request is found missing ("not_found", and so sendable again) only after the two
+        looks, ``lookup_delay`` apart, that come before any resend (see Claims.look_up).
+        """
+        latest: dict[str, StoredEvent] = {}
         kinds = [EventKind.SENT, EventKind.FAILED, EventKind.UNCONFIRMED, EventKind.RECONCILED]
         for stored in self.store.events(EventFilter(kinds=kinds)):
             if stored.event.request_ref:
-                latest[stored.event.request_ref] = stored.event
+                latest[stored.event.request_ref] = stored
         pending = [
-            e for e in latest.values()
-            if e.kind is EventKind.UNCONFIRMED
-            or (e.kind is EventKind.RECONCILED and e.details.get("outcome") == "not_found")
+            stored for stored in latest.values()
+            if stored.event.kind is EventKind.UNCONFIRMED
+            or (stored.event.kind is EventKind.RECONCILED
+                and stored.event.details.get("outcome") == "not_found")
         ]  # fmt: skip
-        findings: list[ReconcileFinding] = []
-        for event in pending:
-            assert event.request_ref is not None
-            finding = self.claims.look_up(event) or "cannot_check"
-            findings.append(ReconcileFinding(event.request_ref, event.partner or "-", finding))
-        return findings
+        findings = self.claims.look_up(pending)
+        return [
+            ReconcileFinding(
+                stored.event.request_ref or "-", stored.event.partner or "-", f or "cannot_check"
+            )
+            for stored, f in zip(pending, findings, strict=True)
+        ]
 
 
 @dataclass

@@ -292,8 +292,13 @@ def _partners(keys: object) -> str:
 Example:
   mash-requests reconcile --config mash-requests.toml
 
-Exit codes: 0 nothing left unconfirmed; 1 some still unconfirmed or the gateway cannot look
-messages up (SMTP: check the partner's receipt or the relay's logs by hand); 2 bad config."""
+A request is recorded not found (and so sent again by the next send of its case) only after
+it was looked for twice, [retry] lookup_delay apart, the first time no sooner than
+lookup_delay after it was left unconfirmed: a mail system files messages in Sent Items late.
+
+Exit codes: 0 every request found sent; 1 some not found (not sent), or still unconfirmed
+because the gateway cannot look messages up (SMTP: check the partner's receipt or the
+relay's logs by hand); 2 bad config."""
 )
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help=CONFIG_HELP)
 def reconcile(config_path: Path | None) -> None:
@@ -310,10 +315,24 @@ def reconcile(config_path: Path | None) -> None:
     if not results:
         click.echo("No unconfirmed requests.")
         return
-    left = 0
     for item in results:
         click.echo(f"{item.request_ref}  {item.partner}  {item.finding}")
-        if item.finding != "sent":
-            left += 1
-    if left:
-        raise CliError(f"{left} request(s) still unconfirmed; check them by hand", EXIT_INCOMPLETE)
+    missing = sum(1 for item in results if item.finding == "not_found")
+    unchecked = sum(1 for item in results if item.finding == "cannot_check")
+    problems = []
+    if missing:
+        delay = settings.retry.lookup_delay
+        problems.append(
+            f"{missing} request(s) not found in Sent Items (looked for twice, {delay:g} s "
+            "apart): recorded as not sent. To send each again, with a new reference: "
+            "send-request --case <its case file> --partner <partner>, or send-batch of its "
+            "case (which sends only what was not sent)"
+        )
+    if unchecked:
+        problems.append(
+            f"{unchecked} request(s) still unconfirmed: the configured gateway cannot look "
+            "them up (SMTP, or not the mailbox they went through). Check them by hand (the "
+            "partner, the relay's logs) before resending with --resend --reason"
+        )
+    if problems:
+        raise CliError("\n".join(problems), EXIT_INCOMPLETE)
