@@ -357,6 +357,46 @@ def test_graph_401_is_an_authentication_failure_without_the_token(
     assert caught.value.server_message.startswith("401 InvalidAuthenticationToken")
 
 
+def test_token_refused_after_it_worked_is_renewed_once_and_the_request_made_again(
+    graph: FakeGraph, gateway: GraphGateway, message: OutgoingMessage
+) -> None:
+    """A token Graph took for one message and refuses for the next (expired early, revoked)
+    is not the app's credentials being wrong: one new token, the same sendMail again, sent
+    once (a 401 is decided before Graph does anything)."""
+    gateway.send(message)
+    graph.fail("sendMail", Fault.answer(401, code="InvalidAuthenticationToken"))
+    second = build_message(request_ref="RFI-2")
+    gateway.send(second)
+    assert [item.internet_message_id for item in graph.delivered] == [
+        message.message_id,
+        second.message_id,
+    ]
+    assert graph.token_requests == 2
+
+
+def test_token_refused_again_after_renewal_is_permanent(
+    graph: FakeGraph, gateway: GraphGateway, message: OutgoingMessage
+) -> None:
+    """A new token refused too is the credentials: permanent, after one renewal only."""
+    gateway.send(message)
+    graph.fail("sendMail", *[Fault.answer(401, code="InvalidAuthenticationToken")] * 2)
+    with pytest.raises(PermanentGatewayError, match="check tenant_id, client_id") as caught:
+        gateway.send(build_message(request_ref="RFI-2"))
+    assert caught.value.failure is Failure.AUTHENTICATION
+    assert graph.token_requests == 2
+    assert len(graph.delivered) == 1
+
+
+def test_first_token_refused_is_not_renewed(
+    graph: FakeGraph, gateway: GraphGateway, message: OutgoingMessage
+) -> None:
+    """A 401 to a token Graph never took is the app's set-up: one token request, permanent."""
+    graph.fail("sendMail", Fault.answer(401, code="InvalidAuthenticationToken"))
+    with pytest.raises(PermanentGatewayError):
+        gateway.send(message)
+    assert graph.token_requests == 1
+
+
 def test_graph_403_is_an_authentication_failure_naming_the_permissions(
     graph: FakeGraph, gateway: GraphGateway, message: OutgoingMessage
 ) -> None:

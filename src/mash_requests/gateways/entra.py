@@ -165,6 +165,20 @@ class TokenSource:
         if response.status_code >= 400:
             self._last_error = _Answer.of(response)
 
+    def forget(self) -> None:
+        """Drop the cached access tokens: the next :meth:`token` asks the identity platform.
+
+        For a token the resource refused before its expiry (revoked, or the platform and the
+        resource disagree about the time): MSAL would hand out the same one until it expires.
+        """
+        if self._app is None:
+            return
+        import msal
+
+        cache = self._app.token_cache
+        for item in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
+            cache.remove_at(item)
+
     def token(self) -> str:
         """An access token; raises PermanentGatewayError / TransientGatewayError if none."""
         import msal

@@ -31,7 +31,10 @@ How failures are classed:
 - any 5xx (503 included), 408, a timeout or a lost connection once ``sendMail`` or ``/send``
   may have reached Graph: ambiguous. The retry policy looks in Sent Items before any resend;
 - 401 (the token refused) and 403 (no permission for the mailbox): permanent,
-  ``Failure.AUTHENTICATION``: the run sends nothing more through Graph;
+  ``Failure.AUTHENTICATION``: the run sends nothing more through Graph. Except once: a 401
+  to a token Graph accepted before (it expired early, or was revoked) drops the cached
+  token and makes the same request once more with a new one (a 401 is decided before
+  Graph does anything, so nothing can be sent twice);
 - 400, 404, 413 and other 4xx: permanent, with Graph's own error code and message;
 - no token: see :mod:`mash_requests.gateways.entra`;
 - anything else (a bug, an error requests does not class): ambiguous once the message may
@@ -198,6 +201,9 @@ class GraphGateway:
         # Set when a Sent Items search after a 202 was refused for good (e.g. no Mail.Read
         # permission): the remaining sends of the run do not ask again.
         self._no_sent_item_lookup: str | None = None
+        # Whether Graph has accepted the access token in hand: a 401 then means that token
+        # expired or was revoked, not that the app's credentials are wrong.
+        self._token_worked = False
 
     @property
     def _user(self) -> str:
@@ -285,8 +291,19 @@ class GraphGateway:
                 f"Graph failed unexpectedly on {step} ({kind}); nothing was sent",
                 server_message=kind,
             ) from exc
+        if response.status_code == 401 and authorized and self._token_worked:
+            # The token Graph took before is refused now: Graph did nothing with the request
+            # (it checks the token first), so ask for a new token and make it once more. A
+            # second refusal is the app's credentials, and permanent as on the first request.
+            self._token_worked = False
+            self._tokens.forget()
+            return self._request(
+                method, url, step, sending=sending, accept=accept, headers=headers, **kwargs
+            )
         if response.status_code >= 400 and response.status_code not in accept:
             raise self._failure(step, response, sending=sending)
+        if authorized and response.status_code < 400:
+            self._token_worked = True
         return response
 
     def _failure(self, step: str, response: Response, *, sending: bool) -> GatewayError:
