@@ -78,3 +78,18 @@ def test_workers_below_one_are_refused(workspace: Workspace) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         send_batch(load_settings(workspace.config), batch, workers=0)
     assert workspace.outbox_files() == []
+
+
+def test_workers_run_with_a_replies_table(workspace: Workspace) -> None:
+    """The example config has [replies]: its settings reach the workers (they once failed
+    to pickle, with a traceback and nothing sent)."""
+    workspace.config.write_text(
+        workspace.config.read_text()
+        + '\n[replies]\nsource = "folder"\nfolder = "replies"\n'
+        + 'address = "mash-replies@testbury.gov.uk"\n',
+        encoding="utf-8",
+    )
+    batch = write_jsonl(workspace, make_cases(workspace, 2))
+    code, out, err = invoke(workspace, str(batch), "--workers", "2")
+    assert code == 0, err
+    assert "Summary: 4 sent" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -291,3 +292,29 @@ def test_fetch_help_teaches_each_source_s_config() -> None:
     ):
         assert text in out, text
     assert out.isascii()
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        '\n[replies]\nsource = "folder"\nfolder = "replies"\n',
+        '\n[replies]\nsource = "imap"\n\n[replies.imap]\nhost = "imap.testbury.gov.uk"\n'
+        'username = "u"\npassword_env = "P"\n',
+        GRAPH_GATEWAY + '\n[replies]\nsource = "graph"\n\n[replies.graph]\nfolder = "inbox"\n',
+        '\n[replies]\nsource = "ews"\n\n[replies.ews]\nmailbox = "mash@testbury.gov.uk"\n'
+        'endpoint = "https://mail.testbury.gov.uk/EWS/Exchange.asmx"\nusername = "svc"\n'
+        'password_env = "P"\n',
+    ],
+    ids=["folder", "imap", "graph", "ews"],
+)
+def test_settings_with_any_replies_source_cross_to_a_worker_process(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch, table: str
+) -> None:
+    """send-batch --workers pickles the settings to each worker: a [replies] table of any
+    source must not stop it (a lambda and a module object once did, with a traceback)."""
+    monkeypatch.setenv("P", "x")
+    monkeypatch.setenv("MASH_TEST_GRAPH_SECRET", "graph-secret")
+    settings = load_settings(_with(workspace, table))
+    copy = pickle.loads(pickle.dumps(settings))  # noqa: S301 - our own object, round trip
+    assert copy.replies is not None and settings.replies is not None
+    assert type(copy.replies.reader) is type(settings.replies.reader)

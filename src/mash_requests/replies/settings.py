@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 from mash_requests._tables import Table
@@ -118,8 +117,7 @@ def parse_reply_settings(
     if folder is not None and source == "folder":
         from mash_requests.replies.sources.folder import Settings as FolderSettings
 
-        folder_settings = FolderSettings(folder=folder)
-        load_reader = lambda: folder_settings  # noqa: E731
+        load_reader = functools.partial(_given, FolderSettings(folder=folder))
     for kind in ("imap", "graph", "ews"):
         sub = table.table(kind)
         if kind != source and not sub.data:
@@ -131,7 +129,9 @@ def parse_reply_settings(
         module.Settings.from_table(_ShapeOnly(sub.data, where=sub.where, base_dir=sub.base_dir))
         if kind == source:
             _require_client_libraries(kind, table)
-            load_reader = functools.partial(_read_source, module, sub)
+            # By the module's name: settings cross to send-batch's worker processes, and
+            # a module object (or a lambda) cannot be pickled.
+            load_reader = functools.partial(_read_source, SOURCE_MODULES[kind], sub)
     assert load_reader is not None
     state_file = table.path("state_file") or data_dir / "replies-state.json"
     address = _replies_address(table, sender, allow_list)
@@ -141,11 +141,16 @@ def parse_reply_settings(
     )
 
 
-def _read_source(module: ModuleType, table: Table) -> SourceSettings:
+def _read_source(module_name: str, table: Table) -> SourceSettings:
     """The source's settings from its table, secrets read (a fresh copy of the table)."""
+    module = importlib.import_module(module_name)
     settings: SourceSettings = module.Settings.from_table(
         Table(table.data, where=table.where, base_dir=table.base_dir)
     )
+    return settings
+
+
+def _given(settings: SourceSettings) -> SourceSettings:
     return settings
 
 
