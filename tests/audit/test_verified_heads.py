@@ -200,3 +200,46 @@ def test_reader_of_an_older_log_does_not_migrate_it(keyed: EventStore, backend: 
         assert v.ok and v.earlier is not None and v.earlier.seq == 4
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["plain", "keyed"])
+def test_full_verify_honours_the_stored_heads_after_the_tail_was_removed(
+    store_factory: StoreFactory, key: bytes | None
+) -> None:
+    """audit verify walks the whole log, but the log also holds what earlier verifications
+    saw: events removed from the end since are named, whichever of verify and the report
+    runs first, and verify stores no head that would hide the removal."""
+    store = store_factory(hmac_key=key)
+    fill(store, range(3))
+    verify_chain(store, record=True)
+    with RawLog.open(store) as raw:
+        raw.delete(6)
+        raw.delete(5)
+    for _ in range(2):  # the second time: nothing recorded by the first hides it
+        v = verify_chain(store, record=True)
+        assert not v.ok
+        assert (v.problem, v.broken_seq) == (Break.REMOVED, 5)
+        assert "recorded seq 6: the newest events were removed" in v.detail
+    assert not build_report(store).verification.ok
+
+
+def test_last_event_rewritten_after_a_verification_is_caught(store: EventStore) -> None:
+    """The newest event edited and re-hashed (nothing links to it yet): the chain alone
+    cannot tell, the head a verification stored can."""
+    fill(store, range(3))
+    verify_chain(store, record=True)
+    with RawLog.open(store) as raw:
+        raw.edit_event(6, "partner", "housing", rehash_with=Chain())
+    v = verify_chain(store)
+    assert not v.ok
+    assert (v.problem, v.broken_seq) == (Break.HASH_MISMATCH, 6)
+    assert "log was rewritten up to here" in v.detail
+
+
+def test_new_events_after_a_verified_head_stay_intact(store: EventStore) -> None:
+    """The check against stored heads finds nothing in a log that only grew."""
+    fill(store, range(2))
+    verify_chain(store, record=True)
+    fill(store, range(2, 4))
+    assert verify_chain(store, record=True).ok
+    assert verify_chain(store).ok

@@ -38,6 +38,7 @@ from mash_requests.audit.verify import (
     _close,
     _Verifier,
     account_for_every_row,
+    against_stored_heads,
 )
 from mash_requests.errors import LogError, MashRequestsError
 
@@ -214,6 +215,7 @@ class Verification:
             database = self._database.result() if self._database is not None else None
         if self._start is not None:
             walked = replace(walked, verified_from=self._start[0] + 1, earlier=self._earlier)
+        walked = against_stored_heads(self._source, walked)
         result = account_for_every_row(self._source, walked, database)
         if self._record and result.ok and result.head_seq > 0:
             with contextlib.suppress(LogError):  # a read-only log: nothing to resume from

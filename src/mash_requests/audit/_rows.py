@@ -188,6 +188,11 @@ class ChainSource(Protocol):
         """The most recently stored verified head whose seal verifies, if any."""
         ...
 
+    def furthest_verified_head(self) -> VerifiedHead | None:
+        """The sealed verified head with the highest seq, if any: the log must still reach
+        it, with the same hash there."""
+        ...
+
     def record_verified_head(self, seq: int, count: int, hash_: str) -> None:
         """Store that the chain up to ``seq`` (``count`` events, head ``hash_``) verified now."""
         ...
@@ -368,9 +373,16 @@ class SmallTablesReader:
 
     def latest_verified_head(self) -> VerifiedHead | None:
         """The most recently stored verified head whose seal verifies, if any."""
+        return self._first_sealed_head("id DESC")
+
+    def furthest_verified_head(self) -> VerifiedHead | None:
+        """The sealed verified head with the highest seq (the newest of those), if any."""
+        return self._first_sealed_head("seq DESC, id DESC")
+
+    def _first_sealed_head(self, order: str) -> VerifiedHead | None:
         if self._version < HEADS_VERSION:
             return None
-        for row in self._stream(HEADS_QUERY + " ORDER BY id DESC", ()):
+        for row in self._stream(f"{HEADS_QUERY} ORDER BY {order}", ()):
             head = sealed_head(self.chain, row)
             if head is not None:
                 return head

@@ -257,6 +257,47 @@ class VerifyResult:
         return f"BROKEN{where} ({self.problem}): {self.detail}"
 
 
+def against_stored_heads(source: ChainSource, walked: VerifyResult) -> VerifyResult:
+    """``walked`` (an intact walk) broken if the log no longer holds what a verification
+    stored in it: the furthest verified head's event must still be there, with its hash.
+
+    Without this, removing the newest events leaves no trace in the chain, and a verify run
+    afterwards would find the shorter log intact and store a head that hides the removal.
+    A head the log's own writer could forge proves nothing against a rewrite (see the module
+    docstring); under an HMAC key it cannot be placed or moved without the key.
+    """
+    if not walked.ok:
+        return walked
+    head = source.furthest_verified_head()
+    if head is None:
+        return walked
+    when = format_time(head.verified_at)
+    if head.seq > walked.head_seq:
+        return replace(
+            walked,
+            ok=False,
+            broken_seq=walked.head_seq + 1,
+            problem=Break.REMOVED,
+            detail=f"the log ends at seq {walked.head_seq} but the verification of {when} "
+            f"recorded seq {head.seq}: the newest events were removed",
+        )
+    rows = source.chain_rows(head.seq - 1, head.seq)
+    try:
+        row = next(rows, None)
+    finally:
+        _close(rows)
+    if row is None or row.seq != head.seq or row.hash != head.hash:
+        return replace(
+            walked,
+            ok=False,
+            broken_seq=head.seq,
+            problem=Break.HASH_MISMATCH,
+            detail=f"event {head.seq} differs from the verification of {when}: the log was "
+            "rewritten up to here",
+        )
+    return walked
+
+
 def account_for_every_row(
     source: ChainSource, result: VerifyResult, database: DatabaseCheck | None = None
 ) -> VerifyResult:
