@@ -92,6 +92,23 @@ def test_unkeyed_log_with_key_is_refused(path: Path) -> None:
         SQLiteEventStore(path, hmac_key=KEY)
 
 
+def test_keyed_log_downgraded_in_its_metadata_is_never_advised_to_drop_the_key(
+    path: Path,
+) -> None:
+    """An attacker marks a keyed log as plain SHA-256 (to rewrite it without the key). The
+    refusal must not tell the operator to remove the key, which would let the rewritten log
+    verify: it names tampering as one reading and says to keep the key."""
+    SQLiteEventStore(path, hmac_key=KEY).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER log_meta_no_update")
+        conn.execute("UPDATE log_meta SET value = 'sha256' WHERE key = 'hash_algorithm'")
+    with pytest.raises(LogError) as caught:
+        SQLiteEventStore(path, hmac_key=KEY)
+    message = str(caught.value)
+    assert "tampering: keep the key" in message
+    assert "remove it" not in message
+
+
 def test_wrong_key_is_refused(path: Path) -> None:
     """A different HMAC key from the log's own is refused at open."""
     SQLiteEventStore(path, hmac_key=KEY).close()

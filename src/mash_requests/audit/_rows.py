@@ -279,14 +279,24 @@ def check_meta(location: str, chain: Chain, meta: dict[str, str]) -> None:
     """
     algorithm = meta.get("hash_algorithm")
     if algorithm != chain.algorithm:
+        # The metadata says which; whoever can write the database can change it too, so
+        # the advice covers both readings and never tells anyone to drop a key.
+        tampered = (
+            "the log's metadata was changed, which is tampering: keep the key, keep the file "
+            "as evidence, and verify it against a checkpoint kept elsewhere or restore it "
+            "from a backup"
+        )
         if algorithm == "hmac-sha256":
             raise LogError(
-                f"dispatch log {location} is keyed (HMAC-SHA256) but no [log] hmac_key is "
-                "configured; set hmac_key_env or hmac_key_file to the log's key"
+                f"dispatch log {location} says it is keyed (HMAC-SHA256) but no [log] "
+                "hmac_key is configured. If it was created with a key, set hmac_key_env or "
+                f"hmac_key_file to that key; if it never had one, {tampered}"
             )
         raise LogError(
-            f"dispatch log {location} was created without an HMAC key ({algorithm}) but "
-            "[log] hmac_key is set; remove it, or start a new log for keyed hashing"
+            f"dispatch log {location} says it was created without an HMAC key ({algorithm}) "
+            "but [log] hmac_key is set. If it was created before the key was configured, "
+            "keep using it without the key or start a new log for keyed hashing; if it was "
+            f"created with this key, {tampered}"
         )
     if chain.key_check != meta.get("key_check", ""):
         raise LogError(
