@@ -10,6 +10,7 @@ from audit_helpers import RawLog, canonical, log_section, prepared, sent
 from click.testing import CliRunner
 
 from mash_requests.audit import EventStore
+from mash_requests.audit.verify import verify_chain
 from mash_requests.cli import main
 from mash_requests.errors import LogError
 
@@ -66,3 +67,17 @@ def test_audit_query_on_damaged_record_is_an_error_line(
     (line,) = result.stderr.splitlines()
     assert line.startswith("Error: dispatch log ")
     assert "event 2 is damaged" in line
+
+
+def test_a_dropped_log_table_is_named_as_changed_outside_the_log(
+    store: EventStore, raw: RawLog
+) -> None:
+    """verified_heads dropped: the error says the log was altered outside mash-requests and
+    to restore it, not to check the disk space or the server."""
+    with raw.unguarded():
+        raw.execute("DROP TABLE verified_heads")
+    with pytest.raises(LogError) as caught:
+        verify_chain(store)
+    message = str(caught.value)
+    assert "which mash-requests never does" in message
+    assert "free disk space" not in message and "server is running" not in message

@@ -881,6 +881,12 @@ def _advice(sqlstate: str) -> str:
         return "events are never changed or removed; record a new event instead"
     if sqlstate.startswith("53"):
         return "the database server is out of resources (disk or memory); tell its admin"
+    if sqlstate in ("42P01", "42703"):  # undefined table or column in the log's schema
+        return (
+            "a table of the log is missing or changed, which mash-requests never does: the "
+            "schema was altered outside it; keep it as evidence and restore the log from a "
+            "backup (check [log] dsn names the log's schema)"
+        )
     return "check the server is running and [log] dsn is right"
 
 

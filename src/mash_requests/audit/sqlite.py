@@ -790,6 +790,13 @@ def _advice(exc: sqlite3.Error) -> str:
         return "the disk is full; free space and try again"
     if "append-only" in text or "write-once" in text:
         return "events are never changed or removed; record a new event instead"
+    if "no such table" in text or "no such column" in text:
+        # The log made its tables when it was created and never drops one.
+        return (
+            "a table of the log is missing or changed, which mash-requests never does: the "
+            "file was altered outside it (or is a damaged copy); keep it as evidence and "
+            "restore the log from a backup"
+        )
     return "check the file, its folder and the free disk space"
 
 
