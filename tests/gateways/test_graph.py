@@ -7,6 +7,8 @@ import functools
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -305,6 +307,23 @@ def test_service_unavailable_on_send_mail_is_ambiguous_with_the_hint(
     with pytest.raises(AmbiguousGatewayError) as caught:
         gateway.send(message)
     assert caught.value.retry_after == 40
+
+
+def test_retry_after_as_an_http_date_is_the_wait_until_then(
+    graph: FakeGraph, gateway: GraphGateway, message: OutgoingMessage
+) -> None:
+    """Retry-After may be an HTTP date (RFC 9110): the wait runs until then, not the
+    policy's own (a probe saw a 4 s wait taken as 0.2 s)."""
+    then = datetime.now(UTC) + timedelta(seconds=30)
+    graph.fail(
+        "sendMail",
+        Fault.answer(
+            429, code="TooManyRequests", **{"Retry-After": format_datetime(then, usegmt=True)}
+        ),
+    )
+    with pytest.raises(TransientGatewayError) as caught:
+        gateway.send(message)
+    assert caught.value.retry_after is not None and 25 <= caught.value.retry_after <= 30
 
 
 def test_connection_refused_is_transient_and_names_graphs_host(

@@ -378,14 +378,25 @@ def _http_client(timeout: float, remember: Any) -> requests.Session:
 
 
 def retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (fractional too); None for a date or nonsense."""
-    if value is None:
+    """Seconds from a ``Retry-After`` header: a number (fractional too, as Graph sends) or
+    an HTTP date (RFC 9110), counted from now; None for nonsense."""
+    import math
+    from datetime import UTC, datetime
+    from email.utils import parsedate_to_datetime
+
+    if not value:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        return None  # an HTTP date: rare from Microsoft; the backoff applies instead
-    return seconds if seconds >= 0 else None
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _host_of(exc: requests.RequestException) -> str | None:

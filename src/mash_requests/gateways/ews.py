@@ -50,12 +50,9 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
@@ -68,6 +65,7 @@ from mash_requests.errors import (
     TransientGatewayError,
 )
 from mash_requests.gateways.base import OutgoingMessage, Receipt
+from mash_requests.gateways.entra import retry_after
 
 if TYPE_CHECKING:
     from mash_requests._tables import Table
@@ -256,23 +254,6 @@ def _own_text(content: bytes, content_type: str, status_line: str) -> str:
     return ""
 
 
-def _retry_after(value: str | None) -> float | None:
-    """A ``Retry-After`` header in seconds (a number of seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
 @dataclass(frozen=True)
 class _HttpAnswer:
     """An HTTP answer exchangelib refused (anything but 200 or a SOAP fault), as words."""
@@ -312,7 +293,7 @@ class _HttpAnswer:
             reason=reason,
             text=_own_text(content, headers.get("content-type", ""), f"{status} {reason}"),
             diagnostics=diagnostics,
-            retry_after=_retry_after(headers.get("retry-after")),
+            retry_after=retry_after(headers.get("retry-after")),
             cas_error=_bounded(cas_error.removeprefix("CAS error:").strip()),
             locked_out=b"currently locked out" in content,
         )
