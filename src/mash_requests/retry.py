@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -383,7 +383,17 @@ def send_with_retry(
                 f"attempts or time are left to resend it: {_CHECK_SENT_MAIL}",
             )
             return _unconfirmed(_Unconfirmed(last, reason), attempts)
-        return _failed(last, attempts)
+        result = _failed(last, attempts)
+        hint = last.retry_after
+        if attempts < policy.max_attempts and hint is not None and hint > time_left():
+            # Stopped by the time limit, not the attempts: say what the server asked for.
+            result = replace(
+                result,
+                reason=f"{result.reason}; the server asked to wait {hint:g} s, longer than "
+                f"[retry] max_seconds ({policy.max_seconds:g} s) left: it was not sent; send it "
+                "again once that wait is over",
+            )
+        return result
     return _sent(receipt, attempts, after_ambiguous=found_after_ambiguous)
 
 

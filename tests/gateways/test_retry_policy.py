@@ -189,6 +189,11 @@ def test_wait_beyond_max_seconds_is_not_started(message: OutgoingMessage) -> Non
     assert result.status is SendStatus.FAILED and result.attempts == 1
     assert time.sleeps == []
     assert failures[-1].wait_seconds is None
+    # The reason says why it stopped, and what to do: not only "gave up after 1 attempt".
+    assert result.reason.endswith(
+        "the server asked to wait 297.749 s, longer than [retry] max_seconds (60 s) left: it "
+        "was not sent; send it again once that wait is over"
+    )
 
 
 def test_ambiguous_without_lookup_is_unconfirmed_and_never_resent(
