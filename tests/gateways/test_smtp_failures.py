@@ -9,7 +9,9 @@ must reach the outcome column of ``send-request``, the log's ``failed`` event an
 from __future__ import annotations
 
 import datetime
+import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -266,6 +268,32 @@ def test_nothing_listening_reads_as_could_not_connect_after_every_attempt(
         "no firewall blocks this machine from it"
     )
     assert (result.failure, result.attempts) == (Failure.CONNECTION, 3)
+
+
+def test_421_greeting_is_retried_and_says_what_to_do(
+    ca_file: Path, message: OutgoingMessage
+) -> None:
+    """A server greeting with 421 (busy, closing) is tried again, then says to try later."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def greet_busy() -> None:
+        with listener:
+            for _ in range(POLICY.max_attempts):
+                connection, _address = listener.accept()
+                with connection:
+                    connection.sendall(b"421 4.3.2 Service not available, closing channel\r\n")
+
+    thread = threading.Thread(target=greet_busy, daemon=True)
+    thread.start()
+    result = send_once(port, ca_file, message, security="none")
+    thread.join(5)
+    assert (result.status, result.attempts) == (SendStatus.FAILED, 3)
+    assert "is not taking connections now" in result.reason
+    assert result.reason.endswith(
+        "the server is busy or restarting: try again later, and if it keeps saying so ask "
+        "its administrators"
+    )
 
 
 def test_4xx_after_data_is_retried_and_reads_as_deferred(

@@ -355,7 +355,8 @@ class SmtpGateway:
                 Failure.SERVER,
                 f"{server} {what}",
                 words,
-                fix=""
+                fix="the server is busy or restarting: try again later, and if it keeps "
+                "saying so ask its administrators"
                 if _deferred(exc.smtp_code)
                 else "its words say why; check host and port, and ask its administrators to "
                 "let this machine's address send through it",
