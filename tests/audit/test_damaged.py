@@ -81,3 +81,21 @@ def test_a_dropped_log_table_is_named_as_changed_outside_the_log(
     message = str(caught.value)
     assert "which mash-requests never does" in message
     assert "free disk space" not in message and "server is running" not in message
+
+
+def test_a_dropped_or_disabled_append_only_trigger_is_named(
+    store: EventStore, raw: RawLog, backend: str
+) -> None:
+    """The log never drops or disables its own triggers: verify names one that is gone, even
+    when every row still verifies, since the tables no longer refuse changes."""
+    store.append(prepared("C-1"))
+    if backend == "sqlite":
+        raw.execute("DROP TRIGGER events_no_delete")
+        gone = "trigger(s) events_no_delete were dropped"
+    else:
+        raw.execute("ALTER TABLE events DISABLE TRIGGER events_no_change")
+        gone = "trigger(s) events_no_change are disabled"
+    result = verify_chain(store)
+    assert not result.ok
+    assert any(gone in problem for problem in result.table_problems)
+    assert "no longer refuse changes" in result.summary()

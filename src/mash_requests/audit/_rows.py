@@ -365,9 +365,33 @@ class SmallTablesReader:
 
     chain: Chain
     _version: int
+    #: The triggers that make the log's tables append-only, by the schema version that
+    #: added them (each store names its own).
+    GUARDS: tuple[tuple[int, str], ...] = ()
+    #: (name, enabled) of every trigger on the log's tables, in the store's own SQL.
+    TRIGGERS_QUERY = ""
 
     def _stream(self, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:
         raise NotImplementedError  # provided by the store
+
+    def guard_problems(self) -> list[str]:
+        """The append-only triggers that are missing or disabled. The log never drops or
+        disables one: whoever did went around it, and the tables no longer refuse changes."""
+        states = {
+            str(name): bool(enabled) for name, enabled in self._stream(self.TRIGGERS_QUERY, ())
+        }
+        missing = [n for v, n in self.GUARDS if v <= self._version and n not in states]
+        disabled = [n for v, n in self.GUARDS if v <= self._version and states.get(n) is False]
+        problems = []
+        if missing:
+            problems.append(f"trigger(s) {', '.join(missing)} were dropped")
+        if disabled:
+            problems.append(f"trigger(s) {', '.join(disabled)} are disabled")
+        if problems:
+            problems[-1] += (
+                ": the log's tables no longer refuse changes (done outside mash-requests)"
+            )
+        return problems
 
     def log_table_problems(self) -> tuple[str, ...]:
         """Rows of the log's small tables the log never writes (see ChainSource)."""
@@ -379,7 +403,9 @@ class SmallTablesReader:
         if self._version >= HEADS_VERSION:
             heads = self._stream(HEADS_QUERY, ())
             unsealed = sum(sealed_head(self.chain, row) is None for row in heads)
-        return table_problems(keys, versions, self._version, unsealed)
+        return table_problems(keys, versions, self._version, unsealed) + tuple(
+            self.guard_problems()
+        )
 
     def latest_verified_head(self) -> VerifiedHead | None:
         """The most recently stored verified head whose seal verifies, if any."""

@@ -207,6 +207,22 @@ class PostgresEventStore(SmallTablesReader):
     between threads; a connection that broke (server restart) is replaced on the next call.
     """
 
+    GUARDS = (
+        (1, "events_no_change"),
+        (1, "events_no_truncate"),
+        (1, "log_meta_no_change"),
+        (1, "log_meta_no_truncate"),
+        (HEADS_VERSION, "verified_heads_no_change"),
+        (HEADS_VERSION, "verified_heads_no_truncate"),
+    )
+    # A trigger fires in normal sessions when it is enabled 'O' (origin) or 'A' (always);
+    # 'D' is disabled, 'R' fires only where replication is being applied.
+    TRIGGERS_QUERY = (
+        "SELECT tgname, tgenabled IN ('O', 'A') FROM pg_trigger WHERE NOT tgisinternal"
+        " AND tgrelid IN (to_regclass('events'), to_regclass('log_meta'),"
+        " to_regclass('verified_heads'))"
+    )
+
     def __init__(
         self, dsn: str, *, hmac_key: bytes | None = None, must_exist: bool = False
     ) -> None:

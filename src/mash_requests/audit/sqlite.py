@@ -204,6 +204,17 @@ class SQLiteEventStore(SmallTablesReader):
     between threads; open one per process.
     """
 
+    GUARDS = (
+        (1, "events_no_update"),
+        (1, "events_no_delete"),
+        (1, "log_meta_no_update"),
+        (1, "log_meta_no_delete"),
+        (HEADS_VERSION, "verified_heads_no_update"),
+        (HEADS_VERSION, "verified_heads_no_delete"),
+    )
+    # SQLite cannot disable a trigger, only drop it.
+    TRIGGERS_QUERY = "SELECT name, 1 FROM sqlite_master WHERE type = 'trigger'"
+
     def __init__(
         self, path: Path, *, hmac_key: bytes | None = None, must_exist: bool = False
     ) -> None:
