@@ -152,6 +152,19 @@ def test_bad_operator_in_the_config_names_the_key(tmp_path: Path) -> None:
         load_settings(write(tmp_path, text))
 
 
+@pytest.mark.parametrize("value", ["Testbury\\nMASH", "Testbury\\r\\nBcc: x", "tab\\there"])
+def test_a_mash_name_that_is_not_one_line_is_refused_at_load(tmp_path: Path, value: str) -> None:
+    """A line break (or other control character) in [mash] name is refused at load, naming the
+    file and key, as marking is (the auditors' report settings too): not first at send time,
+    blaming the case or template."""
+    from mash_requests.config import load_report_settings
+
+    path = write(tmp_path, OK.replace("[mash]\n", f'[mash]\nname = "{value}"\n'))
+    for load in (load_settings, load_report_settings):
+        with pytest.raises(ConfigError, match=r"mash-requests\.toml: \[mash\] name: .*one line"):
+            load(path)
+
+
 def test_good_operator_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A plain name from the environment is the operator, trimmed."""
     monkeypatch.setenv("MASH_OPERATOR", " Sam Okafor ")
