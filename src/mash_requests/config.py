@@ -405,12 +405,7 @@ class _ShapeOnly(Table):
 
     def secret(self, key: str, *, required: bool = True) -> str | None:
         self._read.update({key, f"{key}_env", f"{key}_file"})
-        if key in self.data:
-            raise self.error(
-                key,
-                f'secrets are not written in the config; use {key}_env = "VARIABLE" '
-                f'or {key}_file = "path/to/file"',
-            )
+        self.refuse_literal_secret(key)
         env_name = self.string(f"{key}_env")
         file_path = self.string(f"{key}_file")
         if env_name is not None and file_path is not None:
