@@ -152,6 +152,19 @@ def test_bad_operator_in_the_config_names_the_key(tmp_path: Path) -> None:
         load_settings(write(tmp_path, text))
 
 
+@pytest.mark.parametrize("value", ["Testbury\\nMASH", "Testbury\\r\\nBcc: x", "tab\\there"])
+def test_a_mash_name_that_is_not_one_line_is_refused_at_load(tmp_path: Path, value: str) -> None:
+    """A line break (or other control character) in [mash] name is refused at load, naming the
+    file and key, as marking is (the auditors' report settings too): not first at send time,
+    blaming the case or template."""
+    from mash_requests.config import load_report_settings
+
+    path = write(tmp_path, OK.replace("[mash]\n", f'[mash]\nname = "{value}"\n'))
+    for load in (load_settings, load_report_settings):
+        with pytest.raises(ConfigError, match=r"mash-requests\.toml: \[mash\] name: .*one line"):
+            load(path)
+
+
 def test_good_operator_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A plain name from the environment is the operator, trimmed."""
     monkeypatch.setenv("MASH_OPERATOR", " Sam Okafor ")
@@ -184,6 +197,83 @@ def test_inline_password_in_an_unused_gateway_table_is_refused(tmp_path: Path) -
     text = OK + SMTP_UNUSED + 'password = "hunter2"\n'
     with pytest.raises(ConfigError, match=r"\[gateway\.smtp\] password: secrets are not written"):
         load_settings(write(tmp_path, text))
+
+
+#: Gateway tables, each with a literal secret it would not read in its setting (or would).
+LITERAL_SECRETS = {
+    "smtp password, auth none": (
+        "smtp",
+        'host = "smtp.council.example"\nmailbox = "mash@testbury.gov.uk"\npassword = "hunter2"\n',
+        "password",
+    ),
+    "smtp client_secret, auth plain": (
+        "smtp",
+        'host = "smtp.council.example"\nmailbox = "mash@testbury.gov.uk"\nauth = "plain"\n'
+        'username = "mash"\npassword_env = "SMTP_PASSWORD"\nclient_secret = "hunter2"\n',
+        "client_secret",
+    ),
+    "ews password, auth oauth": (
+        "ews",
+        'mailbox = "mash@testbury.gov.uk"\nendpoint = "https://mail.council.example/EWS"\n'
+        'auth = "oauth"\ntenant_id = "council.onmicrosoft.com"\nclient_id = "app"\n'
+        'client_secret_env = "EWS_SECRET"\npassword = "hunter2"\n',
+        "password",
+    ),
+    "ews client_secret, auth ntlm": (
+        "ews",
+        'mailbox = "mash@testbury.gov.uk"\nendpoint = "https://mail.council.example/EWS"\n'
+        'username = "mash"\npassword_env = "EWS_PASSWORD"\nclient_secret = "hunter2"\n',
+        "client_secret",
+    ),
+    "graph client_secret": (
+        "graph",
+        'mailbox = "mash@testbury.gov.uk"\ntenant_id = "council.onmicrosoft.com"\n'
+        'client_id = "app"\nclient_secret = "hunter2"\n',
+        "client_secret",
+    ),
+}
+
+
+@pytest.mark.parametrize("in_use", [True, False], ids=["in use", "unused"])
+@pytest.mark.parametrize("case", LITERAL_SECRETS, ids=str)
+def test_a_secret_written_in_a_gateway_table_is_named_as_one_in_every_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, in_use: bool
+) -> None:
+    """A literal password or client_secret in a gateway table is refused as a secret with
+    what to write instead (as [replies.imap] says), never as an unknown key, whether or not
+    the table's auth reads it; the value is not quoted."""
+    for name in ("SMTP_PASSWORD", "EWS_SECRET", "EWS_PASSWORD"):
+        monkeypatch.setenv(name, "from-the-environment")
+    kind, table, key = LITERAL_SECRETS[case]
+    gateway_type = kind if in_use else "outbox"
+    text = OK + f'\n[gateway]\ntype = "{gateway_type}"\n\n[gateway.{kind}]\n{table}'
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    message = str(caught.value)
+    assert (
+        f"[gateway.{kind}] {key}: secrets are not written in the config; "
+        f'use {key}_env = "VARIABLE" or {key}_file = "path/to/file"'
+    ) in message
+    assert "hunter2" not in message
+
+
+def test_a_secret_the_gateways_auth_does_not_read_says_when_it_is_read(tmp_path: Path) -> None:
+    """SMTP with auth = "none": a literal password says it is read with auth plain or login,
+    and a password_env is refused as not read (not as a misspelt key)."""
+    smtp = '\n[gateway]\ntype = "smtp"\n\n[gateway.smtp]\nhost = "smtp.council.example"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, OK + smtp + 'password = "hunter2"\n'))
+    assert str(caught.value).endswith(
+        "[gateway.smtp] password: secrets are not written in the config; use "
+        'password_env = "VARIABLE" or password_file = "path/to/file" '
+        "(read with auth = 'plain' or 'login')"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, OK + smtp + 'password_env = "SMTP_PASSWORD"\n'))
+    assert str(caught.value).endswith(
+        "[gateway.smtp] password_env: is not read here: password is read with auth = 'plain' "
+        "or 'login'; set that, or remove it"
+    )
 
 
 def test_unused_gateway_needs_no_secret_in_the_environment(

@@ -107,6 +107,43 @@ def test_missing_template_is_named(renderer: Renderer) -> None:
         render(renderer, partner=partner)
 
 
+def test_missing_template_says_where_templates_are_looked_for(renderer: Renderer) -> None:
+    """Without a templates folder, the error names the shipped templates and [mash] templates."""
+    partner = Partner("ycs", "Youth Justice", ("y@nhs.net",), "youth-justice")
+    with pytest.raises(TemplateError) as caught:
+        render(renderer, partner=partner)
+    assert "not found in the shipped templates (" in str(caught.value)
+    assert "set [mash] templates" in str(caught.value)
+
+
+def test_an_included_template_that_is_missing_is_named_with_where_it_was_looked_for(
+    tmp_path: Path,
+) -> None:
+    """{% include "nope.j2" %} of a file that is nowhere says that nope.j2, included, was not
+    found, and names the templates folder and the shipped templates."""
+    (tmp_path / "police.txt.j2").write_text('{% include "nope.j2" %}\n')
+    renderer = Renderer(marking="OFFICIAL", mash_name="M", override_dir=tmp_path)
+    with pytest.raises(TemplateError) as caught:
+        render(renderer)
+    message = str(caught.value)
+    assert message.startswith("template police.txt.j2: the template it includes, nope.j2, was")
+    assert f"not found in the [mash] templates folder {tmp_path} or the shipped templates" in (
+        message
+    )
+    assert "{% include %}" in message
+
+
+def test_a_computed_include_name_is_not_quoted(tmp_path: Path) -> None:
+    """An include whose name comes from the case is reported without the name: it may be a
+    child's detail."""
+    (tmp_path / "police.txt.j2").write_text("{% include child.name %}\n")
+    renderer = Renderer(marking="OFFICIAL", mash_name="M", override_dir=tmp_path)
+    with pytest.raises(TemplateError) as caught:
+        render(renderer, case(name="Alexandra"))
+    assert "a template it includes (a name it computes, not shown)" in str(caught.value)
+    assert "Alexandra" not in str(caught.value)
+
+
 def test_html_escapes_case_text(renderer: Renderer) -> None:
     """Case text is escaped in HTML, never interpreted."""
     rendered = render(renderer, case(name="<script>alert(1)</script>"))

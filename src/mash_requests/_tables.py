@@ -103,18 +103,34 @@ class Table:
         inner = self.where.rstrip("]") + f".{key}]" if self.where.endswith("]") else self.where
         return Table(value or {}, where=inner, base_dir=self.base_dir)
 
+    def refuse_literal_secret(self, key: str, *, read: str = "") -> None:
+        """Refuse a secret written as ``key = "…"`` in the table, with what to write instead
+        (``read``: when the table reads it, for a secret only some settings take)."""
+        if key in self.data:
+            when = f" ({read})" if read else ""
+            raise self.error(
+                key,
+                f'secrets are not written in the config; use {key}_env = "VARIABLE" '
+                f'or {key}_file = "path/to/file"{when}',
+            )
+
+    def secret_not_read(self, key: str, *, read: str) -> None:
+        """For a secret this table takes only in other settings (SMTP's password with
+        ``auth = "plain"``): written as a literal it is refused as a secret, and its
+        ``_env``/``_file`` as not read here (``read`` says when it is), not as unknown keys."""
+        self._read.update({key, f"{key}_env", f"{key}_file"})
+        self.refuse_literal_secret(key, read=read)
+        for name in (f"{key}_env", f"{key}_file"):
+            if name in self.data:
+                raise self.error(name, f"is not read here: {key} is {read}; set that, or remove it")
+
     def secret(self, key: str, *, required: bool = True) -> str | None:
         """A secret named by ``<key>_env`` (an environment variable) or ``<key>_file`` (a path).
 
         Literal secrets are refused: a config file gets copied, committed and mailed around.
         """
         self._read.update({key, f"{key}_env", f"{key}_file"})
-        if key in self.data:
-            raise self.error(
-                key,
-                f'secrets are not written in the config; use {key}_env = "VARIABLE" '
-                f'or {key}_file = "path/to/file"',
-            )
+        self.refuse_literal_secret(key)
         env_name = self.string(f"{key}_env")
         file_path = self.path(f"{key}_file")
         if env_name and file_path:

@@ -183,7 +183,7 @@ def load_report_settings(path: Path | None = None) -> ReportSettings:
     return ReportSettings(
         log=LogSettings.from_table(_section(root, "log"), data_dir=data_dir),
         data_dir=data_dir,
-        mash_name=mash.string("name", "MASH") or "MASH",
+        mash_name=_mash_name(mash),
         marking=marking,
         templates_dir=mash.path("templates"),
         timescales=_timescales(_section(root, "timescales")),
@@ -242,6 +242,19 @@ def _data_dir_and_marking(mash: Table) -> tuple[Path, str]:
     return data_dir, marking
 
 
+def _mash_name(mash: Table) -> str:
+    """``[mash] name`` (default ``MASH``): the From display name and the requests' signature,
+    so one printable line, refused here rather than at the first send."""
+    name = mash.string("name", "MASH") or "MASH"
+    if not name.isprintable():
+        raise mash.error(
+            "name",
+            "must be one line of printable characters (it holds a line break or control "
+            "character); give the MASH's name as it should appear in From: and the requests",
+        )
+    return name
+
+
 def parse_settings(
     data: dict[str, Any],
     *,
@@ -264,7 +277,7 @@ def parse_settings(
         raise mash.error("sender", f"expected the MASH's secure mailbox address, got {sender!r}")
     operator = _operator(mash, name)
     settings_fields: dict[str, Any] = {
-        "mash_name": mash.string("name", "MASH") or "MASH",
+        "mash_name": _mash_name(mash),
         "marking": marking,
         "sender": sender,
         "operator": operator,
@@ -392,12 +405,7 @@ class _ShapeOnly(Table):
 
     def secret(self, key: str, *, required: bool = True) -> str | None:
         self._read.update({key, f"{key}_env", f"{key}_file"})
-        if key in self.data:
-            raise self.error(
-                key,
-                f'secrets are not written in the config; use {key}_env = "VARIABLE" '
-                f'or {key}_file = "path/to/file"',
-            )
+        self.refuse_literal_secret(key)
         env_name = self.string(f"{key}_env")
         file_path = self.string(f"{key}_file")
         if env_name is not None and file_path is not None:

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PART_SUFFIXES = ("subject.j2", "txt.j2", "html.j2")
+#: A template's file name as a template names another: folders, letters, digits, ``_.-``, .j2.
+_TEMPLATE_NAME = re.compile(r"[\w.\-/]{1,200}\.j2", re.ASCII)
 CONSENT_TEXT = {
     ConsentStatus.GIVEN: "Consent to share information has been given",
     ConsentStatus.NOT_GIVEN: "Consent has NOT been given; information is requested without consent",
@@ -240,8 +242,15 @@ class Renderer:
             raise TemplateError(
                 f"templates folder {override_dir}: not found; fix [mash] templates in the config"
             )
+        shipped = shipped_templates()
         loaders = [FileSystemLoader(str(override_dir))] if override_dir else []
-        loaders.append(FileSystemLoader(str(shipped_templates())))
+        loaders.append(FileSystemLoader(str(shipped)))
+        #: Where a template is looked for, for the message when one is not found.
+        self._looked_in = (
+            f"the [mash] templates folder {override_dir} or the shipped templates ({shipped})"
+            if override_dir is not None
+            else f"the shipped templates ({shipped}); set [mash] templates to add your own"
+        )
         self._env = _sandbox_class()(
             loader=ChoiceLoader(loaders),
             undefined=StrictUndefined,
@@ -291,8 +300,8 @@ class Renderer:
             return self._env.get_template(filename)
         except TemplateNotFound as exc:
             raise TemplateError(
-                f"template {exc.name}: not found; add it to the templates folder or change "
-                "the partner's template in the config"
+                f"template {exc.name}: not found in {self._looked_in}; add it to the templates "
+                "folder or change the partner's template in the config"
             ) from None
         except TemplateSyntaxError as exc:
             raise TemplateError(
@@ -308,7 +317,7 @@ class Renderer:
 
     def _render(self, filename: str, context: dict[str, Any]) -> str:
         from jinja2 import TemplateError as JinjaTemplateError
-        from jinja2 import UndefinedError
+        from jinja2 import TemplateNotFound, UndefinedError
         from jinja2.exceptions import SecurityError
 
         template = self._load(filename)
@@ -321,6 +330,8 @@ class Renderer:
             ) from None
         except SecurityError as exc:
             raise TemplateError(f"template {filename}: not allowed in the sandbox: {exc}") from None
+        except TemplateNotFound as exc:  # an {% include %}, {% extends %} or {% import %}
+            raise TemplateError(self._not_found_inside(filename, exc)) from None
         except JinjaTemplateError as exc:
             raise TemplateError(f"template {filename}: {exc.message}") from None
         except Exception as exc:
@@ -330,6 +341,22 @@ class Renderer:
                 f"template {filename}: {type(exc).__name__}{_template_line(exc, filename)}; "
                 "fix the template"
             ) from None
+
+    def _not_found_inside(self, filename: str, exc: Exception) -> str:
+        """What to say when ``filename`` includes, extends or imports a missing template."""
+        names = [str(name) for name in getattr(exc, "templates", None) or [exc.name]]  # type: ignore[attr-defined]
+        # A name the template computed (``{% include case.x %}``) may be case data: only a
+        # template's file name, written in the template, is quoted.
+        shown = [name for name in names if _TEMPLATE_NAME.fullmatch(name)]
+        if shown and len(shown) == len(names):
+            what = f"the template it includes, {' or '.join(shown)}, was"
+        else:
+            what = "a template it includes (a name it computes, not shown) was"
+        return (
+            f"template {filename}: {what} not found in {self._looked_in}; add it to the "
+            "templates folder or correct the name in the template's {% include %}, "
+            "{% extends %} or {% import %}"
+        )
 
     def render_document(self, filename: str, context: dict[str, Any]) -> str:
         """Render one template of the folders by name (the evidence report's

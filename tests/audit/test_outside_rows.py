@@ -228,3 +228,74 @@ def test_cli_query_warns_about_rows_outside_the_chain(
     verified = CliRunner().invoke(main, ["audit", "verify", "--config", str(config)])
     assert verified.exit_code == 1
     assert "seq -5" in verified.stdout
+
+
+def _forge_prepared(raw: RawLog, seq: int | None, case_ref: str) -> None:
+    """A copy of the ``prepared`` row 1, stored for ``case_ref`` at ``seq`` (None: the
+    PostgreSQL primary key dropped and seq NULL, what probe pg/outside_null does)."""
+    if seq is None:
+        raw.execute("ALTER TABLE events DROP CONSTRAINT IF EXISTS events_pkey")
+        raw.execute("ALTER TABLE events ALTER COLUMN seq DROP NOT NULL")
+    with attacker(raw):
+        raw.execute(
+            "INSERT INTO events (seq, recorded_at, kind, case_ref, request_ref, request_key,"
+            " partner, prev_hash, hash, record) SELECT ?, recorded_at, kind, ?, ?, ?, partner,"
+            " prev_hash, hash, record FROM events WHERE seq = 1",
+            [seq, case_ref, f"{case_ref}-police", f"key-{case_ref}-police"],
+        )
+
+
+def test_open_requests_leave_rows_outside_the_chain_out(
+    keyed: tuple[EventStore, RawLog],
+) -> None:
+    """The overdue read (open_request_events) neither crashes on a NULL seq nor returns a row
+    outside 1..head; its head is the chain's."""
+    from mash_requests.replies.tracking import TRACKED_KINDS, OpenRequestSource
+
+    store, raw = keyed
+    forge_sent(raw, 0, "FORGED-0", Chain(KEY))
+    _forge_prepared(raw, -5, "FORGED-5")
+    if raw.backend == "postgres":
+        _forge_prepared(raw, None, "FORGED-N")
+    assert isinstance(store, OpenRequestSource)
+    head, _, events = store.open_request_events([str(kind) for kind in TRACKED_KINDS])
+    assert head == 4
+    assert [stored.seq for stored in events] == [1, 2, 3, 4]
+
+
+def test_overdue_warns_once_about_rows_outside_the_chain(
+    keyed: tuple[EventStore, RawLog],
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """overdue() reads the log without the forged rows and logs one warning that counts them
+    and names `audit verify` (so the command says it on stderr)."""
+    import logging
+
+    from audit_helpers import log_section
+
+    from mash_requests.config import load_settings
+    from mash_requests.replies.overdue import overdue
+
+    store, raw = keyed
+    _forge_prepared(raw, -5, "FORGED-5")
+    expected = 1
+    if raw.backend == "postgres":
+        _forge_prepared(raw, None, "FORGED-N")
+        expected = 2
+    config = tmp_path / "mash-requests.toml"
+    monkeypatch.setenv("MASH_TEST_HMAC_KEY", KEY.decode())
+    config.write_text(
+        f'[mash]\nname = "Testbury MASH"\nsender = "mash@testbury.gov.uk"\n'
+        f'data_dir = "data"\n\n{log_section(raw.backend, store, monkeypatch)}'
+        'hmac_key_env = "MASH_TEST_HMAC_KEY"\n',
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    with caplog.at_level(logging.WARNING, logger="mash_requests"):
+        assert overdue(settings, store=store, use_cache=False) == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert f"{expected} row(s) with a seq outside the chain" in warnings[0]
+    assert "mash-requests audit verify" in warnings[0]

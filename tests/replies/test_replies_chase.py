@@ -156,6 +156,56 @@ def test_a_dry_run_sends_and_records_nothing(workspace: Workspace, sent: dict[st
     assert _reminders(workspace) == [] and len(workspace.events()) == before
 
 
+def _store_outside_the_chain(settings: Settings, backend: str) -> None:
+    """A copy of the log's first row stored around the log, as someone able to write the
+    database could: at seq -1 (SQLite), or with seq NULL once the primary key is dropped."""
+    columns = "recorded_at, kind, case_ref, request_ref, request_key, partner, prev_hash, hash"
+    if backend == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(settings.log.path, isolation_level=None) as conn:
+            conn.execute(
+                f"INSERT INTO events (seq, {columns}, record)"  # noqa: S608
+                f" SELECT -1, {columns}, record FROM events WHERE seq = 1"
+            )
+        return
+    import os
+
+    import psycopg
+
+    with psycopg.connect(os.environ["MASH_REPLIES_TEST_DSN"], autocommit=True) as conn:
+        conn.execute(b"ALTER TABLE events DROP CONSTRAINT events_pkey")
+        conn.execute(b"ALTER TABLE events ALTER COLUMN seq DROP NOT NULL")
+        conn.execute(
+            f"INSERT INTO events ({columns}, record)"  # noqa: S608
+            f" SELECT {columns}, record FROM events WHERE seq = 1".encode()
+        )
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_rows_outside_the_chain_are_left_out_with_one_warning(
+    workspace: Workspace,
+    sent: dict[str, object],
+    log_backend: str,
+    named: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A row stored around the log (seq -1, or NULL) neither stops a dry run nor is chased;
+    one warning counts it and names `audit verify`."""
+    import logging
+
+    settings = _settings(workspace)
+    _store_outside_the_chain(settings, log_backend)
+    refs = [sent["police"].request_ref] if named else []  # type: ignore[attr-defined]
+    with caplog.at_level(logging.WARNING, logger="mash_requests"):
+        result = chase(settings, refs, now=LATER, dry_run=True)
+    assert result.outcomes and {i.outcome for i in result.outcomes} == {ChaseOutcome.DRY_RUN}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "1 row(s) with a seq outside the chain" in warnings[0]
+    assert "mash-requests audit verify" in warnings[0]
+
+
 # -- the same form, or nothing -------------------------------------------------------------
 
 

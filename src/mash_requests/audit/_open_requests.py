@@ -22,6 +22,11 @@ conservative, so the fold's result is the one it gives on the whole log:
 The index :data:`INDEX_NAME` (a migration of both stores) covers the first step, so it
 reads one small index, not the events' records. Like the other indexes it is derived from the
 events and holds nothing of its own: ``audit verify`` checks the events.
+
+Like every reader, each step reads only the chain's rows (``seq`` 1..head): a row someone
+stored around the log, with a seq of 0 or below or (PostgreSQL, the primary key dropped)
+NULL, is neither folded nor the head. ``overdue`` says when there are any
+(:func:`mash_requests.audit.query.outside_chain_warning`).
 """
 
 from __future__ import annotations
@@ -62,23 +67,26 @@ def maybe_open_keys_sql(*, indexed: bool = True) -> str:
 
     A reference is *unclosed* when its last event among those the index holds is a
     ``prepared``, or when it was prepared more than once (two keys can share it only then);
-    every key that prepared an unclosed reference may be open. The bare ``kind`` beside a
-    single ``max(seq)`` is the kind of the row holding that maximum (documented SQLite
-    behaviour). The planner is told which index to use: without statistics it prefers the
-    ``kind`` index, which reads most of the log. Without ``indexed`` (a log opened by a
-    reader before a writer added the index) the same query runs on the older indexes.
+    every key that prepared an unclosed reference may be open. Only the chain's rows are
+    read: ``+seq > 0``, whose unary plus stops the planner scanning a range of the rowid
+    (= seq) in place of the index it is told to use (every index entry holds the rowid, so
+    the test reads nothing more). The bare ``kind`` beside a single ``max(seq)`` is the kind
+    of the row holding that maximum (documented SQLite behaviour). The planner is told which
+    index to use: without statistics it prefers the ``kind`` index, which reads most of the
+    log. Without ``indexed`` (a log opened by a reader before a writer added the index) the
+    same query runs on the older indexes.
     """
     cycle = f"INDEXED BY {INDEX_NAME}" if indexed else ""
     return f"""
     WITH unclosed AS (
         SELECT request_ref, kind, max(seq) FROM events {cycle}
-        WHERE {_CYCLE_KINDS} AND request_ref IS NOT NULL
+        WHERE {_CYCLE_KINDS} AND request_ref IS NOT NULL AND +seq > 0
         GROUP BY request_ref
         HAVING kind = '{_OPENS}' OR sum(kind = '{_OPENS}') > 1
     )
     SELECT DISTINCT {_FOLD_KEY} AS request_key
     FROM unclosed JOIN events e {cycle} ON e.request_ref = unclosed.request_ref
-    WHERE e.{_CYCLE_KINDS} AND e.kind = '{_OPENS}'
+    WHERE e.{_CYCLE_KINDS} AND e.kind = '{_OPENS}' AND +e.seq > 0
     """  # noqa: S608  (constants only)
 
 
@@ -93,13 +101,15 @@ def candidates_sql(kinds: Sequence[str], *, indexed: bool = True) -> str:
     WITH maybe_open AS ({maybe_open_keys_sql(indexed=indexed)}
     ), their_refs AS (
         SELECT e.request_ref FROM maybe_open m JOIN events e ON e.request_key = m.request_key
-        WHERE e.kind = '{_OPENS}'
+        WHERE e.kind = '{_OPENS}' AND +e.seq > 0
         UNION
         SELECT e.request_ref FROM maybe_open m JOIN events e ON e.request_ref = m.request_key
         WHERE e.kind = '{_OPENS}' AND (e.request_key IS NULL OR e.request_key = '')
+            AND +e.seq > 0
     )
     SELECT seq, hash, record FROM events INDEXED BY events_request_ref
     WHERE request_ref IN (SELECT request_ref FROM their_refs) AND kind IN ({_literals(kinds)})
+        AND +seq > 0
     ORDER BY seq
     """  # noqa: S608  (constant kinds, checked; no value from outside)
 
@@ -111,7 +121,7 @@ def candidates_sql(kinds: Sequence[str], *, indexed: bool = True) -> str:
 #: Step 1: the unclosed references, as in :func:`maybe_open_keys_sql`.
 POSTGRES_UNCLOSED_REFS = f"""
     SELECT request_ref FROM events
-    WHERE {_CYCLE_KINDS} AND request_ref IS NOT NULL
+    WHERE {_CYCLE_KINDS} AND request_ref IS NOT NULL AND seq > 0
     GROUP BY request_ref
     HAVING max(seq) FILTER (WHERE kind = '{_OPENS}') = max(seq)
         OR count(*) FILTER (WHERE kind = '{_OPENS}') > 1
@@ -121,7 +131,7 @@ POSTGRES_UNCLOSED_REFS = f"""
 POSTGRES_KEYS_OF_REFS = f"""
     SELECT DISTINCT {_FOLD_KEY}
     FROM unnest(%s::text[]) AS r(request_ref) JOIN events e ON e.request_ref = r.request_ref
-    WHERE e.{_CYCLE_KINDS} AND e.kind = '{_OPENS}'
+    WHERE e.{_CYCLE_KINDS} AND e.kind = '{_OPENS}' AND e.seq > 0
 """  # noqa: S608  (constants only)
 
 #: Step 3: every reference those keys prepared (``%s``: the list of keys). LATERAL makes each
@@ -129,11 +139,11 @@ POSTGRES_KEYS_OF_REFS = f"""
 POSTGRES_REFS_OF_KEYS = """
     SELECT e.request_ref FROM unnest(%s::text[]) AS k(request_key), LATERAL (
         SELECT request_ref FROM events
-        WHERE request_key = k.request_key AND kind = 'prepared'
+        WHERE request_key = k.request_key AND kind = 'prepared' AND seq > 0
         UNION ALL
         SELECT request_ref FROM events
         WHERE request_ref = k.request_key AND kind = 'prepared'
-            AND (request_key IS NULL OR request_key = '')
+            AND (request_key IS NULL OR request_key = '') AND seq > 0
     ) AS e
 """
 
@@ -146,7 +156,7 @@ def postgres_events_of_refs_sql(kinds: Sequence[str]) -> str:
         "SELECT e.seq, e.hash, e.record"  # noqa: S608  (constant kinds, checked)
         " FROM (SELECT DISTINCT unnest(%s::text[]) AS request_ref) AS r JOIN events e"
         " ON e.request_ref = r.request_ref"
-        f" WHERE e.kind IN ({_literals(kinds)})"
+        f" WHERE e.kind IN ({_literals(kinds)}) AND e.seq > 0"
     )
 
 
@@ -154,5 +164,5 @@ def head_sql(kinds: Sequence[str]) -> str:
     """``(seq, hash)`` of the last event of ``kinds`` (no row for none)."""
     return (
         f"SELECT seq, hash FROM events WHERE kind IN ({_literals(kinds)})"  # noqa: S608
-        " ORDER BY seq DESC LIMIT 1"
+        " AND seq > 0 ORDER BY seq DESC LIMIT 1"
     )

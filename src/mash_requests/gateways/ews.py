@@ -150,10 +150,12 @@ class Settings:
         auth = table.choice("auth", AUTH_CHOICES, "ntlm")
         username = password = tenant_id = client_id = client_secret = None
         if auth == "oauth":
+            table.secret_not_read("password", read="read with auth = 'ntlm' or 'basic'")
             tenant_id = table.required_string("tenant_id")
             client_id = table.required_string("client_id")
             client_secret = table.secret("client_secret")
         else:
+            table.secret_not_read("client_secret", read="read with auth = 'oauth'")
             username = table.required_string("username")
             password = table.secret("password")
         timeout = table.number("timeout", 60, minimum=1)

@@ -114,10 +114,14 @@ class Settings:
             if not username:
                 raise table.error("username", f"is required when auth = {auth!r}")
             password = table.secret("password")
-        elif auth == "xoauth2":
+        else:
+            table.secret_not_read("password", read="read with auth = 'plain' or 'login'")
+        if auth == "xoauth2":
             from mash_requests.gateways.graph import ClientCredentials
 
             oauth = ClientCredentials.from_table(table)
+        else:
+            table.secret_not_read("client_secret", read="read with auth = 'xoauth2'")
         mailbox = table.string("mailbox") or username
         if not mailbox:
             raise table.error("mailbox", "is required: the sending address")

@@ -358,7 +358,7 @@ class _Chaser:
     def _select(
         self, named: list[str], within_hours: float | None
     ) -> tuple[list[_Target], ChaseResult]:
-        from mash_requests.replies.overdue import overdue
+        from mash_requests.replies.overdue import overdue, warn_outside_chain
         from mash_requests.replies.tracking import open_requests
 
         state = open_requests(
@@ -392,6 +392,7 @@ class _Chaser:
                 else:  # overdue, or due within the hours asked
                     targets.append(target)
             return targets, result
+        warn_outside_chain(self.store)  # overdue() says it for the listed requests
         problems: list[str] = []
         targets = []
         for ref in dict.fromkeys(r.strip() for r in named):

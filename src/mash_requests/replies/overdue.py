@@ -120,6 +120,7 @@ def overdue(
             location=str(getattr(store, "location", settings.log.path)),
             hmac_key=settings.log.hmac_key,
         )
+        warn_outside_chain(store)
     finally:
         if owned:
             store.close()
@@ -134,6 +135,16 @@ def overdue(
         key=lambda i: (STATES.index(i.state), i.due, _RAG_ORDER.get(i.rag, 3), i.request_ref)
     )
     return items
+
+
+def warn_outside_chain(store: EventStore) -> None:
+    """Log a warning (stderr, for the commands) when the events table holds rows outside the
+    chain: the open requests are read without them, as every reader reads the log."""
+    from mash_requests.audit.query import outside_chain_warning
+
+    warning = outside_chain_warning(store)
+    if warning is not None:
+        log.warning(warning[0].upper() + warning[1:])
 
 
 def _item(
