@@ -237,7 +237,10 @@ class SQLiteEventStore(SmallTablesReader):
             raise
 
     def _missing(self) -> ConfigError:
-        return ConfigError(f"no dispatch log at {self.path}; check [log] path in the config")
+        return ConfigError(
+            f"no dispatch log at {self.path}; check [log] path in the config (or [mash] "
+            "data_dir, where the log is when path is not set)"
+        )
 
     # -- connection and schema -------------------------------------------------------------
 
