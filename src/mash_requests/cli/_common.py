@@ -61,6 +61,24 @@ class FiniteFloatRange(click.FloatRange):
 WITHIN_HOURS = FiniteFloatRange(min=0, max=MAX_WITHIN_HOURS)
 
 
+def case_ref_value(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``--case-ref REF`` (form check, audit query): the shape case files must have.
+
+    Anything else cannot name a case: a usage error (exit 2) rather than an answer that
+    reads like one ("refused: wrong_case", or no rows). A click callback, not a ParamType:
+    ParamType is generic only from click 8.2.
+    """
+    from mash_requests.case import REFERENCE_PATTERN
+
+    # fullmatch: the pattern's $ would also let a trailing newline through.
+    if value is None or REFERENCE_PATTERN.fullmatch(value):
+        return value
+    raise click.BadParameter(
+        "expected a case reference: letters, digits and - _ / . (at most 64 characters, "
+        "starting with a letter or digit), e.g. MASH-2026-0412"
+    )
+
+
 class CliError(click.ClickException):
     """A ClickException with our exit code; prints ``Error: <message>`` to stderr.
 
