@@ -124,6 +124,16 @@ def test_case_ref_is_required() -> None:
     assert "--case-ref" in result.stderr
 
 
+@pytest.mark.parametrize("given", ["bad ref!", "-MASH-1", "M" * 65, "MASH-2026-0412\n", ""])
+def test_a_case_ref_that_cannot_be_one_is_a_usage_error(tmp_path: Path, given: str) -> None:
+    """--case-ref not of a case reference's shape (as case files must have it): exit 2
+    saying what a case reference is, not "refused (wrong_case)" with exit 1."""
+    result = run("form", "check", form_for(tmp_path), "--case-ref", given)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--case-ref': expected a case reference" in result.stderr
+    assert result.stdout == ""
+
+
 def test_encrypted_form_without_password_exits_1(tmp_path: Path) -> None:
     """A password-protected form is refused as encrypted when no password is given."""
     result = run("form", "check", form_for(tmp_path, password="s3cret"), "--case-ref", REF)

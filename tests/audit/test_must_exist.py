@@ -77,7 +77,7 @@ def test_audit_command_on_missing_log_exits_2(
     config = tmp_path / "c.toml"
     if backend == "sqlite":
         config.write_text(f'[log]\npath = "{empty_location}"\n', encoding="utf-8")
-        expected = f"Error: no dispatch log at {empty_location}; check [log] path in the config\n"
+        expected = f"Error: no dispatch log at {empty_location}; check [log] path in the config"
     else:
         monkeypatch.setenv("MASH_TEST_LOG_DSN", empty_location)
         config.write_text('[log]\nbackend = "postgres"\ndsn_env = "MASH_TEST_LOG_DSN"\n')

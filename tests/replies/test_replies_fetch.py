@@ -186,6 +186,7 @@ def test_a_missing_folder_is_a_configuration_error(
     workspace: Workspace, replies_folder: Path
 ) -> None:
     """The folder named in [replies] must exist: exit 2 naming it."""
+    send_example(workspace)  # a log to match replies against (without one, that is said)
     replies_folder.rmdir()
     code, _, err = run_cli("replies", "fetch", "--config", str(workspace.config))
     assert code == 2 and str(replies_folder) in err

@@ -163,6 +163,10 @@ class StoredEvent:
     hash: str
 
 
+#: The length of a SHA-256 in hex; a shorter ``EventFilter.form_sha256`` is a prefix.
+SHA256_HEX_LENGTH = 64
+
+
 @dataclass(frozen=True)
 class EventFilter:
     """Which events to read; every field left as None matches everything."""
@@ -173,6 +177,8 @@ class EventFilter:
     partner: str | None = None
     gateway: str | None = None
     kinds: Sequence[EventKind] | None = None
+    #: The referral form's SHA-256 (64 lowercase hex digits), or the start of one: events
+    #: whose form_sha256 starts with it.
     form_sha256: str | None = None
     since: datetime | None = None
     until: datetime | None = None

@@ -45,7 +45,7 @@ from mash_requests.audit._rows import (
     stored_event,
 )
 from mash_requests.audit.chain import GENESIS_HASH, Chain, format_time
-from mash_requests.audit.events import Event, EventFilter, StoredEvent
+from mash_requests.audit.events import SHA256_HEX_LENGTH, Event, EventFilter, StoredEvent
 from mash_requests.errors import ConfigError, LogError
 
 if TYPE_CHECKING:
@@ -933,7 +933,12 @@ def _where(where: EventFilter) -> tuple[str, list[object]]:
     params: list[object] = []
     for name in ("case_ref", "request_ref", "request_key", "partner", "gateway", "form_sha256"):
         value = getattr(where, name)
-        if value is not None:
+        if name == "form_sha256" and value and len(value) < SHA256_HEX_LENGTH:
+            # A prefix (as chase prints it). left() rather than a range: a range would follow
+            # the database's collation, which need not compare text byte by byte.
+            terms.append("left(form_sha256, %s) = %s")
+            params.extend((len(value), value))
+        elif value is not None:
             terms.append(f"{name} = %s")
             params.append(value)
     if where.kinds is not None:

@@ -49,7 +49,7 @@ from mash_requests.audit._rows import (
     stored_event,
 )
 from mash_requests.audit.chain import GENESIS_HASH, RECORD_VERSION, Chain, format_time
-from mash_requests.audit.events import Event, EventFilter, StoredEvent
+from mash_requests.audit.events import SHA256_HEX_LENGTH, Event, EventFilter, StoredEvent
 from mash_requests.errors import ConfigError, LogError
 
 #: How long a writer waits for another process's append before giving up.
@@ -248,7 +248,10 @@ class SQLiteEventStore(SmallTablesReader):
             raise
 
     def _missing(self) -> ConfigError:
-        return ConfigError(f"no dispatch log at {self.path}; check [log] path in the config")
+        return ConfigError(
+            f"no dispatch log at {self.path}; check [log] path in the config (or [mash] "
+            "data_dir, where the log is when path is not set)"
+        )
 
     # -- connection and schema -------------------------------------------------------------
 
@@ -820,7 +823,13 @@ def _where(where: EventFilter) -> tuple[str, list[object]]:
     params: list[object] = []
     for name in ("case_ref", "request_ref", "request_key", "partner", "gateway", "form_sha256"):
         value = getattr(where, name)
-        if value is not None:
+        if name == "form_sha256" and value and len(value) < SHA256_HEX_LENGTH:
+            # A prefix (as chase prints it): the values that start with it are exactly the
+            # range [prefix, prefix with its last character bumped), as a TEXT column compares
+            # byte by byte; the range keeps the index on form_sha256 in use.
+            terms.append("form_sha256 >= ? AND form_sha256 < ?")
+            params.extend((value, value[:-1] + chr(ord(value[-1]) + 1)))
+        elif value is not None:
             terms.append(f"{name} = ?")
             params.append(value)
     if where.kinds is not None:

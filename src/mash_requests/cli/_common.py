@@ -12,16 +12,20 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from mash_requests.errors import ConfigError, InputError, MashRequestsError
+
+if TYPE_CHECKING:
+    from mash_requests.audit import LogSettings
 
 #: Shared by every command: -h as well as --help, and help text wide enough for examples.
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -31,6 +35,48 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
 EXIT_BAD_INPUT = 2
+
+
+#: The largest ``--within HOURS`` of overdue and chase: about eleven years. Far beyond any
+#: due time (days or weeks after sending), so it still lists every open request; far inside
+#: the dates Python can count to (1e309 or so overflowed with a traceback).
+MAX_WITHIN_HOURS = 100_000
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A :class:`click.FloatRange` that refuses ``nan`` too, as a usage error naming the range.
+
+    ``nan`` compares false with every bound, so a plain FloatRange lets it through (and the
+    date arithmetic later fails with a traceback); ``inf`` is refused by a ``max`` bound.
+    """
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if isinstance(number, float) and math.isnan(number):
+            self.fail(f"{value} is not in the range {self._describe_range()}.", param, ctx)
+        return number
+
+
+#: ``--within HOURS`` of overdue and chase: 0 to MAX_WITHIN_HOURS, never nan or infinity.
+WITHIN_HOURS = FiniteFloatRange(min=0, max=MAX_WITHIN_HOURS)
+
+
+def case_ref_value(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``--case-ref REF`` (form check, audit query): the shape case files must have.
+
+    Anything else cannot name a case: a usage error (exit 2) rather than an answer that
+    reads like one ("refused: wrong_case", or no rows). A click callback, not a ParamType:
+    ParamType is generic only from click 8.2.
+    """
+    from mash_requests.case import REFERENCE_PATTERN
+
+    # fullmatch: the pattern's $ would also let a trailing newline through.
+    if value is None or REFERENCE_PATTERN.fullmatch(value):
+        return value
+    raise click.BadParameter(
+        "expected a case reference: letters, digits and - _ / . (at most 64 characters, "
+        "starting with a letter or digit), e.g. MASH-2026-0412"
+    )
 
 
 class CliError(click.ClickException):
@@ -56,6 +102,19 @@ def library_errors() -> Iterator[None]:
         raise CliError(str(exc), EXIT_BAD_INPUT) from exc
     except MashRequestsError as exc:
         raise CliError(str(exc), EXIT_INCOMPLETE) from exc
+
+
+def require_log(log: LogSettings) -> None:
+    """Refuse with ConfigError (``no dispatch log at …``, exit 2) when the log is not there.
+
+    For the commands that only make sense on a log that exists: overdue, chase, reconcile
+    and replies. Opening the log as a sender would create an empty one at a mistyped
+    ``[log] path``, report "nothing overdue", and leave a file that later reads as an intact
+    log of 0 events. Creates nothing; call inside :func:`library_errors`.
+    """
+    from mash_requests.audit import open_store
+
+    open_store(log, must_exist=True).close()
 
 
 def make_console_safe() -> None:

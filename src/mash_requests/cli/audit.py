@@ -8,6 +8,7 @@ log that cannot even be opened exits 2 there.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from mash_requests.cli._common import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     CliError,
+    case_ref_value,
     json_option,
     json_output,
     library_errors,
@@ -205,6 +207,55 @@ def _parse_when(value: str, option: str, *, end: bool) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+#: --form-sha256: a whole SHA-256, or its first 12 or more hex digits (chase prints 12).
+_FORM_SHA256 = re.compile(r"[0-9a-f]{12,64}")
+#: --partner: a directory key (a copy of partners._KEY, kept out of --help's imports;
+#: test_query_filters checks they agree).
+_PARTNER_KEY = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+#: --request-ref: ``<case ref>-<PARTNER KEY>-<5 hex>``, as dispatch.new_request_ref makes it.
+_REQUEST_REF = re.compile(r"(?P<case_ref>.+)-[A-Z][A-Z0-9_-]{0,31}-[0-9A-F]{5}")
+# A copy of gateways.GATEWAY_MODULES' keys; test_query_filters checks they agree.
+_GATEWAYS = ("outbox", "smtp", "ews", "graph")
+
+
+def _form_sha256(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """A full SHA-256 or a prefix of at least 12 hex digits, lowercased; else a usage error.
+
+    Anything else matches nothing, and "(0 requests)" would read as "that form was never
+    sent".
+    """
+    if value is None:
+        return None
+    digits = value.strip().lower()
+    if not _FORM_SHA256.fullmatch(digits):
+        raise click.BadParameter(
+            "expected the referral form's SHA-256: its 64 hex digits, or the first 12 or more "
+            "of them (as chase and form check print it)"
+        )
+    return digits
+
+
+def _partner_key(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not _PARTNER_KEY.fullmatch(value):
+        raise click.BadParameter(
+            "expected a partner key as the directory names it: lowercase letters, digits, "
+            "- and _ (e.g. police)"
+        )
+    return value
+
+
+def _request_ref(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from mash_requests.case import REFERENCE_PATTERN
+
+    found = _REQUEST_REF.fullmatch(value) if value is not None else None
+    if value is not None and not (found and REFERENCE_PATTERN.fullmatch(found["case_ref"])):
+        raise click.BadParameter(
+            "expected a request reference: <case ref>-<PARTNER>-<5 hex digits>, as in the "
+            "request's subject (e.g. MASH-2026-0412-POLICE-1BAC7)"
+        )
+    return value
+
+
 def _time_window(from_: str | None, to: str | None) -> tuple[datetime | None, datetime | None]:
     since = _parse_when(from_, "--from", end=False) if from_ else None
     until = _parse_when(to, "--to", end=True) if to else None
@@ -221,7 +272,7 @@ Examples:
   mash-requests audit query --case-ref MASH-2026-0412
   mash-requests audit query --partner police --from 2026-06-01 --to 2026-06-30 --format csv
   mash-requests audit query --outcome unconfirmed
-  mash-requests audit query --form-sha256 3b5d…e1 --events --format jsonl
+  mash-requests audit query --form-sha256 084927668d04 --events --format jsonl
   mash-requests audit query --from 2026-06-01 --format csv --bom > june.csv
 
 \b
@@ -234,8 +285,13 @@ streams: pipe it anywhere. CSV is UTF-8 with CRLF line ends (--bom for Excel); c
 spreadsheet would run as a formula get a leading '.
 Exit codes: 0 done; 2 bad usage, config or unreadable log.""",
 )
-@click.option("--case-ref", metavar="REF", help="Only this case.")
-@click.option("--partner", metavar="KEY", help="Only this partner agency (directory key).")
+@click.option("--case-ref", metavar="REF", callback=case_ref_value, help="Only this case.")
+@click.option(
+    "--partner",
+    metavar="KEY",
+    callback=_partner_key,
+    help="Only this partner agency (directory key).",
+)
 @click.option(
     "--outcome",
     type=click.Choice(_OUTCOMES),
@@ -244,9 +300,15 @@ Exit codes: 0 done; 2 bad usage, config or unreadable log.""",
 )
 @click.option("--from", "from_", metavar="DATE", help="Events recorded on or after DATE.")
 @click.option("--to", metavar="DATE", help="Events recorded up to the end of DATE.")
-@click.option("--request-ref", metavar="REF", help="Only this request.")
-@click.option("--gateway", metavar="NAME", help="Only this gateway (outbox, smtp, ews, graph).")
-@click.option("--form-sha256", metavar="HEX", help="Only requests that carried this form.")
+@click.option("--request-ref", metavar="REF", callback=_request_ref, help="Only this request.")
+@click.option("--gateway", type=click.Choice(_GATEWAYS), help="Only this gateway.")
+@click.option(
+    "--form-sha256",
+    metavar="HEX",
+    callback=_form_sha256,
+    help="Only requests that carried this form: its SHA-256, or the first 12 or more hex "
+    "digits of it.",
+)
 @click.option("--events", "raw_events", is_flag=True, help="List raw events, not requests.")
 @click.option(
     "--format",
@@ -292,7 +354,7 @@ def query(
         request_ref=request_ref,
         partner=partner,
         gateway=gateway,
-        form_sha256=form_sha256.lower() if form_sha256 else None,
+        form_sha256=form_sha256,
         since=since,
         until=until,
     )

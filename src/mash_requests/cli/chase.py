@@ -16,10 +16,12 @@ from mash_requests.cli._common import (
     CONTEXT_SETTINGS,
     EXIT_INCOMPLETE,
     EXIT_OK,
+    WITHIN_HOURS,
     JsonRun,
     json_option,
     json_output,
     library_errors,
+    require_log,
 )
 
 #: The outcomes a reminder can have, in the order the summary names them (a copy of
@@ -59,7 +61,8 @@ gateway_id, attempts).
 \b
 Exit codes: 0 every reminder due was sent (or, --dry-run, built); 1 some failed, are
 unconfirmed, had their form refused, or another run is sending them; 2 bad option, request
-reference, template or configuration: nothing was sent.""",
+reference, template or configuration, or no dispatch log where [log] says: nothing was
+sent.""",
 )
 @click.option(
     "--request",
@@ -71,9 +74,9 @@ reference, template or configuration: nothing was sent.""",
 @click.option(
     "--within",
     "within_hours",
-    type=click.FloatRange(min=0),
+    type=WITHIN_HOURS,
     metavar="HOURS",
-    help="Also chase requests due within HOURS from now (as 'overdue --within').",
+    help="Also chase requests due within HOURS from now, 0 to 100000 (as 'overdue --within').",
 )
 @click.option(
     "--dry-run",
@@ -133,6 +136,9 @@ def _chase(
         # A dry run sends nothing: the gateway's table is checked, its secret is not read
         # (as for overdue). A real chase reads it here, and refuses before anything is done.
         settings = load_settings(config_path, gateway_secrets=not dry_run)
+        # Only requests already in the log are chased: a mistyped [log] path is an error, not
+        # "nothing to chase" (and no empty log is created there).
+        require_log(settings.log)
         result = run_chase(
             settings,
             list(request_refs) or None,

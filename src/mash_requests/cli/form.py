@@ -18,6 +18,7 @@ from mash_requests.cli._common import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     CliError,
+    case_ref_value,
     library_errors,
 )
 
@@ -68,6 +69,7 @@ Exit codes: 0 accepted; 1 refused; 2 bad usage, unreadable file path or bad conf
 @click.option(
     "--case-ref",
     required=True,
+    callback=case_ref_value,
     metavar="REF",
     help="The case reference the form must carry, e.g. MASH-2026-0412.",
 )

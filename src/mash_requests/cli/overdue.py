@@ -14,6 +14,7 @@ from mash_requests.cli._common import (
     CONTEXT_SETTINGS,
     EXIT_INCOMPLETE,
     EXIT_OK,
+    WITHIN_HOURS,
     json_option,
     json_output,
     library_errors,
@@ -53,14 +54,14 @@ those objects, with "counts" by state (see the README's JSON output).
 
 \b
 Exit codes: 0 nothing overdue or bounced (due soon is fine); 1 something is overdue or
-bounced; 2 bad option, configuration or unreadable log.""",
+bounced; 2 bad option, configuration, or no dispatch log where [log] says.""",
 )
 @click.option(
     "--within",
     "within_hours",
-    type=click.FloatRange(min=0),
+    type=WITHIN_HOURS,
     metavar="HOURS",
-    help="Also list requests due within HOURS from now (state due_soon).",
+    help="Also list requests due within HOURS from now, 0 to 100000 (state due_soon).",
 )
 @click.option(
     "--format",
@@ -91,6 +92,7 @@ def overdue(
     as_json: bool = False,
 ) -> None:
     """List requests sent and not answered that are past due, bounced, or due soon."""
+    from mash_requests.audit import open_store
     from mash_requests.config import load_settings
     from mash_requests.replies import overdue as list_overdue
     from mash_requests.replies import write_overdue
@@ -108,7 +110,13 @@ def overdue(
         with library_errors():
             # A listing: it sends nothing and opens no form, so it reads neither secret.
             settings = load_settings(config_path, gateway_secrets=False, form_secrets=False)
-            items = list_overdue(settings, within_hours=within_hours)
+            # An existing log only: a mistyped [log] path is an error, not "nothing overdue"
+            # (and no empty log is left there). As a reader: nothing is created or migrated.
+            store = open_store(settings.log, must_exist=True)
+            try:
+                items = list_overdue(settings, within_hours=within_hours, store=store)
+            finally:
+                store.close()
         run.update(
             counts={state: sum(1 for i in items if i.state == state) for state in _STATES},
             requests=[item.to_json() for item in items],

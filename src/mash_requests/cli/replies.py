@@ -18,6 +18,7 @@ from mash_requests.cli._common import (
     json_option,
     json_output,
     library_errors,
+    require_log,
 )
 
 if TYPE_CHECKING:
@@ -102,6 +103,8 @@ def fetch(dry_run: bool, config_path: Path | None, as_json: bool = False) -> Non
         with library_errors():
             # Reading replies opens no referral form: its password need not be set.
             settings = load_settings(config_path, form_secrets=False)
+            if settings.replies is not None:  # (else fetch_replies says [replies] is missing)
+                require_log(settings.log)  # replies match requests in it: no log, no requests
             result = fetch_replies(settings, dry_run=dry_run)
         run.update(**_fetch_fields(result))
         if not run.enabled:
@@ -255,6 +258,7 @@ def record(
             # Recording sends nothing and opens no form: neither's secrets need be set here.
             settings = load_settings(config_path, gateway_secrets=False, form_secrets=False)
             received = parse_received(received_text, settings.timescales.timezone)
+            require_log(settings.log)  # the request must be in it: no log, no request
             recorded = record_reply(settings, request_ref, received=received, channel=channel)
         local = recorded.received_at.astimezone(settings.timescales.timezone)
         run.update(

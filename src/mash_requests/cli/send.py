@@ -17,6 +17,7 @@ from mash_requests.cli._common import (
     json_option,
     json_output,
     library_errors,
+    require_log,
 )
 
 CONFIG_HELP = (
@@ -310,6 +311,7 @@ def reconcile(config_path: Path | None) -> None:
     with library_errors():
         # Looking in Sent Items opens no referral form: its password need not be set.
         settings = load_settings(config_path, form_secrets=False)
+        require_log(settings.log)  # not "No unconfirmed requests." from a mistyped [log] path
         with Dispatcher(settings) as dispatcher:
             results = dispatcher.reconcile()
     if not results:
