@@ -10,6 +10,7 @@ import pytest
 
 import mash_requests
 from mash_requests.audit.events import Event, EventKind
+from mash_requests.audit.query import request_states
 from mash_requests.claims import REQUEST_FIELDS
 from mash_requests.dispatch import CaseResult, Dispatcher, Outcome, PreparedRequest
 from mash_requests.errors import FormRefusedError, PermanentGatewayError, TransientGatewayError
@@ -197,6 +198,12 @@ def test_request_of_a_dead_run_never_handed_over_is_sent_at_once(workspace: Work
     assert len(gateway.sent) == 1
     reconciled = [e for e in workspace.events() if e.kind is EventKind.RECONCILED]
     assert [(e.reason, e.details["outcome"]) for e in reconciled] == [("interrupted", "not_sent")]
+    # audit query says what happened to the abandoned one: never handed over, so not_sent
+    # (not not_found, which would mean it was looked for in Sent Items and missing).
+    with Dispatcher(mash_requests.load_settings(workspace.config)) as reader:
+        states = {s.request_ref: s.outcome for s in request_states(reader.store)}
+    assert states[reconciled[0].request_ref] == "not_sent"
+    assert states[result.outcomes[0].request_ref] == "sent"
 
 
 def test_interrupted_request_without_lookup_becomes_unconfirmed(workspace: Workspace) -> None:

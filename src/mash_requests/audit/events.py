@@ -42,8 +42,10 @@ class EventKind(StrEnum):
     #: The request was refused before sending (bad form, bad address, duplicate …);
     #: ``reason`` is the machine-readable code, ``detail`` the sentence.
     REJECTED = "rejected"
-    #: A later check (``mash-requests reconcile``) found the outcome of an unconfirmed request;
-    #: ``outcome`` in ``details`` is "sent" or "not_found".
+    #: A later check found the outcome of a request: ``outcome`` in ``details`` is "sent" or
+    #: "not_found" (looked up in Sent Items: ``reconcile``, or the next run after one died
+    #: while handing it over), or "not_sent" (the run that claimed it died before handing
+    #: it over).
     RECONCILED = "reconciled"
 
     # -- after sending: what came back (``mash-requests replies``) and reminders --------------

@@ -32,8 +32,9 @@ from mash_requests.audit.events import (
 
 #: The outcomes a request state can have.
 #: pending: prepared (perhaps retrying), no outcome yet; not_found: an unconfirmed send that a
-#: reconciliation did not find among sent messages (it was not sent).
-OUTCOMES = ("pending", "sent", "failed", "unconfirmed", "rejected", "not_found")
+#: reconciliation did not find among sent messages (it was not sent); not_sent: a run that
+#: died claimed it and never handed it to the gateway, as the next run recorded.
+OUTCOMES = ("pending", "sent", "failed", "unconfirmed", "rejected", "not_found", "not_sent")
 
 #: What a row is: a request (its current state), or a refusal before any request was built.
 RECORD_TYPES = ("request", "refusal")
@@ -178,12 +179,13 @@ def fold(state: RequestState, stored: StoredEvent) -> None:
         state.failed_attempts += 1
         state.attempts = max(state.attempts, event.attempt or state.failed_attempts)
     elif kind is EventKind.RECONCILED:
-        found = event.details.get("outcome") == "sent"
-        state.outcome = "sent" if found else "not_found"
+        finding = event.details.get("outcome")
+        found = finding == "sent"
+        state.outcome = "sent" if found else "not_sent" if finding == "not_sent" else "not_found"
         state.reconciled = True
         if found and state.sent_at is None:
             state.sent_at = at
-        state.reason = None if found else (event.reason or "not_found")
+        state.reason = None if found else (event.reason or state.outcome)
     else:  # sent, failed, unconfirmed, rejected
         state.outcome = str(kind)
         state.reconciled = False

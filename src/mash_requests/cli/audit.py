@@ -41,7 +41,7 @@ _CONFIG_HELP = (
 )
 # Copies of audit.query.OUTCOMES and audit.export.FORMATS, so that `--help` imports neither;
 # test_cli checks they agree.
-_OUTCOMES = ("pending", "sent", "failed", "unconfirmed", "rejected", "not_found")
+_OUTCOMES = ("pending", "sent", "failed", "unconfirmed", "rejected", "not_found", "not_sent")
 _FORMATS = ("table", "csv", "jsonl")
 
 config_option = click.option(

@@ -71,7 +71,7 @@ class RequestRecord:
     rag: str | None
     #: Handed to the gateway: sent, unconfirmed, or reconciled as sent.
     handed_over: bool
-    #: The last send outcome: pending, sent, unconfirmed, failed or not_found.
+    #: The last send outcome: pending, sent, unconfirmed, failed, not_found or not_sent.
     outcome: str
     #: The Message-IDs of reminders handed over for it: a reply to one answers the request.
     reminder_message_ids: tuple[str, ...] = ()
@@ -153,8 +153,9 @@ def _record(store: EventStore, request_ref: str) -> RequestRecord | None:
         elif event.kind is EventKind.FAILED:
             outcome = "failed"
         elif event.kind is EventKind.RECONCILED:
-            found = event.details.get("outcome") == "sent"
-            outcome = "sent" if found else "not_found"
+            finding = event.details.get("outcome")
+            found = finding == "sent"
+            outcome = "sent" if found else "not_sent" if finding == "not_sent" else "not_found"
             handed_over = handed_over or found
     if prepared is None:
         return None
@@ -173,7 +174,7 @@ def _record(store: EventStore, request_ref: str) -> RequestRecord | None:
         prepared_at=prepared.recorded_at,
         due=due if isinstance(due, str) else None,
         rag=rag if isinstance(rag, str) else None,
-        handed_over=handed_over and outcome != "not_found",
+        handed_over=handed_over and outcome not in ("not_found", "not_sent"),
         outcome=outcome,
         reminder_message_ids=tuple(reminders),
     )
