@@ -131,3 +131,28 @@ def test_sending_still_creates_the_log(workspace: Workspace) -> None:
     assert workspace.log_path.is_file()
     code, _, err = run_cli("overdue", "--config", str(workspace.config))
     assert code == 0, err
+
+
+@pytest.mark.parametrize("hours", [float("nan"), float("inf"), -1.0, 100_001.0])
+def test_the_python_api_refuses_within_hours_out_of_range(
+    workspace: Workspace, hours: float
+) -> None:
+    """overdue() and chase() from a script: InputError naming the argument, no traceback
+    from deep inside (timedelta refuses nan and overflows on 1e309)."""
+    import mash_requests
+    from mash_requests.errors import InputError
+
+    settings = mash_requests.load_settings(workspace.config)
+    send_example(workspace)
+    with pytest.raises(InputError, match="within_hours must be 0 to 100000 hours"):
+        mash_requests.overdue(settings, within_hours=hours)
+    with pytest.raises(InputError, match="within_hours must be 0 to 100000 hours"):
+        mash_requests.chase(settings, within_hours=hours, dry_run=True)
+
+
+def test_the_cli_and_the_library_share_the_within_bound() -> None:
+    """The CLI keeps its own copy (so --help does not import the replies pipeline)."""
+    from mash_requests.cli._common import MAX_WITHIN_HOURS as CLI_BOUND
+    from mash_requests.replies.overdue import MAX_WITHIN_HOURS
+
+    assert CLI_BOUND == MAX_WITHIN_HOURS

@@ -92,6 +92,10 @@ class OverdueRequest:
         }
 
 
+#: The furthest look ahead accepted (about 11 years; the CLI's --within has the same bound).
+MAX_WITHIN_HOURS = 100_000
+
+
 def overdue(
     settings: Settings,
     *,
@@ -103,10 +107,13 @@ def overdue(
     """Requests past due, bounced, or due within ``within_hours``; most urgent first.
 
     Sorted: bounced, then overdue, then due soon; within each by due time (earliest first),
-    then red before amber before green. Raises InputError for a negative ``within_hours``.
+    then red before amber before green. Raises InputError for a ``within_hours`` that is
+    negative, not a number or beyond MAX_WITHIN_HOURS.
     """
-    if within_hours is not None and within_hours < 0:
-        raise InputError(f"--within must be 0 or more hours, got {within_hours:g}")
+    if within_hours is not None and not 0 <= within_hours <= MAX_WITHIN_HOURS:
+        raise InputError(
+            f"within_hours must be 0 to {MAX_WITHIN_HOURS:g} hours, got {within_hours:g}"
+        )
     moment = (now or datetime.now(UTC)).astimezone(settings.timescales.timezone)
     owned = store is None
     if store is None:
