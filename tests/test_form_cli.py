@@ -417,3 +417,13 @@ def test_fill_help_teaches_with_examples() -> None:
     assert result.exit_code == 0
     assert "--case cases/MASH-2026-0412.json --out forms/MASH-2026-0412.pdf" in result.stdout
     assert "[form.fill_mapping]" in result.stdout
+
+
+def test_named_pipe_exits_2_without_waiting(tmp_path: Path) -> None:
+    """A named pipe given as the PDF is refused at once (exit 2), never opened and waited on."""
+    from test_send_request import fifo
+
+    path = fifo(tmp_path / "fifo.pdf")
+    result = run("form", "check", path, "--case-ref", REF)
+    assert result.exit_code == 2
+    assert f"referral form {path}: is a named pipe (FIFO), not a regular file" in result.stderr
