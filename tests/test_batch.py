@@ -328,3 +328,16 @@ def test_row_whose_form_is_a_named_pipe_is_a_bad_row(workspace: Workspace) -> No
     code, _, err = invoke(workspace, str(write_jsonl(workspace, cases)))
     assert code == 2
     assert "is not a file (a folder, a named pipe or a device)" in err
+
+
+def test_encrypted_forms_in_a_batch_say_where_the_password_goes(workspace: Workspace) -> None:
+    """send-batch has no password option: its summary points to the config's keys."""
+    from test_referral_form import rewrite
+
+    cases = make_cases(workspace, 1)
+    form = workspace.root / cases[0]["referral_form"]
+    form.write_bytes(rewrite(form.read_bytes(), password="s3cret"))
+    code, out, err = invoke(workspace, str(write_jsonl(workspace, cases)))
+    assert code == 1
+    assert "refused (encrypted): 2" in out
+    assert "[form] password_env or password_file" in err

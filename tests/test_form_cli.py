@@ -427,3 +427,13 @@ def test_named_pipe_exits_2_without_waiting(tmp_path: Path) -> None:
     result = run("form", "check", path, "--case-ref", REF)
     assert result.exit_code == 2
     assert f"referral form {path}: is a named pipe (FIFO), not a regular file" in result.stderr
+
+
+def test_encrypted_form_refusal_names_this_commands_option(tmp_path: Path) -> None:
+    """The encrypted verdict says how form check takes a password (--password, the
+    environment variable, the config's keys), and names no option it does not have."""
+    result = run("form", "check", form_for(tmp_path, password="s3cret"), "--case-ref", REF)
+    assert result.exit_code == 1
+    assert "--password (better: the environment variable MASH_FORM_PASSWORD" in result.stdout
+    assert "[form] password_env or password_file" in result.stdout
+    assert "--form-password" not in result.stdout and "form.password" not in result.stdout

@@ -434,3 +434,21 @@ def test_form_that_is_a_named_pipe_is_refused_unopened(workspace: Workspace) -> 
     assert f"referral form {form}: is a named pipe (FIFO), not a regular file" in err
     assert workspace.outbox_files() == []
     assert [e.reason for e in workspace.events()] == ["form_unreadable", "form_unreadable"]
+
+
+def test_encrypted_form_refusal_says_how_to_give_the_password(workspace: Workspace) -> None:
+    """A password-protected form is refused with advice naming send-request's own option
+    and the config's keys, never options that do not exist."""
+    from test_referral_form import rewrite
+
+    form = workspace.forms / "MASH-2026-0412.pdf"
+    form.write_bytes(rewrite(form.read_bytes(), password="s3cret"))
+    case = workspace.write_case(workspace.example_case())
+    code, _, err = run(workspace, "--case", str(case))
+    assert code == 2
+    assert "refused (encrypted)" in err
+    assert "--form-password" in err and "MASH_FORM_PASSWORD" in err
+    assert "[form] password_env or password_file" in err
+    assert "--password " not in err and "form.password" not in err
+    code, _, _ = run(workspace, "--case", str(case), "--form-password", "s3cret")
+    assert code == 0
