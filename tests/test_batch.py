@@ -256,3 +256,88 @@ def test_csv_with_an_unclosed_quote_is_a_clear_error(workspace: Workspace) -> No
     code, _, err = invoke(workspace, str(path))
     assert code == 2
     assert "unclosed quote" in err
+
+
+CSV_HEADER = (
+    "case_ref,contact_id,rag,child_name,child_date_of_birth,child_address,consent_status,"
+    "consent_reason,consent_given_by,concerns,worker_name,worker_role,worker_email,partners,"
+    "referral_form"
+)
+
+
+def test_csv_row_with_more_fields_than_the_header_says_so(workspace: Workspace) -> None:
+    """A row an unquoted comma has shifted is reported as having too many fields (with the
+    quoting advice), not as a bad value in a later column; and neither the error nor the
+    log repeats what the row holds."""
+    path = workspace.root / "shift.csv"
+    row = (
+        "MASH-2026-0413,CON-1,red,Amira Novak,2012-11-23,Flat 3, 27 Kestrel Court Eastbury "
+        "EB1 4LN,given,,Mother,concerns text,Sam Okafor,SW,sam.okafor@eastbury.gov.uk,police,"
+        "forms/MASH-2026-0413.pdf"
+    )
+    path.write_text(f"{CSV_HEADER}\n{row}\n", encoding="utf-8")
+    code, out, err = invoke(workspace, str(path))
+    assert code == 2
+    assert (
+        f"row 2: {path} row 2 has 16 fields, the header has 15: a comma inside a cell (an "
+        "address, the concerns) was not quoted; put that cell in double quotes"
+    ) in err
+    assert "consent" not in err
+    for word in ("Kestrel", "Novak"):
+        assert word not in out + err
+        assert word.encode() not in workspace.log_path.read_bytes()
+
+
+def test_csv_row_with_a_name_in_a_reference_column_is_not_repeated(workspace: Workspace) -> None:
+    """A child's name in contact_id is refused as not a reference, without repeating it in
+    the error or the log, and the refusal is logged under no case reference it made up."""
+    path = workspace.root / "names.csv"
+    row = (
+        "Amira Novak,Amira Novak,red,x,2012-11-23,addr,given,,Mother,c,Sam Okafor,SW,"
+        "sam.okafor@eastbury.gov.uk,police,forms/MASH-2026-0414.pdf"
+    )
+    path.write_text(f"{CSV_HEADER}\n{row}\n", encoding="utf-8")
+    code, out, err = invoke(workspace, str(path), "--json")
+    assert code == 2
+    (bad,) = json.loads(out)["bad_rows"]
+    assert bad["case_ref"] == "(unknown)"
+    assert "field case_ref: expected a reference" in bad["message"]
+    assert "got a text of 11 characters (it contains a space or a line break)" in bad["message"]
+    assert "Novak" not in out + err
+    assert b"Novak" not in workspace.log_path.read_bytes()
+    assert [e.case_ref for e in workspace.events()] == ["(unknown)"]
+
+
+def test_batch_file_that_is_a_named_pipe_is_refused_unopened(workspace: Workspace) -> None:
+    """A named pipe given as the batch file is refused at once (exit 2), not waited on."""
+    from test_send_request import fifo
+
+    path = fifo(workspace.root / "batch.jsonl")
+    code, _, err = invoke(workspace, str(path))
+    assert code == 2
+    assert f"batch file {path}: is a named pipe (FIFO), not a regular file" in err
+
+
+def test_row_whose_form_is_a_named_pipe_is_a_bad_row(workspace: Workspace) -> None:
+    """A row whose referral_form is a named pipe is a bad row saying so, not "not found"."""
+    from test_send_request import fifo
+
+    cases = make_cases(workspace, 1)
+    fifo(workspace.root / cases[0]["referral_form"].replace(".pdf", "-pipe.pdf"))
+    cases[0]["referral_form"] = cases[0]["referral_form"].replace(".pdf", "-pipe.pdf")
+    code, _, err = invoke(workspace, str(write_jsonl(workspace, cases)))
+    assert code == 2
+    assert "is not a file (a folder, a named pipe or a device)" in err
+
+
+def test_encrypted_forms_in_a_batch_say_where_the_password_goes(workspace: Workspace) -> None:
+    """send-batch has no password option: its summary points to the config's keys."""
+    from test_referral_form import rewrite
+
+    cases = make_cases(workspace, 1)
+    form = workspace.root / cases[0]["referral_form"]
+    form.write_bytes(rewrite(form.read_bytes(), password="s3cret"))
+    code, out, err = invoke(workspace, str(write_jsonl(workspace, cases)))
+    assert code == 1
+    assert "refused (encrypted): 2" in out
+    assert "[form] password_env or password_file" in err

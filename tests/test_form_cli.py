@@ -427,3 +427,23 @@ def test_fill_help_teaches_with_examples() -> None:
     assert result.exit_code == 0
     assert "--case cases/MASH-2026-0412.json --out forms/MASH-2026-0412.pdf" in result.stdout
     assert "[form.fill_mapping]" in result.stdout
+
+
+def test_named_pipe_exits_2_without_waiting(tmp_path: Path) -> None:
+    """A named pipe given as the PDF is refused at once (exit 2), never opened and waited on."""
+    from test_send_request import fifo
+
+    path = fifo(tmp_path / "fifo.pdf")
+    result = run("form", "check", path, "--case-ref", REF)
+    assert result.exit_code == 2
+    assert f"referral form {path}: is a named pipe (FIFO), not a regular file" in result.stderr
+
+
+def test_encrypted_form_refusal_names_this_commands_option(tmp_path: Path) -> None:
+    """The encrypted verdict says how form check takes a password (--password, the
+    environment variable, the config's keys), and names no option it does not have."""
+    result = run("form", "check", form_for(tmp_path, password="s3cret"), "--case-ref", REF)
+    assert result.exit_code == 1
+    assert "--password (better: the environment variable MASH_FORM_PASSWORD" in result.stdout
+    assert "[form] password_env or password_file" in result.stdout
+    assert "--form-password" not in result.stdout and "form.password" not in result.stdout

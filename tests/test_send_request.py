@@ -311,3 +311,144 @@ def test_bad_date_of_birth_is_not_repeated_in_the_error_or_log(workspace: Worksp
     assert "child.date_of_birth" in err
     assert "23/11/2012" not in err
     assert b"23/11/2012" not in workspace.log_path.read_bytes()
+
+
+# --------------------------------------------------------------------------------------------
+# A refusal never repeats what the case file holds
+
+#: A child's name and address, put where they do not belong (a shifted export, a slip).
+NAME = "Amira Novak"
+ADDRESS = "27 Kestrel Court Eastbury EB1 4LN"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda d: d["consent"].update(status=ADDRESS),
+            "field consent.status: expected one of given, not_given, not_sought, got a text "
+            "of 33 characters",
+        ),
+        (
+            lambda d: d.update(contact_id=NAME),
+            "field contact_id: expected a reference of letters, digits and - _ / . (at most 64 "
+            "characters), got a text of 11 characters (it contains a space or a line break)",
+        ),
+        (lambda d: d.update(case_ref=NAME), "field case_ref: expected a reference"),
+        (lambda d: d.update(rag=NAME), "field rag: expected one of red, amber, green, got a text"),
+        (
+            lambda d: d["child"].update(date_of_birth=ADDRESS),
+            "field child.date_of_birth: expected a real date as YYYY-MM-DD, got a text of 33 "
+            "characters",
+        ),
+        (
+            lambda d: d["worker"].update(email=NAME),
+            "field worker.email: expected an email address, got a text of 11 characters with "
+            "a space",
+        ),
+        (
+            lambda d: d.update(partners=["police", NAME]),
+            "field partners: expected partner keys, short lower-case words such as police; "
+            "entry 2 is a text of 11 characters",
+        ),
+        (lambda d: d["worker"].update(name=[NAME]), "field worker.name: expected text, got a list"),
+        (lambda d: d.update({NAME: 1}), "field (a text of 11 characters): unknown field"),
+        (lambda d: d["child"].update({ADDRESS: 1}), "field child.(a text of 33 characters)"),
+    ],
+)
+def test_refusal_never_repeats_the_value_it_refuses(workspace: Workspace, mutate, expected) -> None:  # type: ignore[no-untyped-def]
+    """A field's error names the field, what was expected and what kind of value was found,
+    never the value: not on stderr, not in --json, not in the log's rejected event."""
+    data = workspace.example_case()
+    mutate(data)
+    case = str(workspace.write_case(data))
+    code, _, err = run(workspace, "--case", case)
+    assert code == 2
+    assert expected in err
+    code, out, _ = run(workspace, "--case", case, "--json")
+    assert code == 2
+    assert expected in json.loads(out)["error"]["message"]
+    assert [e.kind for e in workspace.events()][:1] == [EventKind.REJECTED]
+    log = workspace.log_path.read_bytes()
+    for text in (err, out):
+        assert "Kestrel" not in text and "Novak" not in text
+    assert b"Kestrel" not in log and b"Novak" not in log
+
+
+def test_case_nested_too_deeply_is_refused_and_logged(workspace: Workspace) -> None:
+    """A case file nested deeper than the JSON parser goes is a bad case (exit 2, logged),
+    as in a batch; not a traceback, and --json still prints its document."""
+    case = str(workspace.write_case("[" * 100_000 + "]" * 100_000))
+    code, _, err = run(workspace, "--case", case)
+    assert code == 2
+    assert err == f"Error: case file {case}: nested too deeply to be a case\n"
+    code, out, _ = run(workspace, "--case", case, "--json")
+    assert code == 2
+    assert json.loads(out)["error"]["reason"] == "invalid_case"
+    assert [e.reason for e in workspace.events()] == ["invalid_case", "invalid_case"]
+
+
+def fifo(path: Path) -> Path:
+    """A named pipe at ``path``; whatever opens it for reading anyway is let go within a
+    couple of seconds (a writer opens it and closes at once), so a test fails, not hangs."""
+    import contextlib
+    import os
+    import threading
+    import time
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes here")
+    os.mkfifo(path)
+
+    def unblock() -> None:
+        for _ in range(60):
+            time.sleep(2)
+            # OSError: no reader waiting (or the pipe is gone), nothing to let go.
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+    threading.Thread(target=unblock, daemon=True).start()
+    return path
+
+
+def test_case_that_is_a_named_pipe_is_refused_unopened(workspace: Workspace) -> None:
+    """A named pipe given as the case is refused at once (opening it would wait forever for
+    a writer): exit 2, the refusal logged."""
+    case = fifo(workspace.cases / "case.json")
+    code, _, err = run(workspace, "--case", str(case))
+    assert code == 2
+    assert err == (
+        f"Error: case file {case}: is a named pipe (FIFO), not a regular file; give a case "
+        "file (JSON)\n"
+    )
+    assert [e.reason for e in workspace.events()] == ["invalid_case"]
+
+
+def test_form_that_is_a_named_pipe_is_refused_unopened(workspace: Workspace) -> None:
+    """A named pipe given as the form is refused at once: exit 2, nothing sent, the refusal
+    logged for every partner asked, like any form that cannot be read."""
+    form = fifo(workspace.forms / "pipe.pdf")
+    case = workspace.write_case(workspace.example_case())
+    code, _, err = run(workspace, "--case", str(case), "--form", str(form))
+    assert code == 2
+    assert f"referral form {form}: is a named pipe (FIFO), not a regular file" in err
+    assert workspace.outbox_files() == []
+    assert [e.reason for e in workspace.events()] == ["form_unreadable", "form_unreadable"]
+
+
+def test_encrypted_form_refusal_says_how_to_give_the_password(workspace: Workspace) -> None:
+    """A password-protected form is refused with advice naming send-request's own option
+    and the config's keys, never options that do not exist."""
+    from test_referral_form import rewrite
+
+    form = workspace.forms / "MASH-2026-0412.pdf"
+    form.write_bytes(rewrite(form.read_bytes(), password="s3cret"))
+    case = workspace.write_case(workspace.example_case())
+    code, _, err = run(workspace, "--case", str(case))
+    assert code == 2
+    assert "refused (encrypted)" in err
+    assert "--form-password" in err and "MASH_FORM_PASSWORD" in err
+    assert "[form] password_env or password_file" in err
+    assert "--password " not in err and "form.password" not in err
+    code, _, _ = run(workspace, "--case", str(case), "--form-password", "s3cret")
+    assert code == 0

@@ -21,14 +21,13 @@ Every refusal is in the dispatch log before the error is raised.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from mash_requests.case import Case, case_ref_for_log, load_case, parse_case
+from mash_requests.case import Case, case_ref_for_log, case_ref_of_file, load_case, parse_case
 from mash_requests.config import Settings
 from mash_requests.dispatch import CaseResult, Dispatcher
 from mash_requests.errors import CaseFileError, InputError
@@ -91,11 +90,9 @@ def _case_ref_if_readable(case: object) -> str:
         return case_ref_for_log({"case_ref": case.case_ref})
     if isinstance(case, Mapping):
         return case_ref_for_log(dict(case))
-    try:
-        path = Path(case)  # type: ignore[arg-type]
-        return case_ref_for_log(json.loads(path.read_text(encoding="utf-8-sig")))
-    except (OSError, ValueError, TypeError):
-        return "(unknown)"
+    if isinstance(case, str | os.PathLike):
+        return case_ref_of_file(Path(case))
+    return "(unknown)"
 
 
 def _case_data(case: Case) -> dict[str, Any]:

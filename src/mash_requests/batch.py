@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import codecs
 import csv
-import json
+import io
 import os
 import signal
 import time
@@ -44,8 +44,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from mash_requests._files import NotRegularFileError, open_regular_file
 from mash_requests.api import CaseLike, as_case
-from mash_requests.case import Case, case_ref_for_log, parse_case
+from mash_requests.case import Case, case_ref_for_log, decode_case_json, parse_case
 from mash_requests.config import Settings
 from mash_requests.dispatch import Dispatcher, Outcome
 from mash_requests.errors import CaseFileError, InputError, LogError, RecipientError
@@ -167,7 +168,16 @@ class BatchResult:
         return not_sent == 0 and not self.problems and not self.interrupted
 
 
-def _csv_row_to_case(row: dict[str, str], source: str) -> dict[str, Any]:
+def _csv_row_to_case(row: dict[str | None, Any], source: str, header: int) -> dict[str, Any]:
+    # csv.DictReader puts the cells beyond the header's under the key None: an unquoted
+    # comma (in an address, say) shifts every later cell, so no field's value can be trusted.
+    extra = row.get(None)
+    if extra:
+        raise CaseFileError(
+            f"{source} has {header + len(extra)} fields, the header has {header}: a comma "
+            "inside a cell (an address, the concerns) was not quoted; put that cell in "
+            "double quotes",
+        )
     missing = [c for c in CSV_COLUMNS if c not in row and c not in _OPTIONAL_CSV]
     if missing:
         raise CaseFileError(
@@ -264,7 +274,13 @@ def read_rows(
         )
     codec = check_encoding(encoding)
     try:
-        handle = path.open(encoding=codec, newline="")
+        # Only a regular file: a named pipe would wait for a writer forever.
+        handle = io.TextIOWrapper(open_regular_file(path), encoding=codec, newline="")
+    except NotRegularFileError as exc:
+        raise InputError(
+            f"batch file {path}: {exc.strerror}; give a .jsonl or .csv file",
+            reason="batch_unreadable",
+        ) from None
     except OSError as exc:
         raise InputError(
             f"batch file {path}: cannot be read ({exc.strerror})", reason="batch_unreadable"
@@ -274,6 +290,7 @@ def read_rows(
             if suffix == ".csv":
                 reader = csv.DictReader(handle)
                 header = set(reader.fieldnames or ())
+                width = len(reader.fieldnames or ())
                 missing = [c for c in CSV_COLUMNS if c not in header and c not in _OPTIONAL_CSV]
                 if missing:
                     raise InputError(
@@ -285,7 +302,7 @@ def read_rows(
                 for number, row in enumerate(reader, start=2):  # row 1 is the header
                     source = f"{path} row {number}"
                     try:
-                        yield number, _csv_row_to_case(row, source)
+                        yield number, _csv_row_to_case(row, source, width)
                     except CaseFileError as exc:
                         yield number, exc
                 return
@@ -293,22 +310,11 @@ def read_rows(
                 if not line.strip():
                     continue
                 try:
-                    yield number, json.loads(line)
-                except RecursionError:
-                    yield (
-                        number,
-                        CaseFileError(
-                            f"case file {path} row {number}: nested too deeply to be a case"
-                        ),
-                    )
-                except json.JSONDecodeError as exc:
-                    yield (
-                        number,
-                        CaseFileError(
-                            f"case file {path} row {number}: not valid JSON at column {exc.colno}: "
-                            f"{exc.msg}"
-                        ),
-                    )
+                    data = decode_case_json(line, source=f"{path} row {number}", one_line=True)
+                except CaseFileError as exc:
+                    yield number, exc
+                else:
+                    yield number, data
         except UnicodeDecodeError:
             raise _encoding_error(path, codec) from None
         except csv.Error as exc:
@@ -369,6 +375,13 @@ def _validate_row(settings: Settings, source: _Source, number: int, data: Any) -
     if case.referral_form is None:
         raise InputError(
             f"{where}: no referral_form; every request needs one",
+            reason="no_form",
+            field="referral_form",
+        )
+    if case.referral_form.exists() and not case.referral_form.is_file():
+        raise InputError(
+            f"{where}: referral form {case.referral_form} is not a file (a folder, a named "
+            "pipe or a device); check the referral_form path",
             reason="no_form",
             field="referral_form",
         )

@@ -16,9 +16,11 @@ A case file looks like this (the README's "Case file reference" documents every 
       "referral_form": "../forms/MASH-2026-0412.pdf"
     }
 
-Validation errors name the file and the field, never the child's details (refusals are
-logged, and the log must not hold them):
-``case file cases/C-1.json: field child.date_of_birth: expected a real date as YYYY-MM-DD``.
+Validation errors name the file and the field, never a value the file holds (refusals are
+logged, and the log must not hold a child's details; a shifted CSV row puts an address
+where the consent status belongs). They say what was expected and describe what was found
+without its content: ``case file cases/C-1.json: field consent.status: expected one of
+given, not_given, not_sought, got a text of 33 characters``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ if TYPE_CHECKING:
 REFERENCE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,63}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_TEXT = 20_000
+#: What a partner key looks like (as the config requires of the directory's keys).
+_PARTNER_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+#: A field name that may be repeated in a message: a spelling mistake, not a child's name.
+_FIELD_NAME = re.compile(r"^[A-Za-z_$][A-Za-z0-9_]{0,39}$")
 
 
 class Rag(StrEnum):
@@ -144,6 +150,45 @@ def _rag_text(rag: Rag, timescales: Timescales | None) -> str:
     return f"{rag.upper()} ({hours})"
 
 
+def described(value: object) -> str:
+    """What a value is, without its content: for messages that must not repeat a case's details.
+
+    ``a text of 33 characters``, ``an empty text``, ``a number``, ``true or false``, ``a
+    list``, ``an object``, ``null``: enough to tell a shifted column or a wrong type apart.
+    """
+    if isinstance(value, str):
+        if not value.strip():
+            return "an empty text" if not value else "a text of only spaces"
+        return f"a text of {len(value)} character{'s' if len(value) != 1 else ''}"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    if value is None:
+        return "null"
+    return type(value).__name__
+
+
+def _field_name(key: str) -> str:
+    """``key`` for a message when it looks like a field name, else a description of it."""
+    return key if _FIELD_NAME.match(key) else f"({described(key)})"
+
+
+def _reference_problem(value: str) -> str:
+    """Why a text is not a reference, in words that do not repeat it."""
+    if len(value) > 64:
+        return "it is longer than 64 characters"
+    if any(c.isspace() for c in value):
+        return "it contains a space or a line break"
+    if value and not value[0].isalnum():
+        return "it does not start with a letter or a digit"
+    return "it contains a character other than letters, digits and - _ / ."
+
+
 class _Reader:
     """Reads fields of a JSON object, reporting errors as ``file: field path: problem``."""
 
@@ -168,7 +213,7 @@ class _Reader:
             return ""
         value = self.raw(key)
         if not isinstance(value, str):
-            raise self.error(key, f"expected text, got {type(value).__name__}")
+            raise self.error(key, f"expected text, got {described(value)}")
         value = value.strip()
         if required and not value:
             raise self.error(key, "is empty")
@@ -181,25 +226,31 @@ class _Reader:
     def reference(self, key: str) -> str:
         value = self.raw(key)
         if not isinstance(value, str) or not REFERENCE_PATTERN.match(value):
-            shown = value if isinstance(value, str) and len(value) <= 64 else "…"
+            why = f" ({_reference_problem(value)})" if isinstance(value, str) and value else ""
             raise self.error(
                 key,
                 "expected a reference of letters, digits and - _ / . (at most 64 characters), "
-                f"got {shown!r}",
+                f"got {described(value)}{why}",
             )
         return value
 
     def email(self, key: str) -> str:
         value = self.text(key)
         if not _EMAIL.match(value):
-            raise self.error(key, f"expected an email address, got {value!r}")
+            if any(c.isspace() for c in value):
+                why = " with a space"
+            elif value.count("@") != 1:
+                why = " with no @" if "@" not in value else " with more than one @"
+            else:
+                why = ""
+            raise self.error(key, f"expected an email address, got {described(value)}{why}")
         return value
 
     def choice(self, key: str, enum: type[StrEnum]) -> str:
         value = self.raw(key)
         allowed = [str(member) for member in enum]
         if not isinstance(value, str) or value.strip().lower() not in allowed:
-            raise self.error(key, f"expected one of {', '.join(allowed)}, got {value!r}")
+            raise self.error(key, f"expected one of {', '.join(allowed)}, got {described(value)}")
         return value.strip().lower()
 
     def date(self, key: str) -> date:
@@ -210,13 +261,16 @@ class _Reader:
             return date.fromisoformat(value)
         except ValueError:
             # The child's details never reach a message (or the log, where refusals go).
-            shown = "" if self.prefix.startswith("child.") else f", got {value!r}"
-            raise self.error(key, f"expected a real date as YYYY-MM-DD{shown}") from None
+            if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                found = "a date that is not in the calendar"
+            else:
+                found = described(value)
+            raise self.error(key, f"expected a real date as YYYY-MM-DD, got {found}") from None
 
     def obj(self, key: str) -> _Reader:
         value = self.raw(key)
         if not isinstance(value, dict):
-            raise self.error(key, f"expected an object, got {type(value).__name__}")
+            raise self.error(key, f"expected an object, got {described(value)}")
         return _Reader(self.source, value, f"{self.prefix}{key}.")
 
 
@@ -238,6 +292,14 @@ def parse_case(data: Any, *, source: str, base_dir: Path | None = None) -> Case:
     if not isinstance(partners_raw, list) or not all(isinstance(p, str) for p in partners_raw):
         raise reader.error("partners", 'expected a list of partner keys such as ["police"]')
     partners = tuple(dict.fromkeys(p.strip() for p in partners_raw))
+    for number, key in enumerate(partners, start=1):
+        # An unknown key is named back to the user; a shifted column's text must not be.
+        if not _PARTNER_KEY.match(key):
+            raise reader.error(
+                "partners",
+                "expected partner keys, short lower-case words such as police; "
+                f"entry {number} is {described(key)}",
+            )
 
     form: Path | None = None
     if data.get("referral_form") not in (None, ""):
@@ -252,7 +314,9 @@ def parse_case(data: Any, *, source: str, base_dir: Path | None = None) -> Case:
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
-        raise reader.error(unknown[0], "unknown field; check the spelling against the README")
+        raise reader.error(
+            _field_name(unknown[0]), "unknown field; check the spelling against the README"
+        )
     for sub_reader, fields in (
         (child_reader, {"name", "date_of_birth", "address"}),
         (consent_reader, {"status", "reason", "given_by"}),
@@ -260,7 +324,9 @@ def parse_case(data: Any, *, source: str, base_dir: Path | None = None) -> Case:
     ):
         extra = sorted(set(sub_reader.data) - fields)
         if extra:
-            raise sub_reader.error(extra[0], "unknown field; check the spelling against the README")
+            raise sub_reader.error(
+                _field_name(extra[0]), "unknown field; check the spelling against the README"
+            )
 
     return Case(
         case_ref=reader.reference("case_ref"),
@@ -292,30 +358,64 @@ def case_ref_for_log(data: object) -> str:
     """The ``case_ref`` of an invalid case's raw JSON, if it is a plausible one, for the log.
 
     A refusal is logged under the case it belongs to where that can be told; anything else
-    (missing, not text, too long, unprintable) is logged as ``(unknown)``.
+    (missing, not text, not shaped like a reference: a child's name in the wrong column) is
+    logged as ``(unknown)``.
     """
     ref = data.get("case_ref") if isinstance(data, dict) else None
-    if isinstance(ref, str) and 0 < len(ref) <= 64 and ref.isprintable():
+    if isinstance(ref, str) and REFERENCE_PATTERN.match(ref):
         return ref
     return "(unknown)"
 
 
-def load_case(path: Path) -> Case:
-    """Load and validate a case file; raises CaseFileError naming the file and field."""
+def decode_case_json(text: str, *, source: str, one_line: bool = False) -> Any:
+    """Parse a case's JSON text; CaseFileError, naming ``source``, when it is not a case's.
+
+    The one place a case's JSON is parsed (case files, batch rows), so that every way in
+    refuses the same things the same way, including nesting too deep for the parser (a
+    ``RecursionError`` from :mod:`json`). ``one_line``: a JSON Lines row, whose errors give
+    the column only.
+    """
     try:
-        raw = path.read_bytes()
+        return json.loads(text)
+    except RecursionError:
+        raise CaseFileError(f"case file {source}: nested too deeply to be a case") from None
+    except json.JSONDecodeError as exc:
+        where = f"column {exc.colno}" if one_line else f"line {exc.lineno}, column {exc.colno}"
+        raise CaseFileError(f"case file {source}: not valid JSON at {where}: {exc.msg}") from None
+
+
+def read_case_json(path: Path) -> Any:
+    """A case file's parsed JSON, not yet validated; CaseFileError naming the file otherwise.
+
+    Only a regular file is read: a folder, a named pipe (which would wait for a writer
+    forever) or a device is refused unopened.
+    """
+    from mash_requests._files import NotRegularFileError, read_regular_file
+
+    try:
+        raw = read_regular_file(path)
     except FileNotFoundError:
         raise CaseFileError(f"case file {path}: not found; check the path") from None
-    except IsADirectoryError:
-        raise CaseFileError(f"case file {path}: is a folder, not a JSON file") from None
+    except NotRegularFileError as exc:
+        raise CaseFileError(f"case file {path}: {exc.strerror}; give a case file (JSON)") from None
     except OSError as exc:
         raise CaseFileError(f"case file {path}: cannot be read ({exc.strerror})") from exc
     try:
-        data = json.loads(raw.decode("utf-8-sig"))
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise CaseFileError(f"case file {path}: is not UTF-8 text; save it as UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise CaseFileError(
-            f"case file {path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from None
-    return parse_case(data, source=str(path), base_dir=path.parent)
+    return decode_case_json(text, source=str(path))
+
+
+def case_ref_of_file(path: Path) -> str:
+    """The ``case_ref`` of a case file that may be invalid, for the log (see
+    :func:`case_ref_for_log`); ``(unknown)`` when the file cannot be read or parsed."""
+    try:
+        return case_ref_for_log(read_case_json(path))
+    except CaseFileError:
+        return "(unknown)"
+
+
+def load_case(path: Path) -> Case:
+    """Load and validate a case file; raises CaseFileError naming the file and field."""
+    return parse_case(read_case_json(path), source=str(path), base_dir=path.parent)

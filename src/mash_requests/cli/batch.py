@@ -332,6 +332,12 @@ def _summary(result: object, *, dry_run: bool) -> None:
     for kind in ("rejected", "failed", "in_flight"):
         if kind in kinds:
             click.echo(_WHAT_TO_DO[kind], err=True)
+    if result.refusals.get("encrypted"):
+        click.echo(
+            "Password-protected forms: send-batch reads the forms' password from the config "
+            "only ([form] password_env or password_file); or ask for unprotected copies.",
+            err=True,
+        )
     if "unconfirmed" in kinds:
         click.echo(
             f"{sum(1 for i in unsent if i.outcome == 'unconfirmed')} request(s) unconfirmed: "

@@ -79,7 +79,7 @@ Exit codes: 0 accepted; 1 refused; 2 bad usage, unreadable file path or bad conf
     show_envvar=True,
     metavar="PW",
     help="Password of an encrypted form (prefer the environment variable: a command line "
-    "is visible to other users). Default: form.password from the config.",
+    "is visible to other users). Default: the config's [form] password_env or password_file.",
 )
 @click.option(
     "--max-size-mb",
@@ -129,6 +129,10 @@ def _print_verdict(pdf: Path, verdict: Verdict) -> None:
     status = "accepted" if verdict.accepted else f"refused ({verdict.reason})"
     click.echo(f"{status}: {pdf}")
     click.echo(f"  {verdict.detail}")
+    if verdict.reason == "encrypted":
+        from mash_requests.cli.send import ENCRYPTED_FORM_ADVICE
+
+        click.echo(f"  {ENCRYPTED_FORM_ADVICE.format(option='--password')}")
     click.echo(f"  sha256    {verdict.sha256}")
     pages = "" if verdict.pages is None else f", {verdict.pages} page(s)"
     click.echo(f"  size      {verdict.size:,} bytes{pages}")

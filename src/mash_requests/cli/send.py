@@ -20,6 +20,14 @@ from mash_requests.cli._common import (
     require_log,
 )
 
+#: How an encrypted form's password is given, for the command's option (send-request and
+#: chase: --form-password; form check: --password). send-batch has only the config.
+ENCRYPTED_FORM_ADVICE = (
+    "The form's password is given with {option} (better: the environment variable "
+    "MASH_FORM_PASSWORD, which a command line does not show), or in the config: [form] "
+    "password_env or password_file."
+)
+
 CONFIG_HELP = (
     "Config file (TOML). Default: $MASH_REQUESTS_CONFIG, else ./mash-requests.toml, "
     "else embedded defaults (outbox and log under ./mash-data/)."
@@ -280,6 +288,8 @@ def _refused(exc: Exception, command: str) -> CliError:
         advice.append("Pass --config FILE, e.g. --config examples/mash-requests.toml")
     elif exc.reason == "no_form":
         advice.append("Or attach one with --form PDF.")
+    elif exc.reason == "encrypted":
+        advice.append(ENCRYPTED_FORM_ADVICE.format(option="--form-password"))
     return CliError("\n".join([str(exc), *advice]), code)
 
 

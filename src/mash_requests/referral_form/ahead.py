@@ -227,10 +227,11 @@ class CheckAhead:
 
 
 def _answer(request: _Request) -> _Answer:
+    from mash_requests._files import read_regular_file
     from mash_requests.referral_form.check import check_form
 
     try:
-        data = Path(request.path).read_bytes()
+        data = read_regular_file(Path(request.path))  # never a pipe: it would hang the helper
     except OSError:
         return _Answer(None, None)  # the caller reads it and says what is wrong
     verdict = check_form(

@@ -219,8 +219,9 @@ class _Check:
             if self.password is None:
                 raise Refusal(
                     Reason.ENCRYPTED,
-                    "The PDF is password-protected; give its password (--password or "
-                    "form.password) or ask the sender for an unprotected copy.",
+                    # Where a password is given differs by command: the CLI says how.
+                    "The PDF is password-protected and no password was given; give its "
+                    "password, or ask the sender for an unprotected copy.",
                 )
             if reader.decrypt(self.password) == PasswordType.NOT_DECRYPTED:
                 raise Refusal(

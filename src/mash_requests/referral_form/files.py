@@ -4,24 +4,45 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mash_requests._files import PRIVATE, atomic_write_bytes
+from mash_requests._files import (
+    PRIVATE,
+    NotRegularFileError,
+    atomic_write_bytes,
+    read_regular_file,
+)
 from mash_requests.errors import InputError
+
+#: The refusal code of a form file that cannot be read (see mash_requests.errors).
+_UNREADABLE = "form_unreadable"
 
 
 def read_form(path: Path) -> bytes:
-    """The bytes of a referral form file; InputError names the path and what to do."""
-    if path.is_dir():
-        raise InputError(f"referral form {path}: is a folder, not a PDF; give the form's file")
+    """The bytes of a referral form file; InputError names the path and what to do.
+
+    Its ``reason`` is ``form_unreadable`` (the code a send's logged refusal carries). Only
+    a regular file is read: a folder, a named pipe (which would wait for a writer
+    forever) or a device is refused unopened.
+    """
     try:
-        return path.read_bytes()
+        return read_regular_file(path)
+    except NotRegularFileError as exc:
+        raise InputError(
+            f"referral form {path}: {exc.strerror}; give the form's PDF file",
+            reason=_UNREADABLE,
+        ) from None
     except FileNotFoundError:
-        raise InputError(f"referral form {path}: not found; check the path") from None
+        raise InputError(
+            f"referral form {path}: not found; check the path", reason=_UNREADABLE
+        ) from None
     except PermissionError:
         raise InputError(
-            f"referral form {path}: permission denied; check the file's permissions"
+            f"referral form {path}: permission denied; check the file's permissions",
+            reason=_UNREADABLE,
         ) from None
     except OSError as exc:
-        raise InputError(f"referral form {path}: cannot be read ({exc.strerror})") from exc
+        raise InputError(
+            f"referral form {path}: cannot be read ({exc.strerror})", reason=_UNREADABLE
+        ) from exc
 
 
 def write_form(path: Path, data: bytes) -> None:
