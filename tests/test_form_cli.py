@@ -197,6 +197,24 @@ def test_max_size_option_overrides_the_config(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.parametrize("size", ["nan", "inf", "1e309", "5000"])
+def test_max_size_that_is_no_size_is_a_usage_error(tmp_path: Path, size: str) -> None:
+    """nan, infinity or beyond 1024 MB: exit 2 naming the option, not a traceback."""
+    result = run("form", "check", form_for(tmp_path), "--case-ref", REF, "--max-size-mb", size)
+    assert result.exit_code == 2
+    assert "--max-size-mb" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_max_size_in_the_config_must_be_a_finite_number(tmp_path: Path, value: str) -> None:
+    """TOML allows nan and inf: a size that is neither a size is a config error (exit 2)."""
+    cfg = config(tmp_path, f"[form]\nmax_size_mb = {value}\n")
+    result = run("form", "check", form_for(tmp_path), "--case-ref", REF, "--config", cfg)
+    assert result.exit_code == 2
+    assert "max_size_mb: must be a finite number" in result.output
+
+
 def test_zero_max_size_is_a_usage_error(tmp_path: Path) -> None:
     """--max-size-mb 0 is refused as bad usage (exit 2)."""
     result = run("form", "check", form_for(tmp_path), "--case-ref", REF, "--max-size-mb", "0")

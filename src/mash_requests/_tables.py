@@ -7,6 +7,7 @@ configuration mistake is reported the same way, at load time:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -66,6 +67,8 @@ class Table:
     def number(self, key: str, default: float, *, minimum: float | None = None) -> float:
         value = self._get(key, (int, float), "a number")
         result = default if value is None else float(value)
+        if not math.isfinite(result):  # TOML has nan and inf; no setting means either
+            raise self.error(key, f"must be a finite number, got {result}")
         if minimum is not None and result < minimum:
             raise self.error(key, f"must be at least {minimum}, got {result}")
         return result

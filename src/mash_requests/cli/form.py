@@ -18,6 +18,7 @@ from mash_requests.cli._common import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     CliError,
+    FiniteFloatRange,
     case_ref_value,
     library_errors,
 )
@@ -83,7 +84,7 @@ Exit codes: 0 accepted; 1 refused; 2 bad usage, unreadable file path or bad conf
 )
 @click.option(
     "--max-size-mb",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True, max=1024),
     metavar="N",
     help="Refuse forms larger than N MB. Default: form.max_size_mb from the config (10).",
 )
