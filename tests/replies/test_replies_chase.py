@@ -560,6 +560,28 @@ def test_cli_refused_form_is_exit_1(workspace: Workspace, sent: dict[str, object
     assert "0 reminder(s) sent; 1 refused." in out
 
 
+def test_cli_encrypted_form_without_its_password_says_where_it_goes(workspace: Workspace) -> None:
+    """A reminder's form is encrypted and no password was given: refused, and the command
+    says how to give it (the library's words name no option)."""
+    from test_referral_form import rewrite
+
+    form = workspace.forms / "MASH-2026-0412.pdf"
+    form.write_bytes(rewrite(form.read_bytes(), password="s3cret"))
+    case = workspace.write_case(workspace.example_case())
+    code, out, err = run_cli(
+        "send-request", "--config", str(workspace.config), "--case", str(case),
+        "--partner", "police", "--form-password", "s3cret",
+    )  # fmt: skip
+    assert code == 0, err
+    [police] = [e.request_ref for e in workspace.events() if e.kind is EventKind.SENT]
+    assert police is not None
+    code, out, err = run_cli("chase", "--config", str(workspace.config), "--request", police)
+    assert code == 1
+    assert "refused (encrypted)" in out
+    assert "--form-password" in err and "[form] password_env or password_file" in err
+    assert _reminders(workspace) == []
+
+
 def test_cli_request_and_within_together_is_a_usage_error(
     workspace: Workspace, sent: dict[str, object]
 ) -> None:

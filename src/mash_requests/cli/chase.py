@@ -176,6 +176,10 @@ def _chase(
             "chasing again (the next chase does not send them again).",
             err=True,
         )
+    if any(item.reason == "encrypted" for item in result.outcomes):
+        from mash_requests.cli.send import ENCRYPTED_FORM_ADVICE
+
+        click.echo(ENCRYPTED_FORM_ADVICE.format(option="--form-password"), err=True)
     sys.exit(EXIT_OK if result.all_done else EXIT_INCOMPLETE)
 
 
