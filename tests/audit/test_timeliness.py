@@ -104,6 +104,32 @@ def test_each_request_is_answered_in_time_late_bounced_overdue_or_not_due() -> N
     assert result.totals.requests == 5
 
 
+def test_an_answer_counts_from_when_it_was_received_not_when_it_was_recorded() -> None:
+    """An answer that came in time but was fetched or typed in days later is in time, and
+    its hours run to when it came; one dated before the request (a sender's clock behind)
+    counts from the send, never negative."""
+    log = Log()
+    a = log.request("C-1", "police", MON)
+    b = log.request("C-2", "police", MON)
+
+    def answer(recorded: datetime, received: datetime, ref: str) -> None:
+        details = {"received_at": received.isoformat(), "channel": "phone"}
+        event = Event(
+            EventKind.REPLIED,
+            ref.rsplit("-", 1)[0],
+            request_ref=ref,
+            partner="police",
+            details=details,
+        )
+        log.add(recorded, event)
+
+    answer(MON + timedelta(days=5), MON + timedelta(hours=20), a)  # typed in days later
+    answer(MON + timedelta(hours=3), MON - timedelta(hours=2), b)  # dated before the send
+    police = timeliness(log.events, timescales=ELAPSED, now=NOW).by_partner["police"]
+    assert police.categories["in_time"] == 2 and police.categories["late"] == 0
+    assert sorted(police.hours) == [0.0, 20.0]
+
+
 def test_median_and_90th_percentile_in_working_hours_where_configured() -> None:
     """AMBER counted in working hours: an answer on Tuesday 10:00 to a request sent on
     Monday 16:00 took 2 working hours, not 18."""

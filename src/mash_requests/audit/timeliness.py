@@ -92,7 +92,7 @@ class AnswerFold(OpenRequests):
             if answered is not None and answered.request_key not in self.by_key:
                 sending = self.sendings.get(answered.request_key)  # the reply closed it
                 if sending is not None and sending.request is answered:
-                    sending.answered_at = stored.recorded_at
+                    sending.answered_at = _received_at(stored)
             return
         OpenRequests.apply(self, stored)
         if ref is None or not (
@@ -255,6 +255,8 @@ def count(fold: AnswerFold, timescales: Timescales, now: datetime) -> Timeliness
         rag = _RAGS.get(request.rag) if request.rag else None
         due = _due(request, rag, timescales)
         answered_at = sending.answered_at
+        if answered_at is not None and answered_at < sent_at:
+            answered_at = sent_at  # a sender's clock behind ours: not before it was asked
         bounced = sending.bounced_before or request.bounced
         hours: float | None = None
         if answered_at is not None:
@@ -338,6 +340,21 @@ def _group(groups: dict[K, Timeliness], key: K) -> Timeliness:
     if figures is None:
         figures = groups[key] = Timeliness()
     return figures
+
+
+def _received_at(stored: StoredEvent) -> datetime:
+    """When an answer reached the MASH: the ``received_at`` it was recorded with (a reply's
+    arrival, or the time given to ``replies record``), else when it was recorded. Timeliness
+    is the partner's: an answer fetched or typed in days later was still in time if it came
+    in time."""
+    value = stored.event.details.get("received_at")
+    if isinstance(value, str):
+        try:
+            received = datetime.fromisoformat(value)
+        except ValueError:
+            return stored.recorded_at
+        return received if received.tzinfo is not None else received.replace(tzinfo=UTC)
+    return stored.recorded_at
 
 
 __all__ = [
