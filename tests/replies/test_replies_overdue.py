@@ -102,6 +102,16 @@ def test_a_sent_unanswered_request_past_due_is_overdue(config: Settings, log: Lo
     )  # fmt: skip
 
 
+def test_elapsed_lateness_across_the_clocks_change_is_real_hours(
+    config: Settings, log: Log
+) -> None:
+    """Due Thursday 25 March 2027 19:00 UTC (GMT), seen Sunday 28 March 14:30 UTC, after
+    the clocks went forward: 67.5 hours late, not the 68.5 the wall clock shows."""
+    log.request(due=datetime(2027, 3, 25, 19, 0, tzinfo=UTC))
+    [item] = overdue(config, now=datetime(2027, 3, 28, 14, 30, tzinfo=UTC))
+    assert (item.hours_late, item.hours_basis) == (67.5, "elapsed")
+
+
 def test_due_soon_only_with_within(config: Settings, log: Log) -> None:
     """A request due in 2 hours is listed only when --within reaches it."""
     ref = log.request(due=NOW + timedelta(hours=2))

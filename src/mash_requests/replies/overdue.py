@@ -183,10 +183,13 @@ def _item(
     else:
         return None
     working = rag in timescales.working_hours
+    # Elapsed hours in UTC: two times of the same zone subtract on the wall clock, an hour
+    # out across a clock change.
+    elapsed = (now.astimezone(UTC) - due.astimezone(UTC)).total_seconds() / 3600
     late = (
         working_hours_between(due, now, timescales) if due <= now
         else -working_hours_between(now, due, timescales)
-    ) if working else (now - due).total_seconds() / 3600  # fmt: skip
+    ) if working else elapsed  # fmt: skip
     partner = request.partner or "-"
     return OverdueRequest(
         request_ref=request.request_ref,
