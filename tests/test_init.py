@@ -90,6 +90,10 @@ def test_the_starter_s_replies_and_chase_blocks_work_uncommented(here: Path) -> 
     settings = load_settings(config)
     assert settings.replies is not None and settings.replies.source == "folder"
     assert settings.replies.address == "mash-replies@council.example"
+    # A fetch reads replies to requests in the log: send the starter's case first.
+    case = here / "my-mash" / "cases" / "MASH-2026-0001.json"
+    sent = CliRunner().invoke(main, ["send-request", "--config", str(config), "--case", str(case)])
+    assert sent.exit_code == 0, sent.output
     (here / "my-mash" / "mash-data" / "replies").mkdir(parents=True)
     fetched = CliRunner().invoke(main, ["replies", "fetch", "--config", str(config)])
     assert fetched.exit_code == 0, fetched.output
