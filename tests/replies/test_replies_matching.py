@@ -15,6 +15,7 @@ from mash_requests.audit.sqlite import SQLiteEventStore
 from mash_requests.partners import AllowList, Partner, PartnerDirectory
 from mash_requests.replies.classify import parse_message
 from mash_requests.replies.matching import (
+    Mash,
     RequestLookup,
     match_message,
     mentions,
@@ -292,3 +293,70 @@ def test_the_fast_message_id_is_the_parsed_one(message_id: str, folded: bool, ca
     head = f"From: a@testshire.police.uk\r\n{case}:{separator}{message_id}\r\nSubject: x\r\n"
     data = (head + "\r\nbody\r\n").encode()
     assert message_id_of(data) == parse_message(data).message_id == message_id
+
+
+# -- the MASH's own mail is never a partner's answer ----------------------------------------
+
+MASH = Mash.of("mash@testbury.gov.uk", "mash-replies@testbury.gov.uk")
+COUNCIL = PartnerDirectory(
+    {
+        "education": Partner(
+            "education", "Education", ("education.safeguarding@testbury.gov.uk",), "education"
+        ),
+    },
+    AllowList.parse(["testbury.gov.uk"], where="test"),
+)
+EDUCATION_REF = "MASH-2026-0412-EDUCATION-C7BCD"
+EDUCATION = Sent(
+    "education",
+    EDUCATION_REF,
+    f"<{EDUCATION_REF}.5e2b8f1a0c9d4e37@testbury.gov.uk>",
+    f"OFFICIAL-SENSITIVE: AMBER - Request for information - Ref {EDUCATION_REF}",
+)
+
+
+@pytest.fixture
+def council(tmp_path: Path) -> Iterator[RequestLookup]:
+    """A request to education, which shares the MASH's domain (the council's)."""
+    store = SQLiteEventStore(tmp_path / "council.sqlite3")
+    store.append_many(_request(EDUCATION_REF, EDUCATION.message_id, "education"))
+    yield RequestLookup(store)
+    store.close()
+
+
+def _council_match(lookup: RequestLookup, data: bytes):  # type: ignore[no-untyped-def]
+    return match_message(parse_message(data), lookup, COUNCIL, MASH)
+
+
+def test_a_copy_of_the_request_itself_never_answers_it(council: RequestLookup) -> None:
+    """A Bcc or journal copy of our own request (its own Message-ID) is not its answer."""
+    data = reply(
+        EDUCATION,
+        sender="mash@testbury.gov.uk",
+        subject=EDUCATION.subject,
+        threaded=False,
+        message_id=EDUCATION.message_id,
+    )
+    found = _council_match(council, data)
+    assert not found.counts and found.reason == "own_message"
+
+
+@pytest.mark.parametrize(
+    "sender", ["mash@testbury.gov.uk", "mash-replies@testbury.gov.uk", "sam.okafor@testbury.gov.uk"]
+)
+def test_mail_from_the_mash_never_answers_a_partner_sharing_its_domain(
+    council: RequestLookup, sender: str
+) -> None:
+    """The MASH's mailboxes, and anyone else at its domain who is not one of the partner's
+    listed addresses (a worker forwarding the reply, a colleague's note), do not close the
+    request: the directory cannot tell them from the partner's staff."""
+    data = reply(EDUCATION, sender=sender, subject=f"FW: RE: {EDUCATION.subject}")
+    found = _council_match(council, data)
+    assert not found.counts and found.reason == "from_the_mash"
+
+
+def test_the_partners_listed_address_at_the_mashs_domain_answers(council: RequestLookup) -> None:
+    found = _council_match(
+        council, reply(EDUCATION, sender="education.safeguarding@testbury.gov.uk")
+    )
+    assert found.counts and found.request is not None

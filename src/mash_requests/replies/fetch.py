@@ -46,7 +46,7 @@ from mash_requests.replies.classify import (
     message_id_of,
     parse_message,
 )
-from mash_requests.replies.matching import Match, RequestLookup, match_message
+from mash_requests.replies.matching import Mash, Match, RequestLookup, match_message
 from mash_requests.replies.sources.base import RawMessage, ReplySource
 
 if TYPE_CHECKING:
@@ -72,6 +72,10 @@ _PLAIN_REASONS = {
     "authentication_failed": "failed the sender domain's DMARC check",
     "partner_not_in_directory": "is about a partner no longer in the directory",
     "request_not_sent": "is about a request that was not sent",
+    "own_message": "is a copy of the request or reminder itself (its own Message-ID)",
+    "from_the_mash": "comes from the MASH (its mailboxes, or its domain but not one of the "
+    "partner's listed addresses): a forward or note, not the partner's answer; if the "
+    "partner did answer, record it with replies record",
 }
 
 
@@ -198,6 +202,7 @@ class _Fetch:
         self.now = now
         self.dry_run = dry_run
         self.lookup = RequestLookup(store)
+        self.mash = Mash.of(settings.sender, replies.address)
         self.result = FetchResult(source=source.name, dry_run=dry_run)
         self.seen: set[str] = set()
         #: The highest seq of the reply events read into ``seen``.
@@ -304,7 +309,7 @@ class _Fetch:
             or raw.fallback_time
             or self.now()
         ).astimezone(UTC)
-        match = match_message(message, self.lookup, self.settings.directory)
+        match = match_message(message, self.lookup, self.settings.directory, self.mash)
         event, fetched = self._event(message, match, received)
         self.batch.append((event, fetched))
         self.batch_ids.add(fetched.message_id)

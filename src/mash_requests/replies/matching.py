@@ -271,14 +271,33 @@ class Match:
     counts: bool
     #: Why it does not count (a code): no_reference, unknown_request, several_requests,
     #: no_sender, sender_not_partner, authentication_failed, partner_not_in_directory,
-    #: request_not_sent. None when it counts.
+    #: request_not_sent, own_message (a copy of the request or a reminder itself),
+    #: from_the_mash (sent from the MASH's own mailbox or domain). None when it counts.
     reason: str | None = None
     #: The reference it seemed to be about when no request was found.
     claimed_ref: str | None = None
 
 
+@dataclass(frozen=True)
+class Mash:
+    """The MASH's own mail: what it sends from, never a partner's answer."""
+
+    #: The sending mailbox and the replies mailbox (lower case).
+    addresses: frozenset[str] = frozenset()
+    #: The MASH's mail domain (the sender's), lower case; None: unknown.
+    domain: str | None = None
+
+    @classmethod
+    def of(cls, sender: str, replies_address: str | None) -> Mash:
+        addresses = {sender.lower(), *((replies_address.lower(),) if replies_address else ())}
+        return cls(frozenset(addresses), sender.rsplit("@", 1)[-1].lower())
+
+
 def match_message(
-    message: IncomingMessage, lookup: RequestLookup, directory: PartnerDirectory
+    message: IncomingMessage,
+    lookup: RequestLookup,
+    directory: PartnerDirectory,
+    mash: Mash = Mash(),
 ) -> Match:
     """Find the request ``message`` is about and decide whether it counts (module docstring)."""
     record, matched_by, claimed, ambiguous = _find(message, lookup)
@@ -287,7 +306,7 @@ def match_message(
             return Match(None, None, False, "several_requests")
         reason = "unknown_request" if claimed else "no_reference"
         return Match(None, None, False, reason, claimed_ref=claimed)
-    problem = _why_not_counted(message, record, directory)
+    problem = _why_not_counted(message, record, directory, mash)
     return Match(record, matched_by, problem is None, problem)
 
 
@@ -330,10 +349,12 @@ def _find(
 
 
 def _why_not_counted(
-    message: IncomingMessage, record: RequestRecord, directory: PartnerDirectory
+    message: IncomingMessage, record: RequestRecord, directory: PartnerDirectory, mash: Mash
 ) -> str | None:
     if not record.handed_over:
         return "request_not_sent"
+    if message.message_id in (record.message_id, *record.reminder_message_ids):
+        return "own_message"  # the request or a reminder itself (a Bcc or journal copy)
     if message.kind is MessageKind.BOUNCE or message.auto_type in DELIVERY_REPORTS:
         return None  # from a mail system; flags the request, never stops its clock
     if message.from_address is None:
@@ -344,8 +365,19 @@ def _why_not_counted(
         partner = directory.get(record.partner or "")
     except RecipientError:
         return "partner_not_in_directory"
-    if not sender_allowed(message.from_address, partner.addresses, directory):
+    sender = message.from_address.lower()
+    if sender in mash.addresses:
+        return "from_the_mash"
+    if not sender_allowed(sender, partner.addresses, directory):
         return "sender_not_partner"
+    domain = sender.rsplit("@", 1)[-1]
+    own_domain = mash.domain is not None and (
+        domain == mash.domain or domain.endswith("." + mash.domain)
+    )
+    if own_domain and sender not in (a.lower() for a in partner.addresses):
+        # A partner sharing the MASH's domain (the council's education service) answers
+        # from its listed addresses; anyone else there is MASH staff (a forward, a note).
+        return "from_the_mash"
     return None
 
 
