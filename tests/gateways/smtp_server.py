@@ -38,6 +38,10 @@ class FaultyHandler:
     data_seen: int = 0
     #: Addresses refused at RCPT TO with Postfix's 550 for an unknown mailbox.
     refused_recipients: set[str] = field(default_factory=set)
+    #: Addresses refused at RCPT TO with Postfix's 554 for relaying without a login.
+    relay_denied: set[str] = field(default_factory=set)
+    #: Addresses deferred at RCPT TO with Postfix's 450 rate limit.
+    deferred_recipients: set[str] = field(default_factory=set)
 
     async def handle_RCPT(
         self,
@@ -52,6 +56,10 @@ class FaultyHandler:
                 f"550 5.1.1 <{address}>: Recipient address rejected: "
                 "User unknown in virtual mailbox table"
             )
+        if address in self.relay_denied:
+            return f"554 5.7.1 <{address}>: Relay access denied"
+        if address in self.deferred_recipients:
+            return "450 4.7.1 Error: too much mail from 127.0.0.1"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Ok"
 

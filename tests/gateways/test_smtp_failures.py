@@ -241,6 +241,52 @@ def test_550_at_rcpt_reads_as_the_recipient_was_refused(
     assert (result.failure, result.attempts, handler.data_seen) == (Failure.RECIPIENT, 1, 0)
 
 
+def test_relay_denied_at_rcpt_says_the_address_is_not_the_problem(
+    ca: trustme.CA, ca_file: Path, servers: list[Server], message: OutgoingMessage
+) -> None:
+    """Postfix refuses relaying at RCPT TO (5.7.1): a policy on who sends, not a bad
+    address, so the advice is about the account or the server's administrators."""
+    handler = FaultyHandler(relay_denied={"dsl@school.example"})
+    servers.append(server := starttls(ca, handler=handler))
+    result = send_once(server.port, ca_file, message)
+    assert result.reason.startswith(
+        f"SMTP server 127.0.0.1:{server.port} (RCPT TO dsl@school.example) refused to take "
+        "mail from this account: 554 5.7.1 <dsl@school.example>: Relay access denied; the "
+        "address is not the problem"
+    )
+    assert "check the partner's address" not in result.reason
+    assert (result.status, result.attempts, handler.data_seen) == (SendStatus.FAILED, 1, 0)
+
+
+def test_message_over_the_servers_size_limit_reads_as_too_large(
+    ca: trustme.CA, ca_file: Path, servers: list[Server], message: OutgoingMessage
+) -> None:
+    """The size is announced in MAIL FROM (SIZE=): a server with a smaller limit refuses the
+    sender step with 552 5.3.4, which is about the message, not the sender."""
+    handler = FaultyHandler()
+    limit = len(message.as_bytes()) - 1
+    servers.append(server := starttls(ca, handler=handler, data_size_limit=limit))
+    result = send_once(server.port, ca_file, message)
+    assert result.reason.startswith(
+        f"the message is larger than SMTP server 127.0.0.1:{server.port} takes: 552"
+    )
+    assert result.reason.endswith(
+        "ask its administrators for its message size limit (the referral form is attached), "
+        "or attach a smaller form"
+    )
+    assert (result.failure, result.attempts, handler.data_seen) == (Failure.MESSAGE, 1, 0)
+
+
+def test_deferral_outlasting_the_retries_says_to_send_it_later(
+    ca: trustme.CA, ca_file: Path, servers: list[Server], message: OutgoingMessage
+) -> None:
+    handler = FaultyHandler(deferred_recipients={"dsl@school.example"})
+    servers.append(server := starttls(ca, handler=handler))
+    result = send_once(server.port, ca_file, message)
+    assert result.reason.startswith("gave up after 3 attempts: ")
+    assert result.reason.endswith("if it still defers, send it again later")
+
+
 def test_550_after_data_reads_as_the_message_was_refused(
     ca: trustme.CA, ca_file: Path, servers: list[Server], message: OutgoingMessage
 ) -> None:
@@ -304,7 +350,8 @@ def test_4xx_after_data_is_retried_and_reads_as_deferred(
     result = send_once(server.port, ca_file, message)
     assert result.reason == (
         f"gave up after 3 attempts: SMTP server 127.0.0.1:{server.port} deferred the message: "
-        "451 4.3.0 Mail server temporarily rejected message"
+        "451 4.3.0 Mail server temporarily rejected message; the server is busy or limiting "
+        "this sender: it is tried again; if it still defers, send it again later"
     )
     assert (result.failure, result.attempts) == (Failure.SERVER, 3)
 

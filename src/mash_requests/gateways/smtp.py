@@ -168,6 +168,32 @@ def _deferred(code: int) -> bool:
     return 400 <= code < 500
 
 
+_ENHANCED = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def _enhanced(reply: bytes | str) -> tuple[int, int] | None:
+    """The subject and detail of an RFC 3463 enhanced status code (5.7.1 -> (7, 1))."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    match = _ENHANCED.match(text)
+    return (int(match.group(2)), int(match.group(3))) if match else None
+
+
+def _too_large(code: int, reply: bytes | str, what: str) -> bool:
+    """The server refused the message's size: 552 to MAIL (SIZE=) or to the message, or the
+    enhanced codes for "message length exceeds administrative limit" (x.2.3, x.3.4)."""
+    return _enhanced(reply) in ((2, 3), (3, 4)) or (code == 552 and what != "the recipient")
+
+
+def _policy(reply: bytes | str) -> bool:
+    """A refusal for who is sending (RFC 3463 x.7.x: relaying, client host, security), not
+    for the address."""
+    enhanced = _enhanced(reply)
+    if enhanced is not None:
+        return enhanced[0] == 7
+    text = (reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply).lower()
+    return "relay" in text or "client host rejected" in text
+
+
 # OpenSSL's certificate verification codes (X509_V_ERR_*) that call for their own fix.
 _CERT_NOT_YET_VALID, _CERT_EXPIRED = 9, 10
 _HOST_MISMATCH = {62, 64}  # HOSTNAME_MISMATCH, IP_ADDRESS_MISMATCH
@@ -590,7 +616,13 @@ class SmtpGateway:
         words = _reply_words(code, reply)
         if _deferred(code):
             failure = Failure.RECIPIENT if what == "the recipient" else Failure.SERVER
-            return TransientGatewayError.explained(failure, f"{server} deferred {what}", words)
+            return TransientGatewayError.explained(
+                failure,
+                f"{server} deferred {what}",
+                words,
+                fix="the server is busy or limiting this sender: it is tried again; if it still "
+                "defers, send it again later",
+            )
         if code == 530:
             return PermanentGatewayError.explained(
                 Failure.AUTHENTICATION,
@@ -599,6 +631,28 @@ class SmtpGateway:
                 fix="set auth, username and password_env (or password_file) in [gateway.smtp]"
                 if self.settings.auth == "none"
                 else "check that username may send through this server",
+            )
+        if _too_large(code, reply, what):
+            return PermanentGatewayError.explained(
+                Failure.MESSAGE,
+                f"the message is larger than {server} takes",
+                words,
+                fix="ask its administrators for its message size limit (the referral form is "
+                "attached), or attach a smaller form",
+            )
+        if what != "the message" and _policy(reply):
+            return PermanentGatewayError.explained(
+                Failure.SERVER,
+                f"{server} refused to take mail from this "
+                f"{'machine' if self.settings.auth == 'none' else 'account'}",
+                words,
+                fix="the address is not the problem: set auth, username and password_env in "
+                "[gateway.smtp] (a submission port wants a login), or ask its administrators "
+                "to let this machine send through it"
+                if self.settings.auth == "none"
+                else "the address is not the problem: ask its administrators to let "
+                f"{self.settings.username or self.settings.mailbox} send as [mash] sender to "
+                "this recipient",
             )
         if what == "the recipient":
             return PermanentGatewayError.explained(
