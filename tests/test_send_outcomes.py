@@ -91,6 +91,27 @@ def test_closing_line_about_unconfirmed_appears_only_when_some_are(
     assert "nconfirmed" not in result.stderr
 
 
+def test_advice_after_a_failed_partner_sends_only_that_one_when_followed(
+    workspace: Workspace, smtp: FakeMailSystem
+) -> None:
+    """police refused at DATA (550), the others sent: the closing advice names the command
+    for police alone, and following it word for word sends police and nobody else."""
+    assert isinstance(smtp, SmtpFake)
+    smtp.handler.script = ["550"]
+    case = case_with_three_partners(workspace)
+    first = cli(workspace, "send-request", "--case", case)
+    assert first.exit_code == 1
+    [advice] = [line for line in first.stderr.splitlines() if line.startswith("Failed (police)")]
+    command = advice[advice.index("send-request") :]
+    assert command.endswith("--partner police")
+    before = len(smtp.arrivals())
+    args = shlex.split(command)[1:]
+    args = [a for i, a in enumerate(args) if a != "--config" and args[i - 1] != "--config"]
+    again = cli(workspace, "send-request", *args)
+    assert again.exit_code == 0, again.output
+    assert [a.recipients for a in smtp.arrivals()[before:]] == [("mash@testshire.police.uk",)]
+
+
 def test_closing_line_names_the_unconfirmed_partner(
     workspace: Workspace, smtp: FakeMailSystem
 ) -> None:

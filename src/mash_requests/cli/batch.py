@@ -270,8 +270,9 @@ _WHAT_TO_DO = {
     "rejected": "Refused: nothing was sent. Fix the case in the batch file as its reason "
     "says (a form: check it with 'mash-requests form check PDF --case-ref REF'), then run "
     "the same command again.",
-    "failed": "Failed: nothing was delivered. Fix what its reason says (the gateway's settings, "
-    "the partner's address), then run the same command again: it sends only what was not sent.",
+    "failed": "Failed: nothing was delivered. Each reason says why and what to do (a refusal: "
+    "the gateway's settings or the partner's address; a deferral or a busy server: only "
+    "time), then run the same command again: it sends only what was not sent.",
     "in_flight": "In flight: another run is still sending them; run the same command later to "
     "see how they ended.",
 }

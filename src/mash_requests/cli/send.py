@@ -212,8 +212,19 @@ def _send_request(
         click.echo(f"{sent} of {len(result.outcomes)} request(s) sent for case {result.case_ref}.")
     if not result.all_sent:
         unconfirmed = [o.partner for o in result.outcomes if o.outcome == "unconfirmed"]
+        failed = [o.partner for o in result.outcomes if o.outcome == "failed"]
         if not run.enabled:
             click.echo("Not every request was sent.", err=True)
+            if failed:
+                command = f"send-request --case {_quoted(case_path)}"
+                if config_path is not None:
+                    command += f" --config {_quoted(config_path)}"
+                click.echo(
+                    f"Failed ({', '.join(failed)}): nothing was delivered; its reason above says "
+                    "why and what to do (a deferral or a busy server: only time). Then send "
+                    f"it again: {command} {_partners(failed)}",
+                    err=True,
+                )
             if unconfirmed:
                 click.echo(
                     f"Unconfirmed ({', '.join(unconfirmed)}): it may have been delivered; "
