@@ -176,6 +176,17 @@ def test_html_is_self_contained(store: EventStore) -> None:
     assert "@media print" in page
 
 
+def test_unconfirmed_sends_are_not_said_to_need_checking_still(store: EventStore) -> None:
+    """The count is of sends unconfirmed when made, which a person may have checked or sent
+    again since: the page says so, and where the ones still unconfirmed are listed."""
+    page = render_html(data_for(store, sample()))
+    assert "need checking" not in page
+    assert "unconfirmed when sent" in page
+    assert (
+        "audit query --outcome\nunconfirmed" in page or "audit query --outcome unconfirmed" in page
+    )
+
+
 def test_everything_from_the_log_is_escaped(store: EventStore) -> None:
     """Partner names and reasons from the log are HTML-escaped, in tables and the chart."""
     hostile = '<script>alert("x")</script>'
