@@ -384,14 +384,14 @@ def send_with_retry(
             )
             return _unconfirmed(_Unconfirmed(last, reason), attempts)
         result = _failed(last, attempts)
-        hint = last.retry_after
-        if attempts < policy.max_attempts and hint is not None and hint > time_left():
+        hint, left = last.retry_after, time_left()
+        if attempts < policy.max_attempts and hint is not None and hint > left:
             # Stopped by the time limit, not the attempts: say what the server asked for.
             result = replace(
                 result,
-                reason=f"{result.reason}; the server asked to wait {hint:g} s, longer than "
-                f"[retry] max_seconds ({policy.max_seconds:g} s) left: it was not sent; send it "
-                "again once that wait is over",
+                reason=f"{result.reason}; the server asked to wait {hint:g} s, longer than the "
+                f"{max(0.0, left):.0f} s [retry] max_seconds ({policy.max_seconds:g} s) left: it "
+                "was not sent; send it again once that wait is over",
             )
         return result
     return _sent(receipt, attempts, after_ambiguous=found_after_ambiguous)

@@ -191,8 +191,8 @@ def test_wait_beyond_max_seconds_is_not_started(message: OutgoingMessage) -> Non
     assert failures[-1].wait_seconds is None
     # The reason says why it stopped, and what to do: not only "gave up after 1 attempt".
     assert result.reason.endswith(
-        "the server asked to wait 297.749 s, longer than [retry] max_seconds (60 s) left: it "
-        "was not sent; send it again once that wait is over"
+        "the server asked to wait 297.749 s, longer than the 60 s [retry] max_seconds (60 s) "
+        "left: it was not sent; send it again once that wait is over"
     )
 
 

@@ -609,3 +609,31 @@ def test_attempt_failed_events_say_the_policy_set_the_wait(
     send_request(smtp_workspace)
     [retried, *_] = [e for e in smtp_workspace.events() if e.kind is EventKind.ATTEMPT_FAILED]
     assert retried.wait_seconds == 0 and retried.details == {"wait_from": "policy"}
+
+
+@pytest.mark.parametrize(
+    ("code", "reply", "policy", "too_large"),
+    [
+        (554, b"5.7.1 <x@y>: Relay access denied", True, False),
+        (554, b"<x@y>: Relay access denied", True, False),
+        (
+            550,
+            b"<x@y>: Recipient address rejected: User unknown in relay recipient table",
+            False,
+            False,
+        ),
+        (550, b"5.1.1 <x@y>: Recipient address rejected: User unknown", False, False),
+        (552, b"5.2.2 Mailbox full", False, False),
+        (552, b"5.3.4 Message size exceeds fixed limit", False, True),
+        (552, b"Message size exceeds fixed maximum message size", False, True),
+    ],
+)
+def test_refusals_are_read_by_their_enhanced_code_first(
+    code: int, reply: bytes, policy: bool, too_large: bool
+) -> None:
+    """An address in a 'relay recipient table' is an address problem, and a full mailbox
+    (552 5.2.2) is not a size limit: the enhanced code decides where there is one."""
+    from mash_requests.gateways.smtp import _policy, _too_large
+
+    assert _policy(reply) is policy
+    assert _too_large(code, reply, "the message") is too_large

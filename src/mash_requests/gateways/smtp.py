@@ -179,19 +179,27 @@ def _enhanced(reply: bytes | str) -> tuple[int, int] | None:
 
 
 def _too_large(code: int, reply: bytes | str, what: str) -> bool:
-    """The server refused the message's size: 552 to MAIL (SIZE=) or to the message, or the
-    enhanced codes for "message length exceeds administrative limit" (x.2.3, x.3.4)."""
-    return _enhanced(reply) in ((2, 3), (3, 4)) or (code == 552 and what != "the recipient")
+    """The server refused the message's size: the enhanced codes for "message length exceeds
+    administrative limit" (x.2.3, x.3.4), or, without an enhanced code, 552 to MAIL (SIZE=)
+    or to the message. A 552 with another code (5.2.2, mailbox full) is not about size."""
+    enhanced = _enhanced(reply)
+    if enhanced is not None:
+        return enhanced in ((2, 3), (3, 4))
+    return code == 552 and what != "the recipient"
+
+
+#: Words of a refusal for who is sending, from servers that give no enhanced status code.
+_POLICY_WORDS = ("relay access denied", "relaying denied", "client host rejected")
 
 
 def _policy(reply: bytes | str) -> bool:
     """A refusal for who is sending (RFC 3463 x.7.x: relaying, client host, security), not
-    for the address."""
+    for the address; decided by the enhanced code when there is one."""
     enhanced = _enhanced(reply)
     if enhanced is not None:
         return enhanced[0] == 7
     text = (reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply).lower()
-    return "relay" in text or "client host rejected" in text
+    return any(words in text for words in _POLICY_WORDS)
 
 
 # OpenSSL's certificate verification codes (X509_V_ERR_*) that call for their own fix.
