@@ -4,6 +4,8 @@ exactly what it verified now, what earlier, and when; a forged or moved head is 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from audit_helpers import RawLog, StoreFactory, prepared, sent
 
@@ -243,3 +245,35 @@ def test_new_events_after_a_verified_head_stay_intact(store: EventStore) -> None
     fill(store, range(2, 4))
     assert verify_chain(store, record=True).ok
     assert verify_chain(store).ok
+
+
+def test_a_head_stored_by_a_verification_running_beside_this_one_is_no_alarm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between this walk's end and its check against the stored heads, a send appends and a
+    report in another process stores a head past where this walk ended: that is the log
+    growing, not events removed. Only heads stored before the walk began bind it."""
+    import mash_requests.audit._parallel as parallel
+    from mash_requests.audit.sqlite import SQLiteEventStore
+
+    path = tmp_path / "log.sqlite3"
+    store = SQLiteEventStore(path, hmac_key=KEY)
+    fill(store, range(1))
+    real = parallel.against_stored_heads
+    raced: list[bool] = []
+
+    def meanwhile(source: object, walked: object, head: object) -> object:
+        if not raced:  # the first check only: the other verification's own runs as it is
+            raced.append(True)
+            other = SQLiteEventStore(path, hmac_key=KEY)
+            try:
+                other.append(prepared("C-2"))
+                assert verify_chain(other, record=True).ok
+            finally:
+                other.close()
+        return real(source, walked, head)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(parallel, "against_stored_heads", meanwhile)
+    result = verify_chain(store, record=True)
+    store.close()
+    assert result.ok, result.summary()

@@ -178,6 +178,8 @@ class Verification:
             self._database = pool.submit(source.database_check)
             pool.shutdown(wait=False)
         self._record = record
+        # Before the walk: every event up to it was in the log then, so the walk reaches it.
+        self._furthest = source.furthest_verified_head()
         self._earlier: VerifiedHead | None = None
         self._start: Start | None = None
         if resume and checkpoint is None:
@@ -215,7 +217,7 @@ class Verification:
             database = self._database.result() if self._database is not None else None
         if self._start is not None:
             walked = replace(walked, verified_from=self._start[0] + 1, earlier=self._earlier)
-        walked = against_stored_heads(self._source, walked)
+        walked = against_stored_heads(self._source, walked, self._furthest)
         result = account_for_every_row(self._source, walked, database)
         if self._record and result.ok and result.head_seq > 0:
             with contextlib.suppress(LogError):  # a read-only log: nothing to resume from

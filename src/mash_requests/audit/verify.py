@@ -257,19 +257,20 @@ class VerifyResult:
         return f"BROKEN{where} ({self.problem}): {self.detail}"
 
 
-def against_stored_heads(source: ChainSource, walked: VerifyResult) -> VerifyResult:
+def against_stored_heads(
+    source: ChainSource, walked: VerifyResult, head: VerifiedHead | None
+) -> VerifyResult:
     """``walked`` (an intact walk) broken if the log no longer holds what a verification
-    stored in it: the furthest verified head's event must still be there, with its hash.
+    stored in it: ``head``, the furthest verified head stored when the walk began (one
+    stored meanwhile, by a verification running beside this one, may be past where this
+    walk ended), must still be there, with its hash.
 
     Without this, removing the newest events leaves no trace in the chain, and a verify run
     afterwards would find the shorter log intact and store a head that hides the removal.
     A head the log's own writer could forge proves nothing against a rewrite (see the module
     docstring); under an HMAC key it cannot be placed or moved without the key.
     """
-    if not walked.ok:
-        return walked
-    head = source.furthest_verified_head()
-    if head is None:
+    if not walked.ok or head is None:
         return walked
     when = format_time(head.verified_at)
     if head.seq > walked.head_seq:
