@@ -297,3 +297,23 @@ def test_graph_unconfirmed_request_is_settled_by_reconcile(
     [reconciled] = [e for e in workspace.events() if e.kind is EventKind.RECONCILED]
     assert reconciled.partner == "police" and reconciled.details["outcome"] == "sent"
     assert len(arrivals_of(workspace, fake, "police")) == 1
+
+
+@pytest.mark.parametrize("fake", ["graph"], indirect=True)
+def test_reconcile_after_the_request_was_sent_again_leaves_it_alone(
+    workspace: Workspace, fake: FakeMailSystem
+) -> None:
+    """not_found, then sent again under a new reference as reconcile advised: a second
+    reconcile must not look for the old reference again (a stale not_found would make the
+    request sendable once more, and the next send would deliver a second copy)."""
+    assert isinstance(fake, GraphFake)
+    fake.service.fail("sendMail", Fault.answer(504, done=False))
+    fake.service.fail("searchSentItems", *[Fault.answer(500, code="InternalServerError")] * 2)
+    assert send(workspace).exit_code == 1
+    assert cli(workspace, "reconcile").exit_code == 1  # not_found
+    assert send(workspace, "--partner", "police").exit_code == 0
+    again = cli(workspace, "reconcile")
+    assert again.exit_code == 0, again.output
+    assert "No unconfirmed requests." in again.stdout
+    assert send(workspace, "--partner", "police").exit_code == 2  # already sent
+    assert len(arrivals_of(workspace, fake, "police")) == 1

@@ -441,14 +441,7 @@ class Claims:
 
     def _unchanged(self, standing: Standing) -> Callable[[], None]:
         assert standing.last is not None
-        seq = standing.last.seq
-
-        def precondition() -> None:
-            last = self.store.last_event_for_key(standing.key)
-            if last is None or last.seq != seq:
-                raise Conflict([standing.key])
-
-        return precondition
+        return self._still_at(standing.key, standing.last.seq)
 
     def wait_for(self, keys: Sequence[str], *, until: datetime) -> None:
         """Sleep until none of ``keys`` is in flight in a live run, or until ``until``."""
@@ -480,40 +473,58 @@ class Claims:
         that come before any resend: a mail system files a message in Sent Items some time
         after taking it, so each request is looked for no sooner than ``lookup_delay`` after
         its last event, and one not found is looked for once more ``lookup_delay`` later.
-        Requests are looked at in turn, so the waits overlap. None (nothing logged) where the
-        configured gateway cannot look, or is not the mailbox the request went through.
+        Requests are looked at in turn, so the waits overlap. Each finding is logged as soon
+        as it is known, and only while the request's key still stands at the event looked
+        at: one sent again or settled meanwhile is left as it now is (None). None too where
+        the configured gateway cannot look, or is not the mailbox the request went through.
+        A lookup that fails raises its GatewayError; what was found before it is logged.
         """
         delay = timedelta(seconds=self.settings.retry.lookup_delay)
         lookable = sorted(
             (i for i, stored in enumerate(requests) if self.can_look(stored.event)),
             key=lambda i: requests[i].recorded_at,
         )
-        found: dict[int, str | None] = {}
-        looked: dict[int, datetime] = {}
+        findings: list[str | None] = [None] * len(requests)
+
+        def record(i: int, found: str | None) -> None:
+            stored = requests[i]
+            finding = "sent" if found is not None else "not_found"
+            event = self._event_after(
+                stored.event, EventKind.RECONCILED, gateway_id=found, details={"outcome": finding}
+            )
+            key = stored.event.request_key
+            try:
+                if key is None:
+                    self.store.append(event)
+                else:
+                    self.store.append(event, precondition=self._still_at(key, stored.seq))
+            except Conflict:
+                return  # sent again, or settled, since it was read: that stands
+            findings[i] = finding
+
+        missing: list[tuple[int, datetime]] = []
         for i in lookable:
             self._wait_until(requests[i].recorded_at.astimezone(UTC) + delay)
-            looked[i] = self._clock()
-            found[i] = self._find(requests[i].event)
-        for i in lookable:
-            if found[i] is None and delay:
-                self._wait_until(looked[i] + delay)
-                found[i] = self._find(requests[i].event)
-        findings: list[str | None] = []
-        for i, stored in enumerate(requests):
-            if i not in found:
-                findings.append(None)
-                continue
-            finding = "sent" if found[i] is not None else "not_found"
-            self.store.append(
-                self._event_after(
-                    stored.event,
-                    EventKind.RECONCILED,
-                    gateway_id=found[i],
-                    details={"outcome": finding},
-                )
-            )
-            findings.append(finding)
+            looked = self._clock()
+            found = self._find(requests[i].event)
+            if found is None and delay:
+                missing.append((i, looked))
+            else:
+                record(i, found)
+        for i, looked in missing:
+            self._wait_until(looked + delay)
+            record(i, self._find(requests[i].event))
         return findings
+
+    def _still_at(self, key: str, seq: int) -> Callable[[], None]:
+        """A precondition: the key's last event is still the one at ``seq``."""
+
+        def precondition() -> None:
+            last = self.store.last_event_for_key(key)
+            if last is None or last.seq != seq:
+                raise Conflict([key])
+
+        return precondition
 
     def same_mailbox(self, event: Event) -> bool:
         """Whether the configured gateway is the one the request went through.

@@ -161,7 +161,8 @@ class ReconcileFinding:
 
     request_ref: str
     partner: str
-    #: "sent" (found in Sent Items), "not_found", or "cannot_check" (gateway has no lookup).
+    #: "sent" (found in Sent Items), "not_found", "cannot_check" (gateway has no lookup), or
+    #: "changed" (sent again or settled by another run while it was looked for: left so).
     finding: str
 
 
@@ -972,24 +973,39 @@ class Dispatcher:
     def reconcile(self) -> list[ReconcileFinding]:
         """Look every unconfirmed request up in Sent Items and log what is found.
 
-        A request is found missing ("not_found", and so sendable again) only after the two
-        looks, ``lookup_delay`` apart, that come before any resend (see Claims.look_up).
+        A request counts while its key still stands at that event: unconfirmed, or found
+        missing by an earlier reconcile and not sent again since (one sent again under a new
+        reference, or being sent, is not looked for: a stale "not_found" would make it
+        sendable once more). It is found missing ("not_found", and so sendable again) only
+        after the two looks, ``lookup_delay`` apart, that come before any resend (see
+        Claims.look_up).
         """
         latest: dict[str, StoredEvent] = {}
         kinds = [EventKind.SENT, EventKind.FAILED, EventKind.UNCONFIRMED, EventKind.RECONCILED]
         for stored in self.store.events(EventFilter(kinds=kinds)):
             if stored.event.request_ref:
                 latest[stored.event.request_ref] = stored
-        pending = [
+        candidates = [
             stored for stored in latest.values()
             if stored.event.kind is EventKind.UNCONFIRMED
             or (stored.event.kind is EventKind.RECONCILED
                 and stored.event.details.get("outcome") == "not_found")
         ]  # fmt: skip
+        keys = sorted({s.event.request_key for s in candidates if s.event.request_key})
+        lasts = self.store.last_events_for_keys(keys) if keys else {}
+        pending = [
+            stored
+            for stored in candidates
+            if stored.event.request_key is None
+            or (last := lasts.get(stored.event.request_key)) is None
+            or last.seq == stored.seq
+        ]
         findings = self.claims.look_up(pending)
         return [
             ReconcileFinding(
-                stored.event.request_ref or "-", stored.event.partner or "-", f or "cannot_check"
+                stored.event.request_ref or "-",
+                stored.event.partner or "-",
+                f or ("cannot_check" if not self.claims.can_look(stored.event) else "changed"),
             )
             for stored, f in zip(pending, findings, strict=True)
         ]

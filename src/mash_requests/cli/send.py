@@ -314,9 +314,10 @@ def _partners(keys: object) -> str:
 Example:
   mash-requests reconcile --config mash-requests.toml
 
-A request is recorded not found (and so sent again by the next send of its case) only after
-it was looked for twice, [retry] lookup_delay apart, the first time no sooner than
-lookup_delay after it was left unconfirmed: a mail system files messages in Sent Items late.
+A request is recorded not found (and so sendable again: send-request --partner KEY, or
+send-batch) only after it was looked for twice, [retry] lookup_delay apart, the first time no
+sooner than lookup_delay after it was left unconfirmed: a mail system files messages in Sent
+Items late. A request sent again since it was found missing is not looked for again.
 
 Exit codes: 0 every request found sent; 1 some not found (not sent), or still unconfirmed
 because the gateway cannot look messages up (SMTP: check the partner's receipt or the
@@ -340,6 +341,12 @@ def reconcile(config_path: Path | None) -> None:
         return
     for item in results:
         click.echo(f"{item.request_ref}  {item.partner}  {item.finding}")
+    changed = sum(1 for item in results if item.finding == "changed")
+    if changed:
+        click.echo(
+            f"{changed} request(s) were sent again or settled by another run while being looked "
+            "for: left as they now are."
+        )
     missing = sum(1 for item in results if item.finding == "not_found")
     unchecked = sum(1 for item in results if item.finding == "cannot_check")
     problems = []
