@@ -330,3 +330,23 @@ def test_json_log_failing_mid_case_lists_what_went_out(
     assert [h["partner"] for h in error["handed_over"]] == ["police"]
     assert set(error["handed_over"][0]) == {"partner", "request_ref", "message_id", "recorded"}
     assert [n["partner"] for n in error["not_sent"]] == ["health", "education"]
+
+
+def test_advice_after_a_failed_partner_keeps_the_form_and_the_resend(
+    workspace: Workspace, smtp: FakeMailSystem
+) -> None:
+    """Sent with --form and as a --resend: the advice for the failed partner repeats both, so
+    following it attaches the same form and sends a resend, not a plain request."""
+    assert isinstance(smtp, SmtpFake)
+    case = case_with_three_partners(workspace)
+    form = str(workspace.forms / "MASH-2026-0412.pdf")
+    assert cli(workspace, "send-request", "--case", case, "--partner", "police").exit_code == 0
+    smtp.handler.script = ["550"]
+    result = cli(
+        workspace, "send-request", "--case", case, "--partner", "police", "--form", form,
+        "--resend", "--reason", "form updated",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    [advice] = [line for line in result.stderr.splitlines() if line.startswith("Failed (police)")]
+    assert f"--form {shlex.quote(form)}" in advice
+    assert "--resend --reason 'form updated' --partner police" in advice

@@ -216,13 +216,20 @@ def _send_request(
         if not run.enabled:
             click.echo("Not every request was sent.", err=True)
             if failed:
+                # The same command for those partners: the same form, and a resend again a
+                # resend (its message says what it replaces). A password is never repeated.
                 command = f"send-request --case {_quoted(case_path)}"
                 if config_path is not None:
                     command += f" --config {_quoted(config_path)}"
+                if form_path is not None:
+                    command += f" --form {_quoted(form_path)}"
+                if resend_reason:
+                    command += f" --resend --reason {_quoted(resend_reason)}"
+                password = " (with the form's password, given as before)" if form_password else ""
                 click.echo(
                     f"Failed ({', '.join(failed)}): nothing was delivered; its reason above says "
                     "why and what to do (a deferral or a busy server: only time). Then send "
-                    f"it again: {command} {_partners(failed)}",
+                    f"it again{password}: {command} {_partners(failed)}",
                     err=True,
                 )
             if unconfirmed:
@@ -250,7 +257,7 @@ def _outcome_fields(outcome: object) -> dict[str, object]:
     return fields
 
 
-def _quoted(path: Path) -> str:
+def _quoted(path: Path | str) -> str:
     import shlex
 
     return shlex.quote(str(path))
