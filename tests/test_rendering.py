@@ -394,3 +394,84 @@ def test_sandbox_refuses_mutating_a_field_read_quickly(tmp_path: Path) -> None:
     renderer = Renderer(marking="OFFICIAL", mash_name="M", override_dir=tmp_path)
     with pytest.raises(TemplateError):
         render(renderer)
+
+
+# -- a template shows values; it cannot act on the objects it is given ----------------------
+
+REFS = "{{ case.case_ref }} {{ request_ref }}"
+
+
+def _subject(tmp_path: Path, text: str) -> Renderer:
+    folder = tmp_path / "templates"
+    folder.mkdir(exist_ok=True)
+    (folder / "police.subject.j2").write_text(text + " " + REFS)
+    return Renderer(marking="OFFICIAL", mash_name="M", override_dir=folder)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "case.referral_form.read_text()",
+        "(case.referral_form.parent / 'other-childs-case.json').read_text()",
+        "case.referral_form.unlink()",
+        "case.referral_form.write_text('forged')",
+        "case.referral_form.open().read()",
+        "case.form_values({'x': 'child.name'})",
+        "partner.__init__",
+    ],
+)
+def test_a_template_cannot_act_on_the_objects_it_is_given(tmp_path: Path, expression: str) -> None:
+    """The case's form is a pathlib.Path: jinja's own sandbox lets a template call its
+    methods (read another child's case file into a request, write or delete files). Only
+    plain values' methods may be called; the refusal names no data."""
+    form = tmp_path / "form.pdf"
+    form.write_bytes(b"%PDF-1.4 the form")
+    (tmp_path / "other-childs-case.json").write_text('{"child": "Other Child"}')
+    the_case = replace(case(name="Jayden Price"), referral_form=form)
+    renderer = _subject(tmp_path, "{{ " + expression + " }}")
+    with pytest.raises(TemplateError) as caught:
+        render(renderer, the_case)
+    message = str(caught.value)
+    assert "not allowed" in message
+    for secret in ("Other Child", "Jayden Price", str(tmp_path)):
+        assert secret not in message
+    assert form.read_bytes() == b"%PDF-1.4 the form"
+    assert not (tmp_path / "forged").exists()
+
+
+def test_plain_values_and_jinjas_helpers_still_work(tmp_path: Path) -> None:
+    """What templates use stays callable: text and date methods, range, loop.cycle,
+    namespace, macros, dict methods, filters."""
+    renderer = _subject(
+        tmp_path,
+        "{% macro shout(x) %}{{ x.upper() }}{% endmacro %}"
+        "{{ shout(child.name.split()[0]) }} {{ due.strftime('%Y') }} "
+        "{% for i in range(2) %}{{ loop.cycle('a', 'b') }}{% endfor %} "
+        "{% set ns = namespace(n=1) %}{{ ns.n }} {{ {'k': 1}.items()|list|length }} "
+        "{{ partner.addresses|join(',') }}",
+    )
+    subject = render(renderer, case(name="Zoë Smith")).subject
+    assert subject.startswith("OFFICIAL: ZOË 2026 ab 1 1 mash@testshire.police.uk ")
+
+
+@pytest.mark.parametrize(
+    "expression", ["{'a': 1}[child.name]", "case[child.address]", "child[worker.name]"]
+)
+def test_a_template_error_never_quotes_case_data(tmp_path: Path, expression: str) -> None:
+    """jinja quotes the key a template asked for, which a template can compute from the
+    case: the error names the template and the line, not the child's name or address."""
+    renderer = _subject(tmp_path, "{{ " + expression + " }}")
+    the_case = case(name="Jayden Price")
+    with pytest.raises(TemplateError) as caught:
+        render(renderer, the_case)
+    message = str(caught.value)
+    assert message.startswith("template police.subject.j2: ")
+    for secret in ("Jayden", the_case.child.address, the_case.worker.name):
+        assert secret not in message
+
+
+def test_a_missing_field_is_still_named(tmp_path: Path) -> None:
+    """A name written in the template itself is no case data: it is still quoted."""
+    renderer = _subject(tmp_path, "{{ child.nhs_number }}")
+    with pytest.raises(TemplateError, match="nhs_number"):
+        render(renderer)

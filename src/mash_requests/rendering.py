@@ -175,6 +175,42 @@ def _template_line(exc: BaseException, filename: str) -> str:
     return line
 
 
+#: A word jinja quotes in an error that may be shown: a name, or a type ('dict object').
+_QUOTABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,80}( object)?")
+
+
+def _without_data(message: str | None, context: dict[str, Any]) -> str | None:
+    """jinja's message, or None when it quotes anything that could be case data.
+
+    jinja quotes the key or attribute a template asked for, which a template can compute
+    from the case (``{{ {}[child.name] }}`` reads "has no attribute 'Jayden Price'"). A
+    quoted word is shown only when it is a plain name and no text of the case holds it.
+    """
+    if not message:
+        return None
+    texts = [text.lower() for text in _texts(context)]
+    for word in re.findall(r"'([^']*)'", message):
+        if not _QUOTABLE.fullmatch(word) or any(word.lower() in text for text in texts):
+            return None
+    return message
+
+
+def _texts(value: Any, depth: int = 0) -> list[str]:
+    """Every text in a rendering context: its strings, and those of its data classes."""
+    if isinstance(value, str):
+        return [value]
+    if depth > 4:
+        return []
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _texts(item, depth + 1)]
+    if isinstance(value, tuple | list):
+        return [t for item in value for t in _texts(item, depth + 1)]
+    names = _PLAIN_DATA.get(type(value))
+    if names is not None:
+        return [t for name in names for t in _texts(getattr(value, name), depth + 1)]
+    return []
+
+
 #: How many wrapped paragraphs a renderer keeps (a batch's requests share most of theirs).
 _FILLED_KEPT = 512
 
@@ -191,14 +227,30 @@ _PLAIN_DATA: dict[type, frozenset[str]] = {
 
 @functools.cache
 def _sandbox_class() -> type[ImmutableSandboxedEnvironment]:
+    import types
+    from datetime import date, time, timedelta
+
+    from jinja2.exceptions import SecurityError
+    from jinja2.runtime import LoopContext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from jinja2.utils import Cycler, Joiner
+
+    #: Values whose methods a template may call: text, numbers, dates, containers, and
+    #: jinja's own loop helpers. Not the request's data classes, nor what they hold beyond
+    #: these (the case's form is a pathlib.Path, whose methods read, write and delete files).
+    callable_owners = (
+        str, int, float, tuple, list, dict, date, time, timedelta, LoopContext, Cycler, Joiner,
+    )  # fmt: skip
 
     class Sandbox(ImmutableSandboxedEnvironment):
         """The immutable sandbox, reading a field of the request's own data classes
         (``case.child.name``) without its general checks, which cost most of a render.
 
         Only a declared field of exactly those frozen classes is read so; anything else,
-        and anything done with the value read, goes through the sandbox's checks.
+        and anything done with the value read, goes through the sandbox's checks. A template
+        calls only jinja's helpers, its own macros and blocks, and methods of plain values
+        (``callable_owners``): jinja's own sandbox would let it call any public method of
+        any object it can reach.
         """
 
         def getattr(self, obj: Any, attribute: str) -> Any:
@@ -206,6 +258,27 @@ def _sandbox_class() -> type[ImmutableSandboxedEnvironment]:
             if names is not None and attribute in names:
                 return object.__getattribute__(obj, attribute)
             return super().getattr(obj, attribute)
+
+        def is_safe_callable(self, obj: Any) -> bool:
+            if not super().is_safe_callable(obj):
+                return False
+            owner = getattr(obj, "__self__", None)
+            # A macro, a block, a jinja global (range's __self__ is the builtins module).
+            if owner is None or isinstance(owner, types.ModuleType):
+                return True
+            return isinstance(owner, callable_owners)
+
+        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+            if not __self.is_safe_callable(__obj):
+                # Named by type and method only: the object's repr may hold case data.
+                owner = getattr(__obj, "__self__", None)
+                name = getattr(__obj, "__name__", "it")
+                what = f"{type(owner).__name__}.{name}" if owner is not None else name
+                raise SecurityError(
+                    f"calling {what}() is not allowed: a template shows values, it does not "
+                    "act on objects"
+                )
+            return __context.call(__obj, *args, **kwargs)
 
     return Sandbox
 
@@ -324,16 +397,24 @@ class Renderer:
         try:
             return str(template.render(context))
         except UndefinedError as exc:
+            words = _without_data(exc.message, context)
             raise TemplateError(
-                f"template {filename}: {exc.message}; use only the variables listed in the "
-                "README's template reference"
+                f"template {filename}: {words or 'a variable, attribute or key that is not there'}"
+                f"{_template_line(exc, filename)}; use only the variables listed in the README's "
+                "template reference"
             ) from None
         except SecurityError as exc:
-            raise TemplateError(f"template {filename}: not allowed in the sandbox: {exc}") from None
+            words = _without_data(str(exc), context) or "an operation on a value"
+            raise TemplateError(
+                f"template {filename}: not allowed in the sandbox: {words}"
+            ) from None
         except TemplateNotFound as exc:  # an {% include %}, {% extends %} or {% import %}
             raise TemplateError(self._not_found_inside(filename, exc)) from None
         except JinjaTemplateError as exc:
-            raise TemplateError(f"template {filename}: {exc.message}") from None
+            words = _without_data(exc.message, context) or type(exc).__name__
+            raise TemplateError(
+                f"template {filename}: {words}{_template_line(exc, filename)}"
+            ) from None
         except Exception as exc:
             # Any error a template can cause (1/0, int('x'), …). Only its type and line are
             # shown: its text may quote case data.
