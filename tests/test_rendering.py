@@ -300,7 +300,9 @@ def test_first_request_carries_no_resend_words(renderer: Renderer) -> None:
 
 def test_resend_body_that_hides_the_earlier_request_is_refused(tmp_path: Path) -> None:
     """A custom body that leaves out which request a resend replaces is a TemplateError."""
-    (tmp_path / "_base.txt.j2").write_text("{{ request_ref }} {{ due_text }}\n")
+    (tmp_path / "_base.txt.j2").write_text(
+        "{{ marking }}\n{{ request_ref }} {{ due_text }}\n{{ marking }}\n"
+    )
     renderer = Renderer(marking="OFFICIAL", mash_name="M", override_dir=tmp_path)
     render(renderer)  # not a resend: fine
     with pytest.raises(TemplateError, match="which request it replaces"):
@@ -475,3 +477,27 @@ def test_a_missing_field_is_still_named(tmp_path: Path) -> None:
     renderer = _subject(tmp_path, "{{ child.nhs_number }}")
     with pytest.raises(TemplateError, match="nhs_number"):
         render(renderer)
+
+
+def test_a_body_without_the_marking_top_and_bottom_is_refused(tmp_path: Path) -> None:
+    """README: the marking is at the top and bottom of every body. A text base that drops
+    it (or an HTML one) is refused rather than sent unmarked."""
+    (tmp_path / "_base.txt.j2").write_text("{{ request_ref }} {{ due_text }}\n{{ marking }}\n")
+    renderer = Renderer(marking="OFFICIAL", mash_name="M", override_dir=tmp_path)
+    with pytest.raises(TemplateError, match="start and end with the protective marking"):
+        render(renderer)
+    (tmp_path / "_base.txt.j2").unlink()
+    (tmp_path / "_base.html.j2").write_text("<body><p>{{ request_ref }} {{ due_text }}</p></body>")
+    with pytest.raises(TemplateError, match=r"html\.j2: the body must show the protective marking"):
+        render(Renderer(marking="OFFICIAL", mash_name="M", override_dir=tmp_path))
+
+
+def test_a_longer_marking_in_the_subject_does_not_pass_for_ours(tmp_path: Path) -> None:
+    """'OFFICIAL-SENSITIVE-PERSONAL …' starts with 'OFFICIAL-SENSITIVE' but is not it."""
+    _subject(tmp_path, "OFFICIAL-SENSITIVE-PERSONAL NOT PROTECTED")
+    renderer = Renderer(
+        marking="OFFICIAL-SENSITIVE", mash_name="M", override_dir=tmp_path / "templates"
+    )
+    assert render(renderer).subject.startswith(
+        "OFFICIAL-SENSITIVE: OFFICIAL-SENSITIVE-PERSONAL NOT PROTECTED"
+    )

@@ -226,7 +226,7 @@ _PLAIN_DATA: dict[type, frozenset[str]] = {
 
 
 @functools.cache
-def _sandbox_class() -> type[ImmutableSandboxedEnvironment]:
+def _sandbox_class(extra: tuple[type, ...] = ()) -> type[ImmutableSandboxedEnvironment]:
     import types
     from datetime import date, time, timedelta
 
@@ -240,6 +240,7 @@ def _sandbox_class() -> type[ImmutableSandboxedEnvironment]:
     #: these (the case's form is a pathlib.Path, whose methods read, write and delete files).
     callable_owners = (
         str, int, float, tuple, list, dict, date, time, timedelta, LoopContext, Cycler, Joiner,
+        *extra,
     )  # fmt: skip
 
     class Sandbox(ImmutableSandboxedEnvironment):
@@ -307,8 +308,11 @@ class Renderer:
         mash_name: str,
         override_dir: Path | None = None,
         timescales: Timescales | None = None,
+        callable_types: tuple[type, ...] = (),
     ) -> None:
-        """``timescales`` tells which ratings count working hours (for ``timescale``)."""
+        """``timescales`` tells which ratings count working hours (for ``timescale``).
+        ``callable_types``: classes whose methods a template may call besides plain values'
+        (the evidence report's read-only figures: ``verification.summary()``)."""
         from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined
 
         if override_dir is not None and not override_dir.is_dir():
@@ -324,7 +328,7 @@ class Renderer:
             if override_dir is not None
             else f"the shipped templates ({shipped}); set [mash] templates to add your own"
         )
-        self._env = _sandbox_class()(
+        self._env = _sandbox_class(callable_types)(
             loader=ChoiceLoader(loaders),
             undefined=StrictUndefined,
             autoescape=lambda name: bool(name and name.endswith(".html.j2")),
@@ -423,6 +427,32 @@ class Renderer:
                 "fix the template"
             ) from None
 
+    def _marked_subject(self, subject: str) -> str:
+        """The subject with the marking first, as a word of its own: a subject that starts
+        with a longer marking ("OFFICIAL-SENSITIVE-PERSONAL") still gets ours in front."""
+        if re.match(re.escape(self.marking) + r"(?![\w-])", subject):
+            return subject
+        return f"{self.marking}: {subject}"
+
+    def _check_marked(self, text: str, html: str, name: str) -> None:
+        """The marking at the top and bottom of both bodies (README: every body carries it
+        there; a template that leaves it out is refused rather than sent unmarked)."""
+        from markupsafe import escape
+
+        lines = [line for line in text.splitlines() if line.strip()]
+        if not lines or self.marking not in lines[0] or self.marking not in lines[-1]:
+            raise TemplateError(
+                f"template {name}.txt.j2: the body must start and end with the protective "
+                "marking ({{ marking }}); extend the _base template rather than replacing it"
+            )
+        visible = html.split("<body", 1)[-1]
+        if visible.count(str(escape(self.marking))) < 2:
+            raise TemplateError(
+                f"template {name}.html.j2: the body must show the protective marking at its "
+                "top and bottom ({{ marking }}); extend the _base template rather than "
+                "replacing it"
+            )
+
     def _not_found_inside(self, filename: str, exc: Exception) -> str:
         """What to say when ``filename`` includes, extends or imports a missing template."""
         names = [str(name) for name in getattr(exc, "templates", None) or [exc.name]]  # type: ignore[attr-defined]
@@ -501,8 +531,7 @@ class Renderer:
                     f"template {name}.subject.j2: the subject must contain the {label} "
                     "({{ case.case_ref }} and {{ request_ref }})"
                 )
-        if not subject.startswith(self.marking):
-            subject = f"{self.marking}: {subject}"
+        subject = self._marked_subject(subject)
         if replaces is not None:
             # After the marking, which stays first: mail rules and people read it there.
             rest = subject[len(self.marking) :]
@@ -511,6 +540,7 @@ class Renderer:
             subject = f"{self.marking}{separator}{RESEND_MARKER} {words}"
         text = self._render(f"{name}.txt.j2", context)
         html = self._render(f"{name}.html.j2", context)
+        self._check_marked(text, html, name)
         for body, filename in ((text, f"{name}.txt.j2"), (html, f"{name}.html.j2")):
             if request_ref not in body or format_due(due) not in body:
                 raise TemplateError(
@@ -571,10 +601,10 @@ class Renderer:
                 f"template {name}.subject.j2: the subject must contain the case reference "
                 "and the request reference ({{ case_ref }} and {{ request_ref }})"
             )
-        if not subject.startswith(self.marking):
-            subject = f"{self.marking}: {subject}"
+        subject = self._marked_subject(subject)
         text = self._render(f"{name}.txt.j2", context)
         html = self._render(f"{name}.html.j2", context)
+        self._check_marked(text, html, name)
         for body, filename in ((text, f"{name}.txt.j2"), (html, f"{name}.html.j2")):
             if request_ref not in body or format_due(due) not in body:
                 raise TemplateError(

@@ -869,10 +869,14 @@ def _timeliness_context(data: ReportData) -> dict[str, Any] | None:
 
 @functools.cache
 def _renderer(templates_dir: Path | None) -> Renderer:
+    from mash_requests.audit.verify import VerifyResult
     from mash_requests.rendering import Renderer
 
-    # The marking and name are given to the report template in its context.
-    return Renderer(marking="", mash_name="", override_dir=templates_dir)
+    # The marking and name are given to the report template in its context. The template
+    # may call the verification's own read-only methods (summary(), coverage_lines()).
+    return Renderer(
+        marking="", mash_name="", override_dir=templates_dir, callable_types=(VerifyResult,)
+    )
 
 
 def render_html(data: ReportData, *, templates_dir: Path | None = None) -> str:
