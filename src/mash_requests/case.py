@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -47,6 +48,13 @@ MAX_TEXT = 20_000
 _PARTNER_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 #: A field name that may be repeated in a message: a spelling mistake, not a child's name.
 _FIELD_NAME = re.compile(r"^[A-Za-z_$][A-Za-z0-9_]{0,39}$")
+#: Characters that reorder how the text around them is shown (embeddings, overrides,
+#: isolates: U+202A-U+202E, U+2066-U+2069). A name holding U+202E reads one way in the
+#: message and another in the log, so no text field may hold them.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+#: What a text that may span lines keeps of the control characters: line breaks and tabs
+#: (concerns pasted from a document hold them; they are harmless in a message).
+_MULTI_LINE_CONTROLS = frozenset("\n\r\t")
 
 
 class Rag(StrEnum):
@@ -189,6 +197,25 @@ def _reference_problem(value: str) -> str:
     return "it contains a character other than letters, digits and - _ / ."
 
 
+def _character_problem(value: str, *, single_line: bool) -> str | None:
+    """Why a text holds a character no case field may, in words that do not repeat it.
+
+    Control characters (NUL, tab, escape …: Unicode category Cc) have no place in a one-line
+    field, and only line breaks and tabs in one that may span lines; the bidi controls
+    (:data:`_BIDI_CONTROLS`) in none.
+    """
+    for char in value:
+        if char in _BIDI_CONTROLS:
+            return (
+                f"contains U+{ord(char):04X}, a character that reorders the text around it; "
+                "remove it"
+            )
+        if unicodedata.category(char) == "Cc" and (single_line or char not in _MULTI_LINE_CONTROLS):
+            what = "a tab" if char == "\t" else f"a control character (U+{ord(char):04X})"
+            return f"contains {what}; remove it"
+    return None
+
+
 class _Reader:
     """Reads fields of a JSON object, reporting errors as ``file: field path: problem``."""
 
@@ -217,8 +244,11 @@ class _Reader:
         value = value.strip()
         if required and not value:
             raise self.error(key, "is empty")
-        if single_line and ("\r" in value or "\n" in value):
+        if single_line and any(c in value for c in "\r\n\u0085\u2028\u2029"):
             raise self.error(key, "must be on one line (it contains a line break)")
+        problem = _character_problem(value, single_line=single_line)
+        if problem:
+            raise self.error(key, problem)
         if len(value) > MAX_TEXT:
             raise self.error(key, f"is longer than {MAX_TEXT} characters")
         return value
