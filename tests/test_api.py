@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import replace
+from datetime import date, datetime
 from typing import Any
 
 import pytest
@@ -41,6 +42,101 @@ def mapping_case(workspace: Workspace) -> dict[str, Any]:
     data = workspace.example_case()
     data["referral_form"] = str(workspace.forms / "MASH-2026-0412.pdf")
     return data
+
+
+# -- the partners asked ---------------------------------------------------------------------
+
+
+def test_a_case_whose_partners_are_a_str_is_refused(workspace: Workspace) -> None:
+    """Case(partners="police") is refused naming the field, not sent to "p", "o" …"""
+    settings = mash_requests.load_settings(workspace.config)
+    case = replace(typed_case(workspace), partners="police")  # type: ignore[arg-type]
+    with pytest.raises(mash_requests.CaseFileError, match="field partners: expected a list"):
+        mash_requests.send_request(settings, case)
+    assert [e.reason for e in rejections(workspace)] == ["invalid_case"]
+
+
+def test_a_mapping_may_give_partners_as_a_tuple(workspace: Workspace) -> None:
+    """From Python a tuple is as good a list as a list (JSON files give lists)."""
+    settings = mash_requests.load_settings(workspace.config)
+    data = dict(mapping_case(workspace), partners=("police",))
+    result = mash_requests.send_request(settings, data, dry_run=True)
+    assert [o.partner for o in result.outcomes] == ["police"]
+
+
+# -- a Case built by hand ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "expected"),
+    [
+        (
+            {"child": Child(name=CHILD_NAME, date_of_birth=20160409, address="a")},  # type: ignore[arg-type]
+            "child.date_of_birth",
+            "expected a real date as YYYY-MM-DD, got a number",
+        ),
+        (
+            {"child": Child(name=CHILD_NAME, date_of_birth=datetime(2016, 4, 9, 12), address="a")},
+            "child.date_of_birth",
+            "got a date and time",
+        ),
+        (
+            {"child": Child(name=CHILD_NAME, date_of_birth="09/04/2016", address="a")},  # type: ignore[arg-type]
+            "child.date_of_birth",
+            "expected a real date as YYYY-MM-DD",
+        ),
+        ({"child": {"name": CHILD_NAME}}, "child", "expected a Child, got an object"),
+        ({"consent": "given"}, "consent", "expected a Consent, got a text"),
+        ({"worker": None}, "worker", "expected a Worker, got null"),
+        (
+            {"consent": Consent(status="maybe", reason="", given_by="")},  # type: ignore[arg-type]
+            "consent.status",
+            "expected one of given, not_given, not_sought",
+        ),
+        ({"rag": "purple"}, "rag", "expected one of red, amber, green"),
+        ({"concerns": None}, "concerns", "is missing"),
+        ({"case_ref": 412}, "case_ref", "got a number"),
+        ({"referral_form": b"form.pdf"}, "referral_form", "expected text, got bytes"),
+        ({"partners": ("police", 7)}, "partners", "entry 2 is a number"),
+    ],
+)
+def test_a_case_with_wrong_types_is_refused_as_a_mapping_is(
+    workspace: Workspace, change: dict[str, Any], field: str, expected: str
+) -> None:
+    """A Case built with wrong-typed fields gives CaseFileError naming the field, logged."""
+    settings = mash_requests.load_settings(workspace.config)
+    case = replace(typed_case(workspace), **change)
+    with pytest.raises(mash_requests.CaseFileError) as caught:
+        mash_requests.send_request(settings, case)
+    error = caught.value
+    assert error.field == field
+    assert f"field {field}: " in str(error)
+    assert expected in str(error)
+    assert CHILD_NAME not in str(error)
+    assert workspace.outbox_files() == []
+    logged = rejections(workspace)
+    assert [e.reason for e in logged] == ["invalid_case"]
+    assert CHILD_NAME not in str(logged[0].detail)
+
+
+def test_a_case_with_a_date_of_birth_as_iso_text_is_read(workspace: Workspace) -> None:
+    """A str date of the file's form (as a case system's JSON gives it) is simply read."""
+    settings = mash_requests.load_settings(workspace.config)
+    case = replace(
+        typed_case(workspace),
+        child=Child(name=CHILD_NAME, date_of_birth=CHILD_DOB, address="a"),  # type: ignore[arg-type]
+        rag="red",  # type: ignore[arg-type]
+        consent=Consent(status="given", reason="", given_by=""),  # type: ignore[arg-type]
+    )
+    result = mash_requests.send_request(settings, case, ["police"], dry_run=True)
+    assert [str(o.outcome) for o in result.outcomes] == ["dry_run"]
+
+
+def test_a_typed_case_is_sent(workspace: Workspace) -> None:
+    """A Case with the documented types sends as its mapping would."""
+    settings = mash_requests.load_settings(workspace.config)
+    result = mash_requests.send_request(settings, typed_case(workspace))
+    assert [str(o.outcome) for o in result.outcomes] == ["sent", "sent"]
 
 
 # -- characters a field may not hold ------------------------------------------------------
@@ -87,3 +183,17 @@ def test_multi_line_fields_keep_line_breaks_and_tabs(workspace: Workspace) -> No
     data["concerns"] = "First:\tschool\nSecond:\thome"
     result = mash_requests.send_request(settings, data, ["police"], dry_run=True)
     assert [str(o.outcome) for o in result.outcomes] == ["dry_run"]
+
+
+def test_a_batch_case_whose_partners_are_a_str_is_a_bad_row(workspace: Workspace) -> None:
+    """send_batch judges each Case as send_request does: a str of partners is a bad row."""
+    from mash_requests.batch import BatchInvalidError, send_batch
+
+    settings = mash_requests.load_settings(workspace.config)
+    case = replace(typed_case(workspace), partners="police")  # type: ignore[arg-type]
+    with pytest.raises(BatchInvalidError) as caught:
+        send_batch(settings, [typed_case(workspace), case])
+    [problem] = caught.value.result.problems
+    assert problem.row == 2
+    assert "field partners: expected a list of partner keys" in problem.message
+    assert workspace.outbox_files() == []

@@ -12,9 +12,10 @@
 
 A case may be given as a path to a case file, as a mapping shaped like a case file (e.g.
 ``json.loads`` of one, or built by the script), or as a :class:`~mash_requests.case.Case`.
-Each is validated by the same rules with the same errors; nothing needs writing to disk. A
-mapping's relative ``referral_form`` is resolved against ``base_dir`` (default: the current
-folder), a case file's against the file's folder.
+Each is validated by the same rules with the same errors; nothing needs writing to disk (a
+Case is judged as the mapping of its fields, so a wrong-typed field is a CaseFileError naming
+it). A mapping's relative ``referral_form`` is resolved against ``base_dir`` (default: the
+current folder), a case file's against the file's folder.
 
 Every refusal is in the dispatch log before the error is raised.
 """
@@ -23,11 +24,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from mash_requests.case import Case, case_ref_for_log, case_ref_of_file, load_case, parse_case
+from mash_requests.case import (
+    Case,
+    case_data,
+    case_ref_for_log,
+    case_ref_of_file,
+    load_case,
+    parse_case,
+)
 from mash_requests.config import Settings
 from mash_requests.dispatch import CaseResult, Dispatcher
 from mash_requests.errors import CaseFileError, InputError
@@ -49,7 +56,7 @@ def as_case(case: CaseLike, *, base_dir: Path | None = None) -> Case:
     if isinstance(case, str | os.PathLike):
         return load_case(Path(case))
     if isinstance(case, Case):
-        return parse_case(_case_data(case), source=CASE_SOURCE, base_dir=None)
+        return parse_case(case_data(case, source=CASE_SOURCE), source=CASE_SOURCE, base_dir=None)
     if isinstance(case, Mapping):
         return parse_case(dict(case), source=MAPPING_SOURCE, base_dir=base_dir or Path.cwd())
     raise CaseFileError(
@@ -93,18 +100,6 @@ def _case_ref_if_readable(case: object) -> str:
     if isinstance(case, str | os.PathLike):
         return case_ref_of_file(Path(case))
     return "(unknown)"
-
-
-def _case_data(case: Case) -> dict[str, Any]:
-    """A Case as the mapping a case file would hold (``referral_form`` kept as is)."""
-    data = asdict(case)
-    data.pop("source")
-    data["rag"] = str(case.rag)
-    data["child"]["date_of_birth"] = case.child.date_of_birth.isoformat()
-    data["consent"]["status"] = str(case.consent.status)
-    data["partners"] = list(case.partners)
-    data["referral_form"] = str(case.referral_form) if case.referral_form else None
-    return data
 
 
 def send_request(

@@ -25,12 +25,13 @@ given, not_given, not_sought, got a text of 33 characters``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,6 +165,8 @@ def described(value: object) -> str:
     ``a text of 33 characters``, ``an empty text``, ``a number``, ``true or false``, ``a
     list``, ``an object``, ``null``: enough to tell a shifted column or a wrong type apart.
     """
+    if isinstance(value, datetime):
+        return "a date and time"
     if isinstance(value, str):
         if not value.strip():
             return "an empty text" if not value else "a text of only spaces"
@@ -319,8 +322,19 @@ def parse_case(data: Any, *, source: str, base_dir: Path | None = None) -> Case:
     worker_reader = reader.obj("worker")
 
     partners_raw = reader.raw("partners")
-    if not isinstance(partners_raw, list) or not all(isinstance(p, str) for p in partners_raw):
-        raise reader.error("partners", 'expected a list of partner keys such as ["police"]')
+    # A tuple is a list too when the case comes from Python (JSON gives lists).
+    if not isinstance(partners_raw, list | tuple):
+        raise reader.error(
+            "partners",
+            f'expected a list of partner keys such as ["police"], got {described(partners_raw)}',
+        )
+    for number, key in enumerate(partners_raw, start=1):
+        if not isinstance(key, str):
+            raise reader.error(
+                "partners",
+                'expected a list of partner keys such as ["police"]; '
+                f"entry {number} is {described(key)}",
+            )
     partners = tuple(dict.fromkeys(p.strip() for p in partners_raw))
     for number, key in enumerate(partners, start=1):
         # An unknown key is named back to the user; a shifted column's text must not be.
@@ -382,6 +396,52 @@ def parse_case(data: Any, *, source: str, base_dir: Path | None = None) -> Case:
         referral_form=form,
         source=source,
     )
+
+
+def case_data(case: Case, *, source: str) -> dict[str, Any]:
+    """A Case as the mapping a case file would hold, for :func:`parse_case` to judge.
+
+    A Case may have been built by hand with any values, so nothing is assumed of them:
+    typed values become what a case file holds (a ``date`` its ISO text, a ``Path`` its
+    text, a tuple of partners a list), and any other value is passed on unchanged for the
+    rules to refuse, naming the field (a ``str`` date of the right form is simply read).
+    A part that is not the dataclass it should be (``child`` not a :class:`Child`) is
+    refused here, with the same words a file's wrong part gets.
+    """
+    reader = _Reader(source, {})
+    data: dict[str, Any] = {}
+    for name, value in _dataclass_items(case):
+        if name == "source":
+            continue
+        part = _PARTS.get(name)
+        if part is not None:
+            if not isinstance(value, part):
+                raise reader.error(name, f"expected a {part.__name__}, got {described(value)}")
+            value = {key: _as_case_file_value(item) for key, item in _dataclass_items(value)}
+        data[name] = _as_case_file_value(value)
+    return data
+
+
+#: The parts of a Case that are dataclasses of their own.
+_PARTS: dict[str, type] = {"child": Child, "consent": Consent, "worker": Worker}
+
+
+def _dataclass_items(value: object) -> list[tuple[str, Any]]:
+    assert dataclasses.is_dataclass(value)
+    return [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+
+
+def _as_case_file_value(value: Any) -> Any:
+    """A typed value as a case file holds it; any other value unchanged."""
+    if isinstance(value, StrEnum):
+        return str(value)
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
 
 
 def case_ref_for_log(data: object) -> str:
