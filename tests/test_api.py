@@ -47,6 +47,46 @@ def mapping_case(workspace: Workspace) -> dict[str, Any]:
 # -- the partners asked ---------------------------------------------------------------------
 
 
+def test_an_empty_partner_list_is_refused_and_logged(workspace: Workspace) -> None:
+    """partners=[] (a list filtered down to nothing) sends nothing, not the case's own."""
+    settings = mash_requests.load_settings(workspace.config)
+    with pytest.raises(mash_requests.InputError) as caught:
+        mash_requests.send_request(settings, mapping_case(workspace), [])
+    assert (caught.value.reason, caught.value.field) == ("no_partners", "partners")
+    assert workspace.outbox_files() == []
+    assert [(e.reason, e.case_ref) for e in rejections(workspace)] == [
+        ("no_partners", "MASH-2026-0412")
+    ]
+
+
+def test_an_empty_partner_list_is_refused_in_a_dry_run_too(workspace: Workspace) -> None:
+    """A dry run refuses partners=[] as a send does (and logs nothing)."""
+    settings = mash_requests.load_settings(workspace.config)
+    with pytest.raises(mash_requests.InputError, match="empty list"):
+        mash_requests.send_request(settings, mapping_case(workspace), [], dry_run=True)
+    assert not workspace.log_path.exists() or rejections(workspace) == []
+
+
+@pytest.mark.parametrize("partners", ["police", b"police", 7, ["police", 7]])
+def test_partners_that_are_not_a_list_of_keys_are_refused(
+    workspace: Workspace, partners: Any
+) -> None:
+    """A str is a Sequence[str] too, but "police" must not ask partners "p", "o" …"""
+    settings = mash_requests.load_settings(workspace.config)
+    with pytest.raises(mash_requests.InputError, match="expected a list of partner keys") as caught:
+        mash_requests.send_request(settings, mapping_case(workspace), partners)
+    assert (caught.value.reason, caught.value.field) == ("usage", "partners")
+    assert workspace.outbox_files() == []
+
+
+def test_partners_may_be_any_iterable_of_keys(workspace: Workspace) -> None:
+    """A generator of keys asks exactly those partners (read once, not found empty later)."""
+    settings = mash_requests.load_settings(workspace.config)
+    asked = (key for key in ["health", "police"])
+    result = mash_requests.send_request(settings, mapping_case(workspace), asked, dry_run=True)
+    assert [o.partner for o in result.outcomes] == ["health", "police"]
+
+
 def test_a_case_whose_partners_are_a_str_is_refused(workspace: Workspace) -> None:
     """Case(partners="police") is refused naming the field, not sent to "p", "o" …"""
     settings = mash_requests.load_settings(workspace.config)

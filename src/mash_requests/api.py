@@ -23,7 +23,7 @@ Every refusal is in the dispatch log before the error is raised.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -37,7 +37,7 @@ from mash_requests.case import (
 )
 from mash_requests.config import Settings
 from mash_requests.dispatch import CaseResult, Dispatcher
-from mash_requests.errors import CaseFileError, InputError
+from mash_requests.errors import CaseFileError, InputError, RecipientError
 
 #: What a case may be given as: a case file's path, a mapping like a case file, a Case.
 CaseLike: TypeAlias = "Case | Mapping[str, Any] | Path | str | os.PathLike[str]"
@@ -102,10 +102,37 @@ def _case_ref_if_readable(case: object) -> str:
     return "(unknown)"
 
 
+def _partners_asked(partners: Iterable[str] | None) -> list[str] | None:
+    """The ``partners`` argument as a list; InputError (``usage``) when it is not one of keys.
+
+    A str is an Iterable[str] too: "police" would ask partners "p", "o" … A generator is
+    read once, here, so that every later step sees the same keys.
+    """
+    if partners is None:
+        return None
+    if isinstance(partners, str | bytes) or not isinstance(partners, Iterable):
+        raise InputError(
+            'partners: expected a list of partner keys such as ["police"], not '
+            f"{type(partners).__name__}",
+            reason="usage",
+            field="partners",
+        )
+    asked = list(partners)
+    for number, key in enumerate(asked, start=1):
+        if not isinstance(key, str):
+            raise InputError(
+                'partners: expected a list of partner keys such as ["police"]; entry '
+                f"{number} is {type(key).__name__}",
+                reason="usage",
+                field="partners",
+            )
+    return asked
+
+
 def send_request(
     settings: Settings,
     case: CaseLike,
-    partners: Sequence[str] | None = None,
+    partners: Iterable[str] | None = None,
     *,
     all_partners: bool = False,
     base_dir: Path | None = None,
@@ -119,19 +146,21 @@ def send_request(
 
     ``case`` is a case file's path, a mapping shaped like a case file, or a Case (see
     the module docstring; ``base_dir`` resolves a mapping's relative ``referral_form``).
-    ``partners`` defaults to the case's list; ``all_partners=True`` asks every partner in
-    the directory. Raises InputError (nothing sent, refusal logged) when the case, a
-    partner, the form or a template is wrong, or the request was already sent
+    ``partners`` (a list of partner keys, not a str) defaults to the case's list; an empty
+    list is refused (``no_partners``, logged), not read as "the case's". ``all_partners=True``
+    asks every partner in the directory. Raises InputError (nothing sent, refusal logged)
+    when the case, a partner, the form or a template is wrong, or the request was already sent
     (DuplicateRequestError, whose fields say which partners and their earlier request
     references). Gateway failures do not raise, they are outcomes (``failed``,
     ``unconfirmed``).
     """
-    if all_partners and partners:
+    asked = _partners_asked(partners)
+    if all_partners and asked is not None:
         raise InputError(
             "give partners or all_partners, not both", reason="usage", field="partners"
         )
     if all_partners:
-        partners = settings.directory.keys()
+        asked = list(settings.directory.keys())
     owned = dispatcher is None
     dispatcher = dispatcher or Dispatcher(settings)
     try:
@@ -140,9 +169,27 @@ def send_request(
             if dry_run
             else load_case_logged(dispatcher, case, base_dir=base_dir)
         )
+        if asked == [] and not all_partners:
+            # The dispatcher reads "no partners given" as "the case's own": a list
+            # filtered down to nothing must not send to those.
+            refusal = RecipientError(
+                f"case {checked.case_ref}: the partners asked are an empty list; ask at "
+                "least one partner, or leave partners out to ask the case's own",
+                reason="no_partners",
+                field="partners",
+            )
+            if not dry_run:
+                dispatcher.log_rejection(
+                    case_ref=checked.case_ref,
+                    partners=[],
+                    reason=refusal.reason,
+                    detail=str(refusal),
+                    source=_source_of(case),
+                )
+            raise refusal
         return dispatcher.send_case(
             checked,
-            partners,
+            asked,
             form_path=form_path,
             form_password=form_password,
             resend_reason=resend_reason,
