@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -223,6 +224,44 @@ def test_multi_line_fields_keep_line_breaks_and_tabs(workspace: Workspace) -> No
     data["concerns"] = "First:\tschool\nSecond:\thome"
     result = mash_requests.send_request(settings, data, ["police"], dry_run=True)
     assert [str(o.outcome) for o in result.outcomes] == ["dry_run"]
+
+
+# -- a relative referral form --------------------------------------------------------------
+
+
+def test_a_mappings_relative_form_not_found_names_the_field_and_folder(
+    workspace: Workspace,
+) -> None:
+    """Without base_dir a relative form is looked for in the current folder: say so."""
+    settings = mash_requests.load_settings(workspace.config)
+    data = dict(workspace.example_case(), referral_form="MASH-2026-0412.pdf")
+    with pytest.raises(mash_requests.InputError) as caught:
+        mash_requests.send_request(settings, data)
+    error = caught.value
+    assert (error.reason, error.field) == ("form_unreadable", "referral_form")
+    assert f"resolved against the current folder {Path.cwd()}" in str(error)
+    assert "absolute path, or base_dir" in str(error)
+    assert [(e.reason, e.partner) for e in rejections(workspace)] == [
+        ("form_unreadable", "police"),
+        ("form_unreadable", "health"),
+    ]
+
+
+def test_a_mappings_relative_form_not_in_base_dir_names_base_dir(workspace: Workspace) -> None:
+    """With base_dir the error says it was resolved against that folder."""
+    settings = mash_requests.load_settings(workspace.config)
+    data = dict(workspace.example_case(), referral_form="MASH-2026-0412.pdf")
+    with pytest.raises(mash_requests.InputError, match="against base_dir") as caught:
+        mash_requests.send_request(settings, data, base_dir=workspace.cases, dry_run=True)
+    assert caught.value.field == "referral_form"
+
+
+def test_a_mappings_relative_form_in_base_dir_is_sent(workspace: Workspace) -> None:
+    """A relative form found under base_dir is the case's form."""
+    settings = mash_requests.load_settings(workspace.config)
+    data = dict(workspace.example_case(), referral_form="MASH-2026-0412.pdf")
+    result = mash_requests.send_request(settings, data, ["police"], base_dir=workspace.forms)
+    assert [str(o.outcome) for o in result.outcomes] == ["sent"]
 
 
 def test_a_batch_case_whose_partners_are_a_str_is_a_bad_row(workspace: Workspace) -> None:

@@ -129,6 +129,48 @@ def _partners_asked(partners: Iterable[str] | None) -> list[str] | None:
     return asked
 
 
+def _relative_form_origin(case: CaseLike, base_dir: Path | None) -> str | None:
+    """What a mapping's or a Case's relative ``referral_form`` was resolved against, in
+    words; None when it is absolute or the case is a file (whose folder it is relative to).
+    """
+    if isinstance(case, Mapping):
+        raw = case.get("referral_form")
+        where = (
+            f"base_dir {base_dir}" if base_dir is not None else f"the current folder {Path.cwd()}"
+        )
+    elif isinstance(case, Case):
+        raw = case.referral_form
+        where = f"the current folder {Path.cwd()}"
+    else:
+        return None
+    if not isinstance(raw, str | Path) or not str(raw) or Path(raw).expanduser().is_absolute():
+        return None
+    return where
+
+
+def _explained_form_error(
+    exc: InputError, case: CaseLike, checked: Case, base_dir: Path | None
+) -> InputError | None:
+    """The form check's "not found" for a mapping's or a Case's relative ``referral_form``,
+    naming the field and the folder it was resolved against; None for any other error.
+
+    The form check knows only the path it was given, not where it came from.
+    """
+    origin = _relative_form_origin(case, base_dir)
+    form = checked.referral_form
+    if exc.reason != "form_unreadable" or origin is None or form is None or form.is_file():
+        return None
+    found = "is not a file (a folder, a pipe or a device)" if form.exists() else "not found"
+    return InputError(
+        f"case {checked.source}: field referral_form: {form} {found}; the relative path was "
+        f"resolved against {origin}: give an absolute path, or base_dir the folder it is "
+        "relative to",
+        reason=exc.reason,
+        field="referral_form",
+        partners=exc.partners,
+    )
+
+
 def send_request(
     settings: Settings,
     case: CaseLike,
@@ -187,14 +229,20 @@ def send_request(
                     source=_source_of(case),
                 )
             raise refusal
-        return dispatcher.send_case(
-            checked,
-            asked,
-            form_path=form_path,
-            form_password=form_password,
-            resend_reason=resend_reason,
-            dry_run=dry_run,
-        )
+        try:
+            return dispatcher.send_case(
+                checked,
+                asked,
+                form_path=form_path,
+                form_password=form_password,
+                resend_reason=resend_reason,
+                dry_run=dry_run,
+            )
+        except InputError as exc:
+            explained = None if form_path else _explained_form_error(exc, case, checked, base_dir)
+            if explained is None:
+                raise
+            raise explained from exc
     finally:
         if owned:
             dispatcher.close()
