@@ -22,7 +22,7 @@ from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
 from mash_requests.audit.events import EventKind
-from mash_requests.batch import BatchProgress, send_batch
+from mash_requests.batch import CSV_COLUMNS, BatchProgress, send_batch
 from mash_requests.cli import main
 from mash_requests.config import DEFAULT_FILL_MAPPING, load_settings
 from mash_requests.referral_form import fill_form
@@ -341,3 +341,47 @@ def test_encrypted_forms_in_a_batch_say_where_the_password_goes(workspace: Works
     assert code == 1
     assert "refused (encrypted): 2" in out
     assert "[form] password_env or password_file" in err
+
+
+def test_csv_rows_of_empty_cells_are_skipped_and_not_counted(workspace: Workspace) -> None:
+    """Rows whose cells are all empty, as Excel leaves after the last case, are no rows."""
+    cases = make_cases(workspace, 2)
+    path = workspace.root / "batch.csv"
+    columns = list(CSV_COLUMNS)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerow([""] * len(columns))  # between cases too
+        for c in cases:
+            row = {
+                "child_name": c["child"]["name"],
+                "child_date_of_birth": c["child"]["date_of_birth"],
+                "child_address": c["child"]["address"],
+                "consent_status": c["consent"]["status"],
+                "consent_reason": c["consent"]["reason"],
+                "consent_given_by": c["consent"]["given_by"],
+                "worker_name": c["worker"]["name"],
+                "worker_role": c["worker"]["role"],
+                "worker_email": c["worker"]["email"],
+                "partners": ";".join(c["partners"]),
+            }
+            writer.writerow([row.get(column, c.get(column, "")) for column in columns])
+        writer.writerow([""] * len(columns))
+        writer.writerow([" "] * len(columns))
+        writer.writerow([""] * (len(columns) + 2))  # wider than the header, still empty
+    result = send_batch(load_settings(workspace.config), path)
+    assert result.problems == []
+    assert result.validated_rows == 2
+    assert result.counts == Counter({"sent": 4})
+
+
+def test_blank_json_lines_are_skipped_and_not_counted(workspace: Workspace) -> None:
+    """Blank lines of a JSON Lines file (spaces, a trailing one) are no rows."""
+    cases = make_cases(workspace, 2)
+    path = workspace.root / "batch.jsonl"
+    lines = ["", json.dumps(cases[0]), "   \t", json.dumps(cases[1]), "", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    result = send_batch(load_settings(workspace.config), path)
+    assert result.problems == []
+    assert result.validated_rows == 2
+    assert result.counts == Counter({"sent": 4})

@@ -293,3 +293,22 @@ def test_unused_gateway_with_a_bad_value_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"\[gateway\.graph\] timeout: expected a number"):
         load_settings(write(tmp_path, text))
+
+
+class _PathLike:
+    """An os.PathLike that is not a Path (as some frameworks' path objects are)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+@pytest.mark.parametrize("kind", [str, _PathLike])
+def test_load_settings_takes_a_str_or_any_path_like(tmp_path: Path, kind: type) -> None:
+    """load_settings("mash-requests.toml") reads the file as a Path would."""
+    path = write(tmp_path, BASE.format(address="mash@testshire.police.uk"))
+    settings = load_settings(kind(path))
+    assert settings.source == path
+    assert list(settings.directory.keys()) == ["police"]

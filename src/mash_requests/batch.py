@@ -18,7 +18,8 @@ Formats:
 
 - JSON Lines (``.jsonl``, ``.ndjson``): one case object per line, as in a case file.
 - CSV (``.csv``): a header row with the columns in :data:`CSV_COLUMNS`; ``partners`` is a list
-  of keys separated by ``;``. Empty optional cells may be left blank.
+  of keys separated by ``;``. Empty optional cells may be left blank; a row whose cells
+  are all empty (as Excel leaves after the last case) is skipped, as is a blank JSON line.
 
 Files are read as UTF-8, with or without a byte-order mark, unless another ``encoding`` is
 given (Excel's "CSV (Comma delimited)" on a Western-European Windows is ``cp1252``).
@@ -198,6 +199,14 @@ def _csv_row_to_case(row: dict[str | None, Any], source: str, header: int) -> di
     return data
 
 
+def _blank_row(row: dict[str | None, Any]) -> bool:
+    """Every cell of the CSV row is empty or spaces (cells beyond the header too)."""
+    cells: list[Any] = []
+    for key, value in row.items():
+        cells.extend(value if key is None and isinstance(value, list) else [value])
+    return all(not (cell or "").strip() for cell in cells)
+
+
 class BatchEncodingError(InputError):
     """The batch file is not in the encoding it was read with.
 
@@ -300,6 +309,8 @@ def read_rows(
                         field=missing[0],
                     )
                 for number, row in enumerate(reader, start=2):  # row 1 is the header
+                    if _blank_row(row):
+                        continue  # Excel leaves rows of empty cells after the last case
                     source = f"{path} row {number}"
                     try:
                         yield number, _csv_row_to_case(row, source, width)

@@ -25,11 +25,13 @@ given, not_given, not_sought, got a text of 33 characters``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +49,13 @@ MAX_TEXT = 20_000
 _PARTNER_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 #: A field name that may be repeated in a message: a spelling mistake, not a child's name.
 _FIELD_NAME = re.compile(r"^[A-Za-z_$][A-Za-z0-9_]{0,39}$")
+#: Characters that reorder how the text around them is shown (embeddings, overrides,
+#: isolates: U+202A-U+202E, U+2066-U+2069). A name holding U+202E reads one way in the
+#: message and another in the log, so no text field may hold them.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+#: What a text that may span lines keeps of the control characters: line breaks and tabs
+#: (concerns pasted from a document hold them; they are harmless in a message).
+_MULTI_LINE_CONTROLS = frozenset("\n\r\t")
 
 
 class Rag(StrEnum):
@@ -156,6 +165,8 @@ def described(value: object) -> str:
     ``a text of 33 characters``, ``an empty text``, ``a number``, ``true or false``, ``a
     list``, ``an object``, ``null``: enough to tell a shifted column or a wrong type apart.
     """
+    if isinstance(value, datetime):
+        return "a date and time"
     if isinstance(value, str):
         if not value.strip():
             return "an empty text" if not value else "a text of only spaces"
@@ -189,6 +200,25 @@ def _reference_problem(value: str) -> str:
     return "it contains a character other than letters, digits and - _ / ."
 
 
+def _character_problem(value: str, *, single_line: bool) -> str | None:
+    """Why a text holds a character no case field may, in words that do not repeat it.
+
+    Control characters (NUL, tab, escape …: Unicode category Cc) have no place in a one-line
+    field, and only line breaks and tabs in one that may span lines; the bidi controls
+    (:data:`_BIDI_CONTROLS`) in none.
+    """
+    for char in value:
+        if char in _BIDI_CONTROLS:
+            return (
+                f"contains U+{ord(char):04X}, a character that reorders the text around it; "
+                "remove it"
+            )
+        if unicodedata.category(char) == "Cc" and (single_line or char not in _MULTI_LINE_CONTROLS):
+            what = "a tab" if char == "\t" else f"a control character (U+{ord(char):04X})"
+            return f"contains {what}; remove it"
+    return None
+
+
 class _Reader:
     """Reads fields of a JSON object, reporting errors as ``file: field path: problem``."""
 
@@ -217,8 +247,11 @@ class _Reader:
         value = value.strip()
         if required and not value:
             raise self.error(key, "is empty")
-        if single_line and ("\r" in value or "\n" in value):
+        if single_line and any(c in value for c in "\r\n\u0085\u2028\u2029"):
             raise self.error(key, "must be on one line (it contains a line break)")
+        problem = _character_problem(value, single_line=single_line)
+        if problem:
+            raise self.error(key, problem)
         if len(value) > MAX_TEXT:
             raise self.error(key, f"is longer than {MAX_TEXT} characters")
         return value
@@ -289,8 +322,19 @@ def parse_case(data: Any, *, source: str, base_dir: Path | None = None) -> Case:
     worker_reader = reader.obj("worker")
 
     partners_raw = reader.raw("partners")
-    if not isinstance(partners_raw, list) or not all(isinstance(p, str) for p in partners_raw):
-        raise reader.error("partners", 'expected a list of partner keys such as ["police"]')
+    # A tuple is a list too when the case comes from Python (JSON gives lists).
+    if not isinstance(partners_raw, list | tuple):
+        raise reader.error(
+            "partners",
+            f'expected a list of partner keys such as ["police"], got {described(partners_raw)}',
+        )
+    for number, key in enumerate(partners_raw, start=1):
+        if not isinstance(key, str):
+            raise reader.error(
+                "partners",
+                'expected a list of partner keys such as ["police"]; '
+                f"entry {number} is {described(key)}",
+            )
     partners = tuple(dict.fromkeys(p.strip() for p in partners_raw))
     for number, key in enumerate(partners, start=1):
         # An unknown key is named back to the user; a shifted column's text must not be.
@@ -352,6 +396,52 @@ def parse_case(data: Any, *, source: str, base_dir: Path | None = None) -> Case:
         referral_form=form,
         source=source,
     )
+
+
+def case_data(case: Case, *, source: str) -> dict[str, Any]:
+    """A Case as the mapping a case file would hold, for :func:`parse_case` to judge.
+
+    A Case may have been built by hand with any values, so nothing is assumed of them:
+    typed values become what a case file holds (a ``date`` its ISO text, a ``Path`` its
+    text, a tuple of partners a list), and any other value is passed on unchanged for the
+    rules to refuse, naming the field (a ``str`` date of the right form is simply read).
+    A part that is not the dataclass it should be (``child`` not a :class:`Child`) is
+    refused here, with the same words a file's wrong part gets.
+    """
+    reader = _Reader(source, {})
+    data: dict[str, Any] = {}
+    for name, value in _dataclass_items(case):
+        if name == "source":
+            continue
+        part = _PARTS.get(name)
+        if part is not None:
+            if not isinstance(value, part):
+                raise reader.error(name, f"expected a {part.__name__}, got {described(value)}")
+            value = {key: _as_case_file_value(item) for key, item in _dataclass_items(value)}
+        data[name] = _as_case_file_value(value)
+    return data
+
+
+#: The parts of a Case that are dataclasses of their own.
+_PARTS: dict[str, type] = {"child": Child, "consent": Consent, "worker": Worker}
+
+
+def _dataclass_items(value: object) -> list[tuple[str, Any]]:
+    assert dataclasses.is_dataclass(value)
+    return [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+
+
+def _as_case_file_value(value: Any) -> Any:
+    """A typed value as a case file holds it; any other value unchanged."""
+    if isinstance(value, StrEnum):
+        return str(value)
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
 
 
 def case_ref_for_log(data: object) -> str:

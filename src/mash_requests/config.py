@@ -98,9 +98,15 @@ def find_config(explicit: Path | None) -> Path | None:
 
 
 def load_settings(
-    path: Path | None = None, *, gateway_secrets: bool = True, form_secrets: bool = True
+    path: Path | str | os.PathLike[str] | None = None,
+    *,
+    gateway_secrets: bool = True,
+    form_secrets: bool = True,
 ) -> Settings:
     """Find, read and validate the configuration; ConfigError names the file and key.
+
+    ``path`` is the config file (a ``Path``, ``str`` or other path-like); without it, the
+    file is found as :func:`find_config` says.
 
     ``gateway_secrets=False`` is for what sends nothing (filling or checking a form,
     listing overdue requests, recording a reply by hand): the gateway's table is validated
@@ -113,7 +119,7 @@ def load_settings(
     read, and ``settings.form.password`` is None, so such settings cannot open an
     encrypted form.
     """
-    source = find_config(path)
+    source = find_config(Path(path) if path is not None else None)
     if source is None:
         return parse_settings(
             {},
