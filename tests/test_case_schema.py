@@ -72,6 +72,16 @@ INVALID = {
     "partners not a list": ("partners", "police"),
     "child not an object": ("child", "Leo"),
     "null contact_id": ("contact_id", None),
+    "tab in a name": ("child.name", "Leo\tHartley"),
+    "NUL in a name": ("child.name", "Leo\x00"),
+    "right-to-left override in a name": ("worker.name", "Sam \u202eOkafor"),
+    "line separator in a name": ("child.name", "Leo\u2028Hartley"),
+    "NUL in the concerns": ("concerns", "seen\x00 at school"),
+    "bidi isolate in the address": ("child.address", "1 High St \u2066x\u2069"),
+    "control character in consent's reason": (
+        "consent",
+        {"status": "not_sought", "reason": "x\x07"},
+    ),
 }
 
 

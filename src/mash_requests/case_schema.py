@@ -21,9 +21,14 @@ from mash_requests.case import MAX_TEXT, REFERENCE_PATTERN, ConsentStatus, Rag
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
-# One line of text that is not blank (the loader strips spaces, then refuses "" and breaks).
-_ONE_LINE = r"^[^\r\n]*\S[^\r\n]*$"
-_NOT_BLANK = r"\S"
+# Characters the loader refuses in any text: the bidi controls, which make text read
+# otherwise than it is stored; and control characters other than tab and line breaks.
+_NEVER = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069"
+# One line of text that is not blank (the loader strips spaces, then refuses "", breaks,
+# tabs and the Unicode line separators).
+_ONE_LINE_CHAR = rf"[^{_NEVER}\t\r\n\u0085\u2028\u2029]"
+_ONE_LINE = rf"^{_ONE_LINE_CHAR}*[^\s{_NEVER}]{_ONE_LINE_CHAR}*$"
+_NOT_BLANK = rf"^(?=[\s\S]*\S)[^{_NEVER}]*$"
 # The loader's email check (case._EMAIL).
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
@@ -41,7 +46,7 @@ def _optional_text(description: str) -> dict[str, Any]:
     return {
         "type": ["string", "null"],
         "description": description,
-        "pattern": r"^[^\r\n]*$",
+        "pattern": rf"^{_ONE_LINE_CHAR}*$",
         "maxLength": MAX_TEXT,
     }
 
