@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import os
 import signal
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -47,7 +49,9 @@ from typing import Any
 
 from mash_requests._files import NotRegularFileError, open_regular_file
 from mash_requests.api import CaseLike, as_case
+from mash_requests.audit.events import EventKind
 from mash_requests.case import Case, case_ref_for_log, decode_case_json, parse_case
+from mash_requests.claims import Standing, State
 from mash_requests.config import Settings
 from mash_requests.dispatch import Dispatcher, Outcome
 from mash_requests.errors import CaseFileError, InputError, LogError, RecipientError
@@ -75,15 +79,21 @@ _OPTIONAL_CSV = {"consent_reason", "consent_given_by", "referral_form"}
 #: The default encoding: UTF-8, with or without the byte-order mark Excel writes.
 DEFAULT_ENCODING = "utf-8-sig"
 
-#: The summary's categories, in the order they are reported. Every request of the batch is
-#: in exactly one.
-SUMMARY_ORDER = (
+#: The count of a batch stopped early (Ctrl-C) for the valid rows' requests it never
+#: reached, or reached and stopped before claiming: nothing of them is in the log from
+#: this run, and running the batch again sends them.
+NOT_STARTED = "not_started"
+
+#: The summary's categories, in the order they are reported. Every request of the valid
+#: rows is in exactly one.
+SUMMARY_ORDER: tuple[str, ...] = (
     Outcome.SENT,
     Outcome.SKIPPED,
     Outcome.IN_FLIGHT,
     Outcome.UNCONFIRMED,
     Outcome.FAILED,
     Outcome.REJECTED,
+    NOT_STARTED,
     Outcome.DRY_RUN,
 )
 
@@ -138,13 +148,16 @@ class BatchProgress:
 
 @dataclass
 class BatchResult:
-    """What a batch did. ``interrupted`` means it stopped early on request (Ctrl-C).
+    """What a batch did. ``interrupted`` means it stopped early on request (Ctrl-C);
+    ``aborted`` that it was a second Ctrl-C, which broke the case in hand off.
 
     ``counts`` has one entry per request of the valid rows, by :class:`Outcome`: ``sent``
     (by this run), ``already_sent`` (recorded sent by an earlier or a concurrent run),
     ``in_flight`` (another live run was still sending it when this one stopped waiting),
-    ``unconfirmed`` (this run's, or left so by an earlier run), ``failed``, ``rejected``
-    (refused before sending), ``dry_run``.
+    ``unconfirmed`` (this run's, or left so by an earlier run; also the one a second Ctrl-C
+    caught in the gateway's hands, whose outcome the log does not hold), ``failed``,
+    ``rejected`` (refused before sending), ``not_started`` (:data:`NOT_STARTED`: not reached
+    before the batch was stopped), ``dry_run``.
     """
 
     problems: list[RowProblem] = field(default_factory=list)
@@ -158,6 +171,7 @@ class BatchResult:
     #: one each, with its reason: what a person acts on.
     unsent: list[UnsentRequest] = field(default_factory=list)
     interrupted: bool = False
+    aborted: bool = False
     validated_rows: int = 0
 
     @property
@@ -436,28 +450,66 @@ def _validate(settings: Settings, source: _Source) -> tuple[list[RowProblem], in
     return problems, valid, requests
 
 
-class _StopFlag:
-    """Ctrl-C finishes the case in hand, logs it, then stops; a second Ctrl-C stops at once."""
+class _Abort(KeyboardInterrupt):
+    """A second Ctrl-C (in a worker, also the parent's SIGTERM) while a case is in hand.
 
-    def __init__(self) -> None:
+    A KeyboardInterrupt, so that nothing that catches Exception swallows it: the dispatcher
+    records the outcomes it already has, and the log settles the rest (claims.py).
+    """
+
+
+class _StopFlag:
+    """Ctrl-C finishes the case in hand, logs it, then stops; a second Ctrl-C stops at once.
+
+    At once: inside :meth:`in_hand` (the dispatcher sending a case) :class:`_Abort` breaks
+    the case off where it stands; elsewhere ``abort`` is set and the loop stops before the
+    next case. Ctrl-C after that is ignored, so that the summary of what the log holds is
+    still made. With ``terminate`` (a worker) SIGTERM, which the parent sends when it was
+    stopped at once, is a second Ctrl-C.
+    """
+
+    def __init__(self, *, terminate: bool = False) -> None:
         self.stop = False
-        self._previous: Any = None
+        self.abort = False
+        self._in_hand = False
+        self._signals = [signal.SIGINT] + ([signal.SIGTERM] if terminate else [])
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopFlag:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
-            self._previous = None
+        for number in self._signals:
+            try:
+                self._previous[number] = signal.signal(number, self._handle)
+            except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+                break
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.stop:
-            raise KeyboardInterrupt
+        if self.stop or signum != signal.SIGINT:
+            self.abort_now()
         self.stop = True
 
+    def abort_now(self) -> None:
+        """Stop at once: break off the case in hand, if there is one."""
+        if self.abort:
+            return
+        self.stop = self.abort = True
+        if self._in_hand:
+            self._in_hand = False
+            raise _Abort
+
+    @contextmanager
+    def in_hand(self) -> Iterator[None]:
+        """A case being sent, which a second Ctrl-C breaks off."""
+        self._in_hand = not self.abort
+        try:
+            yield
+        finally:
+            self._in_hand = False
+
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for number, previous in self._previous.items():
+            if previous is not None:
+                signal.signal(number, previous)
 
 
 class _Run:
@@ -475,6 +527,8 @@ class _Run:
         self.result = result
         self.state = state
         self.dry_run = dry_run
+        #: The row of the case in hand (0 before the first), for an error's message.
+        self.row = 0
 
     def count(self, outcome: str, n: int = 1) -> None:
         self.result.counts[outcome] += n
@@ -482,15 +536,31 @@ class _Run:
         self.state.done += n
 
     def send(
-        self, number: int, case: Case, partners: Sequence[str] | None, *, final: bool
+        self,
+        number: int,
+        case: Case,
+        partners: Sequence[str] | None,
+        *,
+        final: bool,
+        flag: _StopFlag | None = None,
     ) -> list[str]:
         """Send a case (or some of its partners); return the partners another live run
-        holds, which are counted only when ``final``."""
+        holds, which are counted only when ``final``.
+
+        A second Ctrl-C (``flag``) breaks the case off: its requests are counted as the log
+        holds them (:meth:`count_from_log`) and :class:`_Abort` is raised again.
+        """
         asked = list(partners) if partners else list(case.partners)
+        self.row = number
         try:
-            outcome = self.dispatcher.send_case(
-                case, partners, dry_run=self.dry_run, skip_sent=True
-            )
+            with flag.in_hand() if flag is not None else nullcontext():
+                outcome = self.dispatcher.send_case(
+                    case, partners, dry_run=self.dry_run, skip_sent=True
+                )
+        except _Abort:
+            self.result.interrupted = self.result.aborted = True
+            self.count_from_log(number, case, asked)
+            raise
         except InputError as exc:
             self.count(Outcome.REJECTED, len(asked))
             self.result.refusals[exc.reason] += len(asked)
@@ -522,6 +592,84 @@ class _Run:
                 )
             self.count(request.outcome)
         return held
+
+    def count_from_log(
+        self, number: int, case: Case, partners: Sequence[str], *, own_run: bool = True
+    ) -> None:
+        """Count requests of a case this run did not see to the end, as the log holds them.
+
+        For the case a second Ctrl-C broke off (``own_run``: the events of this run are told
+        apart), and the cases stopped workers never reported. Only reads the log.
+        """
+        standings = self._standings(case, partners)
+        run = None
+        if own_run and any(s is not None and s.last is not None for s in standings):
+            run = self.dispatcher.claims.run_details().get("run")
+        for partner, standing in zip(partners, standings, strict=True):
+            last = standing.last.event if standing is not None and standing.last else None
+            ours = last is not None and run is not None and last.details.get("run") == run
+            outcome, reason = (
+                (NOT_STARTED, "") if standing is None else _logged_outcome(standing, ours)
+            )
+            ref = last.request_ref if last is not None and outcome != NOT_STARTED else None
+            if outcome == Outcome.UNCONFIRMED:
+                self.result.unconfirmed.append((number, case.case_ref, partner, ref or "-"))
+            if outcome not in (Outcome.SENT, Outcome.SKIPPED, NOT_STARTED):
+                self.result.unsent.append(
+                    UnsentRequest(number, case.case_ref, partner, outcome, reason, ref)
+                )
+            self.count(outcome)
+
+    def _standings(self, case: Case, partners: Sequence[str]) -> list[Standing | None]:
+        """What the log says of each partner's request of ``case`` (None: not looked up)."""
+        from mash_requests.dispatch import request_key
+        from mash_requests.referral_form import read_form
+
+        if self.dry_run or case.referral_form is None:
+            return [None] * len(partners)
+        try:
+            sha256 = hashlib.sha256(read_form(case.referral_form)).hexdigest()
+        except InputError:
+            return [None] * len(partners)  # the form is gone: nothing was sent with it
+        keys = [request_key(case, partner, sha256) for partner in partners]
+        return list(self.dispatcher.claims.standings(keys))
+
+
+def _logged_outcome(standing: Standing, ours: bool) -> tuple[str, str]:
+    """The count, and the reason, of a request the batch did not see to the end.
+
+    What the log records sent is sent (by this run when ``ours``, else already sent); one
+    handed to the gateway without an outcome, by this run or a dead one, is unconfirmed
+    until the next run settles it; one another live run holds is in flight; one this run
+    failed is failed; anything else (no step yet, or a claim never handed over) was not
+    started, and the next run sends it.
+    """
+    last = standing.last.event if standing.last else None
+    if last is None:
+        return NOT_STARTED, ""
+    if standing.state is State.SENT:
+        mine = ours and last.kind is EventKind.SENT
+        return str(Outcome.SENT if mine else Outcome.SKIPPED), ""
+    if standing.state is State.UNCONFIRMED:
+        return str(Outcome.UNCONFIRMED), last.reason or ""
+    if standing.state is State.IN_FLIGHT:
+        if not (ours or standing.abandoned):
+            return str(Outcome.IN_FLIGHT), _HELD_ELSEWHERE
+        if standing.handed_over:
+            return str(Outcome.UNCONFIRMED), _STOPPED_IN_HAND
+    if standing.state is State.RETRYABLE and ours and last.kind is EventKind.FAILED:
+        return str(Outcome.FAILED), last.reason or ""
+    return NOT_STARTED, ""
+
+
+#: The reason given for a request a run stopped at once while the gateway had it.
+_STOPPED_IN_HAND = (
+    "handed to the gateway when its run was stopped at once: its outcome is not in the log. "
+    "Run the same command again: it looks it up in Sent Items (outbox, EWS, Graph) or, over "
+    "SMTP, records it unconfirmed for a person to check; it is never sent twice"
+)
+#: The reason given for a request another live run was sending when the batch stopped.
+_HELD_ELSEWHERE = "another run was still sending it when this run was stopped"
 
 
 class BatchLogError(LogError):
@@ -573,81 +721,129 @@ def send_batch(
     result = BatchResult(problems=problems, validated_rows=valid)
     owned = dispatcher is None
     dispatcher = dispatcher or Dispatcher(settings)
-    number = 0
+    run = _Run(dispatcher, result, BatchProgress(total_requests=total), dry_run=dry_run)
+    # Until this returns, Ctrl-C stops the batch (a second one at once), and what the log
+    # holds is still counted: also when it comes while the batch is being closed.
+    with _StopFlag() as flag:
+        try:
+            for problem in problems:
+                if not dry_run:
+                    dispatcher.log_rejection(
+                        case_ref=problem.case_ref,
+                        partners=[],
+                        reason="invalid_case",
+                        detail=problem.message,
+                        source=where.name(problem.row),
+                    )
+            if problems and not skip_invalid:
+                raise BatchInvalidError(result)
+            if workers > 1:
+                _send_with_workers(settings, where, run, flag, workers, progress)
+            else:
+                cases = _valid_cases(settings, where)
+                if valid >= CHECK_AHEAD_FROM:
+                    cases = _checked_ahead(cases, dispatcher)
+                _send_in_this_process(cases, run, flag, progress)
+            _not_started(run)
+        except BatchLogError:
+            raise
+        except LogError as exc:
+            raise BatchLogError(exc, result, run.row) from exc
+        finally:
+            if owned:
+                dispatcher.close()
+            else:
+                dispatcher.stop_checking_ahead()
+    return result
+
+
+def _send_in_this_process(
+    cases: Iterator[tuple[int, Case]],
+    run: _Run,
+    flag: _StopFlag,
+    progress: Callable[[BatchProgress], None] | None,
+) -> None:
+    """Send the cases one by one; then those another live run was sending, waited for."""
+    result = run.result
+    # Cases with a request another live run is sending: come back to them at the end.
+    later: list[tuple[int, Case, list[str]]] = []
     try:
-        for problem in problems:
-            if not dry_run:
-                dispatcher.log_rejection(
-                    case_ref=problem.case_ref,
-                    partners=[],
-                    reason="invalid_case",
-                    detail=problem.message,
-                    source=where.name(problem.row),
-                )
-        if problems and not skip_invalid:
-            raise BatchInvalidError(result)
-        run = _Run(dispatcher, result, BatchProgress(total_requests=total), dry_run=dry_run)
-        if workers > 1:
-            from mash_requests.workers import send_with_workers
-
-            # The log (file, schema) is made here, once, before the workers open it: N
-            # processes making a new SQLite log at the same moment can meet its locks.
-            dispatcher.store  # noqa: B018
-
-            with _StopFlag() as flag:
-                send_with_workers(
-                    settings,
-                    _valid_cases(settings, where),
-                    result,
-                    run.state,
-                    workers=workers,
-                    dry_run=dry_run,
-                    progress=progress,
-                    stop_requested=lambda: flag.stop,
-                )
-            result.refused.sort()
-            result.unconfirmed.sort()
-            result.unsent.sort()
-            return result
-        # Cases with a request another live run is sending: come back to them at the end.
-        later: list[tuple[int, Case, list[str]]] = []
-        cases = _valid_cases(settings, where)
-        if valid >= CHECK_AHEAD_FROM:
-            cases = _checked_ahead(cases, dispatcher)
-        with _StopFlag() as flag:
-            for number, case in cases:
-                if flag.stop:
-                    result.interrupted = True
-                    break
-                held = run.send(number, case, None, final=dry_run)
+        for number, case in cases:
+            if flag.stop:
+                result.interrupted = True
+                break
+            held = run.send(number, case, None, final=run.dry_run, flag=flag)
+            if held:
+                later.append((number, case, held))
+            if progress is not None:
+                progress(run.state)
+        until = time.monotonic() + run.dispatcher.in_flight_wait
+        while later and not flag.stop:
+            final = time.monotonic() >= until
+            waiting, later = later, []
+            for index, (number, case, partners) in enumerate(waiting):
+                try:
+                    held = run.send(number, case, partners, final=final, flag=flag)
+                except _Abort:
+                    later.extend(waiting[index + 1 :])
+                    raise
                 if held:
                     later.append((number, case, held))
                 if progress is not None:
                     progress(run.state)
-            until = time.monotonic() + dispatcher.in_flight_wait
-            while later and not flag.stop:
-                final = time.monotonic() >= until
-                waiting, later = later, []
-                for number, case, partners in waiting:
-                    held = run.send(number, case, partners, final=final)
-                    if held:
-                        later.append((number, case, held))
-                    if progress is not None:
-                        progress(run.state)
-                if later:
-                    time.sleep(0.5)
-            if flag.stop and (later or result.interrupted):
-                result.interrupted = True
-    except BatchLogError:
-        raise
-    except LogError as exc:
-        raise BatchLogError(exc, result, number) from exc
-    finally:
-        if owned:
-            dispatcher.close()
-        else:
-            dispatcher.stop_checking_ahead()
-    return result
+            if later:
+                time.sleep(0.5)
+    except _Abort:
+        pass  # the case in hand was counted as the log holds it (_Run.send)
+    if flag.stop and (later or result.interrupted):
+        result.interrupted = True
+    # Stopped while another run was still sending some: counted as the log holds them.
+    for number, case, partners in later:
+        run.count_from_log(number, case, partners)
+
+
+def _send_with_workers(
+    settings: Settings,
+    where: _Source,
+    run: _Run,
+    flag: _StopFlag,
+    workers: int,
+    progress: Callable[[BatchProgress], None] | None,
+) -> None:
+    """Send the cases with ``workers`` processes (:mod:`mash_requests.workers`)."""
+    from mash_requests.workers import send_with_workers
+
+    # The log (file, schema) is made here, once, before the workers open it: N processes
+    # making a new SQLite log at the same moment can meet its locks.
+    run.dispatcher.store  # noqa: B018
+
+    result = run.result
+    unreported = send_with_workers(
+        settings,
+        _valid_cases(settings, where),
+        result,
+        run.state,
+        workers=workers,
+        dry_run=run.dry_run,
+        progress=progress,
+        stop_requested=lambda: flag.stop,
+        abort_requested=lambda: flag.abort,
+    )
+    result.aborted = result.aborted or (flag.abort and result.interrupted)
+    # Cases given to workers that ended before reporting them: as the log holds them.
+    for number, case, partners in unreported:
+        run.count_from_log(number, case, partners or case.partners, own_run=False)
+    result.refused.sort()
+    result.unconfirmed.sort()
+    result.unsent.sort()
+
+
+def _not_started(run: _Run) -> None:
+    """Count the valid rows' requests a stopped batch never reached, so that every request
+    is in exactly one count."""
+    left = run.state.total_requests - sum(run.result.counts.values())
+    if run.result.interrupted and left > 0:
+        run.count(NOT_STARTED, left)
 
 
 #: A batch of at least this many cases checks forms ahead of need in a helper process,

@@ -19,6 +19,12 @@ sent) and says which were sent already. Workers stop, after the case in hand, on
 A case is counted when its worker reports it, and a worker reports it only once its
 outcomes are in the log; a report lost with a killed worker is made good by the case being
 sent again by the replacement (its requests then count as already sent).
+
+A second Ctrl-C stops the batch at once: the parent sends every worker SIGTERM (on POSIX;
+on Windows the console's Ctrl-C reaches them all), which a worker takes as its own second
+Ctrl-C: it breaks off the case in hand, reports it as the log holds it, and exits. The
+parent waits :data:`ABORT_WAIT_SECONDS` at most for that; cases no worker reported are
+returned to the caller, who counts them as the log holds them.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import contextlib
 import logging
 import multiprocessing
 import pickle
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -51,6 +58,9 @@ AHEAD = 2
 POLL_SECONDS = 0.2
 #: How long the parent waits for workers to finish their case after it stopped them.
 STOP_WAIT_SECONDS = 60.0
+#: How long the parent waits for workers to break off their case after a second Ctrl-C;
+#: one that has not ended by then is killed (the log copes: see :mod:`mash_requests.claims`).
+ABORT_WAIT_SECONDS = 5.0
 
 # Messages. Parent to worker: a task (row number, case, partners or None), ``None`` (no
 # more cases: finish what you hold and exit), or ``_STOP`` (stop after the case in hand).
@@ -96,12 +106,15 @@ def send_with_workers(
     dry_run: bool,
     progress: Callable[[BatchProgress], None] | None,
     stop_requested: Callable[[], bool],
-) -> None:
+    abort_requested: Callable[[], bool] = lambda: False,
+) -> list[tuple[int, Case, list[str] | None]]:
     """Send ``cases`` (row number, case) with ``workers`` processes; add up into ``result``.
 
     Raises the first LogError (or other error) a worker meets, after stopping the others;
-    sets ``result.interrupted`` when stopped early, or when workers kept dying (more than
-    ``workers`` replacements) and cases were left unsent.
+    sets ``result.interrupted`` when stopped early (``stop_requested``: after the case in
+    hand; ``abort_requested``: at once), or when workers kept dying (more than ``workers``
+    replacements) and cases were left unsent. Returns the cases (row number, case, the
+    partners asked or None for all) given to workers that ended without reporting them.
     """
     from mash_requests.batch import BatchLogError
 
@@ -109,8 +122,10 @@ def send_with_workers(
     pool: dict[int, _Worker] = {}
     replacements = 0
     idents = iter(range(1_000_000))
-    exhausted = stopping = False
+    exhausted = stopping = aborting = False
+    abort_deadline = 0.0
     failure: tuple[BaseException, int] | None = None
+    unreported: list[tuple[int, Case, list[str] | None]] = []
 
     def start(ident: int) -> _Worker:
         task_reader, task_writer = context.Pipe(duplex=False)
@@ -143,6 +158,17 @@ def send_with_workers(
             if worker.process.is_alive():
                 give(worker, _STOP)
 
+    def abort_all() -> None:
+        """Break off every worker's case in hand (a worker's own second Ctrl-C)."""
+        nonlocal aborting, abort_deadline
+        stop_all()
+        aborting = True
+        abort_deadline = time.monotonic() + ABORT_WAIT_SECONDS
+        if sys.platform != "win32":  # there terminate() is a kill; Ctrl-C reached them
+            for worker in pool.values():
+                if worker.process.is_alive():
+                    worker.process.terminate()
+
     for _ in range(workers):
         start(next(idents))
     try:
@@ -150,6 +176,13 @@ def send_with_workers(
             if stop_requested() and not stopping:
                 result.interrupted = True
                 stop_all()
+            if abort_requested() and not aborting:
+                result.interrupted = True
+                abort_all()
+            if aborting and time.monotonic() >= abort_deadline:
+                for worker in pool.values():
+                    if worker.process.is_alive():
+                        worker.process.kill()
             # Hand out cases to the workers with least in hand.
             while not exhausted and not stopping:
                 live = [w for w in pool.values() if w.process.is_alive() and not w.told_done]
@@ -190,6 +223,7 @@ def send_with_workers(
                     continue
                 if stopping or replacements >= workers:
                     result.interrupted = True
+                    unreported.extend((n, case, partners) for n, (case, partners) in left.items())
                     continue
                 replacements += 1
                 fresh = start(next(idents))
@@ -204,7 +238,7 @@ def send_with_workers(
         stop_all()
         _join(pool, STOP_WAIT_SECONDS)
         raise
-    _join(pool, STOP_WAIT_SECONDS)
+    _join(pool, max(0.0, abort_deadline - time.monotonic()) if aborting else STOP_WAIT_SECONDS)
     if not exhausted:
         result.interrupted = True  # stopped, or every worker was lost, before the end
     if failure is not None:
@@ -212,8 +246,11 @@ def send_with_workers(
         if isinstance(error, LogError):
             raise BatchLogError(error, result, row) from error
         raise error
-    if any(w.holding for w in pool.values()):
-        result.interrupted = True
+    for worker in pool.values():
+        if worker.holding:
+            result.interrupted = True
+            unreported.extend((n, case, partners) for n, (case, partners) in worker.holding.items())
+    return sorted(unreported, key=lambda item: item[0])
 
 
 def _dead(worker: _Worker) -> bool:
@@ -298,7 +335,7 @@ def _join(pool: dict[int, _Worker], seconds: float) -> None:
 
 def _work(settings: Settings, dry_run: bool, tasks: Connection, reports: Connection) -> None:
     """A worker process: send the cases it is given, report each once it is in the log."""
-    from mash_requests.batch import BatchProgress, BatchResult, _Run, _StopFlag
+    from mash_requests.batch import BatchProgress, BatchResult, _Abort, _Run, _StopFlag
     from mash_requests.dispatch import Dispatcher
 
     parent = multiprocessing.parent_process()
@@ -324,14 +361,19 @@ def _work(settings: Settings, dry_run: bool, tasks: Connection, reports: Connect
             inbox.append(_STOP)  # the parent is gone: stop after this case
 
     try:
-        with Dispatcher(settings) as dispatcher, _StopFlag() as flag:
+        with Dispatcher(settings) as dispatcher, _StopFlag(terminate=True) as flag:
             run = _Run(dispatcher, BatchResult(), BatchProgress(total_requests=0), dry_run=dry_run)
             later: list[tuple[int, Case, list[str]]] = []
 
             def send(number: int, case: Case, partners: list[str] | None, final: bool) -> None:
                 row[0] = number
                 run.result = BatchResult()
-                held = run.send(number, case, partners, final=final)
+                try:
+                    held = run.send(number, case, partners, final=final, flag=flag)
+                except _Abort:
+                    # Broken off by a second Ctrl-C: counted as the log holds it.
+                    report(("case", CaseReport(number, run.result)))
+                    raise
                 report(("case", CaseReport(number, run.result, held)))
                 if held:
                     later.append((number, case, held))
@@ -362,8 +404,11 @@ def _work(settings: Settings, dry_run: bool, tasks: Connection, reports: Connect
                 if later:
                     time.sleep(0.5)
             report(("exit", False))
+    except _Abort:
+        with contextlib.suppress(OSError, ValueError):
+            reports.send(("exit", True))
     except KeyboardInterrupt:
-        pass  # a second Ctrl-C: stop at once; the log copes (claims.py), the parent counts
+        pass  # Ctrl-C before or after sending: the parent counts what was not reported
     except BaseException as exc:  # the parent raises it: sent as it is, if it pickles
         error: BaseException
         if isinstance(exc, LogError):

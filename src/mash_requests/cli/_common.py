@@ -82,15 +82,24 @@ def case_ref_value(_ctx: click.Context, _param: click.Parameter, value: str | No
 class CliError(click.ClickException):
     """A ClickException with our exit code; prints ``Error: <message>`` to stderr.
 
-    ``reason`` is the code ``--json`` gives when no library error lies behind this one
-    (a library error's own ``reason`` is used when there is one).
+    ``reason`` and ``error_type`` are the code and the ``type`` ``--json`` gives when no
+    library error lies behind this one (a library error's own are used when there is one);
+    ``error_type`` defaults to ``CliError``.
     """
 
-    def __init__(self, message: str, exit_code: int, *, reason: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        exit_code: int,
+        *,
+        reason: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
         super().__init__(message)
         # click reads exit_code from the instance; it is declared on the class as a default.
         self.exit_code = exit_code  # type: ignore[misc]
         self.reason = reason
+        self.error_type = error_type
 
 
 @contextmanager
@@ -340,8 +349,9 @@ def error_fields(exc: BaseException) -> dict[str, Any]:
         rest = text[len(message) :].lstrip(" .;:")
         advice = [line.strip() for line in rest.splitlines() if line.strip()]
     source = library or exc
+    named = getattr(exc, "error_type", None) if library is None else None
     fields: dict[str, Any] = {
-        "type": type(source).__name__,
+        "type": named or type(source).__name__,
         "reason": getattr(exc, "reason", None) if library is None else None,
         "message": message,
         "advice": advice,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +72,13 @@ Examples:
 Run it again after a crash, kill or Ctrl-C: it sends only what was not sent (the dispatch
 log decides), never a duplicate. A request a killed run had handed to the gateway is looked
 up in Sent Items (outbox, EWS, Graph) or, over SMTP, counted unconfirmed for a person to
-check. Ctrl-C finishes the case in hand, then stops. Two runs of one batch share the work.
+check. Ctrl-C finishes the case in hand, then stops; a second Ctrl-C stops at once. Either
+way the summary says what the log holds. Two runs of one batch share the work.
 
 \b
 Summary: sent (by this run), already sent (earlier or by another run), in flight in another
-run, unconfirmed, failed, refused: each request in exactly one.
+run, unconfirmed, failed, refused, not started (the batch was stopped first): each request
+in exactly one.
 
 \b
 Exit codes: 0 every request recorded sent (by this run or another); 1 some not sent,
@@ -162,7 +166,7 @@ def _send_batch(
 
     progress = _Progress(sys.stderr.isatty())
     try:
-        with library_errors():
+        with library_errors(), _interrupt_is_an_error():
             settings = load_settings(config_path)
             try:
                 result = api_send_batch(
@@ -204,13 +208,36 @@ def _send_batch(
         if dry_run:
             click.echo("Dry run: nothing was sent.")
     if result.interrupted:
+        how = "stopped at once by a second Ctrl-C" if result.aborted else "interrupted"
         raise CliError(
-            "interrupted: run the same command again to send the rest",
+            f"the batch was {how} before every request was sent. Run the same command "
+            "again: it sends only what was not sent",
             EXIT_INCOMPLETE,
             reason="interrupted",
+            error_type=INTERRUPTED,
         )
     if result.problems or (not dry_run and not result.all_sent):
         sys.exit(EXIT_INCOMPLETE)
+
+
+#: ``error.type`` in --json of a batch stopped by Ctrl-C (``reason`` "interrupted").
+INTERRUPTED = "Interrupted"
+
+
+@contextmanager
+def _interrupt_is_an_error() -> Iterator[None]:
+    """A Ctrl-C the batch does not handle itself (while the file is read and checked, before
+    sending starts) ends as an interrupted batch, with ``--json``'s document."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise CliError(
+            "the batch was interrupted before it could say what was sent. Run the same "
+            "command again: it sends only what was not sent",
+            EXIT_INCOMPLETE,
+            reason="interrupted",
+            error_type=INTERRUPTED,
+        ) from None
 
 
 def _rows(problems: list[Any]) -> list[dict[str, Any]]:
@@ -258,6 +285,7 @@ _LABELS = {
     "unconfirmed": "unconfirmed",
     "failed": "failed",
     "rejected": "refused",
+    "not_started": "not started",
     "dry_run": "dry run",
 }
 
@@ -302,21 +330,27 @@ def _unsent_line(item: object) -> str:
 def _summary(result: object, *, dry_run: bool) -> None:
     """The counts, each request in exactly one; then every request not sent, one a line
     with its reason, and what to do about each kind."""
-    from mash_requests.batch import SUMMARY_ORDER, BatchResult
+    from mash_requests.batch import NOT_STARTED, SUMMARY_ORDER, BatchResult
     from mash_requests.dispatch import Outcome
 
     assert isinstance(result, BatchResult)
-    shown = [
-        outcome
-        for outcome in SUMMARY_ORDER
-        if (outcome is Outcome.DRY_RUN) == dry_run or result.counts[outcome]
-    ]
+    # Dry run and not started only when there are some: they are not what a run usually has.
+    usual = {str(o) for o in SUMMARY_ORDER} - {str(Outcome.DRY_RUN), NOT_STARTED}
+    if dry_run:
+        usual = {str(Outcome.DRY_RUN)}
+    shown = [o for o in SUMMARY_ORDER if str(o) in usual or result.counts[o]]
     counts = ", ".join(f"{result.counts[o]} {_LABELS[str(o)]}" for o in shown)
     click.echo(f"Summary: {counts}; {len(result.problems)} bad row(s).")
     for problem in result.problems:
         click.echo(f"skipped row {problem.row}: {problem.message}", err=True)
     for reason, count in sorted(result.refusals.items()):
         click.echo(f"  refused ({reason}): {count}")
+    if result.counts[NOT_STARTED]:
+        click.echo(
+            f"Not started: {result.counts[NOT_STARTED]} request(s), as the batch was stopped "
+            "before them. Run the same command again: it sends only what was not sent.",
+            err=True,
+        )
     unsent = sorted(result.unsent)
     if not unsent:
         return

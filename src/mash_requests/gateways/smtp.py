@@ -526,6 +526,17 @@ class SmtpGateway:
 
     def send(self, message: OutgoingMessage) -> Receipt:
         """Submit the message once; see the module docstring for how failures are classed."""
+        try:
+            return self._submit(message)
+        except Exception:
+            raise
+        except BaseException:
+            # Broken off mid-exchange (a second Ctrl-C): the connection is in no known
+            # state, and close()'s QUIT would wait for the server's answer to the message.
+            self._drop()
+            raise
+
+    def _submit(self, message: OutgoingMessage) -> Receipt:
         server = f"SMTP server {self._where}"
         try:
             data = message.as_bytes()
