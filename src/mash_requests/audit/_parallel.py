@@ -39,6 +39,7 @@ from mash_requests.audit.verify import (
     _Verifier,
     account_for_every_row,
     against_stored_heads,
+    row_at,
 )
 from mash_requests.errors import LogError, MashRequestsError
 
@@ -233,12 +234,8 @@ class Verification:
         head = source.latest_verified_head()
         if head is None:
             return None
-        rows = source.chain_rows(head.seq - 1, head.seq)
-        try:
-            row = next(rows, None)
-        finally:
-            _close(rows)
-        if row is None or row.seq != head.seq or row.hash != head.hash:
+        row = row_at(source, head.seq)
+        if row is None or row.hash != head.hash:
             return Checkpoint(count=head.count, seq=head.seq, hash=head.hash, time=head.verified_at)
         self._start = (head.seq, head.hash, row.prev_hash, head.count)
         self._earlier = head

@@ -257,6 +257,16 @@ class VerifyResult:
         return f"BROKEN{where} ({self.problem}): {self.detail}"
 
 
+def row_at(source: ChainSource, seq: int) -> ChainRow | None:
+    """The chain's row at ``seq``, if there is one."""
+    rows = source.chain_rows(seq - 1, seq)
+    try:
+        row = next(rows, None)
+    finally:
+        _close(rows)
+    return row if row is not None and row.seq == seq else None
+
+
 def against_stored_heads(
     source: ChainSource, walked: VerifyResult, head: VerifiedHead | None
 ) -> VerifyResult:
@@ -282,12 +292,8 @@ def against_stored_heads(
             detail=f"the log ends at seq {walked.head_seq} but the verification of {when} "
             f"recorded seq {head.seq}: the newest events were removed",
         )
-    rows = source.chain_rows(head.seq - 1, head.seq)
-    try:
-        row = next(rows, None)
-    finally:
-        _close(rows)
-    if row is None or row.seq != head.seq or row.hash != head.hash:
+    row = row_at(source, head.seq)
+    if row is None or row.hash != head.hash:
         return replace(
             walked,
             ok=False,
