@@ -318,3 +318,25 @@ def test_settings_with_any_replies_source_cross_to_a_worker_process(
     copy = pickle.loads(pickle.dumps(settings))  # noqa: S301 - our own object, round trip
     assert copy.replies is not None and settings.replies is not None
     assert type(copy.replies.reader) is type(settings.replies.reader)
+
+
+def test_ews_replies_may_sign_in_another_way_than_the_gateway(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway signs in with NTLM (username, password), the replies mailbox with OAuth:
+    the replies table takes the gateway's endpoint and mailbox, but none of its sign-in
+    keys (which would read as 'not read here' or unknown under another auth)."""
+    monkeypatch.setenv("P", "x")
+    monkeypatch.setenv("S", "y")
+    table = (
+        '\n[gateway]\ntype = "ews"\n\n[gateway.ews]\nmailbox = "mash@testbury.gov.uk"\n'
+        'endpoint = "https://mail.testbury.gov.uk/EWS/Exchange.asmx"\nauth = "ntlm"\n'
+        'username = "svc"\npassword_env = "P"\n'
+        '\n[replies]\nsource = "ews"\n\n[replies.ews]\nauth = "oauth"\n'
+        'tenant_id = "11111111-2222-3333-4444-555555555555"\n'
+        'client_id = "66666666-7777-8888-9999-000000000000"\nclient_secret_env = "S"\n'
+    )
+    settings = load_settings(_with(workspace, table))
+    assert settings.replies is not None and isinstance(settings.replies.reader, EwsSettings)
+    reader = settings.replies.reader
+    assert (reader.ews.auth, reader.ews.mailbox) == ("oauth", "mash@testbury.gov.uk")

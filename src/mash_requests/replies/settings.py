@@ -123,7 +123,9 @@ def parse_reply_settings(
         if kind != source and not sub.data:
             continue
         if kind in ("graph", "ews"):
-            sub = _with_gateway_defaults(sub, gateway.table(kind))
+            sub = _with_gateway_defaults(
+                sub, gateway.table(kind), default_auth="ntlm" if kind == "ews" else None
+            )
         module = importlib.import_module(SOURCE_MODULES[kind])
         # Every key checked now, secrets only for their shape; read when the reader is used.
         module.Settings.from_table(_ShapeOnly(sub.data, where=sub.where, base_dir=sub.base_dir))
@@ -176,9 +178,19 @@ def _replies_address(table: Table, sender: str, allow_list: AllowList | None) ->
     return address.strip()
 
 
-def _with_gateway_defaults(table: Table, gateway: Table) -> Table:
-    """``[replies.X]`` with every key it leaves out taken from ``[gateway.X]``."""
+#: The keys that belong to one way of signing in (EWS: username and password for ntlm and
+#: basic; tenant, client and secret for oauth), besides the secrets.
+_SIGN_IN_KEYS = ("username", "tenant_id", "client_id")
+
+
+def _with_gateway_defaults(table: Table, gateway: Table, default_auth: str | None) -> Table:
+    """``[replies.X]`` with every key it leaves out taken from ``[gateway.X]``; a table that
+    signs in another way (its own ``auth``) takes none of the gateway's sign-in keys."""
     inherited = {k: v for k, v in gateway.data.items() if k not in table.data}
+    if "auth" in table.data and table.data["auth"] != gateway.data.get("auth", default_auth):
+        for key in list(inherited):
+            if key in _SIGN_IN_KEYS or key.startswith(_SECRETS):
+                del inherited[key]
     for secret in _SECRETS:
         # A secret given here in one form replaces the gateway's in either form.
         if any(f"{secret}{suffix}" in table.data for suffix in ("", "_env", "_file")):
