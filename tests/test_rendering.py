@@ -463,7 +463,15 @@ def test_plain_values_and_jinjas_helpers_still_work(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "expression", ["{'a': 1}[child.name]", "case[child.address]", "child[worker.name]"]
+    "expression",
+    [
+        "{'a': 1}[child.name]",
+        "case[child.address]",
+        "child[worker.name]",
+        "child|attr(child.name|replace(' ', '_'))",
+        "child|attr('born' ~ child.date_of_birth.strftime('%Y%m%d'))",
+        "case|attr('_' ~ child.name.split()[0])",
+    ],
 )
 def test_a_template_error_never_quotes_case_data(tmp_path: Path, expression: str) -> None:
     """jinja quotes the key a template asked for, which a template can compute from the
@@ -474,7 +482,7 @@ def test_a_template_error_never_quotes_case_data(tmp_path: Path, expression: str
         render(renderer, the_case)
     message = str(caught.value)
     assert message.startswith("template police.subject.j2: ")
-    for secret in ("Jayden", the_case.child.address, the_case.worker.name):
+    for secret in ("Jayden", "Price", the_case.child.address, the_case.worker.name, "born20"):
         assert secret not in message
 
 
@@ -494,7 +502,9 @@ def test_a_body_without_the_marking_top_and_bottom_is_refused(tmp_path: Path) ->
         render(renderer)
     (tmp_path / "_base.txt.j2").unlink()
     (tmp_path / "_base.html.j2").write_text("<body><p>{{ request_ref }} {{ due_text }}</p></body>")
-    with pytest.raises(TemplateError, match=r"html\.j2: the body must show the protective marking"):
+    with pytest.raises(
+        TemplateError, match=r"html\.j2: the body must show, first and last, the protective marking"
+    ):
         render(Renderer(marking="OFFICIAL", mash_name="M", override_dir=tmp_path))
 
 
@@ -507,3 +517,24 @@ def test_a_longer_marking_in_the_subject_does_not_pass_for_ours(tmp_path: Path) 
     assert render(renderer).subject.startswith(
         "OFFICIAL-SENSITIVE: OFFICIAL-SENSITIVE-PERSONAL NOT PROTECTED"
     )
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<html><body><!-- {{ marking }} --><p>{{ request_ref }} {{ due_text }}</p>"
+        "<!-- {{ marking }} --></body></html>",
+        "<html><head><title>{{ marking }} {{ marking }}</title></head>"
+        "<p>{{ request_ref }} {{ due_text }}</p></html>",
+        '<body title="{{ marking }} {{ marking }}"><p>{{ request_ref }} {{ due_text }}</p></body>',
+        "<body><p>NOT {{ marking }}</p><p>{{ request_ref }} {{ due_text }}</p>"
+        "<p>NOT {{ marking }}</p></body>",
+    ],
+    ids=["comments", "title", "attribute", "not-the-marking"],
+)
+def test_the_html_marking_must_be_where_a_reader_sees_it(tmp_path: Path, html: str) -> None:
+    """In a comment, the title or an attribute the marking is there but nobody sees it."""
+    (tmp_path / "police.html.j2").write_text(html)
+    renderer = Renderer(marking="OFFICIAL", mash_name="M", override_dir=tmp_path)
+    with pytest.raises(TemplateError, match="protective marking"):
+        render(renderer)

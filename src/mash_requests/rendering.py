@@ -179,20 +179,64 @@ def _template_line(exc: BaseException, filename: str) -> str:
 _QUOTABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,80}( object)?")
 
 
-def _without_data(message: str | None, context: dict[str, Any]) -> str | None:
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+#: What of an HTML body a reader never sees as text.
+_UNSEEN = re.compile(
+    r"<!--.*?-->|<(head|title|script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL
+)
+
+
+def _visible_text(html: str) -> str:
+    """An HTML body's visible text, one block a line: no comments, head, scripts or tags."""
+    import html as entities
+
+    blocks = re.sub(r"(?i)<(/p|br|/h\d|/div|/tr|/li|/table)\b[^>]*>", "\n", html)
+    return entities.unescape(_UNSEEN.sub(" ", blocks))
+
+
+def _without_data(
+    message: str | None, context: dict[str, Any], exc: BaseException | None = None
+) -> str | None:
     """jinja's message, or None when it quotes anything that could be case data.
 
     jinja quotes the key or attribute a template asked for, which a template can compute
-    from the case (``{{ {}[child.name] }}`` reads "has no attribute 'Jayden Price'"). A
-    quoted word is shown only when it is a plain name and no text of the case holds it.
+    from the case (``{{ {}[child.name] }}`` reads "has no attribute 'Jayden Price'",
+    ``child|attr(child.name|replace(' ', '_'))`` "'Jayden_Price'"). A quoted word is shown
+    only when it is a plain name written in the templates being rendered (the files in
+    ``exc``'s traceback) and no text of the case holds it; a type jinja names ('dict
+    object') is its own.
     """
     if not message:
         return None
     texts = [text.lower() for text in _texts(context)]
+    sources = _sources(exc)
     for word in re.findall(r"'([^']*)'", message):
         if not _QUOTABLE.fullmatch(word) or any(word.lower() in text for text in texts):
             return None
+        if not word.endswith(" object") and not re.search(
+            rf"(?<!\w){re.escape(word)}(?!\w)", sources
+        ):
+            return None  # computed while rendering, not written in a template
     return message
+
+
+def _sources(exc: BaseException | None) -> str:
+    """The text of the template files in ``exc``'s traceback (where jinja ran them)."""
+    import traceback
+
+    if exc is None:
+        return ""
+    texts = []
+    for name in {f.filename for f in traceback.extract_tb(exc.__traceback__)}:
+        if name.endswith(".j2"):
+            try:
+                texts.append(Path(name).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError):
+                continue
+    return "\n".join(texts)
 
 
 def _texts(value: Any, depth: int = 0) -> list[str]:
@@ -401,21 +445,21 @@ class Renderer:
         try:
             return str(template.render(context))
         except UndefinedError as exc:
-            words = _without_data(exc.message, context)
+            words = _without_data(exc.message, context, exc)
             raise TemplateError(
                 f"template {filename}: {words or 'a variable, attribute or key that is not there'}"
                 f"{_template_line(exc, filename)}; use only the variables listed in the README's "
                 "template reference"
             ) from None
         except SecurityError as exc:
-            words = _without_data(str(exc), context) or "an operation on a value"
+            words = _without_data(str(exc), context, exc) or "an operation on a value"
             raise TemplateError(
                 f"template {filename}: not allowed in the sandbox: {words}"
             ) from None
         except TemplateNotFound as exc:  # an {% include %}, {% extends %} or {% import %}
             raise TemplateError(self._not_found_inside(filename, exc)) from None
         except JinjaTemplateError as exc:
-            words = _without_data(exc.message, context) or type(exc).__name__
+            words = _without_data(exc.message, context, exc) or type(exc).__name__
             raise TemplateError(
                 f"template {filename}: {words}{_template_line(exc, filename)}"
             ) from None
@@ -435,23 +479,23 @@ class Renderer:
         return f"{self.marking}: {subject}"
 
     def _check_marked(self, text: str, html: str, name: str) -> None:
-        """The marking at the top and bottom of both bodies (README: every body carries it
-        there; a template that leaves it out is refused rather than sent unmarked)."""
-        from markupsafe import escape
+        """The marking at the top and bottom of both bodies, where a reader sees it (README:
+        every body carries it there; a template that leaves it out is refused rather than
+        sent unmarked): the first and last lines of the text, and of the HTML's visible text
+        (not a comment, the title, or an attribute)."""
+        for lines, filename, where in (
+            (_lines(text), f"{name}.txt.j2", "start and end with"),
+            (_lines(_visible_text(html)), f"{name}.html.j2", "show, first and last,"),
+        ):
+            if not lines or not (self._marked(lines[0]) and self._marked(lines[-1])):
+                raise TemplateError(
+                    f"template {filename}: the body must {where} the protective marking "
+                    "({{ marking }}); extend the _base template rather than replacing it"
+                )
 
-        lines = [line for line in text.splitlines() if line.strip()]
-        if not lines or self.marking not in lines[0] or self.marking not in lines[-1]:
-            raise TemplateError(
-                f"template {name}.txt.j2: the body must start and end with the protective "
-                "marking ({{ marking }}); extend the _base template rather than replacing it"
-            )
-        visible = html.split("<body", 1)[-1]
-        if visible.count(str(escape(self.marking))) < 2:
-            raise TemplateError(
-                f"template {name}.html.j2: the body must show the protective marking at its "
-                "top and bottom ({{ marking }}); extend the _base template rather than "
-                "replacing it"
-            )
+    def _marked(self, line: str) -> bool:
+        """A line that starts with the marking, as a word of its own."""
+        return re.match(re.escape(self.marking) + r"(?![\w-])", line.strip()) is not None
 
     def _not_found_inside(self, filename: str, exc: Exception) -> str:
         """What to say when ``filename`` includes, extends or imports a missing template."""
