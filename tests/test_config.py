@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -312,3 +313,19 @@ def test_load_settings_takes_a_str_or_any_path_like(tmp_path: Path, kind: type) 
     settings = load_settings(kind(path))
     assert settings.source == path
     assert list(settings.directory.keys()) == ["police"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_config_or_secret_file_that_is_a_named_pipe_is_refused_not_waited_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading a FIFO blocks until something writes to it: refused at once, exit 2."""
+    from click.testing import CliRunner
+
+    from mash_requests.cli import main
+
+    fifo = tmp_path / "mash-requests.toml"
+    os.mkfifo(fifo)
+    result = CliRunner().invoke(main, ["overdue", "--config", str(fifo)])
+    assert result.exit_code == 2
+    assert "is a named pipe (FIFO), not a regular file" in result.output

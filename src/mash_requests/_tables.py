@@ -146,10 +146,14 @@ class Table:
                 )
             return value
         if file_path:
-            try:
-                return file_path.read_text(encoding="utf-8").strip()
+            from mash_requests._files import read_regular_file
+
+            try:  # a named pipe is refused, not read (that would wait for ever)
+                return read_regular_file(file_path).decode("utf-8").strip()
             except OSError as exc:
                 raise self.error(f"{key}_file", f"cannot read {file_path}: {exc.strerror}") from exc
+            except UnicodeDecodeError:
+                raise self.error(f"{key}_file", f"{file_path} is not UTF-8 text") from None
         if required:
             raise self.error(key, f"is required: set {key}_env or {key}_file")
         return None

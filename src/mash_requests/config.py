@@ -198,12 +198,17 @@ def load_report_settings(path: Path | None = None) -> ReportSettings:
 
 
 def _read_toml(source: Path) -> dict[str, Any]:
+    from mash_requests._files import NotRegularFileError, read_regular_file
+
     try:
-        raw = source.read_bytes()
+        # A named pipe would block the read for ever: refused without being opened.
+        raw = read_regular_file(source)
     except FileNotFoundError:
         raise ConfigError(
             f"config {source}: not found; check the path given, or ${ENV_CONFIG}"
         ) from None
+    except NotRegularFileError as exc:
+        raise ConfigError(f"config {source}: {exc.strerror}; give the config file") from None
     except OSError as exc:
         raise ConfigError(f"config {source}: cannot be read ({exc.strerror})") from exc
     try:
