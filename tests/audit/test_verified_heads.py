@@ -236,6 +236,8 @@ def test_last_event_rewritten_after_a_verification_is_caught(store: EventStore) 
     assert not v.ok
     assert (v.problem, v.broken_seq) == (Break.HASH_MISMATCH, 6)
     assert "log was rewritten up to here" in v.detail
+    # What it vouches for stops before the rewritten event.
+    assert (v.count, v.head_seq, v.verified_upto()) == (5, 5, 5)
 
 
 def test_new_events_after_a_verified_head_stay_intact(store: EventStore) -> None:

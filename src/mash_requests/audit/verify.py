@@ -294,9 +294,13 @@ def against_stored_heads(
         )
     row = row_at(source, head.seq)
     if row is None or row.hash != head.hash:
+        # Intact only up to the event before the head: what comes after is rewritten.
         return replace(
             walked,
             ok=False,
+            count=min(walked.count, head.seq - 1),
+            head_seq=head.seq - 1,
+            head_hash=row.prev_hash if row is not None else walked.head_hash,
             broken_seq=head.seq,
             problem=Break.HASH_MISMATCH,
             detail=f"event {head.seq} differs from the verification of {when}: the log was "
